@@ -1,0 +1,1 @@
+//! imgd-decode (work in progress).

@@ -1,0 +1,1 @@
+//! imgd-modules (work in progress).

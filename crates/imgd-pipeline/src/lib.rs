@@ -1,0 +1,1 @@
+//! imgd-pipeline (work in progress).

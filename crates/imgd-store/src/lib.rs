@@ -1,0 +1,1 @@
+//! imgd-store (work in progress).

@@ -1,0 +1,2 @@
+//! The `imgd` command line.
+fn main() {}
