@@ -194,3 +194,58 @@ mod tests {
         assert!(err.to_string().contains("unknown module `colour`"));
     }
 }
+
+/// A value for one typed column of a result table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// SQL NULL: the value is unknown or absent.
+    Null,
+    /// An integer (also booleans, as 0/1).
+    Integer(i64),
+    /// A floating-point number.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// Raw bytes (e.g. an embedding vector).
+    Blob(Vec<u8>),
+}
+
+impl From<Option<f64>> for SqlValue {
+    fn from(v: Option<f64>) -> Self {
+        v.map_or(SqlValue::Null, SqlValue::Real)
+    }
+}
+
+impl From<Option<i64>> for SqlValue {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(SqlValue::Null, SqlValue::Integer)
+    }
+}
+
+impl From<Option<String>> for SqlValue {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(SqlValue::Null, SqlValue::Text)
+    }
+}
+
+impl From<bool> for SqlValue {
+    fn from(v: bool) -> Self {
+        SqlValue::Integer(i64::from(v))
+    }
+}
+
+/// The result of one module for one image, ready to be upserted into `result_<module>`:
+/// typed columns for what people filter and sort on, JSON for the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    /// The module that produced the row; selects the table.
+    pub module: Module,
+    /// The model that produced it (`None` for modules without a model).
+    pub model_id: Option<String>,
+    /// The model's version.
+    pub model_version: Option<String>,
+    /// Typed columns by name; the names must be columns of the module's table.
+    pub columns: Vec<(&'static str, SqlValue)>,
+    /// Everything else, stored in the `data` JSON column.
+    pub data: serde_json::Value,
+}
