@@ -1,0 +1,3 @@
+//! Timing of the technical module (filled in with the module).
+
+fn main() {}

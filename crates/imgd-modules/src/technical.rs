@@ -1,0 +1,1 @@
+//! Sharpness, exposure, noise and colours (in progress).
