@@ -1,0 +1,608 @@
+//! Every Prometheus metric of the daemon, in one registry.
+//!
+//! [`Metrics`] is built once at start-up and shared as `Arc<Metrics>`; each stage records
+//! through its methods, and the HTTP server's `/metrics` route serves [`Metrics::encode`].
+//! The reference of every metric (name, type, labels, meaning) is `docs/METRICS.md`.
+//!
+//! Names follow `imgd_<stage>_<name>_<unit>` (counters end in `_total`). Label values come from
+//! bounded sets only: module names from [`Module::ALL`], close reasons from
+//! [`CloseReason::ALL`], queue states from [`QueueState::ALL`], decode paths as
+//! `&'static str`, and model names from the model manifest. Every known label value is
+//! created at start-up, so rates start at zero instead of appearing on first use.
+
+use std::fmt;
+use std::time::Duration;
+
+use imgd_core::Module;
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::batcher::{BatchStats, CloseReason};
+
+/// The decode paths the decoder reports, created at start-up with a zero count. Others may be
+/// recorded too; they appear on first use.
+pub const DECODE_PATHS: [&str; 13] = [
+    "jpeg-dct-2",
+    "jpeg-dct-4",
+    "jpeg-dct-8",
+    "jpeg-full",
+    "raw-preview",
+    "raw-half",
+    "raw-full",
+    "heic-thumbnail",
+    "heic-primary",
+    "png",
+    "tiff",
+    "webp",
+    "other",
+];
+
+/// A state of a job in the queue: the label values of `imgd_queue_jobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueState {
+    /// Waiting to be claimed.
+    Queued,
+    /// Claimed by a worker whose lease has not expired.
+    Leased,
+    /// Finished with a stored result.
+    Done,
+    /// Failed for good.
+    Failed,
+}
+
+impl QueueState {
+    /// Every state.
+    pub const ALL: [QueueState; 4] = [
+        QueueState::Queued,
+        QueueState::Leased,
+        QueueState::Done,
+        QueueState::Failed,
+    ];
+
+    /// The state as a label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Queued => "queued",
+            QueueState::Leased => "leased",
+            QueueState::Done => "done",
+            QueueState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for QueueState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ModuleLabel {
+    module: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PathLabel {
+    path: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ModelReasonLabels {
+    model: String,
+    reason: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Stage latencies from 1 ms to ~16 s.
+fn stage_seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Batch sizes 1, 2, 4, … 256.
+fn batch_items_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 9))
+}
+
+/// Every metric of the daemon (see the [module docs](self) and `docs/METRICS.md`).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    jobs_done: Family<ModuleLabel, Counter>,
+    jobs_failed: Family<ModuleLabel, Counter>,
+    queue_jobs: Family<StateLabel, Gauge>,
+    decode_seconds: Histogram,
+    decode_images: Family<PathLabel, Counter>,
+    decode_cache_hits: Counter,
+    decode_cache_misses: Counter,
+    decode_cache_evictions: Counter,
+    decode_cache_bytes: Gauge,
+    module_seconds: HistogramFamily<ModuleLabel>,
+    infer_batch_seconds: HistogramFamily<ModelLabel>,
+    infer_batch_items: HistogramFamily<ModelLabel>,
+    infer_batches: Family<ModelReasonLabels, Counter>,
+    infer_busy_seconds: Counter<f64>,
+    infer_failed_items: Family<ModelLabel, Counter>,
+    writer_flush_seconds: Histogram,
+    writer_images: Counter,
+    writer_transactions: Counter,
+    images_processed: Counter,
+    bad_images: Counter,
+}
+
+impl Metrics {
+    /// The content type of [`encode`](Self::encode)'s output (Prometheus text 0.0.4).
+    pub const CONTENT_TYPE: &'static str = prometheus_text::CONTENT_TYPE;
+    /// The content type of [`encode_openmetrics`](Self::encode_openmetrics)'s output.
+    pub const OPENMETRICS_CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// A registry holding every metric, each at zero, with every known label value created.
+    pub fn new() -> Self {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("imgd"),
+            jobs_done: Family::default(),
+            jobs_failed: Family::default(),
+            queue_jobs: Family::default(),
+            decode_seconds: stage_seconds_histogram(),
+            decode_images: Family::default(),
+            decode_cache_hits: Counter::default(),
+            decode_cache_misses: Counter::default(),
+            decode_cache_evictions: Counter::default(),
+            decode_cache_bytes: Gauge::default(),
+            module_seconds: Family::new_with_constructor(stage_seconds_histogram),
+            infer_batch_seconds: Family::new_with_constructor(stage_seconds_histogram),
+            infer_batch_items: Family::new_with_constructor(batch_items_histogram),
+            infer_batches: Family::default(),
+            infer_busy_seconds: Counter::default(),
+            infer_failed_items: Family::default(),
+            writer_flush_seconds: stage_seconds_histogram(),
+            writer_images: Counter::default(),
+            writer_transactions: Counter::default(),
+            images_processed: Counter::default(),
+            bad_images: Counter::default(),
+        };
+
+        // Counters are registered without `_total`: the encoder appends it.
+        let r = &mut metrics.registry;
+        r.register(
+            "jobs_done",
+            "Jobs finished with a stored result, per module",
+            metrics.jobs_done.clone(),
+        );
+        r.register(
+            "jobs_failed",
+            "Jobs that failed, per module",
+            metrics.jobs_failed.clone(),
+        );
+        r.register(
+            "queue_jobs",
+            "Jobs in the queue per state, as last read from the database",
+            metrics.queue_jobs.clone(),
+        );
+        r.register(
+            "decode_seconds",
+            "Time to decode one image and derive its resolution tiers",
+            metrics.decode_seconds.clone(),
+        );
+        r.register(
+            "decode_images",
+            "Images whose pixels were decoded, per decode path",
+            metrics.decode_images.clone(),
+        );
+        r.register(
+            "decode_cache_hits",
+            "Decode cache look-ups that found the image tier",
+            metrics.decode_cache_hits.clone(),
+        );
+        r.register(
+            "decode_cache_misses",
+            "Decode cache look-ups that did not find the image tier",
+            metrics.decode_cache_misses.clone(),
+        );
+        r.register(
+            "decode_cache_evictions",
+            "Image tiers evicted from the decode cache to stay within its memory budget",
+            metrics.decode_cache_evictions.clone(),
+        );
+        r.register(
+            "decode_cache_bytes",
+            "Bytes of pixels held in the decode cache",
+            metrics.decode_cache_bytes.clone(),
+        );
+        r.register(
+            "module_seconds",
+            "Time a CPU module spent on one image on a decode thread",
+            metrics.module_seconds.clone(),
+        );
+        r.register(
+            "infer_batch_seconds",
+            "Time the inference thread spent on one batch of one model, single retries included",
+            metrics.infer_batch_seconds.clone(),
+        );
+        r.register(
+            "infer_batch_items",
+            "Requests per model batch",
+            metrics.infer_batch_items.clone(),
+        );
+        r.register(
+            "infer_batches",
+            "Model batches run, per model and close reason (full, timed_out, draining)",
+            metrics.infer_batches.clone(),
+        );
+        r.register(
+            "infer_busy_seconds",
+            "Seconds the inference thread spent running models",
+            metrics.infer_busy_seconds.clone(),
+        );
+        r.register(
+            "infer_failed_items",
+            "Model requests that ended with an error, per model",
+            metrics.infer_failed_items.clone(),
+        );
+        r.register(
+            "writer_flush_seconds",
+            "Time the writer spent committing one transaction",
+            metrics.writer_flush_seconds.clone(),
+        );
+        r.register(
+            "writer_images",
+            "Images whose results the writer committed",
+            metrics.writer_images.clone(),
+        );
+        r.register(
+            "writer_transactions",
+            "Transactions the writer committed",
+            metrics.writer_transactions.clone(),
+        );
+        r.register(
+            "images_processed",
+            "Images that went through every queued module",
+            metrics.images_processed.clone(),
+        );
+        r.register(
+            "bad_images",
+            "Images that could not be read or decoded",
+            metrics.bad_images.clone(),
+        );
+
+        for module in Module::ALL {
+            let label = ModuleLabel {
+                module: module.name(),
+            };
+            metrics.jobs_done.get_or_create_owned(&label);
+            metrics.jobs_failed.get_or_create_owned(&label);
+            if !module.needs_model() {
+                metrics.module_seconds.get_or_create_owned(&label);
+            }
+        }
+        for state in QueueState::ALL {
+            metrics.queue_jobs.get_or_create_owned(&StateLabel {
+                state: state.as_str(),
+            });
+        }
+        for path in DECODE_PATHS {
+            metrics
+                .decode_images
+                .get_or_create_owned(&PathLabel { path });
+        }
+
+        metrics
+    }
+
+    /// Creates the per-model series of `model` at zero, so a model's rates exist from
+    /// start-up. Call it once per loaded model.
+    pub fn register_model(&self, model: &str) {
+        let label = ModelLabel {
+            model: model.to_string(),
+        };
+        self.infer_batch_seconds.get_or_create_owned(&label);
+        self.infer_batch_items.get_or_create_owned(&label);
+        self.infer_failed_items.get_or_create_owned(&label);
+        for reason in CloseReason::ALL {
+            self.infer_batches.get_or_create_owned(&ModelReasonLabels {
+                model: model.to_string(),
+                reason: reason.as_str(),
+            });
+        }
+    }
+
+    /// Counts a job of `module` finished with a stored result.
+    pub fn job_done(&self, module: Module) {
+        self.jobs_done
+            .get_or_create(&ModuleLabel {
+                module: module.name(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed job of `module`.
+    pub fn job_failed(&self, module: Module) {
+        self.jobs_failed
+            .get_or_create(&ModuleLabel {
+                module: module.name(),
+            })
+            .inc();
+    }
+
+    /// Sets how many jobs the queue holds in `state`.
+    pub fn set_queue_jobs(&self, state: QueueState, jobs: u64) {
+        self.queue_jobs
+            .get_or_create(&StateLabel {
+                state: state.as_str(),
+            })
+            .set(i64::try_from(jobs).unwrap_or(i64::MAX));
+    }
+
+    /// Records one image decoded through `path` (e.g. `jpeg-dct-4`, see [`DECODE_PATHS`]) in
+    /// `elapsed`.
+    pub fn record_decode(&self, path: &'static str, elapsed: Duration) {
+        self.decode_images.get_or_create(&PathLabel { path }).inc();
+        self.decode_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a decode cache hit.
+    pub fn decode_cache_hit(&self) {
+        self.decode_cache_hits.inc();
+    }
+
+    /// Counts a decode cache miss.
+    pub fn decode_cache_miss(&self) {
+        self.decode_cache_misses.inc();
+    }
+
+    /// Counts `entries` tiers evicted from the decode cache.
+    pub fn decode_cache_evicted(&self, entries: u64) {
+        self.decode_cache_evictions.inc_by(entries);
+    }
+
+    /// Sets the bytes the decode cache holds.
+    pub fn set_decode_cache_bytes(&self, bytes: u64) {
+        self.decode_cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Records the time a CPU module (metadata, technical) spent on one image.
+    pub fn record_module(&self, module: Module, elapsed: Duration) {
+        self.module_seconds
+            .get_or_create(&ModuleLabel {
+                module: module.name(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one model batch: its size, close reason, busy time and failed items. Hand it to
+    /// [`MicroBatcher::set_observer`](crate::batcher::MicroBatcher::set_observer).
+    pub fn record_batch(&self, stats: &BatchStats) {
+        let model = ModelLabel {
+            model: stats.model.clone(),
+        };
+        let busy = stats.busy.as_secs_f64();
+        self.infer_batch_seconds.get_or_create(&model).observe(busy);
+        self.infer_batch_items
+            .get_or_create(&model)
+            .observe(stats.items as f64);
+        self.infer_batches
+            .get_or_create(&ModelReasonLabels {
+                model: stats.model.clone(),
+                reason: stats.reason.as_str(),
+            })
+            .inc();
+        self.infer_busy_seconds.inc_by(busy);
+        if stats.failed_items > 0 {
+            self.infer_failed_items
+                .get_or_create(&model)
+                .inc_by(stats.failed_items as u64);
+        }
+    }
+
+    /// Records one writer transaction carrying the results of `images` images, committed in
+    /// `elapsed`.
+    pub fn record_writer_flush(&self, images: u64, elapsed: Duration) {
+        self.writer_transactions.inc();
+        self.writer_images.inc_by(images);
+        self.writer_flush_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts an image that went through every queued module.
+    pub fn image_processed(&self) {
+        self.images_processed.inc();
+    }
+
+    /// Counts an image that could not be read or decoded.
+    pub fn bad_image(&self) {
+        self.bad_images.inc();
+    }
+
+    /// Every metric in the Prometheus text format 0.0.4 ([`Self::CONTENT_TYPE`]), which
+    /// `promtool check metrics` and every Prometheus version read.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(error) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        out
+    }
+
+    /// Every metric in the OpenMetrics text format ([`Self::OPENMETRICS_CONTENT_TYPE`]),
+    /// ending with `# EOF`.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        if let Err(error) = text::encode(&mut out, &self.registry) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `promtool check metrics` on `exposition` when promtool is on `PATH`; `None` (with a
+/// note on stderr) when it is not. Returns promtool's verdict and output.
+#[cfg(test)]
+pub(crate) fn promtool_check(exposition: &str) -> Option<(bool, String)> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!("note: promtool not runnable ({error}); skipping the promtool check");
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let output = child.wait_with_output().expect("promtool runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some((output.status.success(), text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded() -> Metrics {
+        let metrics = Metrics::new();
+        metrics.register_model("clip-vit-b32");
+        metrics.job_done(Module::Embedding);
+        metrics.job_done(Module::Embedding);
+        metrics.job_failed(Module::Ocr);
+        metrics.set_queue_jobs(QueueState::Queued, 1200);
+        metrics.set_queue_jobs(QueueState::Leased, 64);
+        metrics.record_decode("jpeg-dct-4", Duration::from_millis(12));
+        metrics.decode_cache_hit();
+        metrics.decode_cache_miss();
+        metrics.decode_cache_evicted(3);
+        metrics.set_decode_cache_bytes(512 << 20);
+        metrics.record_module(Module::Technical, Duration::from_millis(4));
+        metrics.record_batch(&BatchStats {
+            model: "clip-vit-b32".to_string(),
+            items: 32,
+            reason: CloseReason::Full,
+            busy: Duration::from_millis(250),
+            retried_singly: false,
+            failed_items: 0,
+        });
+        metrics.record_batch(&BatchStats {
+            model: "clip-vit-b32".to_string(),
+            items: 5,
+            reason: CloseReason::TimedOut,
+            busy: Duration::from_millis(50),
+            retried_singly: true,
+            failed_items: 1,
+        });
+        metrics.record_writer_flush(40, Duration::from_millis(30));
+        metrics.image_processed();
+        metrics.bad_image();
+        metrics
+    }
+
+    #[test]
+    fn the_exposition_names_every_metric_with_its_type_and_labels() {
+        let text = recorded().encode();
+        for type_line in [
+            "# TYPE imgd_jobs_done_total counter",
+            "# TYPE imgd_jobs_failed_total counter",
+            "# TYPE imgd_queue_jobs gauge",
+            "# TYPE imgd_decode_seconds histogram",
+            "# TYPE imgd_decode_images_total counter",
+            "# TYPE imgd_decode_cache_hits_total counter",
+            "# TYPE imgd_decode_cache_misses_total counter",
+            "# TYPE imgd_decode_cache_evictions_total counter",
+            "# TYPE imgd_decode_cache_bytes gauge",
+            "# TYPE imgd_module_seconds histogram",
+            "# TYPE imgd_infer_batch_seconds histogram",
+            "# TYPE imgd_infer_batch_items histogram",
+            "# TYPE imgd_infer_batches_total counter",
+            "# TYPE imgd_infer_busy_seconds_total counter",
+            "# TYPE imgd_infer_failed_items_total counter",
+            "# TYPE imgd_writer_flush_seconds histogram",
+            "# TYPE imgd_writer_images_total counter",
+            "# TYPE imgd_writer_transactions_total counter",
+            "# TYPE imgd_images_processed_total counter",
+            "# TYPE imgd_bad_images_total counter",
+        ] {
+            assert!(text.contains(type_line), "missing `{type_line}` in\n{text}");
+        }
+        for sample in [
+            "imgd_jobs_done_total{module=\"embedding\"} 2",
+            "imgd_jobs_done_total{module=\"cloud\"} 0",
+            "imgd_jobs_failed_total{module=\"ocr\"} 1",
+            "imgd_queue_jobs{state=\"queued\"} 1200",
+            "imgd_queue_jobs{state=\"failed\"} 0",
+            "imgd_decode_images_total{path=\"jpeg-dct-4\"} 1",
+            "imgd_decode_images_total{path=\"raw-preview\"} 0",
+            "imgd_decode_seconds_count 1",
+            "imgd_decode_cache_evictions_total 3",
+            "imgd_decode_cache_bytes 536870912",
+            "imgd_module_seconds_count{module=\"technical\"} 1",
+            "imgd_infer_batches_total{model=\"clip-vit-b32\",reason=\"full\"} 1",
+            "imgd_infer_batches_total{model=\"clip-vit-b32\",reason=\"timed_out\"} 1",
+            "imgd_infer_batches_total{model=\"clip-vit-b32\",reason=\"draining\"} 0",
+            "imgd_infer_batch_items_sum{model=\"clip-vit-b32\"} 37",
+            "imgd_infer_batch_items_bucket{model=\"clip-vit-b32\",le=\"32\"} 2",
+            "imgd_infer_busy_seconds_total 0.3",
+            "imgd_infer_failed_items_total{model=\"clip-vit-b32\"} 1",
+            "imgd_writer_images_total 40",
+            "imgd_writer_transactions_total 1",
+            "imgd_images_processed_total 1",
+            "imgd_bad_images_total 1",
+        ] {
+            assert!(text.contains(sample), "missing `{sample}` in\n{text}");
+        }
+        // Model modules have no CPU-module latency series.
+        assert!(!text.contains("imgd_module_seconds_count{module=\"embedding\"}"));
+    }
+
+    #[test]
+    fn the_openmetrics_exposition_ends_with_eof() {
+        let text = recorded().encode_openmetrics();
+        assert!(text.contains("# TYPE imgd_jobs_done counter"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        let Some((ok, output)) = promtool_check(&recorded().encode()) else {
+            return;
+        };
+        assert!(ok, "promtool check metrics failed:\n{output}");
+        assert!(
+            output.trim().is_empty(),
+            "promtool lint findings:\n{output}"
+        );
+    }
+}
