@@ -588,6 +588,43 @@ mod tests {
     }
 
     #[test]
+    fn a_batcher_observer_feeds_the_inference_metrics() {
+        use std::sync::Arc;
+
+        use crate::batcher::fake::FakeModel;
+        use crate::batcher::{BatchConfig, MicroBatcher};
+
+        let metrics = Arc::new(Metrics::new());
+        metrics.register_model("fake");
+        let mut batcher = MicroBatcher::new(
+            FakeModel::new("fake"),
+            BatchConfig::new(4, Duration::from_millis(20)),
+        );
+        batcher.set_observer({
+            let metrics = Arc::clone(&metrics);
+            move |stats| metrics.record_batch(stats)
+        });
+        for (tag, input) in [1, 2, FakeModel::POISON, 4, 5].into_iter().enumerate() {
+            batcher.push(tag, input);
+        }
+        let reason = batcher.ready(std::time::Instant::now()).unwrap();
+        assert_eq!(batcher.run(reason).len(), 4);
+        assert_eq!(batcher.drain().len(), 1);
+
+        let text = metrics.encode();
+        for sample in [
+            "imgd_infer_batches_total{model=\"fake\",reason=\"full\"} 1",
+            "imgd_infer_batches_total{model=\"fake\",reason=\"draining\"} 1",
+            "imgd_infer_batches_total{model=\"fake\",reason=\"timed_out\"} 0",
+            "imgd_infer_batch_items_sum{model=\"fake\"} 5",
+            "imgd_infer_batch_items_count{model=\"fake\"} 2",
+            "imgd_infer_failed_items_total{model=\"fake\"} 1",
+        ] {
+            assert!(text.contains(sample), "missing `{sample}` in\n{text}");
+        }
+    }
+
+    #[test]
     fn the_openmetrics_exposition_ends_with_eof() {
         let text = recorded().encode_openmetrics();
         assert!(text.contains("# TYPE imgd_jobs_done counter"));
