@@ -138,7 +138,9 @@ impl fmt::Display for Module {
 
 /// A module name that is not one of [`Module::ALL`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown module `{0}` (known: metadata, technical, embedding, aesthetic, objects, caption, ocr, faces, cloud)")]
+#[error(
+    "unknown module `{0}` (known: metadata, technical, embedding, aesthetic, objects, caption, ocr, faces, cloud)"
+)]
 pub struct UnknownModule(pub String);
 
 impl FromStr for Module {

@@ -1,1 +1,205 @@
-//! imgd-store (work in progress).
+//! SQLite storage of imgd.
+//!
+//! One database file holds everything: registered images, the durable job queue, module
+//! results, the FTS5 search index and shared settings. It is opened in WAL mode with a busy
+//! timeout, so several processes (a daemon, `imgd enqueue`, `imgd status`) can use it at once.
+//!
+//! - [`Store::open`] applies the numbered migrations of `migrations/` in order and refuses a
+//!   database written by a newer imgd.
+//! - [`queue`]: claim images with their queued jobs under a lease, extend, release, fail,
+//!   retry, pause.
+//! - [`results`]: one transaction that upserts results, acks their jobs and refreshes the
+//!   search rows of finished images.
+//! - [`scan`]: what `imgd enqueue` needs: known fingerprints under a folder, and applying a
+//!   scan's changes in one transaction.
+//! - [`report`]: `imgd status`, `imgd search` and `imgd show`.
+
+#![deny(missing_docs)]
+
+mod migrate;
+pub mod queue;
+pub mod report;
+pub mod results;
+pub mod scan;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+
+pub use migrate::LATEST_SCHEMA_VERSION;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An SQLite error, with what was being done.
+    #[error("database error while {context}: {source}")]
+    Sqlite {
+        /// What the store was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer imgd than this one.
+    #[error(
+        "the database {path} has schema version {found}, but this imgd only knows versions up to \
+         {supported}; upgrade imgd or point --db at another database"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in the database.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// The folder for the database could not be created.
+    #[error("cannot create the database folder {path}: {source}")]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No image has this id or path.
+    #[error("no image {0} in the database")]
+    NoSuchImage(String),
+    /// Stored JSON could not be parsed.
+    #[error("corrupt JSON in the database: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Adds a context to rusqlite results.
+pub(crate) trait Context<T> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sqlite { context, source })
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a statement waits for another process's write lock before failing.
+    pub busy_timeout: Duration,
+    /// How many failed attempts a job gets before it is marked `failed`.
+    pub max_attempts: u32,
+    /// How many expired leases (a worker that died holding the job) before it is `failed`.
+    pub max_lease_expiries: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout: Duration::from_secs(30),
+            max_attempts: 3,
+            max_lease_expiries: 10,
+        }
+    }
+}
+
+/// A connection to the imgd database. Not `Sync`: give each thread its own `Store`.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    options: StoreOptions,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, enables WAL, foreign keys and the busy
+    /// timeout, and applies pending migrations.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).ctx("opening the database")?;
+        conn.busy_timeout(options.busy_timeout)
+            .ctx("setting the busy timeout")?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .ctx("enabling WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .ctx("setting synchronous")?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .ctx("enabling foreign keys")?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            options,
+        };
+        migrate::apply(&mut store.conn, &store.path)?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        migrate::current_version(&self.conn)
+    }
+
+    /// Runs `PRAGMA integrity_check` and returns its verdict (`"ok"` when healthy).
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .ctx("checking integrity")
+    }
+
+    /// Direct access to the connection, for tests and one-off maintenance.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Reads a shared setting.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .ctx("reading a setting")
+    }
+
+    /// Writes a shared setting.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .ctx("writing a setting")?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Store {
+    /// Starts a `BEGIN IMMEDIATE` transaction: it takes the write lock up front (waiting up to
+    /// the busy timeout), so it never fails half-way on a lock another process took meanwhile.
+    pub(crate) fn write_tx(&self) -> Result<rusqlite::Transaction<'_>, rusqlite::Error> {
+        rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+    }
+}

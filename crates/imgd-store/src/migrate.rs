@@ -1,0 +1,147 @@
+//! The migrations runner: numbered SQL files applied in order, each recorded in
+//! `schema_version`.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::{Context, StoreError, now_ms};
+
+/// A migration: its version and SQL.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, in order. Append new files here; never edit an applied one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_init",
+    sql: include_str!("../../../migrations/0001_init.sql"),
+}];
+
+/// The newest schema version this build knows.
+pub const LATEST_SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+pub(crate) fn current_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )
+    .ctx("reading the schema version")
+}
+
+pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT    NOT NULL,
+             applied_ms INTEGER NOT NULL
+         )",
+    )
+    .ctx("creating the schema_version table")?;
+    let found = current_version(conn)?;
+    if found > LATEST_SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: LATEST_SCHEMA_VERSION,
+        });
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx("starting a migration")?;
+        // Another process may have applied it while we waited for the lock.
+        let now_found: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |r| r.get(0),
+            )
+            .ctx("reading the schema version")?;
+        if now_found >= migration.version {
+            continue;
+        }
+        tx.execute_batch(migration.sql)
+            .ctx("applying a migration")?;
+        tx.execute(
+            "INSERT INTO schema_version (version, name, applied_ms) VALUES (?1, ?2, ?3)",
+            rusqlite::params![migration.version, migration.name, now_ms()],
+        )
+        .ctx("recording a migration")?;
+        tx.commit().ctx("committing a migration")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Store, StoreOptions};
+
+    #[test]
+    fn a_new_database_gets_every_migration_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sub/imgd.db");
+        let store = Store::open(&db, StoreOptions::default()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA_VERSION);
+        drop(store);
+        // Opening again applies nothing twice.
+        let store = Store::open(&db, StoreOptions::default()).unwrap();
+        let rows: i64 = store
+            .connection()
+            .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn an_older_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("imgd.db");
+        // A database as a build with no migrations applied would leave it: only the version
+        // table, version 0, plus a user's unrelated table that must survive.
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                                              applied_ms INTEGER NOT NULL);
+                 CREATE TABLE keep_me (x INTEGER); INSERT INTO keep_me VALUES (7);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&db, StoreOptions::default()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA_VERSION);
+        let kept: i64 = store
+            .connection()
+            .query_row("SELECT x FROM keep_me", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 7);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_imgd_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("imgd.db");
+        drop(Store::open(&db, StoreOptions::default()).unwrap());
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute(
+                "INSERT INTO schema_version VALUES (?1, 'future', 0)",
+                [LATEST_SCHEMA_VERSION + 1],
+            )
+            .unwrap();
+        }
+        let err = Store::open(&db, StoreOptions::default())
+            .err()
+            .expect("a newer schema must be refused");
+        let message = err.to_string();
+        assert!(message.contains("upgrade imgd"), "{message}");
+        assert!(
+            matches!(err, StoreError::NewerSchema { found, .. } if found == LATEST_SCHEMA_VERSION + 1)
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! The durable job queue.
+//!
+//! Work is claimed **by image**: a claim hands out images together with all their queued jobs
+//! for the modules the worker can run, so one decode serves every module of an image. A claim
+//! is a lease (owner + expiry) taken inside one `BEGIN IMMEDIATE` transaction, so two processes
+//! claiming from one database never get the same job. A job leaves the lease by being acked
+//! (see [`crate::results`]), failed ([`Store::fail_jobs`]), released ([`Store::release_jobs`])
+//! or by its lease expiring, which puts it back in the queue.
+
+use std::time::Duration;
+
+use imgd_core::Module;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use crate::{Context, Store, StoreError, now_ms};
+
+/// The settings key of the pause flag.
+const PAUSED_KEY: &str = "paused";
+
+/// One job handed out by a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// The job's row id.
+    pub job_id: i64,
+    /// Its module.
+    pub module: Module,
+}
+
+/// An image handed out by a claim, with its leased jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedImage {
+    /// The image's row id.
+    pub image_id: i64,
+    /// Its path.
+    pub path: String,
+    /// The format registered from its extension.
+    pub format: String,
+    /// Its size when it was registered.
+    pub size: i64,
+    /// The leased jobs, one per module.
+    pub jobs: Vec<ClaimedJob>,
+}
+
+/// A job to fail, with its error text.
+#[derive(Debug, Clone)]
+pub struct JobFailure {
+    /// The job's row id.
+    pub job_id: i64,
+    /// What went wrong, for `imgd status` and `imgd show`.
+    pub error: String,
+}
+
+/// What a claim asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// Who takes the lease (e.g. `host:pid:nonce`).
+    pub owner: &'a str,
+    /// The modules this worker can run; jobs of other modules stay queued.
+    pub modules: &'a [Module],
+    /// At most this many images.
+    pub max_images: usize,
+    /// How long the lease lasts unless extended.
+    pub lease: Duration,
+}
+
+/// The SQL list `('metadata','technical')` for a set of modules. Module names are fixed
+/// identifiers from [`Module::name`], never user input.
+pub(crate) fn module_list_sql(modules: &[Module]) -> String {
+    let names: Vec<String> = modules.iter().map(|m| format!("'{}'", m.name())).collect();
+    format!("({})", names.join(","))
+}
+
+impl Store {
+    /// Claims up to `max_images` images that have queued jobs for `modules`, highest priority
+    /// first, and leases all those jobs to `owner`. Expired leases are returned to the queue
+    /// first. Returns nothing while the queue is paused.
+    pub fn claim(&mut self, request: &ClaimRequest<'_>) -> Result<Vec<ClaimedImage>, StoreError> {
+        if request.modules.is_empty() || request.max_images == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let expires = now + request.lease.as_millis() as i64;
+        let modules = module_list_sql(request.modules);
+        let max_lease_expiries = self.options.max_lease_expiries;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("starting a claim")?;
+        reclaim_expired(&tx, now, max_lease_expiries)?;
+        let paused: Option<String> = tx
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                [PAUSED_KEY],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx("reading the pause flag")?;
+        if paused.as_deref() == Some("1") {
+            return Ok(Vec::new());
+        }
+
+        // Walk queued jobs in claim order and collect distinct images until we have enough.
+        let mut image_ids: Vec<i64> = Vec::with_capacity(request.max_images);
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT j.image_id FROM jobs j JOIN images i ON i.id = j.image_id
+                     WHERE j.state = 'queued' AND j.module IN {modules} AND i.state = 'present'
+                     ORDER BY j.priority DESC, j.image_id"
+                ))
+                .ctx("preparing the claim scan")?;
+            let mut rows = stmt.query([]).ctx("scanning the queue")?;
+            while let Some(row) = rows.next().ctx("scanning the queue")? {
+                let id: i64 = row.get(0).ctx("scanning the queue")?;
+                if !image_ids.contains(&id) {
+                    image_ids.push(id);
+                    if image_ids.len() == request.max_images {
+                        break;
+                    }
+                }
+            }
+        }
+
+        let mut claimed = Vec::with_capacity(image_ids.len());
+        {
+            let mut image_stmt = tx
+                .prepare_cached("SELECT path, format, size FROM images WHERE id = ?1")
+                .ctx("preparing the image lookup")?;
+            let mut jobs_stmt = tx
+                .prepare_cached(&format!(
+                    "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires_ms = ?3,
+                                     updated_ms = ?4
+                     WHERE image_id = ?1 AND state = 'queued' AND module IN {modules}
+                     RETURNING id, module"
+                ))
+                .ctx("preparing the lease update")?;
+            for image_id in image_ids {
+                let (path, format, size) = image_stmt
+                    .query_row([image_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .ctx("reading a claimed image")?;
+                let mut jobs = Vec::new();
+                let mut rows = jobs_stmt
+                    .query(params![image_id, request.owner, expires, now])
+                    .ctx("leasing jobs")?;
+                while let Some(row) = rows.next().ctx("leasing jobs")? {
+                    let job_id: i64 = row.get(0).ctx("leasing jobs")?;
+                    let module: String = row.get(1).ctx("leasing jobs")?;
+                    // Rows of modules this build does not know are never selected: the IN list
+                    // only holds known modules.
+                    if let Ok(module) = module.parse() {
+                        jobs.push(ClaimedJob { job_id, module });
+                    }
+                }
+                jobs.sort_by_key(|j| j.module);
+                claimed.push(ClaimedImage {
+                    image_id,
+                    path,
+                    format,
+                    size,
+                    jobs,
+                });
+            }
+        }
+        tx.commit().ctx("committing a claim")?;
+        Ok(claimed)
+    }
+
+    /// Extends the lease of `owner`'s jobs by `lease` from now. Returns how many jobs it still
+    /// held (a job whose lease already expired and was re-claimed is not extended).
+    pub fn extend_lease(
+        &self,
+        owner: &str,
+        job_ids: &[i64],
+        lease: Duration,
+    ) -> Result<usize, StoreError> {
+        let expires = now_ms() + lease.as_millis() as i64;
+        let tx = self.write_tx().ctx("starting a lease extension")?;
+        let mut extended = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE jobs SET lease_expires_ms = ?3
+                     WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+                )
+                .ctx("preparing a lease extension")?;
+            for id in job_ids {
+                extended += stmt
+                    .execute(params![id, owner, expires])
+                    .ctx("extending a lease")?;
+            }
+        }
+        tx.commit().ctx("committing a lease extension")?;
+        Ok(extended)
+    }
+
+    /// Puts `owner`'s leased jobs back in the queue without counting an attempt (graceful
+    /// shutdown). Returns how many were released.
+    pub fn release_jobs(&self, owner: &str, job_ids: &[i64]) -> Result<usize, StoreError> {
+        let tx = self.write_tx().ctx("starting a release")?;
+        let mut released = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL,
+                                     updated_ms = ?3
+                     WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+                )
+                .ctx("preparing a release")?;
+            let now = now_ms();
+            for id in job_ids {
+                released += stmt
+                    .execute(params![id, owner, now])
+                    .ctx("releasing a job")?;
+            }
+        }
+        tx.commit().ctx("committing a release")?;
+        Ok(released)
+    }
+
+    /// Releases every job `owner` still holds (graceful shutdown).
+    pub fn release_all(&self, owner: &str) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL,
+                                 updated_ms = ?2
+                 WHERE state = 'leased' AND lease_owner = ?1",
+                params![owner, now_ms()],
+            )
+            .ctx("releasing jobs")
+    }
+
+    /// Records failed attempts. A job with attempts left goes back to the queue; one that used
+    /// its last attempt becomes `failed`. Either way `last_error` keeps the message.
+    pub fn fail_jobs(&self, owner: &str, failures: &[JobFailure]) -> Result<(), StoreError> {
+        let tx = self.write_tx().ctx("starting to fail jobs")?;
+        fail_jobs_in(&tx, owner, failures, self.options.max_attempts)?;
+        tx.commit().ctx("committing failed jobs")
+    }
+
+    /// Returns expired leases to the queue now (claims also do this). Returns how many.
+    pub fn reclaim_expired(&self) -> Result<usize, StoreError> {
+        let tx = self.write_tx().ctx("starting a reclaim")?;
+        let n = reclaim_expired(&tx, now_ms(), self.options.max_lease_expiries)?;
+        tx.commit().ctx("committing a reclaim")?;
+        Ok(n)
+    }
+
+    /// Re-queues failed jobs (of one module, or all), resetting their attempts. Returns how many.
+    pub fn retry_failed(&self, module: Option<Module>) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let sql = "UPDATE jobs SET state = 'queued', attempts = 0, lease_expiries = 0,
+                                   updated_ms = ?1, queued_ms = ?1
+                   WHERE state = 'failed' AND (?2 IS NULL OR module = ?2)";
+        self.conn
+            .execute(sql, params![now, module.map(Module::name)])
+            .ctx("re-queuing failed jobs")
+    }
+
+    /// Pauses or resumes the queue for every worker on this database.
+    pub fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.set_setting(PAUSED_KEY, if paused { "1" } else { "0" })
+    }
+
+    /// Whether the queue is paused.
+    pub fn is_paused(&self) -> Result<bool, StoreError> {
+        Ok(self.setting(PAUSED_KEY)?.as_deref() == Some("1"))
+    }
+}
+
+/// Fails jobs inside an open transaction (shared with the writer's commit).
+pub(crate) fn fail_jobs_in(
+    tx: &rusqlite::Transaction<'_>,
+    owner: &str,
+    failures: &[JobFailure],
+    max_attempts: u32,
+) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "UPDATE jobs SET
+                 attempts = attempts + 1,
+                 state = CASE WHEN attempts + 1 >= ?4 THEN 'failed' ELSE 'queued' END,
+                 last_error = ?3, lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?5
+             WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+        )
+        .ctx("preparing to fail jobs")?;
+    let now = now_ms();
+    for failure in failures {
+        stmt.execute(params![
+            failure.job_id,
+            owner,
+            failure.error,
+            max_attempts,
+            now
+        ])
+        .ctx("failing a job")?;
+    }
+    Ok(())
+}
+
+/// Puts jobs whose lease ran out back in the queue; after too many expiries (a worker that
+/// keeps dying on this image) the job fails instead, so one poisonous file cannot stall the
+/// queue forever.
+fn reclaim_expired(
+    tx: &rusqlite::Transaction<'_>,
+    now: i64,
+    max_lease_expiries: u32,
+) -> Result<usize, StoreError> {
+    tx.prepare_cached(
+        "UPDATE jobs SET
+             lease_expiries = lease_expiries + 1,
+             state = CASE WHEN lease_expiries + 1 >= ?2 THEN 'failed' ELSE 'queued' END,
+             last_error = CASE WHEN lease_expiries + 1 >= ?2
+                 THEN 'the worker stopped while processing this image ' || (lease_expiries + 1)
+                      || ' times (lease expired)'
+                 ELSE last_error END,
+             lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?1
+         WHERE state = 'leased' AND lease_expires_ms < ?1",
+    )
+    .ctx("preparing the reclaim")?
+    .execute(params![now, max_lease_expiries])
+    .ctx("reclaiming expired leases")
+}

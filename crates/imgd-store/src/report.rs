@@ -1,0 +1,310 @@
+//! Read-only views: queue status, full-text search and everything known about one image.
+
+use std::collections::BTreeMap;
+
+use imgd_core::Module;
+use rusqlite::{OptionalExtension, params, types::ValueRef};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::{Context, Store, StoreError};
+
+/// Job counts of one module, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StateCounts {
+    /// Waiting to be claimed.
+    pub queued: i64,
+    /// Claimed by a worker.
+    pub leased: i64,
+    /// Finished with a result.
+    pub done: i64,
+    /// Out of attempts.
+    pub failed: i64,
+}
+
+impl StateCounts {
+    /// All jobs of the module.
+    pub fn total(&self) -> i64 {
+        self.queued + self.leased + self.done + self.failed
+    }
+}
+
+/// Image counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ImageCounts {
+    /// Every registered image.
+    pub total: i64,
+    /// Present at the last scan.
+    pub present: i64,
+    /// Gone since an earlier scan.
+    pub missing: i64,
+}
+
+/// A failure message and how many jobs ended with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureGroup {
+    /// The module.
+    pub module: String,
+    /// The error text.
+    pub error: String,
+    /// How many failed jobs carry it.
+    pub count: i64,
+}
+
+/// The state of the queue, as `imgd status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueStatus {
+    /// Per module, job counts by state (every known module is listed, zeros included).
+    pub modules: BTreeMap<String, StateCounts>,
+    /// Image counts.
+    pub images: ImageCounts,
+    /// Whether the queue is paused.
+    pub paused: bool,
+    /// The most common failure messages.
+    pub top_failures: Vec<FailureGroup>,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    /// The image's row id.
+    pub image_id: i64,
+    /// Its path.
+    pub path: String,
+    /// BM25 relevance (higher is better).
+    pub score: f64,
+    /// The best-matching text, with matches in `[brackets]`.
+    pub snippet: String,
+}
+
+/// How to find an image for `imgd show`.
+#[derive(Debug, Clone)]
+pub enum ImageRef<'a> {
+    /// By row id.
+    Id(i64),
+    /// By absolute path.
+    Path(&'a str),
+}
+
+/// Turns free text into an FTS5 query that cannot be a syntax error: every word becomes a
+/// quoted phrase (quotes doubled), and the phrases are ANDed. Returns `None` for a query with
+/// no words.
+pub fn fts_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split_whitespace()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+impl Store {
+    /// Counts jobs per module and state, images per state, and the top failure messages.
+    pub fn queue_status(&self, top_failures: usize) -> Result<QueueStatus, StoreError> {
+        let mut modules: BTreeMap<String, StateCounts> = Module::ALL
+            .iter()
+            .map(|m| (m.name().to_string(), StateCounts::default()))
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT module, state, COUNT(*) FROM jobs GROUP BY module, state")
+            .ctx("preparing the status query")?;
+        let mut rows = stmt.query([]).ctx("counting jobs")?;
+        while let Some(row) = rows.next().ctx("counting jobs")? {
+            let module: String = row.get(0).ctx("counting jobs")?;
+            let state: String = row.get(1).ctx("counting jobs")?;
+            let count: i64 = row.get(2).ctx("counting jobs")?;
+            let counts = modules.entry(module).or_default();
+            match state.as_str() {
+                "queued" => counts.queued = count,
+                "leased" => counts.leased = count,
+                "done" => counts.done = count,
+                _ => counts.failed = count,
+            }
+        }
+        let images = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(state = 'present'), 0),
+                        COALESCE(SUM(state = 'missing'), 0)
+                 FROM images",
+                [],
+                |r| {
+                    Ok(ImageCounts {
+                        total: r.get(0)?,
+                        present: r.get(1)?,
+                        missing: r.get(2)?,
+                    })
+                },
+            )
+            .ctx("counting images")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT module, coalesce(last_error, '(no message)'), COUNT(*) FROM jobs
+                 WHERE state = 'failed' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ?1",
+            )
+            .ctx("preparing the failures query")?;
+        let failures = stmt
+            .query_map([top_failures as i64], |r| {
+                Ok(FailureGroup {
+                    module: r.get(0)?,
+                    error: r.get(1)?,
+                    count: r.get(2)?,
+                })
+            })
+            .ctx("grouping failures")?
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("grouping failures")?;
+        Ok(QueueStatus {
+            modules,
+            images,
+            paused: self.is_paused()?,
+            top_failures: failures,
+        })
+    }
+
+    /// Full-text search over paths, camera, dates and every module's text, best first.
+    pub fn search_text(&self, query: &str, limit: usize) -> Result<Vec<SearchHit>, StoreError> {
+        let Some(fts) = fts_query(query) else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT i.id, i.path, -bm25(search_fts),
+                        snippet(search_fts, -1, '[', ']', '…', 10)
+                 FROM search_fts JOIN images i ON i.id = search_fts.rowid
+                 WHERE search_fts MATCH ?1 AND i.state = 'present'
+                 ORDER BY bm25(search_fts), i.id LIMIT ?2",
+            )
+            .ctx("preparing the search")?;
+        stmt.query_map(params![fts, limit as i64], |r| {
+            Ok(SearchHit {
+                image_id: r.get(0)?,
+                path: r.get(1)?,
+                score: r.get(2)?,
+                snippet: r.get(3)?,
+            })
+        })
+        .ctx("searching")?
+        .collect::<Result<Vec<_>, _>>()
+        .ctx("searching")
+    }
+
+    /// Finds an image's row id.
+    pub fn image_id(&self, image: &ImageRef<'_>) -> Result<i64, StoreError> {
+        let found: Option<i64> = match image {
+            ImageRef::Id(id) => self
+                .conn
+                .query_row("SELECT id FROM images WHERE id = ?1", [id], |r| r.get(0))
+                .optional(),
+            ImageRef::Path(path) => self
+                .conn
+                .query_row("SELECT id FROM images WHERE path = ?1", [path], |r| {
+                    r.get(0)
+                })
+                .optional(),
+        }
+        .ctx("looking up an image")?;
+        found.ok_or_else(|| match image {
+            ImageRef::Id(id) => StoreError::NoSuchImage(format!("with id {id}")),
+            ImageRef::Path(path) => StoreError::NoSuchImage(format!("at {path}")),
+        })
+    }
+
+    /// Everything known about one image: `image` (the row), `jobs` (per module: state,
+    /// attempts, error, model) and one top-level key per module that has a result.
+    pub fn show(&self, image: &ImageRef<'_>) -> Result<Value, StoreError> {
+        let id = self.image_id(image)?;
+        let mut out = Map::new();
+        let image_row = self.row_json("SELECT * FROM images WHERE id = ?1", id)?;
+        out.insert(
+            "image".into(),
+            image_row.into_iter().next().unwrap_or(Value::Null),
+        );
+        let jobs = self.row_json(
+            "SELECT module, state, attempts, last_error, model_id, model_version, updated_ms
+             FROM jobs WHERE image_id = ?1 ORDER BY module",
+            id,
+        )?;
+        let mut job_map = Map::new();
+        for mut job in jobs {
+            if let Some(module) = job.as_object_mut().and_then(|o| o.remove("module")) {
+                job_map.insert(module.as_str().unwrap_or_default().to_string(), job);
+            }
+        }
+        out.insert("jobs".into(), Value::Object(job_map));
+        for module in Module::ALL {
+            let rows = self.row_json(
+                &format!(
+                    "SELECT * FROM {} WHERE image_id = ?1",
+                    module.result_table()
+                ),
+                id,
+            )?;
+            let mut rows: Vec<Value> = rows
+                .into_iter()
+                .map(|mut row| {
+                    if let Some(obj) = row.as_object_mut() {
+                        obj.remove("image_id");
+                        if let Some(Value::String(data)) = obj.remove("data") {
+                            let parsed: Value =
+                                serde_json::from_str(&data).unwrap_or(Value::String(data));
+                            obj.insert("data".into(), parsed);
+                        }
+                    }
+                    row
+                })
+                .collect();
+            match rows.len() {
+                0 => {}
+                1 => {
+                    out.insert(module.name().into(), rows.remove(0));
+                }
+                _ => {
+                    out.insert(module.name().into(), Value::Array(rows));
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Runs a query with one `?1` parameter and returns each row as a JSON object. BLOB columns
+    /// are summarised by their length.
+    fn row_json(&self, sql: &str, param: i64) -> Result<Vec<Value>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql)
+            .ctx("preparing a show query")?;
+        let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
+        let mut rows = stmt.query([param]).ctx("reading a row")?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().ctx("reading a row")? {
+            let mut obj = Map::new();
+            for (i, name) in names.iter().enumerate() {
+                let value = match row.get_ref(i).ctx("reading a column")? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => json!(v),
+                    ValueRef::Real(v) => json!(v),
+                    ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => json!({ "bytes": b.len() }),
+                };
+                obj.insert(name.clone(), value);
+            }
+            out.push(Value::Object(obj));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn fts_queries_quote_every_word() {
+        assert_eq!(fts_query("red car").unwrap(), "\"red\" \"car\"");
+        assert_eq!(fts_query("a\"b OR").unwrap(), "\"a\"\"b\" \"OR\"");
+        assert!(fts_query("   ").is_none());
+    }
+}

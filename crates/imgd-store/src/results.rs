@@ -1,0 +1,262 @@
+//! Writing results: one transaction upserts the results of many images, acks their jobs and
+//! refreshes the search row of every image whose modules are all finished.
+//!
+//! A result is written only if its job's ack succeeds (the job is still leased by the writer's
+//! owner), so a job whose lease was lost, or that was re-queued because its file changed, never
+//! leaves a stale result behind. Results are upserts keyed by image (and model, for
+//! embeddings): replaying a job never duplicates a row.
+
+use imgd_core::{Module, ResultRow, SqlValue};
+use rusqlite::{ToSql, Transaction, params, types::ToSqlOutput};
+
+use crate::queue::{JobFailure, fail_jobs_in};
+use crate::{Context, Store, StoreError, now_ms};
+
+/// Everything the pipeline learned about one image in one pass.
+#[derive(Debug, Clone, Default)]
+pub struct ImageOutcome {
+    /// The image's row id.
+    pub image_id: i64,
+    /// Its dimensions as decoded (after orientation), when known.
+    pub dimensions: Option<(u32, u32)>,
+    /// Finished jobs and their results.
+    pub done: Vec<(i64, ResultRow)>,
+    /// Failed jobs.
+    pub failed: Vec<JobFailure>,
+}
+
+/// What one commit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitSummary {
+    /// Jobs acked with their results written.
+    pub acked: usize,
+    /// Results dropped because their job was no longer leased by this owner.
+    pub stale: usize,
+    /// Failures recorded.
+    pub failed: usize,
+    /// Search rows written (images whose modules are all finished).
+    pub search_rows: usize,
+}
+
+struct Sql<'a>(&'a SqlValue);
+
+impl ToSql for Sql<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            SqlValue::Null => ToSqlOutput::from(rusqlite::types::Null),
+            SqlValue::Integer(v) => ToSqlOutput::from(*v),
+            SqlValue::Real(v) => ToSqlOutput::from(*v),
+            SqlValue::Text(v) => ToSqlOutput::from(v.as_str()),
+            SqlValue::Blob(v) => ToSqlOutput::from(v.as_slice()),
+        })
+    }
+}
+
+impl Store {
+    /// Writes the outcomes of many images in one transaction: results upserted, their jobs
+    /// acked, failures recorded, and the search row of each image whose jobs are all finished
+    /// rewritten once.
+    pub fn commit_outcomes(
+        &self,
+        owner: &str,
+        outcomes: &[ImageOutcome],
+    ) -> Result<CommitSummary, StoreError> {
+        let tx = self.write_tx().ctx("starting a result commit")?;
+        let mut summary = CommitSummary::default();
+        let now = now_ms();
+        for outcome in outcomes {
+            if let Some((w, h)) = outcome.dimensions {
+                tx.prepare_cached("UPDATE images SET width = ?2, height = ?3 WHERE id = ?1")
+                    .ctx("preparing a dimensions update")?
+                    .execute(params![outcome.image_id, w, h])
+                    .ctx("updating dimensions")?;
+            }
+            for (job_id, row) in &outcome.done {
+                let acked = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET state = 'done', model_id = ?3, model_version = ?4,
+                             last_error = NULL, lease_owner = NULL, lease_expires_ms = NULL,
+                             updated_ms = ?5
+                         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+                    )
+                    .ctx("preparing an ack")?
+                    .execute(params![job_id, owner, row.model_id, row.model_version, now])
+                    .ctx("acking a job")?;
+                if acked == 0 {
+                    summary.stale += 1;
+                    continue;
+                }
+                upsert_result(&tx, outcome.image_id, row, now)?;
+                summary.acked += 1;
+            }
+            fail_jobs_in(&tx, owner, &outcome.failed, self.options.max_attempts)?;
+            summary.failed += outcome.failed.len();
+        }
+        for outcome in outcomes {
+            let unfinished: i64 = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM jobs
+                     WHERE image_id = ?1 AND state IN ('queued', 'leased')",
+                )
+                .ctx("preparing the unfinished-jobs count")?
+                .query_row([outcome.image_id], |r| r.get(0))
+                .ctx("counting unfinished jobs")?;
+            if unfinished == 0 {
+                refresh_search_row(&tx, outcome.image_id)?;
+                summary.search_rows += 1;
+            }
+        }
+        tx.commit().ctx("committing results")?;
+        Ok(summary)
+    }
+
+    /// Rewrites the search row of one image from what the database holds now.
+    pub fn refresh_search_row(&self, image_id: i64) -> Result<(), StoreError> {
+        let tx = self.write_tx().ctx("starting a search refresh")?;
+        refresh_search_row(&tx, image_id)?;
+        tx.commit().ctx("committing a search refresh")
+    }
+}
+
+/// Upserts one result row into its module's table.
+fn upsert_result(
+    tx: &Transaction<'_>,
+    image_id: i64,
+    row: &ResultRow,
+    now: i64,
+) -> Result<(), StoreError> {
+    let table = row.module.result_table();
+    let mut names = vec![
+        "image_id",
+        "model_id",
+        "model_version",
+        "created_ms",
+        "data",
+    ];
+    names.extend(row.columns.iter().map(|(name, _)| *name));
+    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let conflict = match row.module {
+        Module::Embedding => "image_id, model_id",
+        _ => "image_id",
+    };
+    let updates: Vec<String> = names[1..]
+        .iter()
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({conflict}) DO UPDATE SET {}",
+        names.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    );
+    let data = serde_json::to_string(&row.data)?;
+    let mut values: Vec<&dyn ToSql> =
+        vec![&image_id, &row.model_id, &row.model_version, &now, &data];
+    let column_values: Vec<Sql<'_>> = row.columns.iter().map(|(_, v)| Sql(v)).collect();
+    values.extend(column_values.iter().map(|v| v as &dyn ToSql));
+    tx.prepare_cached(&sql)
+        .ctx("preparing a result upsert")?
+        .execute(values.as_slice())
+        .ctx("upserting a result")?;
+    Ok(())
+}
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// Words that make a capture date findable: `2024 07 14 2024-07-14 july`.
+fn date_words(taken_at: &str) -> String {
+    let date = taken_at.get(..10).unwrap_or(taken_at);
+    let mut words = date.replace('-', " ");
+    words.push(' ');
+    words.push_str(date);
+    if let Some(month) = taken_at
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+    {
+        words.push(' ');
+        words.push_str(month);
+    }
+    words
+}
+
+/// Builds the search row of an image from its path and every module's searchable output, and
+/// replaces the old one.
+fn refresh_search_row(tx: &Transaction<'_>, image_id: i64) -> Result<(), StoreError> {
+    let text = |sql: &str| -> Result<String, StoreError> {
+        let mut stmt = tx
+            .prepare_cached(sql)
+            .ctx("preparing a search-text query")?;
+        let mut rows = stmt.query([image_id]).ctx("reading search text")?;
+        let mut parts = Vec::new();
+        while let Some(row) = rows.next().ctx("reading search text")? {
+            let value: Option<String> = row.get(0).ctx("reading search text")?;
+            parts.extend(value.filter(|v| !v.is_empty()));
+        }
+        Ok(parts.join(" "))
+    };
+    let path = text("SELECT path FROM images WHERE id = ?1")?;
+    let camera = text(
+        "SELECT trim(coalesce(make, '') || ' ' || coalesce(model, '') || ' ' ||
+                     coalesce(lens, '') || ' ' || coalesce(software, ''))
+         FROM result_metadata WHERE image_id = ?1",
+    )?;
+    let taken = text("SELECT taken_at FROM result_metadata WHERE image_id = ?1")?;
+    let taken = if taken.is_empty() {
+        taken
+    } else {
+        date_words(&taken)
+    };
+    let caption = text(
+        "SELECT caption || ' ' || coalesce((SELECT group_concat(value, ' ')
+                                            FROM json_each(data, '$.answers')), '')
+         FROM result_caption WHERE image_id = ?1",
+    )?;
+    let ocr = text("SELECT text FROM result_ocr WHERE image_id = ?1")?;
+    let labels = text("SELECT labels FROM result_objects WHERE image_id = ?1")?;
+    let cloud = text(
+        "SELECT group_concat(value, ' ') FROM result_cloud, json_tree(result_cloud.data)
+         WHERE image_id = ?1 AND json_tree.type = 'text'",
+    )?;
+    tx.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")
+        .ctx("preparing a search-row delete")?
+        .execute([image_id])
+        .ctx("deleting a search row")?;
+    tx.prepare_cached(
+        "INSERT INTO search_fts (rowid, path, camera, taken, caption, ocr, labels, names, cloud)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '', ?8)",
+    )
+    .ctx("preparing a search-row insert")?
+    .execute(params![
+        image_id, path, camera, taken, caption, ocr, labels, cloud
+    ])
+    .ctx("writing a search row")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_words_cover_year_month_day_and_month_name() {
+        assert_eq!(
+            date_words("2003-12-14T12:01:44"),
+            "2003 12 14 2003-12-14 december"
+        );
+        assert_eq!(date_words("junk"), "junk junk");
+    }
+}

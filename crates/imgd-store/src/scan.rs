@@ -1,0 +1,349 @@
+//! What `imgd enqueue` needs from the store: the fingerprints already known under a folder,
+//! and applying a scan's decisions in one transaction.
+
+use std::collections::HashMap;
+
+use imgd_core::Module;
+use rusqlite::params;
+
+use crate::{Context, Store, StoreError, now_ms};
+
+/// A file's identity as the scanner sees it without reading content: size, modification time
+/// and, where the platform has one, the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Size in bytes.
+    pub size: i64,
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number, where the platform has one.
+    pub inode: Option<i64>,
+}
+
+/// An image row as the scanner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownImage {
+    /// Row id.
+    pub id: i64,
+    /// The stored fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Whether the file was present at the last scan.
+    pub present: bool,
+    /// Modules that have a job row for this image (bit mask of [`Module::bit`]).
+    pub modules_mask: i64,
+    /// Whether a content hash is stored.
+    pub has_hash: bool,
+}
+
+/// A file found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundFile {
+    /// Absolute path.
+    pub path: String,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Format from the extension (`jpeg`, `png`, `raw`, ...).
+    pub format: String,
+    /// BLAKE3 of the content, hex, when hashing was asked for.
+    pub content_hash: Option<String>,
+}
+
+/// One decision of a scan.
+#[derive(Debug, Clone)]
+pub enum ScanAction {
+    /// Register a new file and queue its modules.
+    New(FoundFile),
+    /// The file at a known path changed: store the new fingerprint and re-queue every module it
+    /// had plus the requested ones.
+    Changed {
+        /// Row id.
+        id: i64,
+        /// The file as found now.
+        file: FoundFile,
+        /// Modules that already had jobs.
+        modules_mask: i64,
+    },
+    /// Unchanged, but some requested modules have no job yet: queue those.
+    AddModules {
+        /// Row id.
+        id: i64,
+        /// Modules that already had jobs.
+        modules_mask: i64,
+    },
+    /// Unchanged, but `--force`: re-queue the requested modules.
+    Requeue {
+        /// Row id.
+        id: i64,
+        /// Modules that already had jobs.
+        modules_mask: i64,
+    },
+    /// A file marked missing is back with the same fingerprint.
+    Reappeared {
+        /// Row id.
+        id: i64,
+    },
+    /// Store a content hash computed for an unchanged file.
+    SetHash {
+        /// Row id.
+        id: i64,
+        /// BLAKE3, hex.
+        hash: String,
+    },
+    /// A known file is gone.
+    Missing {
+        /// Row id.
+        id: i64,
+    },
+}
+
+/// The smallest string greater than every path under `root/`: `root` + `0` (`/` + 1).
+fn prefix_bounds(root: &str) -> (String, String) {
+    let root = root.trim_end_matches('/');
+    (format!("{root}/"), format!("{root}0"))
+}
+
+impl Store {
+    /// Every image registered under the folder `root` (or the file `root` itself), keyed by
+    /// path.
+    pub fn known_under(&self, root: &str) -> Result<HashMap<String, KnownImage>, StoreError> {
+        let (lo, hi) = prefix_bounds(root);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT path, id, size, mtime_ns, inode, state, modules_mask,
+                        content_hash IS NOT NULL
+                 FROM images WHERE (path >= ?1 AND path < ?2) OR path = ?3",
+            )
+            .ctx("preparing the known-images query")?;
+        let rows = stmt
+            .query_map(params![lo, hi, root], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    KnownImage {
+                        id: r.get(1)?,
+                        fingerprint: Fingerprint {
+                            size: r.get(2)?,
+                            mtime_ns: r.get(3)?,
+                            inode: r.get(4)?,
+                        },
+                        present: r.get::<_, String>(5)? == "present",
+                        modules_mask: r.get(6)?,
+                        has_hash: r.get(7)?,
+                    },
+                ))
+            })
+            .ctx("reading known images")?;
+        let mut known = HashMap::new();
+        for row in rows {
+            let (path, image) = row.ctx("reading known images")?;
+            known.insert(path, image);
+        }
+        Ok(known)
+    }
+
+    /// Applies a scan's decisions in one transaction, queuing `modules` at `priority`.
+    pub fn apply_scan(
+        &self,
+        actions: &[ScanAction],
+        modules: &[Module],
+        priority: i64,
+    ) -> Result<(), StoreError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let requested = Module::mask_of(modules);
+        let now = now_ms();
+        let tx = self.write_tx().ctx("starting a scan transaction")?;
+        {
+            let mut insert_image = tx
+                .prepare_cached(
+                    "INSERT INTO images (path, size, mtime_ns, inode, content_hash, format,
+                                         modules_mask, first_seen_ms, last_seen_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                     ON CONFLICT (path) DO UPDATE SET
+                         size = excluded.size, mtime_ns = excluded.mtime_ns,
+                         inode = excluded.inode, content_hash = excluded.content_hash,
+                         format = excluded.format, state = 'present',
+                         modules_mask = images.modules_mask | excluded.modules_mask,
+                         last_seen_ms = excluded.last_seen_ms
+                     RETURNING id",
+                )
+                .ctx("preparing the image insert")?;
+            let mut update_image = tx
+                .prepare_cached(
+                    "UPDATE images SET size = ?2, mtime_ns = ?3, inode = ?4,
+                         content_hash = coalesce(?5, content_hash), format = ?6,
+                         state = 'present', modules_mask = ?7, last_seen_ms = ?8,
+                         width = NULL, height = NULL
+                     WHERE id = ?1",
+                )
+                .ctx("preparing the image update")?;
+            let mut set_mask = tx
+                .prepare_cached(
+                    "UPDATE images SET modules_mask = modules_mask | ?2, state = 'present',
+                                       last_seen_ms = ?3
+                     WHERE id = ?1",
+                )
+                .ctx("preparing the mask update")?;
+            let mut insert_job = tx
+                .prepare_cached(
+                    "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?4)
+                     ON CONFLICT (image_id, module) DO NOTHING",
+                )
+                .ctx("preparing the job insert")?;
+            let mut requeue_job = tx
+                .prepare_cached(
+                    "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?4)
+                     ON CONFLICT (image_id, module) DO UPDATE SET
+                         state = 'queued', attempts = 0, lease_expiries = 0, last_error = NULL,
+                         lease_owner = NULL, lease_expires_ms = NULL,
+                         priority = excluded.priority, queued_ms = excluded.queued_ms,
+                         updated_ms = excluded.updated_ms",
+                )
+                .ctx("preparing the job re-queue")?;
+            let mut set_hash = tx
+                .prepare_cached("UPDATE images SET content_hash = ?2 WHERE id = ?1")
+                .ctx("preparing the hash update")?;
+            let mut set_state = tx
+                .prepare_cached("UPDATE images SET state = ?2, last_seen_ms = ?3 WHERE id = ?1")
+                .ctx("preparing the state update")?;
+
+            for action in actions {
+                match action {
+                    ScanAction::New(file) => {
+                        let id: i64 = insert_image
+                            .query_row(
+                                params![
+                                    file.path,
+                                    file.fingerprint.size,
+                                    file.fingerprint.mtime_ns,
+                                    file.fingerprint.inode,
+                                    file.content_hash,
+                                    file.format,
+                                    requested,
+                                    now
+                                ],
+                                |r| r.get(0),
+                            )
+                            .ctx("registering an image")?;
+                        for m in modules {
+                            requeue_job
+                                .execute(params![id, m.name(), priority, now])
+                                .ctx("queuing a job")?;
+                        }
+                    }
+                    ScanAction::Changed {
+                        id,
+                        file,
+                        modules_mask,
+                    } => {
+                        let mask = modules_mask | requested;
+                        update_image
+                            .execute(params![
+                                id,
+                                file.fingerprint.size,
+                                file.fingerprint.mtime_ns,
+                                file.fingerprint.inode,
+                                file.content_hash,
+                                file.format,
+                                mask,
+                                now
+                            ])
+                            .ctx("updating a changed image")?;
+                        for m in Module::from_mask(mask) {
+                            requeue_job
+                                .execute(params![id, m.name(), priority, now])
+                                .ctx("re-queuing a job")?;
+                        }
+                    }
+                    ScanAction::AddModules { id, modules_mask } => {
+                        set_mask
+                            .execute(params![id, requested, now])
+                            .ctx("updating a module mask")?;
+                        for m in Module::from_mask(requested & !modules_mask) {
+                            insert_job
+                                .execute(params![id, m.name(), priority, now])
+                                .ctx("queuing a job")?;
+                        }
+                    }
+                    ScanAction::Requeue { id, .. } => {
+                        set_mask
+                            .execute(params![id, requested, now])
+                            .ctx("updating a module mask")?;
+                        for m in modules {
+                            requeue_job
+                                .execute(params![id, m.name(), priority, now])
+                                .ctx("re-queuing a job")?;
+                        }
+                    }
+                    ScanAction::Reappeared { id } => {
+                        set_state
+                            .execute(params![id, "present", now])
+                            .ctx("marking an image present")?;
+                    }
+                    ScanAction::SetHash { id, hash } => {
+                        set_hash.execute(params![id, hash]).ctx("storing a hash")?;
+                    }
+                    ScanAction::Missing { id } => {
+                        set_state
+                            .execute(params![id, "missing", now])
+                            .ctx("marking an image missing")?;
+                    }
+                }
+            }
+        }
+        tx.commit().ctx("committing a scan")
+    }
+
+    /// Groups of present images that share a content hash, largest groups first.
+    pub fn content_duplicates(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT content_hash, json_group_array(path) FROM images
+                 WHERE content_hash IS NOT NULL AND state = 'present'
+                 GROUP BY content_hash HAVING COUNT(*) > 1
+                 ORDER BY COUNT(*) DESC, content_hash LIMIT ?1",
+            )
+            .ctx("preparing the duplicates query")?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .ctx("finding duplicates")?;
+        let mut groups = Vec::new();
+        for row in rows {
+            let (hash, paths) = row.ctx("finding duplicates")?;
+            let mut paths: Vec<String> = serde_json::from_str(&paths)?;
+            paths.sort();
+            groups.push((hash, paths));
+        }
+        Ok(groups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_bounds;
+
+    #[test]
+    fn prefix_bounds_select_exactly_the_folder() {
+        let (lo, hi) = prefix_bounds("/a/b/");
+        assert_eq!(lo, "/a/b/");
+        assert_eq!(hi, "/a/b0");
+        for inside in ["/a/b/x.jpg", "/a/b/c/d.png"] {
+            assert!(inside >= lo.as_str() && inside < hi.as_str());
+        }
+        for outside in ["/a/b.jpg", "/a/bc/x.jpg", "/a/a/x.jpg", "/a/b"] {
+            assert!(
+                !(outside >= lo.as_str() && outside < hi.as_str()),
+                "{outside}"
+            );
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The job queue on real SQLite files: claims, leases, acks, failures, retries, pause, and two
+//! processes claiming from one database at once.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_store::queue::{ClaimRequest, JobFailure};
+use imgd_store::results::ImageOutcome;
+use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
+use imgd_store::{Store, StoreOptions};
+
+const BOTH: [Module; 2] = [Module::Metadata, Module::Technical];
+
+fn store_with_images(db: &Path, n: usize, priority: i64) -> Store {
+    let store = Store::open(db, StoreOptions::default()).unwrap();
+    let actions: Vec<ScanAction> = (0..n)
+        .map(|i| {
+            ScanAction::New(FoundFile {
+                path: format!("/photos/p{priority}/img{i:05}.jpg"),
+                fingerprint: Fingerprint {
+                    size: 1000 + i as i64,
+                    mtime_ns: 1,
+                    inode: None,
+                },
+                format: "jpeg".into(),
+                content_hash: None,
+            })
+        })
+        .collect();
+    store.apply_scan(&actions, &BOTH, priority).unwrap();
+    store
+}
+
+fn request<'a>(owner: &'a str, modules: &'a [Module], max_images: usize) -> ClaimRequest<'a> {
+    ClaimRequest {
+        owner,
+        modules,
+        max_images,
+        lease: Duration::from_secs(60),
+    }
+}
+
+fn metadata_row(make: &str) -> ResultRow {
+    ResultRow {
+        module: Module::Metadata,
+        model_id: None,
+        model_version: None,
+        columns: vec![("make", SqlValue::Text(make.into()))],
+        data: serde_json::json!({ "make": make }),
+    }
+}
+
+fn count(store: &Store, sql: &str) -> i64 {
+    store.connection().query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn claims_hand_out_whole_images_in_priority_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    drop(store_with_images(&db, 5, 0));
+    let mut store = store_with_images(&db, 2, 10);
+
+    let claimed = store.claim(&request("w1", &BOTH, 3)).unwrap();
+    assert_eq!(claimed.len(), 3);
+    // The two high-priority images come first, each with both of its jobs.
+    assert!(claimed[0].path.starts_with("/photos/p10/"));
+    assert!(claimed[1].path.starts_with("/photos/p10/"));
+    assert!(claimed[2].path.starts_with("/photos/p0/"));
+    for image in &claimed {
+        let modules: Vec<Module> = image.jobs.iter().map(|j| j.module).collect();
+        assert_eq!(modules, BOTH);
+    }
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM jobs WHERE state = 'leased'"),
+        6
+    );
+
+    // A worker that can only run `technical` leaves `metadata` queued.
+    let only_technical = store
+        .claim(&request("w2", &[Module::Technical], 10))
+        .unwrap();
+    assert_eq!(only_technical.len(), 4);
+    assert!(only_technical.iter().all(|i| i.jobs.len() == 1));
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND module = 'metadata'"
+        ),
+        4
+    );
+}
+
+#[test]
+fn an_ack_writes_the_result_in_the_same_transaction_and_replays_do_not_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let mut store = store_with_images(&db, 1, 0);
+    let claimed = store.claim(&request("w", &[Module::Metadata], 1)).unwrap();
+    let job = claimed[0].jobs[0].job_id;
+    let outcome = ImageOutcome {
+        image_id: claimed[0].image_id,
+        dimensions: Some((640, 480)),
+        done: vec![(job, metadata_row("Canon"))],
+        failed: vec![],
+    };
+    let summary = store.commit_outcomes("w", &[outcome.clone()]).unwrap();
+    assert_eq!(summary.acked, 1);
+    // `technical` is still queued, so the search row waits.
+    assert_eq!(summary.search_rows, 0);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM result_metadata"), 1);
+    assert_eq!(count(&store, "SELECT width FROM images"), 640);
+
+    // A replay of the same outcome (e.g. after a crash between two writers) is stale: no second
+    // row, no second ack.
+    let replay = store.commit_outcomes("w", &[outcome]).unwrap();
+    assert_eq!(replay.acked, 0);
+    assert_eq!(replay.stale, 1);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM result_metadata"), 1);
+
+    // Re-running the job after a re-queue upserts: still one row, with the new value.
+    store.retry_failed(None).unwrap();
+    store
+        .connection()
+        .execute(
+            "UPDATE jobs SET state = 'queued' WHERE module = 'metadata'",
+            [],
+        )
+        .unwrap();
+    let claimed = store.claim(&request("w", &BOTH, 1)).unwrap();
+    let done = claimed[0]
+        .jobs
+        .iter()
+        .map(|j| match j.module {
+            Module::Metadata => (j.job_id, metadata_row("Nikon")),
+            _ => (
+                j.job_id,
+                ResultRow {
+                    module: Module::Technical,
+                    model_id: None,
+                    model_version: None,
+                    columns: vec![("sharpness", SqlValue::Real(12.5))],
+                    data: serde_json::json!({}),
+                },
+            ),
+        })
+        .collect();
+    let summary = store
+        .commit_outcomes(
+            "w",
+            &[ImageOutcome {
+                image_id: claimed[0].image_id,
+                dimensions: None,
+                done,
+                failed: vec![],
+            }],
+        )
+        .unwrap();
+    assert_eq!(summary.acked, 2);
+    assert_eq!(summary.search_rows, 1);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM result_metadata"), 1);
+    let make: String = store
+        .connection()
+        .query_row("SELECT make FROM result_metadata", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(make, "Nikon");
+    let hits = store.search_text("nikon", 10).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert!(hits[0].snippet.contains("[Nikon]"), "{}", hits[0].snippet);
+    // FTS syntax in user input is only text.
+    assert!(
+        store
+            .search_text("nikon OR \"(* AND", 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn failures_retry_until_the_attempt_limit_then_fail_and_retry_requeues() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    drop(store_with_images(&db, 1, 0));
+    let options = StoreOptions {
+        max_attempts: 2,
+        ..StoreOptions::default()
+    };
+    let mut store = Store::open(&db, options).unwrap();
+    for attempt in 1..=2 {
+        let claimed = store.claim(&request("w", &[Module::Technical], 1)).unwrap();
+        assert_eq!(claimed.len(), 1, "attempt {attempt} gets the job again");
+        store
+            .fail_jobs(
+                "w",
+                &[JobFailure {
+                    job_id: claimed[0].jobs[0].job_id,
+                    error: format!("corrupt JPEG (attempt {attempt})"),
+                }],
+            )
+            .unwrap();
+    }
+    assert!(
+        store
+            .claim(&request("w", &[Module::Technical], 1))
+            .unwrap()
+            .is_empty()
+    );
+    let status = store.queue_status(5).unwrap();
+    assert_eq!(status.modules["technical"].failed, 1);
+    assert_eq!(status.top_failures[0].error, "corrupt JPEG (attempt 2)");
+
+    assert_eq!(store.retry_failed(Some(Module::Metadata)).unwrap(), 0);
+    assert_eq!(store.retry_failed(Some(Module::Technical)).unwrap(), 1);
+    assert_eq!(
+        store
+            .claim(&request("w", &[Module::Technical], 1))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn expired_leases_return_to_the_queue_and_extensions_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let mut store = store_with_images(&db, 2, 0);
+    let short = ClaimRequest {
+        lease: Duration::from_millis(200),
+        ..request("dead-worker", &BOTH, 1)
+    };
+    let dead = store.claim(&short).unwrap();
+    let kept = store
+        .claim(&ClaimRequest {
+            lease: Duration::from_millis(200),
+            ..request("live-worker", &BOTH, 1)
+        })
+        .unwrap();
+    let kept_ids: Vec<i64> = kept[0].jobs.iter().map(|j| j.job_id).collect();
+    assert_eq!(
+        store
+            .extend_lease("live-worker", &kept_ids, Duration::from_secs(60))
+            .unwrap(),
+        2
+    );
+    std::thread::sleep(Duration::from_millis(250));
+    let again = store.claim(&request("new-worker", &BOTH, 10)).unwrap();
+    assert_eq!(again.len(), 1, "only the dead worker's image comes back");
+    assert_eq!(again[0].image_id, dead[0].image_id);
+    // The dead worker's late ack is refused: its lease is gone.
+    let late = store
+        .commit_outcomes(
+            "dead-worker",
+            &[ImageOutcome {
+                image_id: dead[0].image_id,
+                dimensions: None,
+                done: vec![(dead[0].jobs[0].job_id, metadata_row("Late"))],
+                failed: vec![],
+            }],
+        )
+        .unwrap();
+    assert_eq!(late.stale, 1);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM result_metadata"), 0);
+    // Graceful shutdown releases without counting an attempt.
+    assert_eq!(store.release_all("new-worker").unwrap(), 2);
+    assert_eq!(count(&store, "SELECT MAX(attempts) FROM jobs"), 0);
+}
+
+#[test]
+fn a_job_whose_worker_keeps_dying_fails_after_the_expiry_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    drop(store_with_images(&db, 1, 0));
+    let options = StoreOptions {
+        max_lease_expiries: 3,
+        ..StoreOptions::default()
+    };
+    let mut store = Store::open(&db, options).unwrap();
+    let mut claims = 0;
+    loop {
+        let claimed = store
+            .claim(&ClaimRequest {
+                lease: Duration::from_millis(1),
+                ..request("crashy", &[Module::Metadata], 1)
+            })
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        claims += 1;
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(claims < 10, "the job must fail eventually");
+    }
+    assert_eq!(claims, 3);
+    let status = store.queue_status(1).unwrap();
+    assert_eq!(status.modules["metadata"].failed, 1);
+    assert!(status.top_failures[0].error.contains("lease expired"));
+}
+
+#[test]
+fn a_paused_queue_hands_out_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let mut store = store_with_images(&db, 1, 0);
+    store.set_paused(true).unwrap();
+    assert!(store.is_paused().unwrap());
+    assert!(store.claim(&request("w", &BOTH, 1)).unwrap().is_empty());
+    store.set_paused(false).unwrap();
+    assert_eq!(store.claim(&request("w", &BOTH, 1)).unwrap().len(), 1);
+}
+
+/// The body of one claiming process: claims small batches until the queue is empty, acks every
+/// job, and prints each claimed job id. Runs only when the parent test spawns it.
+#[test]
+#[ignore = "spawned by two_processes_never_get_the_same_job"]
+fn claim_child() {
+    let Ok(db) = std::env::var("IMGD_CLAIM_CHILD_DB") else {
+        return;
+    };
+    let owner = format!("child-{}", std::process::id());
+    let mut store = Store::open(Path::new(&db), StoreOptions::default()).unwrap();
+    loop {
+        let claimed = store.claim(&request(&owner, &BOTH, 3)).unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        let mut outcomes = Vec::new();
+        for image in claimed {
+            let mut done = Vec::new();
+            for job in &image.jobs {
+                println!("JOB {}", job.job_id);
+                if job.module == Module::Metadata {
+                    done.push((job.job_id, metadata_row(&owner)));
+                } else {
+                    done.push((
+                        job.job_id,
+                        ResultRow {
+                            module: Module::Technical,
+                            model_id: None,
+                            model_version: None,
+                            columns: vec![],
+                            data: serde_json::json!({}),
+                        },
+                    ));
+                }
+            }
+            outcomes.push(ImageOutcome {
+                image_id: image.image_id,
+                dimensions: None,
+                done,
+                failed: vec![],
+            });
+        }
+        let summary = store.commit_outcomes(&owner, &outcomes).unwrap();
+        assert_eq!(summary.stale, 0);
+    }
+}
+
+#[test]
+fn two_processes_never_get_the_same_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let store = store_with_images(&db, 400, 0);
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "claim_child",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("IMGD_CLAIM_CHILD_DB", &db)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut per_child = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "a claiming process failed");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let ids: Vec<i64> = stdout
+            .lines()
+            // libtest may print its own "test claim_child ... " before the first line.
+            .filter_map(|l| l.split_once("JOB ").map(|(_, id)| id))
+            .map(|id| id.trim().parse().unwrap())
+            .collect();
+        per_child.push(ids.len());
+        for id in ids {
+            assert!(seen.insert(id), "job {id} was handed out twice");
+        }
+    }
+    assert_eq!(seen.len(), 800, "every job handed out exactly once");
+    assert!(
+        per_child.iter().all(|&n| n > 0),
+        "both processes claimed work: {per_child:?}"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM jobs WHERE state = 'done'"),
+        800
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM result_metadata"), 400);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+}
