@@ -107,7 +107,7 @@ fn an_ack_writes_the_result_in_the_same_transaction_and_replays_do_not_duplicate
         done: vec![(job, metadata_row("Canon"))],
         failed: vec![],
     };
-    let summary = store.commit_outcomes("w", &[outcome.clone()]).unwrap();
+    let summary = store.commit_outcomes("w", std::slice::from_ref(&outcome)).unwrap();
     assert_eq!(summary.acked, 1);
     // `technical` is still queued, so the search row waits.
     assert_eq!(summary.search_rows, 0);
