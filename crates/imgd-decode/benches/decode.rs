@@ -1,0 +1,2 @@
+//! Decode benchmark (see scripts/bench-decode.sh).
+fn main() {}

@@ -1,0 +1,121 @@
+//! Pixel helpers: colour conversions to 8-bit RGB, orientation, resizing, ICC.
+
+use fast_image_resize as fr;
+use image::{DynamicImage, RgbImage};
+
+/// Converts any decoded image to 8-bit RGB. Alpha is composited over white (photos with
+/// transparency then look as a viewer shows them); 16-bit and float samples are scaled.
+pub(crate) fn to_rgb8(img: DynamicImage) -> RgbImage {
+    match img {
+        DynamicImage::ImageRgb8(i) => i,
+        i if i.color().has_alpha() => {
+            let rgba = i.into_rgba8();
+            let (w, h) = rgba.dimensions();
+            let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+            for p in rgba.pixels() {
+                let a = p[3] as u32;
+                for c in 0..3 {
+                    out.push(((p[c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8);
+                }
+            }
+            RgbImage::from_raw(w, h, out).expect("buffer size matches")
+        }
+        i => i.into_rgb8(),
+    }
+}
+
+/// CMYK (as jpeg-decoder outputs it: Adobe's inverted values un-inverted) to RGB.
+pub(crate) fn cmyk_to_rgb(w: u32, h: u32, cmyk: &[u8]) -> Option<RgbImage> {
+    let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+    for p in cmyk.chunks_exact(4) {
+        let k = 255 - p[3] as u32;
+        for &c in &p[..3] {
+            out.push((((255 - c as u32) * k + 127) / 255) as u8);
+        }
+    }
+    RgbImage::from_raw(w, h, out)
+}
+
+/// Applies an EXIF orientation (1..=8) to an image.
+pub(crate) fn orient(img: RgbImage, orientation: u16) -> RgbImage {
+    use image::metadata::Orientation;
+    let Some(o) = Orientation::from_exif(orientation.min(255) as u8) else {
+        return img;
+    };
+    if o == Orientation::NoTransforms {
+        return img;
+    }
+    let mut d = DynamicImage::ImageRgb8(img);
+    d.apply_orientation(o);
+    d.into_rgb8()
+}
+
+/// `(w, h)` scaled so that the long edge is `long` (aspect kept, at least 1 px).
+pub(crate) fn fit_long_edge(w: u32, h: u32, long: u32) -> (u32, u32) {
+    if w >= h {
+        let nh = ((h as u64 * long as u64 + w as u64 / 2) / w as u64).max(1) as u32;
+        (long, nh)
+    } else {
+        let nw = ((w as u64 * long as u64 + h as u64 / 2) / h as u64).max(1) as u32;
+        (nw, long)
+    }
+}
+
+/// Resizes so that the long edge is `long` (never up). CatmullRom convolution; for ratios
+/// over 4 a box pre-reduction to twice the target first (cheaper, and anti-aliased).
+pub(crate) fn resize_long_edge(src: &RgbImage, long: u32) -> RgbImage {
+    let (w, h) = src.dimensions();
+    if long >= w.max(h) {
+        return src.clone();
+    }
+    let (dw, dh) = fit_long_edge(w, h, long);
+    let ratio = w.max(h) as f32 / long as f32;
+    if ratio > 4.0 {
+        let (mw, mh) = fit_long_edge(w, h, long * 2);
+        let mid = resize_exact(src, mw, mh, fr::FilterType::Box);
+        resize_exact(&mid, dw, dh, fr::FilterType::CatmullRom)
+    } else {
+        resize_exact(src, dw, dh, fr::FilterType::CatmullRom)
+    }
+}
+
+fn resize_exact(src: &RgbImage, dw: u32, dh: u32, filter: fr::FilterType) -> RgbImage {
+    let (w, h) = src.dimensions();
+    let src_view = fr::images::ImageRef::new(w, h, src.as_raw(), fr::PixelType::U8x3)
+        .expect("RgbImage buffer matches its dimensions");
+    let mut dst = fr::images::Image::new(dw, dh, fr::PixelType::U8x3);
+    let mut resizer = fr::Resizer::new();
+    resizer
+        .resize(
+            &src_view,
+            &mut dst,
+            &fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(filter)),
+        )
+        .expect("same pixel type, non-empty images");
+    RgbImage::from_raw(dw, dh, dst.into_vec()).expect("buffer size matches")
+}
+
+/// Converts an image in place from an embedded RGB ICC profile to sRGB, with `qcms` (pure
+/// Rust; a transform costs a few table builds plus one pass over the pixels). Profiles that
+/// are not RGB, fail to parse, or already are sRGB are left alone. Returns whether it
+/// converted.
+pub(crate) fn icc_to_srgb(img: &mut RgbImage, icc: &[u8]) -> bool {
+    // Colour space signature at bytes 16..20.
+    if icc.len() < 132 || &icc[16..20] != b"RGB " {
+        return false;
+    }
+    let Some(src) = qcms::Profile::new_from_slice(icc, false) else {
+        return false;
+    };
+    if src.is_sRGB() {
+        return false;
+    }
+    let dst = qcms::Profile::new_sRGB();
+    let Some(xf) = qcms::Transform::new(&src, &dst, qcms::DataType::RGB8, qcms::Intent::Perceptual)
+    else {
+        return false;
+    };
+    let buf: &mut [u8] = img;
+    xf.apply(buf);
+    true
+}
