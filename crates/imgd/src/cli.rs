@@ -1,0 +1,130 @@
+//! Command-line definition.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// imgd analyses very large photo libraries locally: it registers files, queues analysis
+/// modules (EXIF metadata, technical quality, and model-based modules), drains the queue as a
+/// daemon, and makes the results searchable.
+///
+/// Typical use:
+///
+///   imgd enqueue ~/Pictures        register files and queue their modules
+///   imgd run                       drain the queue (or run it as a systemd service)
+///   imgd status                    per-module progress and failures
+///   imgd search "canon 2019"       full-text search
+///   imgd show ~/Pictures/a.jpg     everything known about one image
+#[derive(Debug, Parser)]
+#[command(name = "imgd", version, verbatim_doc_comment, max_term_width = 100)]
+pub struct Cli {
+    /// The database file. Defaults to `$XDG_DATA_HOME/imgd/imgd.db`
+    /// (usually ~/.local/share/imgd/imgd.db).
+    #[arg(long, global = true, env = "IMGD_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register image files and queue analysis modules for new or changed ones.
+    ///
+    /// Walks each PATH (folders recursively, in parallel; symlinks followed, loops reported),
+    /// keeps files whose extension is an image format (jpg jpeg png tif tiff webp gif bmp heic
+    /// heif avif and camera RAW: dng cr2 cr3 nef nrw arw srf sr2 orf rw2 raf pef srw x3f 3fr
+    /// iiq erf mrw; case-insensitive) and fingerprints them by size, modification time and
+    /// inode without reading their content. New files are registered and queued; changed files
+    /// are re-queued; files gone since the last scan are marked missing. Re-running over an
+    /// unchanged tree changes nothing.
+    Enqueue(EnqueueArgs),
+    /// Show per-module progress, image counts and the most common failures.
+    Status(StatusArgs),
+    /// Re-queue failed jobs (all, or one module's).
+    Retry(RetryArgs),
+    /// Pause the queue: running daemons finish what they hold and claim nothing new.
+    Pause,
+    /// Resume a paused queue.
+    Resume,
+    /// Full-text search over paths, folders, camera, lens, dates and module text.
+    Search(SearchArgs),
+    /// Print everything known about one image, one section per module.
+    Show(ShowArgs),
+}
+
+/// Arguments of `imgd enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Files or folders to scan.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Comma-separated modules to queue, or `all`. Default: every local module
+    /// (metadata,technical,embedding,aesthetic,objects,caption,ocr,faces); `cloud` only when
+    /// named, since it costs money per call.
+    #[arg(long, value_name = "LIST")]
+    pub modules: Option<String>,
+    /// Queue priority: higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i64,
+    /// Also compute a BLAKE3 content hash of new and changed files (reads their content) and
+    /// report identical files under different paths. BLAKE3 is chosen for speed (several GB/s);
+    /// it is a cryptographic hash, fit to tell files apart, not a forensic SHA-256.
+    #[arg(long)]
+    pub hash: bool,
+    /// Re-queue the modules of unchanged files too.
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON object with the counts instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Walker threads (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// Arguments of `imgd status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `imgd retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Only this module's failed jobs.
+    #[arg(long, value_name = "MODULE")]
+    pub module: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `imgd search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words to look for; every word must match (FTS syntax is treated as plain text).
+    #[arg(required = true, num_args = 1.., value_name = "QUERY")]
+    pub query: Vec<String>,
+    /// At most this many results.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `imgd show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The image: a path, or a numeric id.
+    #[arg(value_name = "PATH|ID")]
+    pub image: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,78 @@
+//! `imgd enqueue`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use imgd_core::{Module, parse_module_list};
+use imgd_scan::{ScanOptions, scan};
+use serde_json::json;
+
+use super::{open_store, print_json};
+use crate::cli::EnqueueArgs;
+
+pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
+    let modules = match &args.modules {
+        Some(list) => parse_module_list(list)?,
+        None => Module::DEFAULT.to_vec(),
+    };
+    anyhow::ensure!(!modules.is_empty(), "--modules names no module");
+    let store = open_store(db)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let options = ScanOptions {
+        modules,
+        priority: args.priority,
+        hash: args.hash,
+        force: args.force,
+        threads,
+        progress: !args.json && std::io::stderr().is_terminal(),
+    };
+    let started = Instant::now();
+    let report = scan(&store, &args.paths, &options)?;
+    let elapsed = started.elapsed();
+    if args.json {
+        print_json(&json!({
+            "new": report.new,
+            "changed": report.changed,
+            "unchanged": report.unchanged,
+            "missing": report.missing,
+            "skipped": report.skipped,
+            "errors": report.errors,
+            "problems": report.problems,
+            "duplicates": report.duplicates,
+            "seconds": elapsed.as_secs_f64(),
+        }))?;
+    } else {
+        for problem in &report.problems {
+            match &problem.path {
+                Some(path) => eprintln!("imgd: warning: {path}: {}", problem.message),
+                None => eprintln!("imgd: warning: {}", problem.message),
+            }
+        }
+        if report.errors > report.problems.len() as u64 {
+            eprintln!(
+                "imgd: warning: {} more problems not shown",
+                report.errors - report.problems.len() as u64
+            );
+        }
+        for group in &report.duplicates {
+            println!("identical content: {}", group.join("  "));
+        }
+        println!(
+            "{} new, {} changed, {} unchanged, {} missing, {} skipped (not images), {} errors \
+             in {:.2}s",
+            report.new,
+            report.changed,
+            report.unchanged,
+            report.missing,
+            report.skipped,
+            report.errors,
+            elapsed.as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,49 @@
+//! One function per subcommand.
+
+mod enqueue;
+mod query;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use imgd_store::{Store, StoreOptions};
+
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command line.
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let db = match cli.db {
+        Some(db) => db,
+        None => default_db_path()?,
+    };
+    match cli.command {
+        Command::Enqueue(args) => enqueue::run(&db, args),
+        Command::Status(args) => status::run(&db, args),
+        Command::Retry(args) => status::retry(&db, args),
+        Command::Pause => status::set_paused(&db, true),
+        Command::Resume => status::set_paused(&db, false),
+        Command::Search(args) => query::search(&db, args),
+        Command::Show(args) => query::show(&db, args),
+    }
+}
+
+/// `$XDG_DATA_HOME/imgd/imgd.db`.
+fn default_db_path() -> Result<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "imgd")
+        .context("cannot find a home folder for the default database; pass --db PATH")?;
+    Ok(dirs.data_dir().join("imgd.db"))
+}
+
+/// Opens the database with default options, naming the file in errors.
+pub fn open_store(db: &std::path::Path) -> Result<Store> {
+    Store::open(db, StoreOptions::default())
+        .with_context(|| format!("cannot open the database {}", db.display()))
+}
+
+/// Prints a value as one line of JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}

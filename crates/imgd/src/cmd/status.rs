@@ -1,0 +1,116 @@
+//! `imgd status`, `imgd retry`, `imgd pause` and `imgd resume`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use imgd_core::Module;
+use serde_json::json;
+
+use super::{open_store, print_json};
+use crate::cli::{RetryArgs, StatusArgs};
+
+/// Why a module's jobs are not being processed by this build, if they are not.
+pub fn waiting_reason(module: Module) -> Option<&'static str> {
+    match module {
+        Module::Metadata | Module::Technical => None,
+        _ => Some("waiting: no model for this module is installed"),
+    }
+}
+
+pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
+    let store = open_store(db)?;
+    let status = store.queue_status(5)?;
+    if args.json {
+        let waiting: serde_json::Map<String, serde_json::Value> = Module::ALL
+            .iter()
+            .filter_map(|m| {
+                let counts = status.modules.get(m.name())?;
+                let reason = waiting_reason(*m)?;
+                (counts.queued > 0).then(|| (m.name().to_string(), json!(reason)))
+            })
+            .collect();
+        let mut value = serde_json::to_value(&status)?;
+        value["waiting"] = serde_json::Value::Object(waiting);
+        value["database"] = json!(db.display().to_string());
+        print_json(&value)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("database: {}", db.display());
+    println!(
+        "images:   {} ({} present, {} missing)",
+        status.images.total, status.images.present, status.images.missing
+    );
+    println!(
+        "queue:    {}",
+        if status.paused {
+            "PAUSED (imgd resume)"
+        } else {
+            "running"
+        }
+    );
+    println!();
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9}  note",
+        "module", "queued", "leased", "done", "failed"
+    );
+    for module in Module::ALL {
+        let Some(c) = status.modules.get(module.name()) else {
+            continue;
+        };
+        if c.total() == 0 {
+            continue;
+        }
+        let note = if c.queued > 0 {
+            waiting_reason(module).unwrap_or("")
+        } else {
+            ""
+        };
+        println!(
+            "{:<10} {:>9} {:>9} {:>9} {:>9}  {note}",
+            module.name(),
+            c.queued,
+            c.leased,
+            c.done,
+            c.failed
+        );
+    }
+    if !status.top_failures.is_empty() {
+        println!();
+        println!("most common failures (imgd retry re-queues them):");
+        for f in &status.top_failures {
+            println!("  {:>6} × {}: {}", f.count, f.module, f.error);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn retry(db: &Path, args: RetryArgs) -> Result<ExitCode> {
+    let module = args
+        .module
+        .as_deref()
+        .map(str::parse::<Module>)
+        .transpose()?;
+    let store = open_store(db)?;
+    let requeued = store.retry_failed(module)?;
+    if args.json {
+        print_json(&json!({ "requeued": requeued }))?;
+    } else {
+        println!("{requeued} failed jobs re-queued");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn set_paused(db: &Path, paused: bool) -> Result<ExitCode> {
+    let store = open_store(db)?;
+    store.set_paused(paused)?;
+    println!(
+        "queue {}",
+        if paused {
+            "paused: running daemons claim no new work"
+        } else {
+            "resumed"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what imgd needs on a Debian 12 machine and builds the release binary.
+#   scripts/setup.sh          system packages + release build
+#   scripts/setup.sh --deps   system packages only (what the tests need)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# libheif-dev: HEIC/HEIF decoding; libheif-examples: heif-enc for test fixtures;
+# prometheus: promtool, which checks the /metrics output in tests.
+PACKAGES=(libheif-dev libheif-examples prometheus pkg-config)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ "${1:-}" != "--deps" ]; then
+  cargo build --release -p imgd
+  echo "built: $PWD/target/release/imgd"
+fi
