@@ -1,10 +1,20 @@
-//! The inference-and-output side of imgd's three-stage pipeline: the micro-batcher the
-//! inference thread runs every model through ([`batcher`]), the Prometheus registry holding
-//! every metric of the daemon ([`metrics`]), and the small HTTP server exposing `/metrics`,
-//! `/healthz` and `/status` ([`http`]).
+//! imgd's three-stage pipeline and the daemon machinery around it.
+//!
+//! - [`daemon`]: [`daemon::run`] wires the stages: the scheduler (caller's thread) claims
+//!   images under a lease, N decode threads decode each image once and run the CPU modules,
+//!   one inference thread owns every model and micro-batches across images, one writer thread
+//!   commits many images per transaction and acks their jobs.
+//! - [`runner`]: the interface between the inference thread and a model module.
+//! - [`batcher`]: the per-model micro-batcher with explicit limits and close reasons.
+//! - [`metrics`]: the Prometheus registry; [`http`]: `/metrics`, `/healthz`, `/status`.
 
 #![deny(missing_docs)]
 
 pub mod batcher;
+pub mod daemon;
+mod decode_stage;
 pub mod http;
+mod infer_stage;
 pub mod metrics;
+pub mod runner;
+mod writer_stage;

@@ -53,6 +53,69 @@ pub enum Command {
     Search(SearchArgs),
     /// Print everything known about one image, one section per module.
     Show(ShowArgs),
+    /// Drain the queue through the decode → inference → writer pipeline.
+    ///
+    /// Runs until SIGTERM or SIGINT (a graceful stop: no new claims, work in flight finished,
+    /// the writer flushed), or with --once until the queue is empty. Under systemd it reports
+    /// READY, STOPPING and WATCHDOG (Type=notify). Serves /metrics, /healthz and /status on
+    /// --metrics-addr.
+    Run(RunArgs),
+    /// Decode files exactly as the pipeline would and report format, size, orientation, the
+    /// decode path taken and the time, or the error.
+    Probe(ProbeArgs),
+    /// Check the configuration, the database and the modules, and say what is wrong.
+    Validate(ValidateArgs),
+}
+
+/// Arguments of `imgd run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Drain the queue and exit instead of waiting for new work.
+    #[arg(long)]
+    pub once: bool,
+    /// A TOML configuration file (see dist/imgd.toml). Settings: file < environment < flags.
+    #[arg(long, env = "IMGD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address for /metrics, /healthz and /status; `off` disables the server.
+    #[arg(long, env = "IMGD_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Decode threads (default: one per CPU).
+    #[arg(long, env = "IMGD_DECODE_THREADS", value_name = "N")]
+    pub decode_threads: Option<usize>,
+    /// Images per queue claim.
+    #[arg(long, value_name = "N")]
+    pub claim_batch: Option<usize>,
+    /// Largest micro-batch per model (1 disables batching).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Print the run summary as JSON on stdout when done.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `imgd probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Files to decode.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Tier sizes to produce (default: every module's tier).
+    #[arg(long, value_delimiter = ',', value_name = "PX,PX")]
+    pub tiers: Option<Vec<u32>>,
+    /// One JSON object per line per file.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `imgd validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The configuration file to check.
+    #[arg(long, env = "IMGD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `imgd enqueue`.

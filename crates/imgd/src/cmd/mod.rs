@@ -1,6 +1,9 @@
 //! One function per subcommand.
 
+mod config;
+mod daemon;
 mod enqueue;
+mod probe;
 mod query;
 mod status;
 
@@ -14,6 +17,12 @@ use crate::cli::{Cli, Command};
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    // `run` and `validate` may take the database from their config file (file < env < flag).
+    match cli.command {
+        Command::Run(args) => return daemon::run(cli.db, args),
+        Command::Validate(args) => return daemon::validate(cli.db, args),
+        _ => {}
+    }
     let db = match cli.db {
         Some(db) => db,
         None => default_db_path()?,
@@ -26,11 +35,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Resume => status::set_paused(&db, false),
         Command::Search(args) => query::search(&db, args),
         Command::Show(args) => query::show(&db, args),
+        Command::Probe(args) => probe::run(args),
+        Command::Run(_) | Command::Validate(_) => unreachable!("handled above"),
     }
 }
 
 /// `$XDG_DATA_HOME/imgd/imgd.db`.
-fn default_db_path() -> Result<PathBuf> {
+pub fn default_db_path() -> Result<PathBuf> {
     let dirs = directories::ProjectDirs::from("", "", "imgd")
         .context("cannot find a home folder for the default database; pass --db PATH")?;
     Ok(dirs.data_dir().join("imgd.db"))

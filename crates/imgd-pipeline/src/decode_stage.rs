@@ -1,0 +1,224 @@
+//! Stage 1: decode threads. Each claimed image is read once, its header parsed, its pixels
+//! decoded once into the tiers its modules need, and the CPU modules run here. The image then
+//! goes on to the inference thread with its pending model jobs.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use imgd_core::{Module, ResultRow};
+use imgd_decode::{DecodeCache, DecodeError, DecodeOptions, DecodePath, RgbImage};
+use imgd_modules::{metadata, technical};
+use imgd_store::queue::{ClaimedImage, ClaimedJob, JobFailure};
+use imgd_store::results::ImageOutcome;
+
+use crate::metrics::Metrics;
+
+/// An image on its way from the decode threads to the inference thread.
+pub(crate) struct DecodedImage {
+    pub image_id: i64,
+    pub path: String,
+    /// Results and failures gathered so far.
+    pub outcome: ImageOutcome,
+    /// Jobs for the inference thread.
+    pub model_jobs: Vec<ClaimedJob>,
+    /// The tiers, largest first.
+    pub tiers: Vec<(u32, Arc<RgbImage>)>,
+    /// Every job of the image: id and module.
+    pub jobs: Vec<(i64, Module)>,
+}
+
+/// Shared state of the decode threads.
+pub(crate) struct DecodeStage {
+    pub options: DecodeOptions,
+    pub cache: Arc<DecodeCache>,
+    pub metrics: Arc<Metrics>,
+    /// Pixel decodes done by this pipeline (the once-per-image invariant).
+    pub decodes: Arc<AtomicU64>,
+}
+
+/// The metrics label of a decode path (a bounded set).
+fn decode_label(path: DecodePath) -> &'static str {
+    match path {
+        DecodePath::JpegFull => "jpeg-full",
+        DecodePath::JpegDct { denominator: 2 } => "jpeg-dct-2",
+        DecodePath::JpegDct { denominator: 4 } => "jpeg-dct-4",
+        DecodePath::JpegDct { .. } => "jpeg-dct-8",
+        DecodePath::RawPreview => "raw-preview",
+        DecodePath::RawHalf => "raw-half",
+        DecodePath::RawFull => "raw-full",
+        DecodePath::HeifThumbnail => "heic-thumbnail",
+        DecodePath::HeifPrimary => "heic-primary",
+        DecodePath::Full(format) => match format.name() {
+            "png" => "png",
+            "tiff" => "tiff",
+            "webp" => "webp",
+            _ => "other",
+        },
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Runs one CPU module, turning a panic into that job's error.
+fn run_module(
+    module: Module,
+    metrics: &Metrics,
+    f: impl FnOnce() -> ResultRow,
+) -> Result<ResultRow, String> {
+    let started = Instant::now();
+    let result = catch_unwind(AssertUnwindSafe(f))
+        .map_err(|p| format!("the {module} module panicked: {}", panic_text(p.as_ref())));
+    metrics.record_module(module, started.elapsed());
+    result
+}
+
+fn describe(err: &DecodeError, path: &str) -> String {
+    format!("cannot decode {path}: {err}")
+}
+
+impl DecodeStage {
+    /// The decode thread's loop: until the channel closes.
+    pub fn run(&self, input: Receiver<ClaimedImage>, output: Sender<DecodedImage>) {
+        for image in input {
+            let decoded = self.process(image);
+            if output.send(decoded).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Reads, decodes and runs the CPU modules of one image.
+    pub fn process(&self, image: ClaimedImage) -> DecodedImage {
+        let mut outcome = ImageOutcome {
+            image_id: image.image_id,
+            ..ImageOutcome::default()
+        };
+        let jobs: Vec<(i64, Module)> = image.jobs.iter().map(|j| (j.job_id, j.module)).collect();
+        let tiers_needed: Vec<u32> = image.jobs.iter().filter_map(|j| j.module.tier()).collect();
+        let mut fail = |jobs: &mut dyn Iterator<Item = &ClaimedJob>, error: &str| {
+            for job in jobs {
+                outcome.failed.push(JobFailure {
+                    job_id: job.job_id,
+                    error: error.to_string(),
+                });
+            }
+        };
+        let mut model_jobs = Vec::new();
+        let mut tiers = Vec::new();
+
+        // Read the header (and, when pixels are needed, the whole file) once.
+        let path = std::path::Path::new(&image.path);
+        let (header, bytes) = if tiers_needed.is_empty() {
+            (imgd_decode::read_header(path, &self.options), None)
+        } else {
+            match std::fs::read(path) {
+                Ok(bytes) => (
+                    imgd_decode::read_header_bytes(&bytes, &self.options),
+                    Some(bytes),
+                ),
+                Err(err) => (Err(DecodeError::from(err)), None),
+            }
+        };
+        let header = match header {
+            Ok(header) => header,
+            Err(err) => {
+                self.metrics.bad_image();
+                fail(&mut image.jobs.iter(), &describe(&err, &image.path));
+                return DecodedImage {
+                    image_id: image.image_id,
+                    path: image.path,
+                    outcome,
+                    model_jobs,
+                    tiers,
+                    jobs,
+                };
+            }
+        };
+        outcome.dimensions = Some(header.oriented_dimensions());
+
+        let mut decoded = None;
+        if let Some(bytes) = bytes {
+            let started = Instant::now();
+            self.decodes.fetch_add(1, Ordering::Relaxed);
+            match imgd_decode::decode_tiers_bytes(&bytes, &tiers_needed, &self.options) {
+                Ok(d) => {
+                    self.metrics
+                        .record_decode(decode_label(d.decode_path), started.elapsed());
+                    decoded = Some(d);
+                }
+                Err(err) => {
+                    self.metrics.bad_image();
+                    let message = describe(&err, &image.path);
+                    fail(
+                        &mut image.jobs.iter().filter(|j| j.module.tier().is_some()),
+                        &message,
+                    );
+                }
+            }
+        }
+        if let Some(d) = &decoded {
+            tiers = d
+                .tiers
+                .iter()
+                .map(|t| (t.long_edge, Arc::clone(&t.image)))
+                .collect();
+        }
+
+        for job in &image.jobs {
+            let result = match job.module {
+                Module::Metadata => Some(run_module(Module::Metadata, &self.metrics, || {
+                    metadata::extract(header.exif.as_deref(), header.width, header.height).to_row()
+                })),
+                Module::Technical => decoded.as_ref().map(|d| {
+                    let tier = Module::Technical.tier().and_then(|t| d.tier(t));
+                    match tier {
+                        Some(tier) => run_module(Module::Technical, &self.metrics, || {
+                            technical::analyze(tier).to_row()
+                        }),
+                        None => Err("no decoded tier for technical".to_string()),
+                    }
+                }),
+                _ => {
+                    // Model modules need their tier, unless they read no pixels.
+                    if job.module.tier().is_none() || decoded.is_some() {
+                        model_jobs.push(job.clone());
+                    }
+                    None
+                }
+            };
+            match result {
+                Some(Ok(row)) => outcome.done.push((job.job_id, row)),
+                Some(Err(error)) => outcome.failed.push(JobFailure {
+                    job_id: job.job_id,
+                    error,
+                }),
+                None => {}
+            }
+        }
+        if !model_jobs.is_empty() {
+            for (edge, pixels) in &tiers {
+                self.cache.insert(image.image_id, *edge, Arc::clone(pixels));
+            }
+            self.metrics
+                .set_decode_cache_bytes(self.cache.stats().bytes);
+        }
+        DecodedImage {
+            image_id: image.image_id,
+            path: image.path,
+            outcome,
+            model_jobs,
+            tiers,
+            jobs,
+        }
+    }
+}

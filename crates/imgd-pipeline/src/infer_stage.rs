@@ -1,0 +1,187 @@
+//! Stage 2: the inference thread. It owns every model (through [`ModelRunner`]s), gathers
+//! requests across images into per-model micro-batches, and scatters the results back. Images
+//! without model jobs pass straight through. It never touches the disk or the database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use imgd_core::Module;
+use imgd_decode::DecodeCache;
+use imgd_store::queue::JobFailure;
+
+use crate::batcher::CloseReason;
+use crate::decode_stage::DecodedImage;
+use crate::metrics::Metrics;
+use crate::runner::{ImageInput, JobKey, ModelRunner, RunnerResults};
+
+/// How long the thread spent running models, and in all.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct InferStats {
+    pub busy: Duration,
+    pub wall: Duration,
+}
+
+struct Waiting {
+    image: DecodedImage,
+    remaining: usize,
+}
+
+pub(crate) struct InferStage {
+    pub runners: Vec<Box<dyn ModelRunner>>,
+    pub cache: Arc<DecodeCache>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl InferStage {
+    /// The inference thread's loop: until the input closes and every batch has drained.
+    pub fn run(
+        mut self,
+        input: Receiver<DecodedImage>,
+        output: Sender<DecodedImage>,
+    ) -> InferStats {
+        let started = Instant::now();
+        let mut busy = Duration::ZERO;
+        let mut waiting: HashMap<i64, Waiting> = HashMap::new();
+        let by_module: HashMap<Module, usize> = self
+            .runners
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.module(), i))
+            .collect();
+        let mut open = true;
+        while open || !waiting.is_empty() {
+            let deadline = self.runners.iter().filter_map(|r| r.next_deadline()).min();
+            let message = if !open {
+                Err(RecvTimeoutError::Disconnected)
+            } else {
+                match deadline {
+                    Some(d) => input.recv_timeout(d.saturating_duration_since(Instant::now())),
+                    None => input.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                }
+            };
+            match message {
+                Ok(image) => self.admit(image, &by_module, &mut waiting, &output),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+            for i in 0..self.runners.len() {
+                loop {
+                    let reason = if open {
+                        self.runners[i].ready(Instant::now())
+                    } else if self.runners[i].pending() > 0 {
+                        Some(CloseReason::Draining)
+                    } else {
+                        None
+                    };
+                    let Some(reason) = reason else { break };
+                    let t = Instant::now();
+                    let results = self.runners[i].run(reason);
+                    busy += t.elapsed();
+                    scatter(results, &mut waiting, &output, &self.cache);
+                }
+            }
+            if !open && self.runners.iter().all(|r| r.pending() == 0) && !waiting.is_empty() {
+                // Nothing left to run can finish these (a runner lost them): fail them rather
+                // than wait forever.
+                for (_, mut w) in waiting.drain() {
+                    for job in w.image.model_jobs.drain(..) {
+                        w.image.outcome.failed.push(JobFailure {
+                            job_id: job.job_id,
+                            error: "the model returned no result for this image".into(),
+                        });
+                    }
+                    self.cache.remove_image(w.image.image_id);
+                    let _ = output.send(w.image);
+                }
+            }
+        }
+        InferStats {
+            busy,
+            wall: started.elapsed(),
+        }
+    }
+
+    fn admit(
+        &mut self,
+        mut image: DecodedImage,
+        by_module: &HashMap<Module, usize>,
+        waiting: &mut HashMap<i64, Waiting>,
+        output: &Sender<DecodedImage>,
+    ) {
+        let mut remaining = 0;
+        let jobs = std::mem::take(&mut image.model_jobs);
+        for job in &jobs {
+            let key = JobKey {
+                image_id: image.image_id,
+                job_id: job.job_id,
+            };
+            // Prefer the shared cache (counted as a hit); the message's own copy is the
+            // fallback, so an eviction never causes a second decode.
+            let mut tiers = Vec::with_capacity(image.tiers.len());
+            for (edge, pixels) in &image.tiers {
+                match self.cache.get(image.image_id, *edge) {
+                    Some(cached) => {
+                        self.metrics.decode_cache_hit();
+                        tiers.push((*edge, cached));
+                    }
+                    None => {
+                        self.metrics.decode_cache_miss();
+                        tiers.push((*edge, Arc::clone(pixels)));
+                    }
+                }
+            }
+            let input = ImageInput {
+                image_id: image.image_id,
+                path: &image.path,
+                tiers: &tiers,
+            };
+            let submitted = match by_module.get(&job.module) {
+                Some(&i) => self.runners[i].submit(key, &input),
+                None => Err(format!("no model loaded for the {} module", job.module)),
+            };
+            match submitted {
+                Ok(()) => remaining += 1,
+                Err(error) => image.outcome.failed.push(JobFailure {
+                    job_id: job.job_id,
+                    error,
+                }),
+            }
+        }
+        image.model_jobs = jobs;
+        if remaining == 0 {
+            self.cache.remove_image(image.image_id);
+            let _ = output.send(image);
+        } else {
+            waiting.insert(image.image_id, Waiting { image, remaining });
+        }
+    }
+}
+
+fn scatter(
+    results: RunnerResults,
+    waiting: &mut HashMap<i64, Waiting>,
+    output: &Sender<DecodedImage>,
+    cache: &DecodeCache,
+) {
+    for (key, result) in results {
+        let Some(w) = waiting.get_mut(&key.image_id) else {
+            continue;
+        };
+        match result {
+            Ok(row) => w.image.outcome.done.push((key.job_id, row)),
+            Err(error) => w.image.outcome.failed.push(JobFailure {
+                job_id: key.job_id,
+                error,
+            }),
+        }
+        w.remaining -= 1;
+        if w.remaining == 0
+            && let Some(done) = waiting.remove(&key.image_id)
+        {
+            cache.remove_image(done.image.image_id);
+            let _ = output.send(done.image);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The interface between the inference thread and a model module.
+//!
+//! The inference thread owns a list of [`ModelRunner`]s, one per model module. For each image
+//! it submits the module's job together with the image's decoded tiers; the runner turns them
+//! into a model input and queues it in its [`MicroBatcher`]; when the batcher says a batch is
+//! ready, the thread runs it and scatters the rows back to their images.
+//!
+//! [`Batched`] adapts any [`BatchModel`] into a runner with two functions: one that prepares
+//! an input from the tiers, one that turns an output into a [`ResultRow`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use imgd_core::{Module, ResultRow};
+use imgd_decode::RgbImage;
+
+use crate::batcher::{BatchConfig, BatchModel, BatchStats, CloseReason, MicroBatcher};
+
+/// Identifies one job of one image inside the inference stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    /// The image's row id.
+    pub image_id: i64,
+    /// The job's row id.
+    pub job_id: i64,
+}
+
+/// What a runner may look at to build its input.
+#[derive(Debug, Clone)]
+pub struct ImageInput<'a> {
+    /// The image's row id.
+    pub image_id: i64,
+    /// Its path.
+    pub path: &'a str,
+    /// The decoded tiers, largest first: (long edge requested, pixels).
+    pub tiers: &'a [(u32, Arc<RgbImage>)],
+}
+
+impl ImageInput<'_> {
+    /// The tier requested with this long edge.
+    pub fn tier(&self, long_edge: u32) -> Option<&Arc<RgbImage>> {
+        self.tiers
+            .iter()
+            .find(|(edge, _)| *edge == long_edge)
+            .map(|(_, image)| image)
+    }
+}
+
+/// The results of one batch: each job with its row or its error text.
+pub type RunnerResults = Vec<(JobKey, Result<ResultRow, String>)>;
+
+/// A model module as the inference thread drives it.
+pub trait ModelRunner: Send {
+    /// The module this runner serves.
+    fn module(&self) -> Module;
+    /// The model's name (metrics label, logs).
+    fn model_name(&self) -> &str;
+    /// Prepares this job's input and queues it. An error fails the job alone.
+    fn submit(&mut self, key: JobKey, image: &ImageInput<'_>) -> Result<(), String>;
+    /// Whether a batch should run now, and why.
+    fn ready(&self, now: Instant) -> Option<CloseReason>;
+    /// When the oldest queued request reaches its wait limit.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// Runs one batch.
+    fn run(&mut self, reason: CloseReason) -> RunnerResults;
+    /// Queued requests.
+    fn pending(&self) -> usize;
+    /// Registers a callback for each batch's statistics (metrics).
+    fn set_observer(&mut self, observer: Box<dyn FnMut(&BatchStats) + Send>);
+}
+
+type Prepare<I> = Box<dyn Fn(&ImageInput<'_>) -> Result<I, String> + Send>;
+type Finish<O> = Box<dyn Fn(O) -> ResultRow + Send>;
+
+/// A [`ModelRunner`] made of a [`BatchModel`] and two conversion functions.
+pub struct Batched<M: BatchModel> {
+    module: Module,
+    name: String,
+    batcher: MicroBatcher<M, JobKey>,
+    prepare: Prepare<M::Input>,
+    finish: Finish<M::Output>,
+}
+
+impl<M: BatchModel> Batched<M> {
+    /// A runner for `module` that batches `model` with `config`.
+    pub fn new(
+        module: Module,
+        model: M,
+        config: BatchConfig,
+        prepare: impl Fn(&ImageInput<'_>) -> Result<M::Input, String> + Send + 'static,
+        finish: impl Fn(M::Output) -> ResultRow + Send + 'static,
+    ) -> Self {
+        let name = model.name().to_string();
+        Batched {
+            module,
+            name,
+            batcher: MicroBatcher::new(model, config),
+            prepare: Box::new(prepare),
+            finish: Box::new(finish),
+        }
+    }
+}
+
+impl<M> ModelRunner for Batched<M>
+where
+    M: BatchModel + Send,
+    M::Input: Send,
+{
+    fn module(&self) -> Module {
+        self.module
+    }
+
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    fn submit(&mut self, key: JobKey, image: &ImageInput<'_>) -> Result<(), String> {
+        let input = (self.prepare)(image)?;
+        self.batcher.push(key, input);
+        Ok(())
+    }
+
+    fn ready(&self, now: Instant) -> Option<CloseReason> {
+        self.batcher.ready(now)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.batcher.next_deadline()
+    }
+
+    fn run(&mut self, reason: CloseReason) -> RunnerResults {
+        self.batcher
+            .run(reason)
+            .into_iter()
+            .map(|(key, result)| (key, result.map(&self.finish).map_err(|e| e.to_string())))
+            .collect()
+    }
+
+    fn pending(&self) -> usize {
+        self.batcher.len()
+    }
+
+    fn set_observer(&mut self, observer: Box<dyn FnMut(&BatchStats) + Send>) {
+        self.batcher.set_observer(observer);
+    }
+}
+
+/// A test-only runner around [`crate::batcher::fake::FakeModel`], standing in for a model
+/// module to test the pipeline's plumbing (batching, overlap, failure isolation). It serves
+/// the `embedding` module with model id `fake`; an image whose path contains `poison` makes
+/// its batch fail, and `panic` makes the model panic.
+#[cfg(any(test, feature = "fake-model"))]
+pub fn fake_runner(
+    config: BatchConfig,
+    fixed: std::time::Duration,
+    per_item: std::time::Duration,
+) -> Box<dyn ModelRunner> {
+    use crate::batcher::fake::FakeModel;
+    use imgd_core::SqlValue;
+
+    let model = FakeModel::new("fake").with_latency(fixed, per_item);
+    Box::new(Batched::new(
+        Module::Embedding,
+        model,
+        config,
+        |image| {
+            let Some((_, pixels)) = image.tiers.first() else {
+                return Err("no decoded tier".to_string());
+            };
+            if image.path.contains("poison") {
+                return Ok(FakeModel::POISON);
+            }
+            if image.path.contains("panic") {
+                return Ok(FakeModel::PANIC);
+            }
+            // A deterministic function of the pixels, so results depend on the decode only.
+            let sum = pixels.as_raw().iter().step_by(97).fold(0u64, |acc, &b| {
+                acc.wrapping_mul(31).wrapping_add(u64::from(b))
+            });
+            Ok(sum)
+        },
+        |output: u64| ResultRow {
+            module: Module::Embedding,
+            model_id: Some("fake".into()),
+            model_version: Some("1".into()),
+            columns: vec![
+                ("dim", SqlValue::Integer(2)),
+                ("vector", SqlValue::Blob(output.to_le_bytes().to_vec())),
+            ],
+            data: serde_json::json!({ "fake_output": output.to_string() }),
+        },
+    ))
+}

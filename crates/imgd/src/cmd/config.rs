@@ -1,0 +1,178 @@
+//! The daemon's configuration: a TOML file (see dist/imgd.toml), overridden by the environment,
+//! overridden by command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use imgd_pipeline::batcher::BatchConfig;
+use imgd_pipeline::daemon::{PipelineConfig, WriterConfig};
+use serde::Deserialize;
+
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The database.
+    pub db: Option<PathBuf>,
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    #[serde(default)]
+    pub writer: WriterSection,
+    /// `[batch.default]` and `[batch.<module>]`.
+    #[serde(default)]
+    pub batch: BTreeMap<String, BatchSection>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonSection {
+    pub decode_threads: usize,
+    pub claim_batch: usize,
+    pub lease_seconds: u64,
+    pub max_attempts: u32,
+    pub metrics_addr: String,
+    pub cache_mb: u64,
+    pub poll_seconds: f64,
+    pub stop_timeout_seconds: u64,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        let defaults = PipelineConfig::default();
+        DaemonSection {
+            decode_threads: defaults.decode_threads,
+            claim_batch: defaults.claim_batch,
+            lease_seconds: defaults.lease.as_secs(),
+            max_attempts: defaults.max_attempts,
+            metrics_addr: imgd_pipeline::http::DEFAULT_ADDR.to_string(),
+            cache_mb: defaults.cache_bytes >> 20,
+            poll_seconds: defaults.poll_interval.as_secs_f64(),
+            stop_timeout_seconds: 30,
+        }
+    }
+}
+
+/// `[writer]`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriterSection {
+    pub flush_images: usize,
+    pub flush_ms: u64,
+}
+
+impl Default for WriterSection {
+    fn default() -> Self {
+        let defaults = WriterConfig::default();
+        WriterSection {
+            flush_images: defaults.flush_images,
+            flush_ms: defaults.flush_interval.as_millis() as u64,
+        }
+    }
+}
+
+/// `[batch.*]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSection {
+    pub max_items: usize,
+    pub max_wait_ms: u64,
+}
+
+impl FileConfig {
+    /// Reads a config file, or the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let config: FileConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects values that cannot work.
+    fn check(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.daemon.claim_batch > 0,
+            "daemon.claim_batch must be at least 1"
+        );
+        anyhow::ensure!(
+            self.daemon.lease_seconds >= 10,
+            "daemon.lease_seconds must be at least 10"
+        );
+        anyhow::ensure!(
+            self.daemon.max_attempts > 0,
+            "daemon.max_attempts must be at least 1"
+        );
+        anyhow::ensure!(
+            self.writer.flush_images > 0,
+            "writer.flush_images must be at least 1"
+        );
+        for (name, batch) in &self.batch {
+            anyhow::ensure!(
+                batch.max_items > 0,
+                "batch.{name}.max_items must be at least 1"
+            );
+            if name != "default" {
+                name.parse::<imgd_core::Module>()
+                    .with_context(|| format!("[batch.{name}] names no module"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pipeline settings this file describes.
+    pub fn pipeline(&self) -> PipelineConfig {
+        PipelineConfig {
+            decode_threads: self.daemon.decode_threads,
+            claim_batch: self.daemon.claim_batch,
+            lease: Duration::from_secs(self.daemon.lease_seconds),
+            max_attempts: self.daemon.max_attempts,
+            cache_bytes: self.daemon.cache_mb << 20,
+            poll_interval: Duration::from_secs_f64(self.daemon.poll_seconds.max(0.05)),
+            writer: WriterConfig {
+                flush_images: self.writer.flush_images,
+                flush_interval: Duration::from_millis(self.writer.flush_ms),
+            },
+            ..PipelineConfig::default()
+        }
+    }
+
+    /// The batch limits of a module: `[batch.<module>]`, else `[batch.default]`, else the
+    /// built-in default.
+    pub fn batch_for(&self, module: &str) -> BatchConfig {
+        self.batch
+            .get(module)
+            .or_else(|| self.batch.get("default"))
+            .map_or(BatchConfig::DEFAULT, |b| {
+                BatchConfig::new(b.max_items, Duration::from_millis(b.max_wait_ms))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_unknown_keys_are_rejected() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dist/imgd.toml");
+        if Path::new(example).exists() {
+            FileConfig::load(Some(Path::new(example))).unwrap();
+        }
+        let bad: Result<FileConfig, _> = toml::from_str("[daemon]\nclaim_bach = 3\n");
+        assert!(bad.unwrap_err().to_string().contains("claim_bach"));
+        let config: FileConfig =
+            toml::from_str("[batch.default]\nmax_items = 4\nmax_wait_ms = 7\n").unwrap();
+        assert_eq!(config.batch_for("embedding").max_items, 4);
+        assert_eq!(
+            config.pipeline().claim_batch,
+            PipelineConfig::default().claim_batch
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! `imgd run` and `imgd validate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use imgd_core::Module;
+use imgd_pipeline::daemon::{Event, RunMode, run as run_pipeline, runnable_modules};
+use imgd_pipeline::http::{self, HttpState};
+use imgd_pipeline::metrics::Metrics;
+use imgd_pipeline::runner::ModelRunner;
+use sd_notify::NotifyState;
+use serde_json::json;
+
+use super::config::FileConfig;
+use super::{default_db_path, open_store, print_json};
+use crate::cli::{RunArgs, ValidateArgs};
+
+/// The model runners this build can load.
+fn load_runners(config: &FileConfig, batch_size: Option<usize>) -> Vec<Box<dyn ModelRunner>> {
+    #[allow(unused_mut)]
+    let mut runners: Vec<Box<dyn ModelRunner>> = Vec::new();
+    #[cfg(feature = "fake-model")]
+    if std::env::var_os("IMGD_FAKE_MODEL").is_some_and(|v| v == "1") {
+        let mut batch = config.batch_for(Module::Embedding.name());
+        if let Some(n) = batch_size {
+            batch.max_items = n.max(1);
+        }
+        let ms = |name: &str, default: f64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(default)
+        };
+        runners.push(imgd_pipeline::runner::fake_runner(
+            batch,
+            std::time::Duration::from_secs_f64(ms("IMGD_FAKE_MODEL_FIXED_MS", 2.0) / 1000.0),
+            std::time::Duration::from_secs_f64(ms("IMGD_FAKE_MODEL_ITEM_MS", 0.2) / 1000.0),
+        ));
+    }
+    let _ = (config, batch_size);
+    runners
+}
+
+fn resolve_db(flag: Option<PathBuf>, config: &FileConfig) -> Result<PathBuf> {
+    match flag.or_else(|| config.db.clone()) {
+        Some(db) => Ok(db),
+        None => default_db_path(),
+    }
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
+    if let Err(err) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify failed: {err}");
+    }
+}
+
+pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IMGD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let file = FileConfig::load(args.config.as_deref())?;
+    let db = resolve_db(db_flag, &file)?;
+    let mut config = file.pipeline();
+    if let Some(n) = args.decode_threads {
+        config.decode_threads = n;
+    }
+    if let Some(n) = args.claim_batch {
+        config.claim_batch = n.max(1);
+    }
+    let metrics_addr = args
+        .metrics_addr
+        .clone()
+        .unwrap_or_else(|| file.daemon.metrics_addr.clone());
+    // Open once up front so a bad database fails before any thread starts.
+    drop(open_store(&db)?);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let healthy = Arc::new(AtomicBool::new(true));
+    let server = if metrics_addr.is_empty() || metrics_addr == "off" {
+        None
+    } else {
+        let status_db = db.clone();
+        let state = HttpState::new(Arc::clone(&metrics))
+            .with_health(Arc::clone(&healthy))
+            .with_status(move || {
+                status_json(&status_db).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+            });
+        let server = http::serve(&metrics_addr, state)
+            .with_context(|| format!("cannot serve metrics on {metrics_addr}"))?;
+        tracing::info!(
+            "serving /metrics, /healthz and /status on http://{}",
+            server.local_addr()
+        );
+        Some(server)
+    };
+
+    let runners = load_runners(&file, args.batch_size);
+    let modules: Vec<&str> = runnable_modules(&runners)
+        .iter()
+        .map(|m| m.name())
+        .collect();
+    tracing::info!(
+        "database {}; running modules: {}",
+        db.display(),
+        modules.join(", ")
+    );
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut last_watchdog = Instant::now();
+    let mut on_event = |event: Event| match event {
+        Event::Ready => notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("processing the queue"),
+        ]),
+        Event::Alive => {
+            if let Some(interval) = watchdog
+                && last_watchdog.elapsed() >= interval / 2
+            {
+                notify(&[NotifyState::Watchdog]);
+                last_watchdog = Instant::now();
+            }
+        }
+        Event::Stopping => {
+            tracing::info!("stopping: finishing the work in flight");
+            notify(&[NotifyState::Stopping]);
+        }
+    };
+    let mode = if args.once {
+        RunMode::Once
+    } else {
+        RunMode::Forever
+    };
+    let result = run_pipeline(
+        &db,
+        &config,
+        runners,
+        metrics,
+        Arc::clone(&stop),
+        mode,
+        &mut on_event,
+    );
+    healthy.store(false, Ordering::Relaxed);
+    if let Some(server) = server {
+        server.stop();
+    }
+    let summary = result?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        eprintln!(
+            "imgd: {} images, {} jobs done, {} failed attempts, {} decodes, in {:.1}s",
+            summary.images,
+            summary.jobs_done,
+            summary.jobs_failed,
+            summary.decodes,
+            summary.seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `/status` document: `imgd status --json`.
+fn status_json(db: &std::path::Path) -> Result<serde_json::Value> {
+    let store = open_store(db)?;
+    Ok(serde_json::to_value(store.queue_status(5)?)?)
+}
+
+pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode> {
+    let mut problems: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let file = match FileConfig::load(args.config.as_deref()) {
+        Ok(file) => {
+            notes.push(match &args.config {
+                Some(path) => format!("config {} is valid", path.display()),
+                None => "no config file: using the defaults".to_string(),
+            });
+            Some(file)
+        }
+        Err(err) => {
+            problems.push(format!("{err:#}"));
+            None
+        }
+    };
+    let default = FileConfig::default();
+    let db = resolve_db(db_flag, file.as_ref().unwrap_or(&default))?;
+    match open_store(&db) {
+        Ok(store) => {
+            notes.push(format!(
+                "database {} is usable (schema version {})",
+                db.display(),
+                store.schema_version()?
+            ));
+            match store.integrity_check() {
+                Ok(verdict) if verdict == "ok" => {}
+                Ok(verdict) => problems.push(format!("database integrity check: {verdict}")),
+                Err(err) => problems.push(format!("{err:#}")),
+            }
+        }
+        Err(err) => problems.push(format!("{err:#}")),
+    }
+    let runners = load_runners(file.as_ref().unwrap_or(&default), None);
+    let runnable = runnable_modules(&runners);
+    for module in Module::ALL {
+        if !runnable.contains(&module) {
+            notes.push(format!("module {module}: waiting, no model installed"));
+        }
+    }
+    if args.json {
+        print_json(&json!({ "ok": problems.is_empty(), "problems": problems, "notes": notes }))?;
+    } else {
+        for note in &notes {
+            println!("ok: {note}");
+        }
+        for problem in &problems {
+            println!("problem: {problem}");
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
