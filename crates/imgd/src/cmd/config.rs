@@ -102,8 +102,8 @@ impl FileConfig {
             "daemon.claim_batch must be at least 1"
         );
         anyhow::ensure!(
-            self.daemon.lease_seconds >= 10,
-            "daemon.lease_seconds must be at least 10"
+            self.daemon.lease_seconds >= 1,
+            "daemon.lease_seconds must be at least 1"
         );
         anyhow::ensure!(
             self.daemon.max_attempts > 0,
