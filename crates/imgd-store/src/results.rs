@@ -228,8 +228,9 @@ fn refresh_search_row(tx: &Transaction<'_>, image_id: i64) -> Result<(), StoreEr
     let ocr = text("SELECT text FROM result_ocr WHERE image_id = ?1")?;
     let labels = text("SELECT labels FROM result_objects WHERE image_id = ?1")?;
     let cloud = text(
-        "SELECT group_concat(value, ' ') FROM result_cloud, json_tree(result_cloud.data)
-         WHERE image_id = ?1 AND json_tree.type = 'text'",
+        "SELECT group_concat(value, ' ')
+         FROM json_tree((SELECT data FROM result_cloud WHERE image_id = ?1))
+         WHERE type = 'text'",
     )?;
     tx.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")
         .ctx("preparing a search-row delete")?
@@ -258,5 +259,46 @@ mod tests {
             "2003 12 14 2003-12-14 december"
         );
         assert_eq!(date_words("junk"), "junk junk");
+    }
+
+    /// The search-text queries run once per finished image: they must stay prepared. A query
+    /// whose plan depends on a bound value is re-parsed and re-planned on every call.
+    #[test]
+    fn search_rows_carry_cloud_text_and_their_queries_are_never_reprepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), crate::StoreOptions::default()).unwrap();
+        let conn = store.connection();
+        for id in 1..=3 {
+            conn.execute(
+                "INSERT INTO images (id, path, size, mtime_ns, format, first_seen_ms, last_seen_ms)
+                 VALUES (?1, ?2, 1, 1, 'jpeg', 0, 0)",
+                params![id, format!("/photos/img{id}.jpg")],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO result_cloud (image_id, created_ms, data)
+             VALUES (2, 0, '{\"scene\": {\"tags\": [\"lighthouse\", \"harbour\"]}, \"n\": 3}')",
+            [],
+        )
+        .unwrap();
+        for id in 1..=3 {
+            store.refresh_search_row(id).unwrap();
+        }
+        let cloud: String = conn
+            .query_row("SELECT cloud FROM search_fts WHERE rowid = 2", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(cloud, "lighthouse harbour");
+        let stmt = conn
+            .prepare_cached(
+                "SELECT group_concat(value, ' ')
+         FROM json_tree((SELECT data FROM result_cloud WHERE image_id = ?1))
+         WHERE type = 'text'",
+            )
+            .unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 3);
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 }
