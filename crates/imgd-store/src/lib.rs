@@ -121,6 +121,9 @@ impl Store {
             })?;
         }
         let conn = Connection::open(path).ctx("opening the database")?;
+        // The writer's commit uses a few statements per module plus the search-row queries;
+        // keep them all prepared across commits.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.busy_timeout(options.busy_timeout)
             .ctx("setting the busy timeout")?;
         conn.pragma_update(None, "journal_mode", "WAL")

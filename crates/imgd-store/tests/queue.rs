@@ -107,7 +107,9 @@ fn an_ack_writes_the_result_in_the_same_transaction_and_replays_do_not_duplicate
         done: vec![(job, metadata_row("Canon"))],
         failed: vec![],
     };
-    let summary = store.commit_outcomes("w", std::slice::from_ref(&outcome)).unwrap();
+    let summary = store
+        .commit_outcomes("w", std::slice::from_ref(&outcome))
+        .unwrap();
     assert_eq!(summary.acked, 1);
     // `technical` is still queued, so the search row waits.
     assert_eq!(summary.search_rows, 0);
@@ -322,6 +324,12 @@ fn claim_child() {
     };
     let owner = format!("child-{}", std::process::id());
     let mut store = Store::open(Path::new(&db), StoreOptions::default()).unwrap();
+    // Start together: announce readiness, then wait for the parent's go.
+    let dir = Path::new(&db).parent().unwrap().to_path_buf();
+    std::fs::write(dir.join(format!("ready-{}", std::process::id())), "").unwrap();
+    while !dir.join("go").exists() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     loop {
         let claimed = store.claim(&request(&owner, &BOTH, 3)).unwrap();
         if claimed.is_empty() {
@@ -356,6 +364,9 @@ fn claim_child() {
         }
         let summary = store.commit_outcomes(&owner, &outcomes).unwrap();
         assert_eq!(summary.stale, 0);
+        // Give the other process a turn at the lock, as real workers doing work between
+        // claims would.
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -381,6 +392,23 @@ fn two_processes_never_get_the_same_job() {
                 .unwrap()
         })
         .collect();
+    let ready = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("ready-")
+            })
+            .count()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while ready() < 2 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(dir.path().join("go"), "").unwrap();
     let mut seen = HashSet::new();
     let mut per_child = Vec::new();
     for child in children {

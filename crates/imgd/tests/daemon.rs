@@ -143,6 +143,44 @@ fn real_photos_run_to_completion_with_their_exif_and_one_decode_each() {
 }
 
 #[test]
+fn probe_reports_every_file_and_never_crashes_and_validate_checks_config_and_db() {
+    let env = env();
+    let good = photo("flower.jpg");
+    let bad = format!("{DECODE}/bad/truncated.jpg");
+    let bomb = format!("{DECODE}/bad/bomb.png");
+    let out = env
+        .cmd(&["probe", "--json", &good, &bad, &bomb, "/no/such/file.jpg"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "some files failed");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["ok"], true);
+    assert_eq!(lines[0]["format"], "jpeg");
+    assert_eq!(lines[0]["width"], 480);
+    for failed in &lines[1..] {
+        assert_eq!(failed["ok"], false);
+        assert!(!failed["error"].as_str().unwrap().is_empty());
+    }
+
+    let (ok, stdout, _) = env.run(&["validate"]);
+    assert!(ok, "{stdout}");
+    assert!(stdout.contains("schema version"), "{stdout}");
+    let config = env.config(
+        "[daemon]
+claim_bach = 3
+",
+    );
+    let (ok, stdout, _) = env.run(&["validate", "--config", &config]);
+    assert!(!ok);
+    assert!(stdout.contains("claim_bach"), "{stdout}");
+}
+
+#[test]
 fn bad_files_fail_their_own_jobs_with_readable_errors_and_the_run_goes_on() {
     let env = env();
     env.add(&photo("flower.jpg"), "good.jpg");
@@ -296,6 +334,7 @@ mod with_fake_model {
             let env = env();
             tree_of_copies(&env, 11);
             env.add(&photo("hopper.jpg"), "poison.jpg");
+            env.add(&photo("hopper.jpg"), "panic.jpg");
             env.json(&[
                 "enqueue",
                 "--json",
@@ -336,6 +375,16 @@ mod with_fake_model {
                     .contains("fake")
             );
             assert_eq!(poison["jobs"]["technical"]["state"], "done");
+            let panicked = env.json(&[
+                "show",
+                "--json",
+                env.tree.join("panic.jpg").to_str().unwrap(),
+            ]);
+            assert_eq!(panicked["jobs"]["embedding"]["state"], "failed");
+            let error = panicked["jobs"]["embedding"]["last_error"]
+                .as_str()
+                .unwrap();
+            assert!(error.contains("panicked"), "{error}");
             assert_eq!(
                 env.count(
                     "SELECT COUNT(*) FROM jobs WHERE module = 'embedding' AND state = 'done'"
