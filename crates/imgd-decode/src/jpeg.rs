@@ -59,6 +59,18 @@ pub(crate) fn decode(
     if denom == 1 {
         return full(b, max_alloc).map(|i| (i, DecodePath::JpegFull));
     }
+    // libjpeg-turbo's scaled decode for RGB and greyscale; jpeg-decoder for CMYK/YCCK and as
+    // the fallback.
+    if matches!(info.components, 1 | 3)
+        && let Ok(img) = scaled_turbo(b, denom)
+    {
+        return Ok((
+            img,
+            DecodePath::JpegDct {
+                denominator: denom as u8,
+            },
+        ));
+    }
     match scaled(b, info, target) {
         Ok((img, 1)) => Ok((img, DecodePath::JpegFull)),
         Ok((img, d)) => Ok((
@@ -82,6 +94,28 @@ fn full(b: &[u8], max_alloc: u64) -> Result<RgbImage, DecodeError> {
     reader.limits(limits);
     let img = reader.decode().map_err(|e| from_image_error(F, e))?;
     Ok(pixels::to_rgb8(img))
+}
+
+/// DCT-domain scaled decode through libjpeg-turbo (the mozjpeg fork, built without SIMD:
+/// at 1/2..1/8 scale the Huffman decode dominates, which SIMD does not speed up). libjpeg
+/// reports errors by unwinding; they are caught here and become `Corrupt`.
+fn scaled_turbo(b: &[u8], denom: u32) -> Result<RgbImage, DecodeError> {
+    let run = || -> std::io::Result<RgbImage> {
+        let mut d = mozjpeg::Decompress::new_mem(b)?;
+        d.scale((8 / denom) as u8);
+        d.do_fancy_upsampling(false);
+        d.dct_method(mozjpeg::DctMethod::IntegerFast);
+        let mut s = d.rgb()?;
+        let (w, h) = (s.width() as u32, s.height() as u32);
+        let px: Vec<u8> = s.read_scanlines()?;
+        s.finish()?;
+        RgbImage::from_raw(w, h, px).ok_or_else(|| std::io::Error::other("short pixel buffer"))
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(img)) => Ok(img),
+        Ok(Err(e)) => Err(DecodeError::corrupt(F, e.to_string())),
+        Err(_) => Err(DecodeError::corrupt(F, "libjpeg reported an error")),
+    }
 }
 
 fn scaled(b: &[u8], info: &JpegInfo, target: u32) -> Result<(RgbImage, u32), DecodeError> {

@@ -166,6 +166,13 @@ impl Decoded {
     }
 }
 
+/// Resizes an image so that its long edge is `long_edge` (never up: a larger `long_edge`
+/// returns a copy), with the same filter the tiers use (CatmullRom, box pre-reduction for
+/// ratios over 4).
+pub fn resize_long_edge(image: &RgbImage, long_edge: u32) -> RgbImage {
+    pixels::resize_long_edge(image, long_edge)
+}
+
 static PIXEL_DECODES: AtomicU64 = AtomicU64::new(0);
 
 /// How many pixel decodes this process has started (header reads excluded). The pipeline
@@ -300,6 +307,9 @@ fn decode_parsed(
             }
         }
         f => {
+            if f == ImageFormat::Tiff {
+                tiffwalk::check_supported_tiff(bytes)?;
+            }
             let (img, profile) = decode_generic(bytes, f, opts)?;
             icc = icc.or(profile);
             (img, DecodePath::Full(f), header.orientation)
@@ -378,4 +388,50 @@ fn decode_generic(
     let icc = dec.icc_profile().ok().flatten();
     let img = image::DynamicImage::from_decoder(dec).map_err(|e| error::from_image_error(f, e))?;
     Ok((pixels::to_rgb8(img), icc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_turns_a_panic_into_a_typed_error() {
+        let r: Result<(), DecodeError> = guard(|| panic!("boom {}", 42));
+        match r {
+            Err(DecodeError::Panicked { message }) => assert_eq!(message, "boom 42"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dct_denominator_is_the_smallest_sufficient_scale() {
+        assert_eq!(jpeg::dct_denominator(6000, 4000, 1568), 2);
+        assert_eq!(jpeg::dct_denominator(6000, 4000, 1024), 4);
+        assert_eq!(jpeg::dct_denominator(6000, 4000, 750), 8);
+        assert_eq!(jpeg::dct_denominator(6000, 4000, 3001), 1);
+        assert_eq!(jpeg::dct_denominator(4000, 6000, 1500), 4);
+    }
+
+    #[test]
+    fn decode_paths_display() {
+        assert_eq!(
+            DecodePath::JpegDct { denominator: 4 }.to_string(),
+            "jpeg-dct-1/4"
+        );
+        assert_eq!(DecodePath::Full(ImageFormat::Png).to_string(), "png");
+        assert_eq!(DecodePath::HeifThumbnail.to_string(), "heic-thumbnail");
+        assert_eq!(
+            serde_json::to_string(&DecodePath::RawHalf).unwrap(),
+            "\"raw-half\""
+        );
+    }
+
+    #[test]
+    fn tiers_normalise() {
+        assert_eq!(
+            normalise_tiers(&[384, 0, 1024, 384, 448]),
+            vec![1024, 448, 384]
+        );
+        assert!(normalise_tiers(&[]).is_empty());
+    }
 }

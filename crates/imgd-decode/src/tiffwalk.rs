@@ -241,3 +241,23 @@ pub(crate) fn embedded_jpegs(buf: &[u8]) -> Vec<EmbeddedJpeg> {
     }
     out
 }
+
+/// Rejects TIFF layouts the `image` TIFF decoder cannot handle before it runs (tiled files with
+/// separate colour planes make `image-tiff` 0.11 panic on an assertion).
+pub(crate) fn check_supported_tiff(buf: &[u8]) -> Result<(), crate::DecodeError> {
+    let Some(t) = Tiff::new(buf, 0) else {
+        return Ok(());
+    };
+    let Some(ifd0) = t.ifd0() else {
+        return Ok(());
+    };
+    let tiled = ifd0.get(322).is_some();
+    let planar = ifd0.get(284).and_then(|e| t.value(e, 0)) == Some(2);
+    if tiled && planar {
+        return Err(crate::DecodeError::unsupported(
+            crate::ImageFormat::Tiff,
+            "tiled TIFF with separate colour planes (PlanarConfiguration 2)",
+        ));
+    }
+    Ok(())
+}

@@ -90,10 +90,18 @@ fn cache_holds_decoded_tiers() {
 
 #[test]
 fn probe_reports_success() {
-    let r = probe(&photo("hopper_orientation_6.jpg"), &[64, 1024], &DecodeOptions::default());
+    let r = probe(
+        &photo("hopper_orientation_6.jpg"),
+        &[64, 1024],
+        &DecodeOptions::default(),
+    );
     // The largest tier (1024) is bigger than the image: a full decode.
     assert_eq!(r.decode_path.as_deref(), Some("jpeg-full"));
-    let r = probe(&photo("hopper_orientation_6.jpg"), &[64, 32], &DecodeOptions::default());
+    let r = probe(
+        &photo("hopper_orientation_6.jpg"),
+        &[64, 32],
+        &DecodeOptions::default(),
+    );
     assert!(r.ok, "{r:?}");
     assert_eq!(r.error, None);
     assert_eq!(r.orientation, Some(6));
@@ -108,7 +116,10 @@ fn probe_reports_success() {
         assert!(j.get(key).is_some(), "{key}");
     }
     let line = r.human_line();
-    assert!(line.contains("jpeg 128x128") && line.contains("jpeg-dct-1/2"), "{line}");
+    assert!(
+        line.contains("jpeg 128x128") && line.contains("jpeg-dct-1/2"),
+        "{line}"
+    );
 
     let raw = probe(&fx("bayer_preview.dng"), &[448], &DecodeOptions::default());
     assert_eq!(raw.decode_path.as_deref(), Some("raw-preview"));

@@ -457,12 +457,13 @@ fn every_decode_is_counted_once() {
 }
 
 #[test]
-fn a_decoder_panic_becomes_a_typed_error() {
-    // image-tiff asserts on tiled planar-configuration files; the panic is caught.
+fn tiled_planar_tiff_is_refused_before_the_decoder_panics() {
+    // image-tiff 0.11 asserts (panics) on tiled planar-configuration files; the layout is
+    // checked first. (Any other decoder panic would still be caught: see lib.rs unit tests.)
     let e = decode_tiers(&fx("tiff_tiled_planar_16bit_RGB.tiff"), &[], &opts()).unwrap_err();
-    assert!(matches!(e, DecodeError::Panicked { .. }), "{e}");
+    assert!(matches!(e, DecodeError::Unsupported { .. }), "{e}");
     let r = imgd_decode::probe(&fx("tiff_tiled_planar_16bit_RGB.tiff"), &[64], &opts());
     assert!(!r.ok);
-    assert_eq!(r.error_kind, Some("panicked"));
+    assert_eq!(r.error_kind, Some("unsupported"));
     assert_eq!(r.format, Some(ImageFormat::Tiff));
 }

@@ -82,9 +82,9 @@ fn apply(src: &[u8], m: &Mutation) -> Vec<u8> {
         Mutation::Field(f, v, w) => {
             let i = at(*f, b.len().min(2048));
             let bytes = v.to_le_bytes();
-            for k in 0..*w as usize {
+            for (k, v) in bytes.iter().take(*w as usize).enumerate() {
                 if let Some(x) = b.get_mut(i + k) {
-                    *x = bytes[k];
+                    *x = *v;
                 }
             }
         }
