@@ -95,7 +95,7 @@ pub struct RunSummary {
     pub transactions: u64,
     /// Seconds the inference thread spent running models.
     pub infer_busy_seconds: f64,
-    /// Seconds the inference thread existed.
+    /// Seconds from the inference thread's first image to its end.
     pub infer_wall_seconds: f64,
     /// Wall-clock seconds of the run.
     pub seconds: f64,

@@ -16,7 +16,7 @@ use crate::decode_stage::DecodedImage;
 use crate::metrics::Metrics;
 use crate::runner::{ImageInput, JobKey, ModelRunner, RunnerResults};
 
-/// How long the thread spent running models, and in all.
+/// How long the thread spent running models, and how long it existed from its first image.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct InferStats {
     pub busy: Duration,
@@ -41,7 +41,8 @@ impl InferStage {
         input: Receiver<DecodedImage>,
         output: Sender<DecodedImage>,
     ) -> InferStats {
-        let started = Instant::now();
+        // Busy fraction is measured from the first image on: before it there is no work.
+        let mut started: Option<Instant> = None;
         let mut busy = Duration::ZERO;
         let mut waiting: HashMap<i64, Waiting> = HashMap::new();
         let by_module: HashMap<Module, usize> = self
@@ -62,7 +63,10 @@ impl InferStage {
                 }
             };
             match message {
-                Ok(image) => self.admit(image, &by_module, &mut waiting, &output),
+                Ok(image) => {
+                    started.get_or_insert_with(Instant::now);
+                    self.admit(image, &by_module, &mut waiting, &output);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
@@ -99,7 +103,7 @@ impl InferStage {
         }
         InferStats {
             busy,
-            wall: started.elapsed(),
+            wall: started.map_or(Duration::ZERO, |t| t.elapsed()),
         }
     }
 
