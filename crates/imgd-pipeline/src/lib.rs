@@ -4,17 +4,16 @@
 //!   images under a lease, N decode threads decode each image once and run the CPU modules,
 //!   one inference thread owns every model and micro-batches across images, one writer thread
 //!   commits many images per transaction and acks their jobs.
-//! - [`runner`]: the interface between the inference thread and a model module.
-//! - [`batcher`]: the per-model micro-batcher with explicit limits and close reasons.
+//! - [`runner`] and [`batcher`] (re-exported from `imgd-infer`): the model-runner interface
+//!   and the per-model micro-batcher.
 //! - [`metrics`]: the Prometheus registry; [`http`]: `/metrics`, `/healthz`, `/status`.
 
 #![deny(missing_docs)]
 
-pub mod batcher;
+pub use imgd_infer::{batcher, runner};
 pub mod daemon;
 mod decode_stage;
 pub mod http;
 mod infer_stage;
 pub mod metrics;
-pub mod runner;
 mod writer_stage;

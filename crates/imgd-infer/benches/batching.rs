@@ -3,7 +3,7 @@
 //! A producer thread sends N = 400 requests through a bounded channel (capacity 64) to an
 //! inference-thread loop driving a [`MicroBatcher`] over the fake model, whose call on `n`
 //! inputs takes `5 ms + 0.5 ms · n` (a fixed launch cost plus a per-item cost, the shape of a
-//! GPU forward pass). Run with `cargo bench -p imgd-pipeline --bench batching`.
+//! GPU forward pass). Run with `cargo bench -p imgd-infer --bench batching`.
 //!
 //! Figure on the 2-core build machine (release, three runs, identical to 0.01 s): unbatched
 //! 2.24 s (179 req/s, 400 model calls), batched (max_items 32, max_wait 20 ms) 0.27 s
@@ -14,8 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, bounded};
-use imgd_pipeline::batcher::fake::FakeModel;
-use imgd_pipeline::batcher::{BatchConfig, MicroBatcher};
+use imgd_infer::batcher::fake::FakeModel;
+use imgd_infer::batcher::{BatchConfig, MicroBatcher};
 
 const REQUESTS: u64 = 400;
 const CHANNEL_CAPACITY: usize = 64;

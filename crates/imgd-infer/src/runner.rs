@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use image::RgbImage;
 use imgd_core::{Module, ResultRow};
-use imgd_decode::RgbImage;
 
 use crate::batcher::{BatchConfig, BatchModel, BatchStats, CloseReason, MicroBatcher};
 

@@ -20,8 +20,8 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use crossbeam_channel::{RecvTimeoutError, bounded};
-//! use imgd_pipeline::batcher::fake::FakeModel;
-//! use imgd_pipeline::batcher::{BatchConfig, MicroBatcher};
+//! use imgd_infer::batcher::fake::FakeModel;
+//! use imgd_infer::batcher::{BatchConfig, MicroBatcher};
 //!
 //! let (requests, inbox) = bounded::<(u32, u64)>(64);
 //! let producer = std::thread::spawn(move || {
