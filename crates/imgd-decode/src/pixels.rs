@@ -119,3 +119,48 @@ pub(crate) fn icc_to_srgb(img: &mut RgbImage, icc: &[u8]) -> bool {
     xf.apply(buf);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiff_icc(buf: &[u8]) -> Vec<u8> {
+        let t = crate::tiffwalk::Tiff::new(buf, 0).unwrap();
+        let ifd = t.ifd0().unwrap();
+        let e = ifd.get(34675).unwrap();
+        buf[e.value_at..e.value_at + e.count as usize].to_vec()
+    }
+
+    #[test]
+    fn icc_conversion_is_a_no_op_for_srgb_and_ignores_garbage() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/decode/hopper.iccprofile.tif");
+        let icc = tiff_icc(&std::fs::read(p).unwrap());
+        assert_eq!(&icc[36..40], b"acsp");
+        let src = RgbImage::from_fn(64, 4, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 60) as u8, 128])
+        });
+        let mut img = src.clone();
+        icc_to_srgb(&mut img, &icc);
+        // An sRGB profile either is recognised (no change) or maps to itself within rounding.
+        let max = img
+            .as_raw()
+            .iter()
+            .zip(src.as_raw())
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .max()
+            .unwrap();
+        assert!(max <= 2, "sRGB→sRGB changed pixels by {max}");
+        let mut img = src.clone();
+        assert!(!icc_to_srgb(&mut img, b"not a profile"));
+        assert!(!icc_to_srgb(&mut img, &[0u8; 200]));
+        assert_eq!(img, src);
+    }
+
+    #[test]
+    fn fit_long_edge_keeps_aspect() {
+        assert_eq!(fit_long_edge(6000, 4000, 1024), (1024, 683));
+        assert_eq!(fit_long_edge(4000, 6000, 1024), (683, 1024));
+        assert_eq!(fit_long_edge(10000, 1, 100), (100, 1));
+    }
+}
