@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod faces;
 mod migrate;
 pub mod queue;
 pub mod report;

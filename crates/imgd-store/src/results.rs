@@ -87,6 +87,9 @@ impl Store {
                     continue;
                 }
                 upsert_result(&tx, outcome.image_id, row, now)?;
+                if row.module == Module::Faces {
+                    crate::faces::replace_faces(&tx, outcome.image_id, &row.data)?;
+                }
                 summary.acked += 1;
             }
             fail_jobs_in(&tx, owner, &outcome.failed, self.options.max_attempts)?;
@@ -195,7 +198,7 @@ fn date_words(taken_at: &str) -> String {
 
 /// Builds the search row of an image from its path and every module's searchable output, and
 /// replaces the old one.
-fn refresh_search_row(tx: &Transaction<'_>, image_id: i64) -> Result<(), StoreError> {
+pub(crate) fn refresh_search_row(tx: &Transaction<'_>, image_id: i64) -> Result<(), StoreError> {
     let text = |sql: &str| -> Result<String, StoreError> {
         let mut stmt = tx
             .prepare_cached(sql)
@@ -227,6 +230,10 @@ fn refresh_search_row(tx: &Transaction<'_>, image_id: i64) -> Result<(), StoreEr
     )?;
     let ocr = text("SELECT text FROM result_ocr WHERE image_id = ?1")?;
     let labels = text("SELECT labels FROM result_objects WHERE image_id = ?1")?;
+    let names = text(
+        "SELECT DISTINCT i.name FROM faces f JOIN identities i ON i.id = f.identity_id
+         WHERE f.image_id = ?1 AND i.name IS NOT NULL ORDER BY i.name",
+    )?;
     let cloud = text(
         "SELECT group_concat(value, ' ')
          FROM json_tree((SELECT data FROM result_cloud WHERE image_id = ?1))
@@ -238,11 +245,11 @@ fn refresh_search_row(tx: &Transaction<'_>, image_id: i64) -> Result<(), StoreEr
         .ctx("deleting a search row")?;
     tx.prepare_cached(
         "INSERT INTO search_fts (rowid, path, camera, taken, caption, ocr, labels, names, cloud)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '', ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .ctx("preparing a search-row insert")?
     .execute(params![
-        image_id, path, camera, taken, caption, ocr, labels, cloud
+        image_id, path, camera, taken, caption, ocr, labels, names, cloud
     ])
     .ctx("writing a search row")?;
     Ok(())

@@ -65,6 +65,84 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Check the configuration, the database and the modules, and say what is wrong.
     Validate(ValidateArgs),
+    /// People: list, name, merge and split the identities that clustering finds among faces.
+    ///
+    /// The faces module detects faces (boxes, 5 landmarks) and, with an ArcFace model
+    /// installed, embeds them; `imgd faces cluster` groups the embedded faces into identities
+    /// (DBSCAN-like: a face with at least --min-faces faces, itself included, within
+    /// --max-distance cosine distance founds or grows an identity; defaults 3 and 0.5, as
+    /// Immich). Clustering is incremental: only faces without an identity are assigned, and a
+    /// name, once given, never changes by clustering. Names are searchable (`imgd search`).
+    Faces(FacesArgs),
+}
+
+/// Arguments of `imgd faces`.
+#[derive(Debug, Args)]
+pub struct FacesArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: FacesCommand,
+}
+
+/// The `imgd faces` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FacesCommand {
+    /// List identities (most faces first) with face counts, or the faces of one identity.
+    List {
+        /// Only this identity's faces.
+        #[arg(value_name = "ID")]
+        id: Option<i64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name an identity (`-` clears the name). Names are unique, case-insensitively.
+    Name {
+        /// The identity.
+        #[arg(value_name = "ID")]
+        id: i64,
+        /// The name (several words are joined with spaces).
+        #[arg(required = true, num_args = 1.., value_name = "NAME")]
+        name: Vec<String>,
+    },
+    /// Merge identity B into identity A: A gets B's faces (and B's name if A has none).
+    Merge {
+        /// The identity that stays.
+        #[arg(value_name = "A")]
+        into: i64,
+        /// The identity merged into A and deleted.
+        #[arg(value_name = "B")]
+        from: i64,
+    },
+    /// Detach faces from an identity (all, or those given with --face) so that the next
+    /// `imgd faces cluster` assigns them again. An unnamed identity left empty is deleted; a
+    /// named one keeps its name. Re-clustering with the same thresholds may put the faces
+    /// back together: pass a smaller --max-distance to keep them apart.
+    Split {
+        /// The identity.
+        #[arg(value_name = "ID")]
+        id: i64,
+        /// Only these faces (ids from `imgd faces list ID`).
+        #[arg(long = "face", value_name = "FACE_ID")]
+        faces: Vec<i64>,
+    },
+    /// Assign faces without an identity to identities (incremental; see `imgd faces --help`).
+    Cluster {
+        /// Largest cosine distance between neighbouring faces.
+        #[arg(long, default_value_t = 0.5)]
+        max_distance: f32,
+        /// Faces (itself included) a face needs within --max-distance to found or grow an
+        /// identity.
+        #[arg(long, default_value_t = 3)]
+        min_faces: usize,
+        /// Dissolve every unnamed identity first and cluster from scratch (named identities
+        /// keep their faces).
+        #[arg(long)]
+        reset: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `imgd run`.

@@ -3,6 +3,7 @@
 mod config;
 mod daemon;
 mod enqueue;
+mod faces;
 mod probe;
 mod query;
 mod status;
@@ -36,6 +37,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Search(args) => query::search(&db, args),
         Command::Show(args) => query::show(&db, args),
         Command::Probe(args) => probe::run(args),
+        Command::Faces(args) => faces::run(&db, args),
         Command::Run(_) | Command::Validate(_) => unreachable!("handled above"),
     }
 }

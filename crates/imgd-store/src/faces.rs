@@ -1,0 +1,604 @@
+//! Faces and identities: the SQL of the faces module (`migrations/0002_faces.sql`).
+//!
+//! - [`replace_faces`] runs inside the writer's commit, right after an image's
+//!   `result_faces` row is upserted: it rewrites the image's rows in `faces` from the result's
+//!   JSON, scales the coordinates from the analysed tier to the full-size image, moves the
+//!   embeddings out of the JSON into `faces.embedding`, and keeps the identity of a face that
+//!   was there before (same place, IoU ≥ 0.5), so re-analysing an image keeps its names.
+//! - Clustering reads [`Store::face_embeddings`] and writes [`Store::apply_clusters`]; the
+//!   algorithm is `imgd_faces::cluster`.
+//! - `imgd faces`: [`Store::identities`], [`Store::name_identity`],
+//!   [`Store::merge_identities`], [`Store::split_identity`], [`Store::faces_summary`].
+//!
+//! Identity names are part of each image's search row (the `names` column); every command
+//! that changes a name or which faces carry it rewrites the search rows of the images
+//! concerned (those whose jobs are all finished; the others get theirs when they finish).
+
+use std::collections::BTreeSet;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::results::refresh_search_row;
+use crate::{Context, Store, StoreError, now_ms};
+
+/// Errors of the identity commands.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// No identity has this id.
+    #[error("no identity {0}")]
+    NoSuchIdentity(i64),
+    /// Another identity already has this name.
+    #[error(
+        "the name `{name}` belongs to identity {owner}; merge the two with `imgd faces merge {owner} ID`"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The identity that has it.
+        owner: i64,
+    },
+    /// A request that makes no sense (merging an identity into itself, an empty name).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One face's embedding, for clustering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEmbedding {
+    /// The face's row id.
+    pub face_id: i64,
+    /// Its identity.
+    pub identity_id: Option<i64>,
+    /// The model that made the embedding.
+    pub model: String,
+    /// The vector (L2-normalised).
+    pub vector: Vec<f32>,
+}
+
+/// One identity, as `imgd faces list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IdentitySummary {
+    /// Its id.
+    pub id: i64,
+    /// Its name, if named.
+    pub name: Option<String>,
+    /// Faces assigned.
+    pub face_count: i64,
+    /// When clustering (or a merge) created it.
+    pub created_ms: i64,
+    /// The image of its best-scoring face, for a look.
+    pub sample_path: Option<String>,
+}
+
+/// Face counts, as `imgd faces list` and `imgd status` show them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FacesSummary {
+    /// Images with a faces result.
+    pub images_analysed: i64,
+    /// Faces detected.
+    pub faces: i64,
+    /// Faces with an embedding.
+    pub embedded: i64,
+    /// Faces without one (no embedding model was installed when they were analysed).
+    pub not_embedded: i64,
+    /// Embedded faces without an identity (noise, or waiting for `imgd faces cluster`).
+    pub unassigned: i64,
+    /// Identities.
+    pub identities: i64,
+    /// Named identities.
+    pub named: i64,
+    /// Faces results per embedding model (`null`: detected only), as
+    /// `result_faces.data.embedding_model` says.
+    pub embedding_models: Vec<(Option<String>, i64)>,
+}
+
+fn f64_at(value: &Value, index: usize) -> Option<f64> {
+    value.get(index).and_then(Value::as_f64)
+}
+
+/// Rewrites the `faces` rows of one image from its `result_faces` data (see the module docs)
+/// and stores the data back without embeddings and in full-image coordinates.
+pub(crate) fn replace_faces(
+    tx: &Transaction<'_>,
+    image_id: i64,
+    data: &Value,
+) -> Result<(), StoreError> {
+    let size: Option<(Option<f64>, Option<f64>)> = tx
+        .prepare_cached("SELECT width, height FROM images WHERE id = ?1")
+        .ctx("preparing the image size query")?
+        .query_row([image_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .ctx("reading the image size")?;
+    let frame = data.get("frame");
+    let (tw, th) = (
+        frame.and_then(|f| f64_at(f, 0)),
+        frame.and_then(|f| f64_at(f, 1)),
+    );
+    let (sx, sy, coords) = match (size, tw, th) {
+        (Some((Some(w), Some(h))), Some(tw), Some(th)) if tw > 0.0 && th > 0.0 => {
+            (w / tw, h / th, "image")
+        }
+        _ => (1.0, 1.0, "tier"),
+    };
+    let embedding_model = data
+        .get("embedding_model")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+
+    // The faces there before, to carry their identities over.
+    let old: Vec<([f64; 4], i64)> = tx
+        .prepare_cached(
+            "SELECT x, y, w, h, identity_id FROM faces
+             WHERE image_id = ?1 AND identity_id IS NOT NULL",
+        )
+        .ctx("preparing the old faces query")?
+        .query_map([image_id], |r| {
+            Ok(([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?], r.get(4)?))
+        })
+        .ctx("reading old faces")?
+        .collect::<Result<_, _>>()
+        .ctx("reading old faces")?;
+    let mut touched: BTreeSet<i64> = old.iter().map(|o| o.1).collect();
+    let mut old_used = vec![false; old.len()];
+    tx.prepare_cached("DELETE FROM faces WHERE image_id = ?1")
+        .ctx("preparing the faces delete")?
+        .execute([image_id])
+        .ctx("deleting old faces")?;
+
+    let round = |v: f64| (v * 100.0).round() / 100.0;
+    let mut stored = Vec::new();
+    let faces = data.get("faces").and_then(Value::as_array);
+    for (idx, face) in faces.into_iter().flatten().enumerate() {
+        let b = face.get("box");
+        let Some([x, y, w, h]) =
+            b.and_then(|b| Some([f64_at(b, 0)?, f64_at(b, 1)?, f64_at(b, 2)?, f64_at(b, 3)?]))
+        else {
+            continue;
+        };
+        let bx = [round(x * sx), round(y * sy), round(w * sx), round(h * sy)];
+        let landmarks: Vec<[f64; 2]> = face
+            .get("landmarks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some([round(f64_at(p, 0)? * sx), round(f64_at(p, 1)? * sy)]))
+            .collect();
+        let score = face.get("score").and_then(Value::as_f64).unwrap_or(0.0);
+        let embedding: Option<Vec<u8>> = face.get("embedding").and_then(Value::as_array).map(|v| {
+            v.iter()
+                .flat_map(|x| (x.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
+                .collect()
+        });
+        // The best-overlapping old face with an identity, if it overlaps enough.
+        let identity = old
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !old_used[*k])
+            .map(|(k, (o, id))| (k, iou(&bx, o), *id))
+            .filter(|(_, overlap, _)| *overlap >= 0.5)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(k, _, id)| {
+                old_used[k] = true;
+                id
+            });
+        touched.extend(identity);
+        tx.prepare_cached(
+            "INSERT INTO faces (image_id, idx, x, y, w, h, score, landmarks, embedding,
+                                embedding_model, identity_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .ctx("preparing a face insert")?
+        .execute(params![
+            image_id,
+            idx as i64,
+            bx[0],
+            bx[1],
+            bx[2],
+            bx[3],
+            score,
+            serde_json::to_string(&landmarks)?,
+            embedding,
+            embedding.as_ref().and(embedding_model.as_deref()),
+            identity,
+        ])
+        .ctx("inserting a face")?;
+        stored.push(json!({ "box": bx, "score": score, "landmarks": landmarks }));
+    }
+    recount(tx, &touched)?;
+
+    let mut clean = data.clone();
+    if let Some(obj) = clean.as_object_mut() {
+        obj.insert("faces".into(), Value::Array(stored));
+        obj.insert("coords".into(), Value::from(coords));
+    }
+    tx.prepare_cached("UPDATE result_faces SET data = ?2 WHERE image_id = ?1")
+        .ctx("preparing the faces data update")?
+        .execute(params![image_id, serde_json::to_string(&clean)?])
+        .ctx("updating the faces data")?;
+    Ok(())
+}
+
+/// Continuous IoU of two [x, y, w, h] boxes.
+fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
+    let w = ((a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0])).max(0.0);
+    let h = ((a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let union = a[2] * a[3] + b[2] * b[3] - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
+/// Sets `face_count` of these identities from the faces table.
+fn recount(tx: &Transaction<'_>, identities: &BTreeSet<i64>) -> Result<(), StoreError> {
+    for id in identities {
+        tx.prepare_cached(
+            "UPDATE identities SET face_count =
+                 (SELECT COUNT(*) FROM faces WHERE identity_id = ?1)
+             WHERE id = ?1",
+        )
+        .ctx("preparing an identity recount")?
+        .execute([id])
+        .ctx("recounting an identity")?;
+    }
+    Ok(())
+}
+
+/// Rewrites the search rows of the images with faces of these identities, for those whose
+/// jobs are all finished (the others get theirs when they finish).
+fn refresh_names(tx: &Transaction<'_>, image_ids: &BTreeSet<i64>) -> Result<(), StoreError> {
+    for &image_id in image_ids {
+        let unfinished: i64 = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state IN ('queued', 'leased')",
+            )
+            .ctx("preparing the unfinished-jobs count")?
+            .query_row([image_id], |r| r.get(0))
+            .ctx("counting unfinished jobs")?;
+        if unfinished == 0 {
+            refresh_search_row(tx, image_id)?;
+        }
+    }
+    Ok(())
+}
+
+fn images_of(tx: &Transaction<'_>, sql: &str, param: i64) -> Result<BTreeSet<i64>, StoreError> {
+    tx.prepare_cached(sql)
+        .ctx("preparing an image lookup")?
+        .query_map([param], |r| r.get(0))
+        .ctx("finding images")?
+        .collect::<Result<_, _>>()
+        .ctx("finding images")
+}
+
+fn images_of_identity(tx: &Transaction<'_>, identity: i64) -> Result<BTreeSet<i64>, StoreError> {
+    images_of(
+        tx,
+        "SELECT DISTINCT image_id FROM faces WHERE identity_id = ?1",
+        identity,
+    )
+}
+
+fn identity_name(tx: &Transaction<'_>, id: i64) -> Result<Option<Option<String>>, StoreError> {
+    tx.query_row("SELECT name FROM identities WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .optional()
+    .ctx("reading an identity")
+}
+
+impl Store {
+    /// Every face with an embedding: what clustering compares.
+    pub fn face_embeddings(&self) -> Result<Vec<StoredEmbedding>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, identity_id, coalesce(embedding_model, ''), embedding FROM faces
+                 WHERE embedding IS NOT NULL ORDER BY id",
+            )
+            .ctx("preparing the embeddings query")?;
+        stmt.query_map([], |r| {
+            let bytes: Vec<u8> = r.get(3)?;
+            Ok(StoredEmbedding {
+                face_id: r.get(0)?,
+                identity_id: r.get(1)?,
+                model: r.get(2)?,
+                vector: bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            })
+        })
+        .ctx("reading embeddings")?
+        .collect::<Result<_, _>>()
+        .ctx("reading embeddings")
+    }
+
+    /// Applies a clustering run in one transaction: each face in `joins` joins its identity,
+    /// each group of `new_identities` becomes a new unnamed identity. Faces that got an
+    /// identity meanwhile (another command) keep it. Returns the new identities' ids.
+    pub fn apply_clusters(
+        &self,
+        joins: &[(i64, i64)],
+        new_identities: &[Vec<i64>],
+    ) -> Result<Vec<i64>, StoreError> {
+        let tx = self.write_tx().ctx("starting a clustering commit")?;
+        let now = now_ms();
+        let mut touched = BTreeSet::new();
+        let mut images = BTreeSet::new();
+        let mut assign = |tx: &Transaction<'_>, face: i64, identity: i64| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE faces SET identity_id = ?2 WHERE id = ?1 AND identity_id IS NULL
+                     RETURNING image_id",
+                )
+                .ctx("preparing a face assignment")?
+                .query_row(params![face, identity], |r| r.get::<_, i64>(0))
+                .optional()
+                .ctx("assigning a face")?;
+            if let Some(image) = changed {
+                images.insert(image);
+            }
+            Ok::<(), StoreError>(())
+        };
+        for &(face, identity) in joins {
+            let exists = identity_name(&tx, identity)?.is_some();
+            if exists {
+                assign(&tx, face, identity)?;
+                touched.insert(identity);
+            }
+        }
+        let mut created = Vec::new();
+        for group in new_identities.iter().filter(|g| !g.is_empty()) {
+            tx.prepare_cached("INSERT INTO identities (created_ms) VALUES (?1)")
+                .ctx("preparing an identity insert")?
+                .execute([now])
+                .ctx("creating an identity")?;
+            let id = tx.last_insert_rowid();
+            for &face in group {
+                assign(&tx, face, id)?;
+            }
+            touched.insert(id);
+            created.push(id);
+        }
+        recount(&tx, &touched)?;
+        // New identities have no name; joins to named ones change search rows.
+        tx.execute(
+            "DELETE FROM identities WHERE name IS NULL AND face_count = 0",
+            [],
+        )
+        .ctx("dropping empty identities")?;
+        refresh_names(&tx, &images)?;
+        tx.commit().ctx("committing a clustering run")?;
+        Ok(created)
+    }
+
+    /// Detaches every face from the unnamed identities and deletes them, for a clustering run
+    /// from scratch; named identities and their faces stay. Returns the faces detached.
+    pub fn reset_unnamed_identities(&self) -> Result<usize, StoreError> {
+        let tx = self.write_tx().ctx("starting an identity reset")?;
+        let detached = tx
+            .execute(
+                "UPDATE faces SET identity_id = NULL
+                 WHERE identity_id IN (SELECT id FROM identities WHERE name IS NULL)",
+                [],
+            )
+            .ctx("detaching faces")?;
+        tx.execute("DELETE FROM identities WHERE name IS NULL", [])
+            .ctx("deleting unnamed identities")?;
+        tx.commit().ctx("committing an identity reset")?;
+        Ok(detached)
+    }
+
+    /// Every identity, the most faces first (named first among equals).
+    pub fn identities(&self) -> Result<Vec<IdentitySummary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT i.id, i.name, i.face_count, i.created_ms,
+                        (SELECT im.path FROM faces f JOIN images im ON im.id = f.image_id
+                         WHERE f.identity_id = i.id ORDER BY f.score DESC, f.id LIMIT 1)
+                 FROM identities i
+                 ORDER BY i.face_count DESC, i.name IS NULL, i.id",
+            )
+            .ctx("preparing the identities query")?;
+        stmt.query_map([], |r| {
+            Ok(IdentitySummary {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                face_count: r.get(2)?,
+                created_ms: r.get(3)?,
+                sample_path: r.get(4)?,
+            })
+        })
+        .ctx("listing identities")?
+        .collect::<Result<_, _>>()
+        .ctx("listing identities")
+    }
+
+    /// Names an identity (or clears its name with `None`). Names are unique,
+    /// case-insensitively.
+    pub fn name_identity(&self, id: i64, name: Option<&str>) -> Result<(), IdentityError> {
+        let name = name.map(str::trim);
+        if name.is_some_and(str::is_empty) {
+            return Err(IdentityError::Invalid("a name cannot be empty".into()));
+        }
+        let tx = self.write_tx().ctx("starting a rename")?;
+        if identity_name(&tx, id)?.is_none() {
+            return Err(IdentityError::NoSuchIdentity(id));
+        }
+        if let Some(name) = name {
+            let owner: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM identities WHERE name = ?1 AND id != ?2",
+                    params![name, id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .ctx("checking a name")?;
+            if let Some(owner) = owner {
+                return Err(IdentityError::NameTaken {
+                    name: name.to_string(),
+                    owner,
+                });
+            }
+        }
+        tx.execute(
+            "UPDATE identities SET name = ?2 WHERE id = ?1",
+            params![id, name],
+        )
+        .ctx("naming an identity")?;
+        let images = images_of_identity(&tx, id)?;
+        refresh_names(&tx, &images)?;
+        tx.commit().ctx("committing a rename")?;
+        Ok(())
+    }
+
+    /// Moves every face of `from` into `into` and deletes `from`. The merged identity keeps
+    /// `into`'s name, or takes `from`'s when `into` has none. Returns the faces moved.
+    pub fn merge_identities(&self, into: i64, from: i64) -> Result<usize, IdentityError> {
+        if into == from {
+            return Err(IdentityError::Invalid(format!(
+                "cannot merge identity {into} into itself"
+            )));
+        }
+        let tx = self.write_tx().ctx("starting a merge")?;
+        let into_name = identity_name(&tx, into)?.ok_or(IdentityError::NoSuchIdentity(into))?;
+        let from_name = identity_name(&tx, from)?.ok_or(IdentityError::NoSuchIdentity(from))?;
+        let moved = tx
+            .execute(
+                "UPDATE faces SET identity_id = ?1 WHERE identity_id = ?2",
+                params![into, from],
+            )
+            .ctx("moving faces")?;
+        tx.execute("DELETE FROM identities WHERE id = ?1", [from])
+            .ctx("deleting the merged identity")?;
+        if into_name.is_none() && from_name.is_some() {
+            tx.execute(
+                "UPDATE identities SET name = ?2 WHERE id = ?1",
+                params![into, from_name],
+            )
+            .ctx("keeping the merged name")?;
+        }
+        recount(&tx, &BTreeSet::from([into]))?;
+        let images = images_of_identity(&tx, into)?;
+        refresh_names(&tx, &images)?;
+        tx.commit().ctx("committing a merge")?;
+        Ok(moved)
+    }
+
+    /// Detaches faces from an identity so that the next clustering run can assign them again:
+    /// the given faces, or all of them when `faces` is empty. An unnamed identity left without
+    /// faces is deleted; a named one stays (with its name) until merged or emptied by hand.
+    /// Returns the faces detached.
+    pub fn split_identity(&self, id: i64, faces: &[i64]) -> Result<usize, IdentityError> {
+        let tx = self.write_tx().ctx("starting a split")?;
+        let name = identity_name(&tx, id)?.ok_or(IdentityError::NoSuchIdentity(id))?;
+        let images = images_of_identity(&tx, id)?;
+        let detached = if faces.is_empty() {
+            tx.execute(
+                "UPDATE faces SET identity_id = NULL WHERE identity_id = ?1",
+                [id],
+            )
+            .ctx("detaching faces")?
+        } else {
+            let mut n = 0;
+            for &face in faces {
+                let changed = tx
+                    .execute(
+                        "UPDATE faces SET identity_id = NULL WHERE id = ?1 AND identity_id = ?2",
+                        params![face, id],
+                    )
+                    .ctx("detaching a face")?;
+                if changed == 0 {
+                    return Err(IdentityError::Invalid(format!(
+                        "face {face} does not belong to identity {id}"
+                    )));
+                }
+                n += changed;
+            }
+            n
+        };
+        recount(&tx, &BTreeSet::from([id]))?;
+        if name.is_none() {
+            tx.execute(
+                "DELETE FROM identities WHERE id = ?1 AND face_count = 0",
+                [id],
+            )
+            .ctx("deleting an empty identity")?;
+        }
+        refresh_names(&tx, &images)?;
+        tx.commit().ctx("committing a split")?;
+        Ok(detached)
+    }
+
+    /// The faces of one identity: (face id, image path, [x, y, w, h], score), best first.
+    #[allow(clippy::type_complexity)]
+    pub fn identity_faces(&self, id: i64) -> Result<Vec<(i64, String, [f64; 4], f64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT f.id, im.path, f.x, f.y, f.w, f.h, f.score
+                 FROM faces f JOIN images im ON im.id = f.image_id
+                 WHERE f.identity_id = ?1 ORDER BY f.score DESC, f.id",
+            )
+            .ctx("preparing the identity faces query")?;
+        stmt.query_map([id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?],
+                r.get(6)?,
+            ))
+        })
+        .ctx("listing faces")?
+        .collect::<Result<_, _>>()
+        .ctx("listing faces")
+    }
+
+    /// Face and identity counts (see [`FacesSummary`]).
+    pub fn faces_summary(&self) -> Result<FacesSummary, StoreError> {
+        let mut summary = self
+            .conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM result_faces),
+                        COUNT(*),
+                        COALESCE(SUM(embedding IS NOT NULL), 0),
+                        COALESCE(SUM(embedding IS NULL), 0),
+                        COALESCE(SUM(embedding IS NOT NULL AND identity_id IS NULL), 0),
+                        (SELECT COUNT(*) FROM identities),
+                        (SELECT COUNT(*) FROM identities WHERE name IS NOT NULL)
+                 FROM faces",
+                [],
+                |r| {
+                    Ok(FacesSummary {
+                        images_analysed: r.get(0)?,
+                        faces: r.get(1)?,
+                        embedded: r.get(2)?,
+                        not_embedded: r.get(3)?,
+                        unassigned: r.get(4)?,
+                        identities: r.get(5)?,
+                        named: r.get(6)?,
+                        embedding_models: Vec::new(),
+                    })
+                },
+            )
+            .ctx("counting faces")?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT json_extract(data, '$.embedding_model'), COUNT(*) FROM result_faces
+                 GROUP BY 1 ORDER BY 2 DESC",
+            )
+            .ctx("preparing the embedding-model count")?;
+        summary.embedding_models = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("counting embedding models")?
+            .collect::<Result<_, _>>()
+            .ctx("counting embedding models")?;
+        Ok(summary)
+    }
+}

@@ -1,0 +1,125 @@
+//! `imgd faces`: identities (people) found by clustering face embeddings.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use imgd_faces::cluster::ClusterConfig;
+use serde_json::json;
+
+use super::{open_store, print_json};
+use crate::cli::{FacesArgs, FacesCommand};
+
+pub fn run(db: &Path, args: FacesArgs) -> Result<ExitCode> {
+    let store = open_store(db)?;
+    match args.command {
+        FacesCommand::List { json, id } => {
+            if let Some(id) = id {
+                let faces = store.identity_faces(id)?;
+                if json {
+                    let faces: Vec<_> = faces
+                        .iter()
+                        .map(|(face, path, b, score)| {
+                            json!({ "face": face, "path": path, "box": b, "score": score })
+                        })
+                        .collect();
+                    print_json(&json!({ "identity": id, "faces": faces }))?;
+                } else {
+                    for (face, path, b, score) in &faces {
+                        println!(
+                            "face {face:>7}  {score:.3}  [{:.0}, {:.0}, {:.0}, {:.0}]  {path}",
+                            b[0], b[1], b[2], b[3]
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let identities = store.identities()?;
+            let summary = store.faces_summary()?;
+            if json {
+                print_json(&json!({ "summary": summary, "identities": identities }))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{} faces in {} images; {} embedded, {} not embedded; {} identities ({} named); \
+                 {} embedded faces without an identity",
+                summary.faces,
+                summary.images_analysed,
+                summary.embedded,
+                summary.not_embedded,
+                summary.identities,
+                summary.named,
+                summary.unassigned
+            );
+            if summary.not_embedded > 0 {
+                println!(
+                    "note: faces without an embedding cannot be grouped into identities; install \
+                     ArcFace (w600k_r50.onnx, `imgd models fetch`) and re-run the faces module \
+                     (imgd enqueue --modules faces --force PATH)"
+                );
+            }
+            if !identities.is_empty() {
+                println!();
+                println!("{:>6} {:>6}  {:<24} sample", "id", "faces", "name");
+            }
+            for i in &identities {
+                println!(
+                    "{:>6} {:>6}  {:<24} {}",
+                    i.id,
+                    i.face_count,
+                    i.name.as_deref().unwrap_or("-"),
+                    i.sample_path.as_deref().unwrap_or("")
+                );
+            }
+        }
+        FacesCommand::Name { id, name } => {
+            let name = name.join(" ");
+            let name = (!name.trim().is_empty() && name != "-").then_some(name);
+            store.name_identity(id, name.as_deref())?;
+            match name {
+                Some(name) => eprintln!("identity {id} is now `{}`", name.trim()),
+                None => eprintln!("identity {id} has no name now"),
+            }
+        }
+        FacesCommand::Merge { into, from } => {
+            let moved = store.merge_identities(into, from)?;
+            eprintln!("merged identity {from} into {into} ({moved} faces moved)");
+        }
+        FacesCommand::Split { id, faces } => {
+            let detached = store.split_identity(id, &faces)?;
+            eprintln!(
+                "detached {detached} faces from identity {id}; `imgd faces cluster` assigns them \
+                 again (use a smaller --max-distance to keep them apart)"
+            );
+        }
+        FacesCommand::Cluster {
+            max_distance,
+            min_faces,
+            reset,
+            json,
+        } => {
+            if !(0.0..=2.0).contains(&max_distance) || min_faces == 0 {
+                bail!("--max-distance must be within 0..2 and --min-faces at least 1");
+            }
+            let config = ClusterConfig {
+                max_distance,
+                min_faces,
+            };
+            let report = imgd_faces::identities::cluster(&store, &config, reset)?;
+            if json {
+                print_json(&report)?;
+            } else {
+                eprintln!(
+                    "{} faces without an identity: {} joined existing identities, {} formed {} \
+                     new identities, {} left unassigned",
+                    report.considered,
+                    report.joined,
+                    report.in_new_identities,
+                    report.new_identities,
+                    report.unassigned
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
