@@ -22,6 +22,7 @@ pub mod queue;
 pub mod report;
 pub mod results;
 pub mod scan;
+pub mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

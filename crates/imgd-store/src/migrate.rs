@@ -26,6 +26,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_faces",
         sql: include_str!("../../../migrations/0002_faces.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_embedding_model_index",
+        sql: include_str!("../../../migrations/0003_embedding_model_index.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
