@@ -1,0 +1,134 @@
+//! Image-tower throughput of CLIP with random weights in a real shape (ViT-B/32 by default),
+//! at the batch sizes given, plus the cost of preprocessing one 448-px tier.
+//!
+//! ```text
+//! cargo bench -p imgd-clip --bench clip                      # batches 1,8 on the CPU
+//! cargo bench -p imgd-clip --bench clip -- 1,8,32            # other batch sizes
+//! cargo bench -p imgd-clip --bench clip -- 1,8 --preset clip-vit-l14 --secs 5
+//! cargo bench -p imgd-clip --features cuda --bench clip -- 1,8,32,64 --cuda
+//! ```
+//!
+//! Prints one `clip_image_ms_per_image{...} X` line per batch size, and the speed-up of the
+//! largest batch over batch 1 (the baseline, measured in the same run).
+
+use std::time::{Duration, Instant};
+
+use candle_core::DType;
+use candle_nn::{Init, VarBuilder, VarMap};
+use image::RgbImage;
+use imgd_clip::clip::ClipImageEncoder;
+use imgd_clip::config::{ClipConfig, ModelInfo};
+use imgd_clip::device::{device_name, select_device};
+use imgd_clip::preprocess::Preprocess;
+
+struct Args {
+    batches: Vec<usize>,
+    preset: String,
+    secs: f64,
+    cuda: bool,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        batches: vec![1, 8],
+        preset: "clip-vit-b32".into(),
+        secs: 3.0,
+        cuda: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--preset" => args.preset = it.next().expect("--preset NAME"),
+            "--secs" => {
+                args.secs = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--secs SECONDS")
+            }
+            "--cuda" => args.cuda = true,
+            // `cargo bench` passes `--bench`; ignore it and other flags.
+            flag if flag.starts_with("--") => {}
+            list => {
+                args.batches = list
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.trim().parse().expect("batch sizes: a list like 1,8,32"))
+                    .collect();
+            }
+        }
+    }
+    args
+}
+
+fn main() {
+    let args = parse_args();
+    let choice = select_device(args.cuda);
+    if let Some(why) = &choice.fallback {
+        eprintln!("note: {why}; running on the CPU");
+    }
+    let device = choice.device;
+    let config = ClipConfig::preset(&args.preset).expect("a known preset");
+    let size = config.vision.image_size;
+
+    // Random weights in the real shape.
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    vb.pp("vision_model.embeddings")
+        .get_with_hints(
+            config.vision.hidden_size,
+            "class_embedding",
+            Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        )
+        .expect("class embedding");
+    let info = ModelInfo {
+        id: args.preset.clone(),
+        version: "random".into(),
+    };
+    let encoder = ClipImageEncoder::new(vb, config, Preprocess::openai(size as u32), info)
+        .expect("random-weight image tower");
+
+    // Preprocessing one 448x336 tier (the decode stage's embedding tier).
+    let tier = RgbImage::from_fn(448, 336, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+    });
+    let pixels = encoder.preprocess(&tier).expect("preprocess");
+    let started = Instant::now();
+    let mut runs = 0u32;
+    while started.elapsed() < Duration::from_millis(500) {
+        std::hint::black_box(encoder.preprocess(&tier).expect("preprocess"));
+        runs += 1;
+    }
+    let preprocess_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs);
+    println!("clip_preprocess_ms_per_image{{tier=\"448x336\"}} {preprocess_ms:.2}");
+
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut results = Vec::new();
+    for &batch in &args.batches {
+        let inputs = vec![pixels.clone(); batch.max(1)];
+        encoder.embed_pixels(&inputs).expect("warm-up");
+        let started = Instant::now();
+        let mut runs = 0u32;
+        while runs < 2 || started.elapsed().as_secs_f64() < args.secs {
+            std::hint::black_box(encoder.embed_pixels(&inputs).expect("forward"));
+            runs += 1;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs) / batch as f64;
+        println!(
+            "clip_image_ms_per_image{{preset=\"{}\",device=\"{}\",threads=\"{threads}\",batch=\"{batch}\"}} {ms:.2}",
+            args.preset,
+            device_name(&device),
+        );
+        results.push((batch, ms));
+    }
+    if let (Some(&(1, base)), Some(&(largest, ms))) = (results.first(), results.last())
+        && largest > 1
+    {
+        println!(
+            "clip_batch_speedup{{batch=\"{largest}\",baseline_batch=\"1\"}} {:.2}",
+            base / ms
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! CLIP image preprocessing, exactly as Hugging Face's `CLIPImageProcessor` does it.
+//!
+//! The reference (`transformers`' slow image processor, PIL underneath) does, in order:
+//!
+//! 1. **resize** the shortest side to `shortest_edge` (224) with PIL's bicubic filter; the long
+//!    side becomes `int(shortest_edge * long / short)` (truncated, not rounded);
+//! 2. **center crop** to `crop_size` (224): `top = (h - crop_h) // 2`, `left = (w - crop_w) // 2`;
+//! 3. **rescale** by 1/255;
+//! 4. **normalise** with the OpenAI mean and standard deviation, channel first.
+//!
+//! PIL's resize is a two-pass separable convolution (horizontal, then vertical) with the
+//! bicubic kernel of `a = -0.5`, widened by the scale factor when downscaling (antialiasing),
+//! coefficients normalised per output pixel and applied in 22-bit fixed point, and an 8-bit
+//! intermediate image between the passes. [`resize_bicubic_pil`] reproduces that arithmetic
+//! bit for bit, so the pixel tensor matches the reference's exactly, not just closely (the
+//! parity fixtures check it on real photos).
+
+use image::RgbImage;
+
+/// The OpenAI CLIP channel means (RGB), as in `CLIPImageProcessor`.
+pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// The OpenAI CLIP channel standard deviations (RGB), as in `CLIPImageProcessor`.
+pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_55, 0.261_302_6, 0.275_777_1];
+
+/// What the image processor does: the fields of HF's `preprocessor_config.json` that CLIP
+/// uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// The shortest side after the resize (`size.shortest_edge`).
+    pub shortest_edge: u32,
+    /// The crop's height and width (`crop_size`).
+    pub crop: u32,
+    /// The rescale factor (`rescale_factor`, 1/255).
+    pub rescale: f64,
+    /// Channel means (`image_mean`).
+    pub mean: [f32; 3],
+    /// Channel standard deviations (`image_std`).
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// The OpenAI CLIP processor for square inputs of `size` pixels (224 or 336).
+    pub fn openai(size: u32) -> Self {
+        Preprocess {
+            shortest_edge: size,
+            crop: size,
+            rescale: 1.0 / 255.0,
+            mean: OPENAI_CLIP_MEAN,
+            std: OPENAI_CLIP_STD,
+        }
+    }
+
+    /// Floats per preprocessed image: 3 × crop × crop.
+    pub fn len(&self) -> usize {
+        3 * self.crop as usize * self.crop as usize
+    }
+
+    /// Whether the output is empty (a zero crop size; never for a valid config).
+    pub fn is_empty(&self) -> bool {
+        self.crop == 0
+    }
+
+    /// The resized and centre-cropped 8-bit image: steps 1 and 2.
+    pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage, PreprocessError> {
+        let (width, height) = image.dimensions();
+        if width == 0 || height == 0 {
+            return Err(PreprocessError::Empty);
+        }
+        let (new_width, new_height) = resize_output_size(width, height, self.shortest_edge);
+        let resized = if (new_width, new_height) == (width, height) {
+            image.clone()
+        } else {
+            resize_bicubic_pil(image, new_width, new_height)
+        };
+        Ok(center_crop(&resized, self.crop, self.crop))
+    }
+
+    /// The model input for one image: `3 × crop × crop` floats, channel first (CHW).
+    pub fn apply(&self, image: &RgbImage) -> Result<Vec<f32>, PreprocessError> {
+        let cropped = self.resize_and_crop(image)?;
+        Ok(self.normalize(&cropped))
+    }
+
+    /// Steps 3 and 4 on an already cropped image, in the reference's precision: the rescale
+    /// in f64 rounded to f32, the normalisation in f32.
+    pub fn normalize(&self, image: &RgbImage) -> Vec<f32> {
+        let (width, height) = image.dimensions();
+        let plane = width as usize * height as usize;
+        let mut out = vec![0f32; 3 * plane];
+        // One entry per (channel, byte value): the arithmetic is exact per value.
+        let mut table = [[0f32; 256]; 3];
+        for (c, row) in table.iter_mut().enumerate() {
+            for (v, entry) in row.iter_mut().enumerate() {
+                let rescaled = (v as f64 * self.rescale) as f32;
+                *entry = (rescaled - self.mean[c]) / self.std[c];
+            }
+        }
+        for (i, pixel) in image.pixels().enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = table[c][pixel.0[c] as usize];
+            }
+        }
+        out
+    }
+}
+
+/// Why an image could not be preprocessed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreprocessError {
+    /// The image has no pixels.
+    #[error("the image is empty (0 pixels wide or high)")]
+    Empty,
+}
+
+/// The size HF's `get_resize_output_image_size(default_to_square=False)` gives: the short side
+/// becomes `shortest_edge`, the long side `int(shortest_edge * long / short)`.
+pub fn resize_output_size(width: u32, height: u32, shortest_edge: u32) -> (u32, u32) {
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
+    // Python computes `int(size * long / short)` in double precision.
+    let new_long = (f64::from(shortest_edge) * f64::from(long) / f64::from(short)) as u32;
+    if width <= height {
+        (shortest_edge, new_long)
+    } else {
+        (new_long, shortest_edge)
+    }
+}
+
+/// The centre crop of HF's `center_crop`: `top = (h - crop_h) // 2`, `left = (w - crop_w) //
+/// 2`; where the image is smaller than the crop, it is padded with zeros around, as HF does.
+pub fn center_crop(image: &RgbImage, crop_width: u32, crop_height: u32) -> RgbImage {
+    let (width, height) = image.dimensions();
+    if width >= crop_width && height >= crop_height {
+        let top = (height - crop_height) / 2;
+        let left = (width - crop_width) / 2;
+        return image::imageops::crop_imm(image, left, top, crop_width, crop_height).to_image();
+    }
+    // HF pads the image to at least the crop size, `ceil(diff / 2)` before it, then crops at
+    // `(orig - crop) // 2` shifted by that padding.
+    let padded_width = width.max(crop_width);
+    let padded_height = height.max(crop_height);
+    let mut padded = RgbImage::new(padded_width, padded_height);
+    let pad_top = (padded_height - height).div_ceil(2);
+    let pad_left = (padded_width - width).div_ceil(2);
+    image::imageops::replace(&mut padded, image, i64::from(pad_left), i64::from(pad_top));
+    let start = |orig: u32, crop: u32, pad: u32| -> u32 {
+        (i64::from(orig) - i64::from(crop))
+            .div_euclid(2)
+            .saturating_add(i64::from(pad))
+            .max(0) as u32
+    };
+    let top = start(height, crop_height, pad_top);
+    let left = start(width, crop_width, pad_left);
+    image::imageops::crop_imm(&padded, left, top, crop_width, crop_height).to_image()
+}
+
+/// PIL's fixed-point precision for 8-bit images (`PRECISION_BITS` in `Resample.c`).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// PIL's bicubic kernel (`a = -0.5`), support 2.
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// One output pixel's taps: the first input index and the fixed-point weights.
+struct Taps {
+    start: usize,
+    weights: Vec<i32>,
+}
+
+/// PIL's `precompute_coeffs` followed by `normalize_coeffs_8bpc`, for the whole input range.
+fn precompute(in_size: u32, out_size: u32) -> Vec<Taps> {
+    const SUPPORT: f64 = 2.0;
+    let scale = f64::from(in_size) / f64::from(out_size);
+    let filterscale = scale.max(1.0);
+    let support = SUPPORT * filterscale;
+    (0..out_size)
+        .map(|xx| {
+            let center = (f64::from(xx) + 0.5) * scale;
+            let ss = 1.0 / filterscale;
+            // C's `(int)` truncates toward zero.
+            let xmin = ((center - support + 0.5) as i64).max(0);
+            let xmax = ((center + support + 0.5) as i64).min(i64::from(in_size));
+            let count = (xmax - xmin).max(0) as usize;
+            let mut weights: Vec<f64> = (0..count)
+                .map(|x| bicubic((x as f64 + xmin as f64 - center + 0.5) * ss))
+                .collect();
+            let total: f64 = weights.iter().sum();
+            if total != 0.0 {
+                for w in &mut weights {
+                    *w /= total;
+                }
+            }
+            let one = f64::from(1u32 << PRECISION_BITS);
+            let weights = weights
+                .into_iter()
+                .map(|w| {
+                    if w < 0.0 {
+                        (-0.5 + w * one) as i32
+                    } else {
+                        (0.5 + w * one) as i32
+                    }
+                })
+                .collect();
+            Taps {
+                start: xmin as usize,
+                weights,
+            }
+        })
+        .collect()
+}
+
+/// PIL's `clip8`: back from fixed point to a byte, saturating.
+fn clip8(v: i32) -> u8 {
+    if v >= (1 << PRECISION_BITS << 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PRECISION_BITS) as u8
+    }
+}
+
+/// Resizes like PIL's `Image.resize((width, height), Image.BICUBIC)` on an RGB image: the
+/// same coefficients, the same fixed-point rounding, horizontal pass first with an 8-bit
+/// intermediate (only the rows the vertical pass reads), then the vertical pass.
+pub fn resize_bicubic_pil(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (in_width, in_height) = image.dimensions();
+    if width == 0 || height == 0 || in_width == 0 || in_height == 0 {
+        return RgbImage::new(width, height);
+    }
+    let horizontal = precompute(in_width, width);
+    let vertical = precompute(in_height, height);
+    let need_horizontal = width != in_width;
+    let need_vertical = height != in_height;
+    let half = 1i32 << (PRECISION_BITS - 1);
+
+    // Horizontal pass over the rows the vertical pass uses.
+    let (first_row, temp, temp_width) = if need_horizontal {
+        let first = vertical.first().map_or(0, |t| t.start);
+        let last = vertical
+            .last()
+            .map_or(in_height as usize, |t| t.start + t.weights.len());
+        let rows = last - first;
+        let src = image.as_raw();
+        let mut out = vec![0u8; rows * width as usize * 3];
+        for y in 0..rows {
+            let src_row = &src[(first + y) * in_width as usize * 3..][..in_width as usize * 3];
+            let dst_row = &mut out[y * width as usize * 3..][..width as usize * 3];
+            for (x, taps) in horizontal.iter().enumerate() {
+                let mut acc = [half; 3];
+                for (k, &w) in taps.weights.iter().enumerate() {
+                    let p = &src_row[(taps.start + k) * 3..][..3];
+                    for c in 0..3 {
+                        acc[c] += i32::from(p[c]) * w;
+                    }
+                }
+                for c in 0..3 {
+                    dst_row[x * 3 + c] = clip8(acc[c]);
+                }
+            }
+        }
+        (first, out, width as usize)
+    } else {
+        (0, image.as_raw().clone(), in_width as usize)
+    };
+
+    if !need_vertical {
+        return RgbImage::from_raw(width, height, temp).expect("buffer size matches");
+    }
+    let mut out = vec![0u8; width as usize * height as usize * 3];
+    let stride = temp_width * 3;
+    for (y, taps) in vertical.iter().enumerate() {
+        let dst_row = &mut out[y * stride..][..stride];
+        for (i, dst) in dst_row.iter_mut().enumerate() {
+            let mut acc = half;
+            for (k, &w) in taps.weights.iter().enumerate() {
+                let row = taps.start + k - first_row;
+                acc += i32::from(temp[row * stride + i]) * w;
+            }
+            *dst = clip8(acc);
+        }
+    }
+    RgbImage::from_raw(width, height, out).expect("buffer size matches")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_size_truncates_like_python() {
+        assert_eq!(resize_output_size(448, 299, 224), (335, 224));
+        assert_eq!(resize_output_size(299, 448, 224), (224, 335));
+        assert_eq!(resize_output_size(224, 224, 224), (224, 224));
+        assert_eq!(resize_output_size(100, 300, 224), (224, 672));
+    }
+
+    #[test]
+    fn identity_resize_keeps_pixels_and_a_flat_image_stays_flat() {
+        let image = RgbImage::from_fn(10, 7, |x, y| image::Rgb([x as u8 * 20, y as u8 * 30, 7]));
+        assert_eq!(resize_bicubic_pil(&image, 10, 7), image);
+        let flat = RgbImage::from_pixel(300, 200, image::Rgb([10, 128, 250]));
+        let resized = resize_bicubic_pil(&flat, 97, 61);
+        assert!(resized.pixels().all(|p| p.0 == [10, 128, 250]));
+        let up = resize_bicubic_pil(&flat, 500, 333);
+        assert!(up.pixels().all(|p| p.0 == [10, 128, 250]));
+    }
+
+    #[test]
+    fn crop_is_centred_and_pads_small_images() {
+        let image = RgbImage::from_fn(5, 3, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let crop = center_crop(&image, 3, 3);
+        assert_eq!(crop.get_pixel(0, 0).0, [1, 0, 0]);
+        let padded = center_crop(&image, 5, 5);
+        assert_eq!(padded.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(padded.get_pixel(4, 3).0, [4, 2, 0]);
+    }
+
+    #[test]
+    fn normalisation_uses_the_openai_constants() {
+        let p = Preprocess::openai(2);
+        let image = RgbImage::from_pixel(2, 2, image::Rgb([0, 255, 128]));
+        let out = p.apply(&image).unwrap();
+        assert_eq!(out.len(), p.len());
+        assert!((out[0] - (-OPENAI_CLIP_MEAN[0] / OPENAI_CLIP_STD[0])).abs() < 1e-6);
+        assert!((out[4] - (1.0 - OPENAI_CLIP_MEAN[1]) / OPENAI_CLIP_STD[1]).abs() < 1e-6);
+        assert_eq!(p.apply(&RgbImage::new(0, 4)), Err(PreprocessError::Empty));
+    }
+}

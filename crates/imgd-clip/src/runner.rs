@@ -1,0 +1,221 @@
+//! The model runners the inference thread drives: `embedding` and `aesthetic`.
+//!
+//! Both take the image's 448-px tier ([`Module::Embedding`]'s), preprocess it on submit (so a
+//! bad image fails alone, before batching), and run the CLIP image tower on whole batches.
+//!
+//! The aesthetic runner computes its own CLIP ViT-L/14 image embedding: it does not wait for
+//! the embedding module's result, so the two modules stay independent jobs. When both use the
+//! same CLIP model, build them from one [`ClipImageEncoder`] with
+//! [`embedding_runner_from`] and [`aesthetic_runner_from`]: the weights are shared (candle
+//! tensors are reference-counted); only the forward pass runs twice.
+
+use std::path::Path;
+
+use candle_core::Device;
+use image::RgbImage;
+use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_infer::batcher::{BatchConfig, BatchModel};
+use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
+
+use crate::ClipError;
+use crate::aesthetic::{AestheticMlp, aesthetic_info, stored_score};
+use crate::clip::ClipImageEncoder;
+use crate::config::ModelInfo;
+use crate::preprocess::Preprocess;
+
+/// The tier the runners read: the embedding module's long edge (448 px).
+pub fn input_tier() -> u32 {
+    Module::Embedding.tier().unwrap_or(448)
+}
+
+/// The runners' input image: the 448-px tier, else the largest tier decoded.
+fn pick_tier<'a>(image: &'a ImageInput<'_>) -> Result<&'a RgbImage, String> {
+    image
+        .tier(input_tier())
+        .or_else(|| image.tiers.first().map(|(_, pixels)| pixels))
+        .map(|pixels| pixels.as_ref())
+        .ok_or_else(|| {
+            format!(
+                "no decoded tier (the CLIP runners read the {}-px tier)",
+                input_tier()
+            )
+        })
+}
+
+fn prepare(preprocess: &Preprocess, image: &ImageInput<'_>) -> Result<Vec<f32>, String> {
+    let pixels = pick_tier(image)?;
+    preprocess.apply(pixels).map_err(|e| e.to_string())
+}
+
+/// The CLIP image tower as a [`BatchModel`]: preprocessed images in, normalised vectors out.
+pub struct ImageEmbedder {
+    encoder: ClipImageEncoder,
+    name: String,
+}
+
+impl ImageEmbedder {
+    /// Wraps `encoder`; its model id is the batcher's name.
+    pub fn new(encoder: ClipImageEncoder) -> Self {
+        let name = encoder.info().id.clone();
+        ImageEmbedder { encoder, name }
+    }
+}
+
+impl BatchModel for ImageEmbedder {
+    type Input = Vec<f32>;
+    type Output = Vec<f32>;
+    type Error = ClipError;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run_batch(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ClipError> {
+        self.encoder.embed_pixels(inputs)
+    }
+}
+
+/// CLIP image tower then aesthetic MLP as a [`BatchModel`]: preprocessed images in, raw
+/// predictions out.
+pub struct AestheticScorer {
+    encoder: ClipImageEncoder,
+    mlp: AestheticMlp,
+    name: String,
+}
+
+impl AestheticScorer {
+    /// Combines `encoder` (CLIP ViT-L/14 for the reference weights) and `mlp`; refuses a pair
+    /// whose widths differ.
+    pub fn new(
+        encoder: ClipImageEncoder,
+        mlp: AestheticMlp,
+        name: String,
+    ) -> Result<Self, ClipError> {
+        if encoder.dim() != mlp.input_dim() {
+            return Err(ClipError::Config(format!(
+                "the aesthetic MLP takes {}-d embeddings but the CLIP model `{}` gives {}-d ones \
+                 (the LAION predictor needs CLIP ViT-L/14)",
+                mlp.input_dim(),
+                encoder.info().id,
+                encoder.dim()
+            )));
+        }
+        Ok(AestheticScorer { encoder, mlp, name })
+    }
+}
+
+impl BatchModel for AestheticScorer {
+    type Input = Vec<f32>;
+    type Output = f32;
+    type Error = ClipError;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run_batch(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<f32>, ClipError> {
+        let embeddings = self.encoder.embed_pixels(inputs)?;
+        self.mlp.score(&embeddings)
+    }
+}
+
+/// The `result_embedding` row of one vector: `dim`, `vector` (little-endian f32 bytes).
+pub fn embedding_row(info: &ModelInfo, vector: &[f32]) -> ResultRow {
+    let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+    ResultRow {
+        module: Module::Embedding,
+        model_id: Some(info.id.clone()),
+        model_version: Some(info.version.clone()),
+        columns: vec![
+            ("dim", SqlValue::Integer(vector.len() as i64)),
+            ("vector", SqlValue::Blob(bytes)),
+        ],
+        data: serde_json::json!({}),
+    }
+}
+
+/// Decodes a `result_embedding.vector` blob (little-endian f32s); `None` when its length is
+/// not a multiple of 4.
+pub fn vector_from_blob(blob: &[u8]) -> Option<Vec<f32>> {
+    if !blob.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(
+        blob.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+/// The `result_aesthetic` row of one prediction: `score` clamped to 1–10, the raw value in
+/// `data.raw`.
+pub fn aesthetic_row(info: &ModelInfo, raw: f32) -> ResultRow {
+    ResultRow {
+        module: Module::Aesthetic,
+        model_id: Some(info.id.clone()),
+        model_version: Some(info.version.clone()),
+        columns: vec![("score", SqlValue::Real(f64::from(stored_score(raw))))],
+        data: serde_json::json!({ "raw": raw }),
+    }
+}
+
+/// The `embedding` runner for the CLIP model in `dir` (HF layout: `config.json`,
+/// `model.safetensors`; see [`crate::clip`]) on `device`.
+pub fn embedding_runner(
+    dir: &Path,
+    device: &Device,
+    batch: BatchConfig,
+) -> Result<Box<dyn ModelRunner>, ClipError> {
+    Ok(embedding_runner_from(
+        ClipImageEncoder::load(dir, device)?,
+        batch,
+    ))
+}
+
+/// The `embedding` runner around an already loaded image tower.
+pub fn embedding_runner_from(
+    encoder: ClipImageEncoder,
+    batch: BatchConfig,
+) -> Box<dyn ModelRunner> {
+    let info = encoder.info().clone();
+    let preprocess = encoder.preprocessor().clone();
+    Box::new(Batched::new(
+        Module::Embedding,
+        ImageEmbedder::new(encoder),
+        batch,
+        move |image| prepare(&preprocess, image),
+        move |vector: Vec<f32>| embedding_row(&info, &vector),
+    ))
+}
+
+/// The `aesthetic` runner: the CLIP model in `clip_dir` (ViT-L/14 for the LAION weights) and
+/// the MLP at `mlp_path` (a `.pth`/`.safetensors` file or a folder, see
+/// [`AestheticMlp::load`]), on `device`.
+pub fn aesthetic_runner(
+    clip_dir: &Path,
+    mlp_path: &Path,
+    device: &Device,
+    batch: BatchConfig,
+) -> Result<Box<dyn ModelRunner>, ClipError> {
+    let encoder = ClipImageEncoder::load(clip_dir, device)?;
+    aesthetic_runner_from(encoder, mlp_path, batch)
+}
+
+/// The `aesthetic` runner around an already loaded image tower and the MLP at `mlp_path`.
+pub fn aesthetic_runner_from(
+    encoder: ClipImageEncoder,
+    mlp_path: &Path,
+    batch: BatchConfig,
+) -> Result<Box<dyn ModelRunner>, ClipError> {
+    let mlp = AestheticMlp::load(mlp_path, encoder.device())?;
+    let info = aesthetic_info(mlp_path, encoder.info())?;
+    let preprocess = encoder.preprocessor().clone();
+    let scorer = AestheticScorer::new(encoder, mlp, info.id.clone())?;
+    Ok(Box::new(Batched::new(
+        Module::Aesthetic,
+        scorer,
+        batch,
+        move |image| prepare(&preprocess, image),
+        move |raw: f32| aesthetic_row(&info, raw),
+    )))
+}
