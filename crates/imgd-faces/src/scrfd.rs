@@ -218,6 +218,21 @@ impl Scrfd {
     /// Opens a SCRFD model file.
     pub fn open(path: &Path, ort: &OrtConfig, config: ScrfdConfig) -> Result<Scrfd, FacesError> {
         let model = Model::open(path, ort)?;
+        // A model exported with a fixed input size runs at that size; `det_10g.onnx` takes any.
+        let mut config = config;
+        match model.input_shape.as_slice() {
+            [_, 3, h, w] if *h > 0 && *w > 0 && h == w => config.input_size = *h as usize,
+            [_, 3, h, w] if *h <= 0 && *w <= 0 => {}
+            other => {
+                return Err(FacesError::Model {
+                    model: path.to_path_buf(),
+                    message: format!(
+                        "expected an input of [n, 3, h, w] with a square or dynamic size, \
+                         found {other:?}"
+                    ),
+                });
+            }
+        }
         let layout =
             Layout::from_output_count(model.outputs.len()).ok_or_else(|| FacesError::Model {
                 model: path.to_path_buf(),
