@@ -49,8 +49,15 @@ pub enum Command {
     Pause,
     /// Resume a paused queue.
     Resume,
-    /// Full-text search over paths, folders, camera, lens, dates and module text.
+    /// Search: full-text over paths, folders, camera, lens, dates and module text, and
+    /// semantic (CLIP) search, fused; `--similar PATH` for look-alikes, `--sort aesthetic`.
     Search(SearchArgs),
+    /// Groups of near-duplicate images (by embedding distance) and of identical files (by
+    /// content hash).
+    ///
+    /// Near-duplicates compare every pair of the serving model's vectors (exact; about a
+    /// minute per 50 000 images on 2 cores) and group them transitively.
+    Duplicates(DuplicatesArgs),
     /// Print everything known about one image, one section per module.
     Show(ShowArgs),
     /// Drain the queue through the decode → inference → writer pipeline.
@@ -248,11 +255,62 @@ pub struct RetryArgs {
 /// Arguments of `imgd search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// Words to look for; every word must match (FTS syntax is treated as plain text).
-    #[arg(required = true, num_args = 1.., value_name = "QUERY")]
+    /// Words to look for. In text mode every word must match (FTS syntax is treated as plain
+    /// text); in semantic mode the words are embedded by the CLIP text encoder. Optional with
+    /// --similar or --sort aesthetic.
+    #[arg(num_args = 0.., value_name = "QUERY")]
     pub query: Vec<String>,
     /// At most this many results.
     #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: usize,
+    /// text: full-text (FTS5) only; semantic: CLIP vectors only; hybrid: both, fused by
+    /// reciprocal rank fusion (k = 60). Default: hybrid when images have embeddings and a
+    /// query vector is available, else text. The mode used is in each --json hit.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mode: Option<SearchModeArg>,
+    /// Rank by visual similarity to this image (a path or an id), from its stored embedding;
+    /// query words, if any, are fused in.
+    #[arg(long, value_name = "PATH|ID")]
+    pub similar: Option<String>,
+    /// relevance, or aesthetic: best aesthetic score first, the query (if any) only filters
+    /// (its best 1000 matches).
+    #[arg(long, value_enum, default_value_t = SortArg::Relevance, value_name = "ORDER")]
+    pub sort: SortArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `imgd search --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchModeArg {
+    /// Full-text only.
+    Text,
+    /// Vector similarity only.
+    Semantic,
+    /// Both, fused.
+    Hybrid,
+}
+
+/// `imgd search --sort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortArg {
+    /// By relevance.
+    Relevance,
+    /// By aesthetic score.
+    Aesthetic,
+}
+
+/// Arguments of `imgd duplicates`.
+#[derive(Debug, Args)]
+pub struct DuplicatesArgs {
+    /// Largest cosine distance (1 - similarity) between two embeddings of near-duplicates.
+    /// Default 0.05: CLIP ViT-B/32 keeps resized, recompressed or lightly cropped copies of a
+    /// photo within it, while different shots of one scene mostly fall outside.
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f32>,
+    /// At most this many groups of each kind.
+    #[arg(long, short = 'n', default_value_t = 1000)]
     pub limit: usize,
     /// Print JSON.
     #[arg(long)]

@@ -2,6 +2,8 @@
 
 mod config;
 mod daemon;
+mod duplicates;
+mod embedder;
 mod enqueue;
 mod faces;
 mod probe;
@@ -35,6 +37,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Pause => status::set_paused(&db, true),
         Command::Resume => status::set_paused(&db, false),
         Command::Search(args) => query::search(&db, args),
+        Command::Duplicates(args) => duplicates::run(&db, args),
         Command::Show(args) => query::show(&db, args),
         Command::Probe(args) => probe::run(args),
         Command::Faces(args) => faces::run(&db, args),

@@ -4,26 +4,95 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use imgd_store::Store;
 use imgd_store::report::ImageRef;
+use imgd_store::vectors::{SearchMode, SearchRequest, SortOrder, VectorCache};
 use serde_json::Value;
 
-use super::{open_store, print_json};
-use crate::cli::{SearchArgs, ShowArgs};
+use super::{embedder, open_store, print_json};
+use crate::cli::{SearchArgs, SearchModeArg, ShowArgs, SortArg};
 
 pub fn search(db: &Path, args: SearchArgs) -> Result<ExitCode> {
     let store = open_store(db)?;
     let query = args.query.join(" ");
-    let hits = store.search_text(&query, args.limit)?;
+    let similar_to = match &args.similar {
+        Some(image) => Some(resolve_image(&store, image)?),
+        None => None,
+    };
+    let mode = args.mode.map(|m| match m {
+        SearchModeArg::Text => SearchMode::Text,
+        SearchModeArg::Semantic => SearchMode::Semantic,
+        SearchModeArg::Hybrid => SearchMode::Hybrid,
+    });
+    let mut cache = VectorCache::default();
+    // Only query words need the text encoder (--similar uses a stored vector).
+    let mut encoder = if !query.trim().is_empty() && mode != Some(SearchMode::Text) {
+        let models = store.embedding_models_cached(&mut cache)?;
+        let serving = imgd_store::vectors::choose_serving_model(&models).map(|m| &m.model);
+        embedder::text_embedder(serving)
+    } else {
+        None
+    };
+    let request = SearchRequest {
+        text: Some(query.as_str()),
+        similar_to,
+        mode,
+        sort: match args.sort {
+            SortArg::Relevance => SortOrder::Relevance,
+            SortArg::Aesthetic => SortOrder::Aesthetic,
+        },
+        limit: args.limit,
+    };
+    let encoder = encoder
+        .as_mut()
+        .map(|e| e.as_mut() as &mut dyn imgd_store::vectors::TextEmbedder);
+    let response = store.search(&request, encoder, &mut cache)?;
+    if let Some(note) = &response.note {
+        eprintln!("note: {note}");
+    }
     if args.json {
-        print_json(&hits)?;
-    } else if hits.is_empty() {
+        print_json(&response.hits)?;
+    } else if response.hits.is_empty() {
         eprintln!("no match for {query:?}");
     } else {
-        for hit in &hits {
-            println!("{}\n    {}", hit.path, hit.snippet);
+        for hit in &response.hits {
+            let mut details = Vec::new();
+            if !hit.snippet.is_empty() {
+                details.push(hit.snippet.clone());
+            }
+            if let Some(similarity) = hit.similarity {
+                details.push(format!("similarity {similarity:.3}"));
+            }
+            if let Some(aesthetic) = hit.aesthetic {
+                details.push(format!("aesthetic {aesthetic:.2}"));
+            }
+            println!("{}\n    {}", hit.path, details.join("  ·  "));
+        }
+        if let Some(mode) = response.mode {
+            let model = response
+                .model
+                .as_ref()
+                .map(|m| format!(", {m}"))
+                .unwrap_or_default();
+            eprintln!("({} search{model})", mode.name());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The id of an image named on the command line: a path that exists is resolved the way
+/// `imgd enqueue` registered it; anything else that is a number is an id; else the path as
+/// given.
+fn resolve_image(store: &Store, image: &str) -> Result<i64> {
+    let canonical = std::fs::canonicalize(image)
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string));
+    let id = match (&canonical, image.parse::<i64>()) {
+        (Some(path), _) => store.image_id(&ImageRef::Path(path)),
+        (None, Ok(id)) => store.image_id(&ImageRef::Id(id)),
+        (None, Err(_)) => store.image_id(&ImageRef::Path(image)),
+    }?;
+    Ok(id)
 }
 
 pub fn show(db: &Path, args: ShowArgs) -> Result<ExitCode> {
