@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cloud;
 pub mod faces;
 mod migrate;
 pub mod queue;

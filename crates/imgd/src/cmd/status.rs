@@ -21,6 +21,7 @@ pub fn waiting_reason(module: Module) -> Option<&'static str> {
 pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
     let store = open_store(db)?;
     let status = store.queue_status(5)?;
+    let cloud = store.cloud_totals()?;
     if args.json {
         let waiting: serde_json::Map<String, serde_json::Value> = Module::ALL
             .iter()
@@ -33,6 +34,8 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
         let mut value = serde_json::to_value(&status)?;
         value["waiting"] = serde_json::Value::Object(waiting);
         value["database"] = json!(db.display().to_string());
+        value["cloud"] =
+            json!({"calls": cloud.calls, "tokens": cloud.tokens, "cost_usd": cloud.cost_usd});
         print_json(&value)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -73,6 +76,13 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
             c.leased,
             c.done,
             c.failed
+        );
+    }
+    if cloud.images > 0 {
+        println!();
+        println!(
+            "cloud:    {} calls, {} tokens, ${:.4} for {} images",
+            cloud.calls, cloud.tokens, cloud.cost_usd, cloud.images
         );
     }
     if !status.top_failures.is_empty() {

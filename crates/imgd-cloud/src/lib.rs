@@ -1,0 +1,73 @@
+//! imgd's cloud vision module: every image asked N configured prompts through an
+//! OpenAI-compatible `/v1/chat/completions` endpoint.
+//!
+//! - [`config`]: [`CloudConfig`], the daemon's `[cloud]` section, with environment overrides;
+//!   [`Secret`] keeps the API key out of logs and errors.
+//! - [`request`]: the base64 JPEG data URL of the ≤ 1568-px tier, the deterministic request
+//!   body, and the token estimate (text ≈ chars/4, the provider's image formula, the output
+//!   limit).
+//! - [`limiter`]: one limiter for every call in flight: requests and tokens per window (budgets
+//!   that return one window after they were spent, corrected with the reported usage and
+//!   tightened by the provider's rate-limit headers) and a concurrency cap.
+//! - `client` (private): one call with retries (429 with `retry-after-ms` / `retry-after`,
+//!   5xx and timeouts with exponential backoff and full jitter; other 4xx fail the job).
+//! - [`runner`]: [`CloudRunner`], the [`ModelRunner`] the inference thread drives; the calls
+//!   run on the module's own tokio runtime, so the inference and writer threads never wait on
+//!   the network.
+//! - [`stats`]: counters (calls, tokens, cost, errors, limiter wait) for the metrics.
+//! - `mock` (feature `mock-server`): an OpenAI-compatible mock server that enforces its own
+//!   limits and injects failures, for tests and `scripts/bench-cloud.sh`.
+//!
+//! Wiring: `imgd_cloud::runner(config, batch)` gives the `Box<dyn ModelRunner>` for
+//! [`Module::Cloud`](imgd_core::Module::Cloud).
+
+#![deny(missing_docs)]
+
+mod client;
+pub mod config;
+pub mod limiter;
+#[cfg(feature = "mock-server")]
+pub mod mock;
+pub mod request;
+pub mod runner;
+mod secret;
+pub mod stats;
+
+use std::sync::Arc;
+
+pub use config::{CloudConfig, Detail, Price, PromptConfig};
+use imgd_infer::batcher::BatchConfig;
+use imgd_infer::runner::ModelRunner;
+pub use runner::CloudRunner;
+pub use secret::Secret;
+pub use stats::{CloudSnapshot, CloudStats};
+
+/// Errors of setting the cloud module up. (Per-image failures are job errors, not these.)
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    /// A setting is invalid; the message names it.
+    #[error("invalid cloud configuration: {0}")]
+    Config(String),
+    /// The async runtime could not start.
+    #[error("cannot start the cloud worker: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// The runner for [`Module::Cloud`](imgd_core::Module::Cloud): validates `config`, starts the
+/// module's async worker and returns it as the inference thread's [`ModelRunner`].
+pub fn runner(config: CloudConfig, batch: BatchConfig) -> Result<Box<dyn ModelRunner>, CloudError> {
+    Ok(Box::new(CloudRunner::new(config, batch)?))
+}
+
+/// [`runner`], also returning the module's counters for the daemon's metrics.
+pub fn runner_with_stats(
+    config: CloudConfig,
+    batch: BatchConfig,
+) -> Result<(Box<dyn ModelRunner>, Arc<CloudStats>), CloudError> {
+    let runner = CloudRunner::new(config, batch)?;
+    let stats = runner.stats();
+    Ok((Box::new(runner), stats))
+}
