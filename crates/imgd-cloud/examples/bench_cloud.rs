@@ -4,7 +4,8 @@
 //!
 //! Baseline in the same run: the same client with only a requests limit (the token budget
 //! switched off, as in a limiter that counts requests alone) against a mock whose token limit
-//! binds; the mock counts the requests it had to refuse.
+//! binds and which sends no rate-limit headers; the mock counts the requests it had to refuse.
+//! The same short scenario with both budgets follows for comparison.
 //!
 //! Settings (environment): `BENCH_CLOUD_IMAGES` (default 800), `BENCH_CLOUD_WINDOW_S` (6),
 //! `BENCH_CLOUD_RPM` (300 per window), `BENCH_CLOUD_TPM` (100000 per window),
@@ -66,7 +67,14 @@ struct Outcome {
     failed: usize,
 }
 
-fn scenario(images: i64, window: Duration, rpm: u64, mock_tpm: u64, client_tpm: u64) -> Outcome {
+fn scenario(
+    images: i64,
+    window: Duration,
+    rpm: u64,
+    mock_tpm: u64,
+    client_tpm: u64,
+    headers: bool,
+) -> Outcome {
     let timeout = Duration::from_secs(2);
     let mock = MockServer::start(
         MockConfig {
@@ -82,6 +90,7 @@ fn scenario(images: i64, window: Duration, rpm: u64, mock_tpm: u64, client_tpm: 
             p_stall: 0.01,
             stall: Duration::from_secs(4),
             seed: 11,
+            send_rate_headers: headers,
             ..MockConfig::default()
         },
         timeout,
@@ -163,8 +172,8 @@ fn main() {
 
     // Baseline: requests limited, tokens not, against a mock whose token limit binds.
     let tight_tpm = tpm / 3;
-    let baseline = scenario(baseline_images, window, rpm, tight_tpm, u64::MAX / 4);
-    let limited = scenario(baseline_images, window, rpm, tight_tpm, tight_tpm);
+    let baseline = scenario(baseline_images, window, rpm, tight_tpm, u64::MAX / 4, false);
+    let limited = scenario(baseline_images, window, rpm, tight_tpm, tight_tpm, false);
     println!(
         "baseline (requests-only limiter, token limit {tight_tpm}/window): {} requests, {} refused \
          by the mock's limits; imgd limiter: {} requests, {} refused",
@@ -174,7 +183,7 @@ fn main() {
         limited.report.request_violations + limited.report.token_violations,
     );
 
-    let run = scenario(images, window, rpm, tpm, tpm);
+    let run = scenario(images, window, rpm, tpm, tpm, true);
     let r = &run.report;
     let utilization = r.rpm_utilization(window, rpm);
     println!(

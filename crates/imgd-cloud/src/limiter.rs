@@ -17,6 +17,11 @@
 //! small margin (`rate_margin_s`) for the time between admitting a call and the provider
 //! receiving it.
 //!
+//! **Pacing.** Requests start at least `window / requests-limit` apart (0.12 s at 500 RPM), so
+//! the budget is spent evenly instead of in one burst at the start of each window: a provider
+//! that enforces its per-minute limit over shorter periods (OpenAI says it may enforce 60 000
+//! RPM as 1 000 per second) sees the same steady rate, and the limit is still reached.
+//!
 //! **Estimates and corrections.** A call is admitted with its estimated tokens (see
 //! [`crate::request`]); when the response reports its `usage`, the record is corrected to the
 //! real amount (a refund when the estimate was higher, a charge when lower). A failed attempt
@@ -170,7 +175,9 @@ impl Ledger {
     }
 
     fn used(&self) -> u64 {
-        self.used + self.placeholders.iter().map(|(_, a)| a).sum::<u64>()
+        self.placeholders
+            .iter()
+            .fold(self.used, |sum, (_, a)| sum.saturating_add(*a))
     }
 
     fn available(&self) -> u64 {
@@ -180,10 +187,10 @@ impl Ledger {
     /// The earliest time `need` fits, given what expires when.
     fn fits_at(&self, need: u64, now: Instant, span: Duration) -> Instant {
         let used = self.used();
-        if used + need <= self.limit {
+        if used.saturating_add(need) <= self.limit {
             return now;
         }
-        let mut excess = used + need - self.limit;
+        let mut excess = used.saturating_add(need) - self.limit;
         let mut expiries: Vec<(Instant, u64)> = self
             .records
             .iter()
@@ -203,7 +210,7 @@ impl Ledger {
 
     fn record(&mut self, seq: u64, now: Instant, amount: u64) {
         self.records.push_back((seq, now, amount));
-        self.used += amount;
+        self.used = self.used.saturating_add(amount);
     }
 
     /// Sets the amount of record `seq` (if it is still within the window); returns whether
@@ -214,7 +221,7 @@ impl Ledger {
         };
         let old = self.records[i].2;
         self.records[i].2 = amount;
-        self.used = self.used - old + amount;
+        self.used = (self.used - old).saturating_add(amount);
         amount < old
     }
 }
@@ -224,6 +231,8 @@ struct State {
     requests: Ledger,
     tokens: Ledger,
     next_seq: u64,
+    /// Pacing: the earliest time the next request may start.
+    next_start: Instant,
 }
 
 /// An admitted call: hold it while the call is in flight (it keeps a concurrency slot), then
@@ -269,6 +278,7 @@ impl Limiter {
                 requests: Ledger::new(config.requests.max(1)),
                 tokens: Ledger::new(config.tokens.max(1)),
                 next_seq: 0,
+                next_start: Instant::now(),
             }),
             changed: Notify::new(),
             slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
@@ -336,10 +346,13 @@ impl Limiter {
                 let at = state
                     .requests
                     .fits_at(1, now, self.span)
-                    .max(state.tokens.fits_at(tokens, now, self.span));
+                    .max(state.tokens.fits_at(tokens, now, self.span))
+                    .max(state.next_start);
                 if at <= now {
                     let seq = state.next_seq;
                     state.next_seq += 1;
+                    state.next_start =
+                        now + self.window.div_f64(state.requests.limit.max(1) as f64);
                     state.requests.record(seq, now, 1);
                     state.tokens.record(seq, now, tokens);
                     return Ok(Ticket {

@@ -52,6 +52,8 @@ pub struct MockConfig {
     pub reject_message: String,
     /// Seed of the failure injection.
     pub seed: u64,
+    /// Whether responses carry OpenAI's `x-ratelimit-*` headers.
+    pub send_rate_headers: bool,
     /// The image-token formula used for the reported usage.
     pub image_tokens: ImageTokens,
 }
@@ -73,6 +75,7 @@ impl Default for MockConfig {
             reject_prompt_containing: None,
             reject_message: "Invalid image".into(),
             seed: 1,
+            send_rate_headers: true,
             image_tokens: ImageTokens::default(),
         }
     }
@@ -120,28 +123,31 @@ pub struct MockReport {
 
 impl MockReport {
     /// Requests per window achieved while work was saturating the limit, as a share of the
-    /// limit: arrivals between one window after the first and one window before the last,
-    /// divided by what the limit allows in that span (the whole run when it is shorter than
-    /// three windows).
+    /// limit: the arrivals in whole windows from one window after the first arrival up to one
+    /// window before the last, divided by `rpm` × those windows. (Whole windows, because a
+    /// sliding-window limit allows `rpm` in every window: a span that is not a multiple of
+    /// the window could hold more than its pro-rata share.) With fewer than three windows of
+    /// arrivals, the whole run over its length.
     pub fn rpm_utilization(&self, window: Duration, rpm: u64) -> f64 {
-        let (Some(first), Some(last)) = (self.arrivals.first(), self.arrivals.last()) else {
+        let (Some(&first), Some(&last)) = (self.arrivals.first(), self.arrivals.last()) else {
             return 0.0;
         };
-        let (from, to) = if *last > *first + window * 3 {
-            (*first + window, *last - window)
+        let whole = ((last.saturating_sub(first)).as_secs_f64() / window.as_secs_f64()).floor();
+        let (from, windows) = if whole >= 3.0 {
+            (first + window, whole - 2.0)
         } else {
-            (*first, *last)
+            (first, (last - first).as_secs_f64() / window.as_secs_f64())
         };
-        let span = (to - from).as_secs_f64();
-        if span <= 0.0 {
+        if windows <= 0.0 {
             return 0.0;
         }
+        let to = from + window.mul_f64(windows);
         let count = self
             .arrivals
             .iter()
             .filter(|t| **t >= from && **t < to)
             .count() as f64;
-        count / span * window.as_secs_f64() / rpm as f64
+        count / (windows * rpm as f64)
     }
 }
 
@@ -378,7 +384,11 @@ fn decide(s: &mut State, now: Instant, parsed: Parsed) -> (Reply, Duration) {
 
     let requests_in_window = s.window.len() as u64 + 1;
     let tokens_in_window = s.window.iter().map(|(_, t)| t).sum::<u64>();
+    let send_headers = s.config.send_rate_headers;
     let rate_headers = |requests: u64, tokens_used: u64, window_q: &VecDeque<(Instant, u64)>| {
+        if !send_headers {
+            return Vec::new();
+        }
         let reset = window_q.front().map_or(Duration::ZERO, |(at, _)| {
             (*at + window).saturating_duration_since(now)
         });
