@@ -20,9 +20,9 @@ pub mod runner;
 
 pub use error::InferError;
 pub use models_dir::{models_dir, registry_dir, repo_dir};
+/// The `ndarray` version `ort` takes tensors from.
+pub use ndarray;
 pub use onnx::{OrtConfig, OrtInfo, init, session};
 /// The `ort` crate imgd is built with (use it rather than depending on `ort` directly, so the
 /// versions agree).
 pub use ort;
-/// The `ndarray` version `ort` takes tensors from.
-pub use ndarray;

@@ -154,7 +154,9 @@ fn with_cuda(
 fn runtime(config: &OrtConfig) -> Result<&'static Runtime, InferError> {
     // Check what this call names before anything else, so a bogus path always fails clearly.
     let (library, name_version) = locate(config)?;
-    let _guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = INIT_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(runtime) = RUNTIME.get() {
         if !same_file(&runtime.info.library, &library) {
             tracing::warn!(
@@ -213,15 +215,15 @@ fn locate(config: &OrtConfig) -> Result<(PathBuf, Option<Version>), InferError> 
             .map(PathBuf::from)
     });
     let library = match named {
-        Some(path) if path.is_dir() => {
-            best_in_dir(&path).ok_or(InferError::OrtNotFound {
-                searched: vec![path],
-            })?
-        }
-        Some(path) if path.is_file() => path,
-        Some(path) => return Err(InferError::OrtNotFound {
+        Some(path) if path.is_dir() => best_in_dir(&path).ok_or(InferError::OrtNotFound {
             searched: vec![path],
-        }),
+        })?,
+        Some(path) if path.is_file() => path,
+        Some(path) => {
+            return Err(InferError::OrtNotFound {
+                searched: vec![path],
+            });
+        }
         None => {
             let searched = default_library_dirs();
             searched
@@ -382,7 +384,10 @@ mod tests {
         assert!(matches!(error, InferError::OrtTooOld { .. }), "{error:?}");
         let message = error.to_string();
         assert!(message.contains(&old.display().to_string()), "{message}");
-        assert!(message.contains("1.20.0") && message.contains("1.31"), "{message}");
+        assert!(
+            message.contains("1.20.0") && message.contains("1.31"),
+            "{message}"
+        );
         // A folder is searched for the newest library in it.
         let error = init(&OrtConfig {
             dylib: Some(dir.path().to_path_buf()),

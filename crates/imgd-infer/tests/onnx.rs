@@ -85,7 +85,9 @@ fn a_session_runs_a_real_model() {
     assert_eq!(session.inputs().len(), 1);
     let input = Array4::<f32>::zeros((2, 3, 48, 192));
     let outputs = session
-        .run(imgd_infer::ort::inputs![TensorRef::from_array_view(&input).unwrap()])
+        .run(imgd_infer::ort::inputs![
+            TensorRef::from_array_view(&input).unwrap()
+        ])
         .unwrap();
     let probabilities = outputs[0].try_extract_array::<f32>().unwrap();
     assert_eq!(probabilities.shape(), &[2, 2]);
@@ -102,7 +104,10 @@ fn a_missing_model_is_a_clear_error() {
     };
     let missing = PathBuf::from("/nonexistent/model.onnx");
     let error = session(&missing, &config).unwrap_err();
-    assert!(matches!(error, InferError::ModelMissing { .. }), "{error:?}");
+    assert!(
+        matches!(error, InferError::ModelMissing { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("imgd models fetch"));
 }
 
