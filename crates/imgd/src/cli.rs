@@ -55,8 +55,8 @@ pub enum Command {
     /// Groups of near-duplicate images (by embedding distance) and of identical files (by
     /// content hash).
     ///
-    /// Near-duplicates compare every pair of the serving model's vectors (exact; about a
-    /// minute per 50 000 images on 2 cores) and group them transitively.
+    /// Near-duplicates compare every pair of the serving model's vectors (exact; cost grows
+    /// with the square of the image count) and group them transitively.
     Duplicates(DuplicatesArgs),
     /// Print everything known about one image, one section per module.
     Show(ShowArgs),

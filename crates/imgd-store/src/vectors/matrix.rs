@@ -247,7 +247,8 @@ impl VectorMatrix {
 
     /// Every pair of rows `(i, j)`, `i < j`, whose dot product is at least `min_score`, found by
     /// an exact scan of all pairs in cache-sized tiles on `threads` threads. Costs
-    /// `len² / 2 × dim` multiply-adds: about a minute per 50 000 rows of 512 floats on 2 cores.
+    /// `len² / 2 × dim` multiply-adds: an estimated one to two minutes per 50 000 rows of 512
+    /// floats on 2 cores (from the top-k scan rate; not benchmarked).
     pub fn pairs_at_least(&self, min_score: f32, threads: usize) -> Vec<(usize, usize, f32)> {
         let n = self.len();
         let tiles = n.div_ceil(PAIR_TILE);
