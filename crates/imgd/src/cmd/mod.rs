@@ -6,6 +6,7 @@ mod duplicates;
 mod embedder;
 mod enqueue;
 mod faces;
+mod models;
 mod probe;
 mod query;
 mod status;
@@ -40,6 +41,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Duplicates(args) => duplicates::run(&db, args),
         Command::Show(args) => query::show(&db, args),
         Command::Probe(args) => probe::run(args),
+        Command::Models(args) => models::run(args),
         Command::Faces(args) => faces::run(&db, args),
         Command::Run(_) | Command::Validate(_) => unreachable!("handled above"),
     }

@@ -1,0 +1,500 @@
+//! imgd's OCR module: PP-OCR text detection, direction classification and recognition
+//! through ONNX Runtime, on the models that the `rapidocr` 3.10.0 wheel ships
+//! (`PP-OCRv6_det_small.onnx`, `ch_ppocr_mobile_v2.0_cls_mobile.onnx`,
+//! `PP-OCRv6_rec_small.onnx`; `scripts/fetch-registry-models.sh` unpacks them into
+//! `models/registry/rapidocr/`).
+//!
+//! Source of the algorithm: RapidOCR (Apache-2.0), itself a port of PaddleOCR's inference
+//! pipeline. Run it on images:
+//!
+//! ```text
+//! cargo run --release -p imgd-ocr --example ocr -- fixtures/ocr/text_00.jpg
+//! ```
+//!
+//! # Pipeline
+//!
+//! 1. **Detection** ([`det`]): the image's long side scaled down to at most
+//!    [`OcrConfig::det_long_side`] (960 by default; multiples of 32), DB post-processing into
+//!    rotated text boxes in reading order. Images whose detector inputs have the same size run
+//!    in one batch.
+//! 2. **Crops**: each box is rectified to an upright crop (perspective warp, bicubic).
+//! 3. **Direction** (optional): the classifier says whether a crop is upside down (score >
+//!    [`OcrConfig::cls_thresh`]); such crops are turned 180°.
+//! 4. **Recognition** ([`rec`]): crops of *all* images in the batch, grouped by padded width
+//!    and sorted, run together; greedy CTC decoding with the dictionary from the model's
+//!    `character` metadata; confidence = mean probability of the kept characters. Lines with
+//!    empty text or confidence under [`OcrConfig::text_score`] are dropped.
+//!
+//! **Batching never changes a result**: every input shape depends on one image or one crop
+//! alone, and only inputs of the same shape share a model call, so a batch of N images gives
+//! what N single runs give (tested to 1e-4).
+
+#![deny(missing_docs)]
+
+pub mod det;
+pub mod geometry;
+pub mod rec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_infer::batcher::{BatchConfig, BatchModel};
+use imgd_infer::ndarray::{Array4, ArrayViewMut3, Axis};
+use imgd_infer::ort::session::Session;
+use imgd_infer::ort::value::TensorRef;
+use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
+use imgd_infer::{InferError, OrtConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::geometry::{Point, crop_quad};
+
+/// The `model_id` of OCR result rows.
+pub const MODEL_ID: &str = "pp-ocrv6-small";
+/// The `model_version` of OCR result rows: the package the models come from.
+pub const MODEL_VERSION: &str = "rapidocr-3.10.0";
+/// The detector file name.
+pub const DET_FILE: &str = "PP-OCRv6_det_small.onnx";
+/// The recogniser file name.
+pub const REC_FILE: &str = "PP-OCRv6_rec_small.onnx";
+/// The direction classifier file name.
+pub const CLS_FILE: &str = "ch_ppocr_mobile_v2.0_cls_mobile.onnx";
+
+/// Why OCR failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OcrError {
+    /// Loading the runtime or a model failed.
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    /// A model call failed or returned something unexpected.
+    #[error("OCR model: {0}")]
+    Model(String),
+}
+
+impl From<imgd_infer::ort::Error> for OcrError {
+    fn from(error: imgd_infer::ort::Error) -> Self {
+        OcrError::Model(error.to_string())
+    }
+}
+
+/// OCR settings. The defaults are RapidOCR's, except the detector's input size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcrConfig {
+    /// The detector's input long side (scaled down to it, never up; multiples of 32). 960:
+    /// imgd's OCR tier. RapidOCR instead scales the short side up to 736.
+    pub det_long_side: u32,
+    /// Probability-map threshold.
+    pub det_thresh: f32,
+    /// A box's mean probability must reach this.
+    pub box_thresh: f32,
+    /// How much a box is grown (DB's unclip ratio).
+    pub unclip_ratio: f32,
+    /// At most this many regions per image.
+    pub max_candidates: usize,
+    /// Dilate the thresholded map by 2×2 first.
+    pub use_dilation: bool,
+    /// Run the direction classifier.
+    pub use_cls: bool,
+    /// A crop is turned 180° when the classifier says so with more than this score.
+    pub cls_thresh: f32,
+    /// Lines with a lower confidence are dropped.
+    pub text_score: f32,
+    /// Images per detector call (images with equal input sizes only).
+    pub det_batch: usize,
+    /// Crops per classifier or recogniser call.
+    pub rec_batch: usize,
+}
+
+impl Default for OcrConfig {
+    fn default() -> Self {
+        OcrConfig {
+            det_long_side: 960,
+            det_thresh: 0.3,
+            box_thresh: 0.5,
+            unclip_ratio: 1.6,
+            max_candidates: 1000,
+            use_dilation: true,
+            use_cls: true,
+            cls_thresh: 0.9,
+            text_score: 0.5,
+            det_batch: 4,
+            rec_batch: 32,
+        }
+    }
+}
+
+/// One recognised text line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    /// The text box in the pixels of the image OCR ran on: top-left, top-right,
+    /// bottom-right, bottom-left.
+    #[serde(rename = "box")]
+    pub bbox: [[i32; 2]; 4],
+    /// The text.
+    pub text: String,
+    /// Mean probability of its characters, 0–1.
+    pub confidence: f32,
+}
+
+/// The lines of one image, with the size of the image they refer to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OcrOutput {
+    /// The lines in reading order.
+    pub lines: Vec<Line>,
+    /// The width of the image the boxes refer to (the OCR tier).
+    pub width: u32,
+    /// Its height.
+    pub height: u32,
+}
+
+impl OcrOutput {
+    /// The `result_ocr` row: `text` (the lines joined by newlines), `line_count`, and `data`
+    /// = `{"lines": [{"box", "text", "confidence"}], "width", "height"}`.
+    pub fn to_row(&self) -> ResultRow {
+        let text = self
+            .lines
+            .iter()
+            .map(|line| line.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        ResultRow {
+            module: Module::Ocr,
+            model_id: Some(MODEL_ID.to_string()),
+            model_version: Some(MODEL_VERSION.to_string()),
+            columns: vec![
+                ("text", SqlValue::Text(text)),
+                ("line_count", SqlValue::Integer(self.lines.len() as i64)),
+            ],
+            data: serde_json::to_value(self).unwrap_or_default(),
+        }
+    }
+}
+
+/// The folder the PP-OCR models are unpacked into: `<registry_dir>/rapidocr`.
+pub fn default_models_dir() -> PathBuf {
+    imgd_infer::registry_dir().join("rapidocr")
+}
+
+/// The three PP-OCR sessions and the recogniser's alphabet.
+pub struct Ocr {
+    det: Session,
+    cls: Option<Session>,
+    rec: Session,
+    alphabet: Vec<String>,
+    config: OcrConfig,
+    timings: Timings,
+}
+
+/// Time spent in each stage since the [`Ocr`] was loaded (or [`Ocr::reset_timings`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Detector inputs, detector calls and DB post-processing.
+    pub detect: Duration,
+    /// Perspective crops.
+    pub crop: Duration,
+    /// Direction classifier.
+    pub classify: Duration,
+    /// Recogniser inputs, calls and CTC decoding.
+    pub recognize: Duration,
+    /// Images processed.
+    pub images: usize,
+    /// Text boxes cropped.
+    pub crops: usize,
+}
+
+impl std::fmt::Debug for Ocr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ocr")
+            .field("alphabet", &self.alphabet.len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Crop {
+    image: usize,
+    quad: [Point; 4],
+    pixels: RgbImage,
+}
+
+impl Ocr {
+    /// Opens the models in `models` (the folder holding [`DET_FILE`], [`REC_FILE`] and
+    /// [`CLS_FILE`]; see [`default_models_dir`]).
+    pub fn load(models: &Path, ort: &OrtConfig, config: OcrConfig) -> Result<Self, OcrError> {
+        let det = imgd_infer::session(&models.join(DET_FILE), ort)?;
+        let rec = imgd_infer::session(&models.join(REC_FILE), ort)?;
+        let cls = if config.use_cls {
+            Some(imgd_infer::session(&models.join(CLS_FILE), ort)?)
+        } else {
+            None
+        };
+        let character = rec.metadata()?.custom("character").ok_or_else(|| {
+            OcrError::Model(format!(
+                "{} has no `character` metadata (the recognition dictionary)",
+                models.join(REC_FILE).display()
+            ))
+        })?;
+        Ok(Ocr {
+            det,
+            cls,
+            rec,
+            alphabet: rec::alphabet(&character),
+            config,
+            timings: Timings::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &OcrConfig {
+        &self.config
+    }
+
+    /// Time spent per stage so far.
+    pub fn timings(&self) -> Timings {
+        self.timings
+    }
+
+    /// Starts the stage timings from zero.
+    pub fn reset_timings(&mut self) {
+        self.timings = Timings::default();
+    }
+
+    /// Reads the text lines of each image (detector per image size group, classifier and
+    /// recogniser across all images' crops).
+    pub fn recognize(&mut self, images: &[&RgbImage]) -> Result<Vec<Vec<Line>>, OcrError> {
+        let started = Instant::now();
+        let boxes = self.detect(images)?;
+        let detected = Instant::now();
+        let mut crops = Vec::new();
+        for (index, image_boxes) in boxes.into_iter().enumerate() {
+            for (quad, _score) in image_boxes {
+                if let Some(pixels) = crop_quad(images[index], &quad) {
+                    crops.push(Crop {
+                        image: index,
+                        quad,
+                        pixels,
+                    });
+                }
+            }
+        }
+        let cropped = Instant::now();
+        if self.cls.is_some() {
+            self.classify(&mut crops)?;
+        }
+        let classified = Instant::now();
+        let texts = self.read(&crops)?;
+        let timings = &mut self.timings;
+        timings.detect += detected - started;
+        timings.crop += cropped - detected;
+        timings.classify += classified - cropped;
+        timings.recognize += classified.elapsed();
+        timings.images += images.len();
+        timings.crops += crops.len();
+        let mut lines: Vec<Vec<Line>> = vec![Vec::new(); images.len()];
+        for (crop, (text, confidence)) in crops.iter().zip(texts) {
+            if text.trim().is_empty() || confidence < self.config.text_score {
+                continue;
+            }
+            lines[crop.image].push(Line {
+                bbox: crop.quad.map(|[x, y]| [x as i32, y as i32]),
+                text,
+                confidence,
+            });
+        }
+        Ok(lines)
+    }
+
+    /// Text boxes per image (detector inputs of equal size batched together).
+    fn detect(&mut self, images: &[&RgbImage]) -> Result<Vec<Vec<det::ScoredBox>>, OcrError> {
+        let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+        for (index, image) in images.iter().enumerate() {
+            let size = det::input_size(image.width(), image.height(), self.config.det_long_side);
+            groups.entry(size).or_default().push(index);
+        }
+        let mut boxes = vec![Vec::new(); images.len()];
+        for ((width, height), members) in groups {
+            for chunk in members.chunks(self.config.det_batch.max(1)) {
+                let mut input = Array4::<f32>::zeros((chunk.len(), 3, height, width));
+                for (slot, &index) in chunk.iter().enumerate() {
+                    let mut plane = input.index_axis_mut(Axis(0), slot);
+                    det::preprocess_into(images[index], width, height, slice_of(&mut plane)?);
+                }
+                let outputs =
+                    self.det
+                        .run(imgd_infer::ort::inputs![TensorRef::from_array_view(
+                            &input
+                        )?])?;
+                let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
+                let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+                if dims.len() != 4 || dims[0] != chunk.len() {
+                    return Err(OcrError::Model(format!("detector output shape {dims:?}")));
+                }
+                let (map_h, map_w) = (dims[2], dims[3]);
+                let per_image = dims[1] * map_h * map_w;
+                for (slot, &index) in chunk.iter().enumerate() {
+                    let map = &data[slot * per_image..slot * per_image + map_h * map_w];
+                    boxes[index] = det::boxes_from_map(
+                        map,
+                        map_w,
+                        map_h,
+                        images[index].width(),
+                        images[index].height(),
+                        &self.config,
+                    );
+                }
+            }
+        }
+        Ok(boxes)
+    }
+
+    /// Turns crops the classifier finds upside down by 180°.
+    fn classify(&mut self, crops: &mut [Crop]) -> Result<(), OcrError> {
+        let Some(cls) = self.cls.as_mut() else {
+            return Ok(());
+        };
+        let batch = self.config.rec_batch.max(1);
+        for chunk in crops.chunks_mut(batch) {
+            let mut input = Array4::<f32>::zeros((chunk.len(), 3, rec::CLS_HEIGHT, rec::CLS_WIDTH));
+            for (slot, crop) in chunk.iter().enumerate() {
+                let mut plane = input.index_axis_mut(Axis(0), slot);
+                rec::cls_input_into(&crop.pixels, slice_of(&mut plane)?);
+            }
+            let outputs = cls.run(imgd_infer::ort::inputs![TensorRef::from_array_view(
+                &input
+            )?])?;
+            let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
+            if shape.len() != 2 || shape[0] as usize != chunk.len() || shape[1] < 2 {
+                return Err(OcrError::Model(format!(
+                    "classifier output shape {shape:?}"
+                )));
+            }
+            let classes = shape[1] as usize;
+            for (slot, crop) in chunk.iter_mut().enumerate() {
+                let row = &data[slot * classes..(slot + 1) * classes];
+                if row[1] > row[0] && row[1] > self.config.cls_thresh {
+                    crop.pixels = image::imageops::rotate180(&crop.pixels);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (text, confidence) per crop: crops grouped by padded width, narrowest first.
+    fn read(&mut self, crops: &[Crop]) -> Result<Vec<(String, f32)>, OcrError> {
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (index, crop) in crops.iter().enumerate() {
+            groups
+                .entry(rec::bucket_width(&crop.pixels))
+                .or_default()
+                .push(index);
+        }
+        let mut texts = vec![(String::new(), 0.0f32); crops.len()];
+        for (width, members) in groups {
+            for chunk in members.chunks(self.config.rec_batch.max(1)) {
+                let mut input = Array4::<f32>::zeros((chunk.len(), 3, rec::HEIGHT, width));
+                for (slot, &index) in chunk.iter().enumerate() {
+                    let mut plane = input.index_axis_mut(Axis(0), slot);
+                    rec::rec_input_into(&crops[index].pixels, width, slice_of(&mut plane)?);
+                }
+                let outputs =
+                    self.rec
+                        .run(imgd_infer::ort::inputs![TensorRef::from_array_view(
+                            &input
+                        )?])?;
+                let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
+                if shape.len() != 3 || shape[0] as usize != chunk.len() {
+                    return Err(OcrError::Model(format!(
+                        "recogniser output shape {shape:?}"
+                    )));
+                }
+                let (steps, classes) = (shape[1] as usize, shape[2] as usize);
+                if classes != self.alphabet.len() + 1 {
+                    return Err(OcrError::Model(format!(
+                        "recogniser has {classes} classes but its dictionary {} symbols",
+                        self.alphabet.len()
+                    )));
+                }
+                for (slot, &index) in chunk.iter().enumerate() {
+                    let probs = &data[slot * steps * classes..(slot + 1) * steps * classes];
+                    texts[index] = rec::ctc_decode(probs, classes, &self.alphabet);
+                }
+            }
+        }
+        Ok(texts)
+    }
+}
+
+fn slice_of<'a>(plane: &'a mut ArrayViewMut3<'_, f32>) -> Result<&'a mut [f32], OcrError> {
+    plane
+        .as_slice_mut()
+        .ok_or_else(|| OcrError::Model("input tensor is not contiguous".to_string()))
+}
+
+/// [`Ocr`] as a [`BatchModel`]: one input is one image's OCR tier.
+#[derive(Debug)]
+pub struct OcrModel {
+    ocr: Ocr,
+}
+
+impl OcrModel {
+    /// Wraps a loaded [`Ocr`].
+    pub fn new(ocr: Ocr) -> Self {
+        OcrModel { ocr }
+    }
+}
+
+impl BatchModel for OcrModel {
+    type Input = Arc<RgbImage>;
+    type Output = OcrOutput;
+    type Error = OcrError;
+
+    fn name(&self) -> &str {
+        MODEL_ID
+    }
+
+    fn run_batch(&mut self, inputs: &[Arc<RgbImage>]) -> Result<Vec<OcrOutput>, OcrError> {
+        let images: Vec<&RgbImage> = inputs.iter().map(|image| image.as_ref()).collect();
+        let lines = self.ocr.recognize(&images)?;
+        Ok(lines
+            .into_iter()
+            .zip(inputs)
+            .map(|(lines, image)| OcrOutput {
+                lines,
+                width: image.width(),
+                height: image.height(),
+            })
+            .collect())
+    }
+}
+
+/// The OCR module's runner for the inference thread: PP-OCR from `models` (see
+/// [`default_models_dir`]) on each image's OCR tier (`Module::Ocr.tier()`, 960 px; the
+/// largest decoded tier when that one is missing), batched across images by `batch`.
+pub fn runner(
+    models: &Path,
+    ort: &OrtConfig,
+    batch: BatchConfig,
+) -> Result<Box<dyn ModelRunner>, OcrError> {
+    let tier = Module::Ocr.tier().unwrap_or(960);
+    let config = OcrConfig {
+        det_long_side: tier,
+        ..OcrConfig::default()
+    };
+    let model = OcrModel::new(Ocr::load(models, ort, config)?);
+    Ok(Box::new(Batched::new(
+        Module::Ocr,
+        model,
+        batch,
+        move |image: &ImageInput<'_>| {
+            image
+                .tier(tier)
+                .or_else(|| image.tiers.first().map(|(_, pixels)| pixels))
+                .cloned()
+                .ok_or_else(|| "no decoded tier for OCR".to_string())
+        },
+        |output: OcrOutput| output.to_row(),
+    )))
+}
