@@ -392,7 +392,7 @@ impl Limiter {
                        limit: Option<u64>,
                        remaining: Option<u64>,
                        reset: Option<Duration>,
-                       believed_left: u64,
+                       mut believed_left: u64,
                        what: &str| {
             if let Some(limit) = limit.filter(|&l| l > 0 && l < ledger.limit) {
                 tracing::info!(
@@ -400,6 +400,9 @@ impl Limiter {
                      {}; using {limit}",
                     ledger.limit
                 );
+                // What was left under the old limit is that much less under the new one;
+                // otherwise the whole difference would be held back as unexplained use.
+                believed_left = believed_left.saturating_sub(ledger.limit - limit);
                 ledger.limit = limit;
             }
             if let Some(remaining) = remaining
@@ -548,7 +551,8 @@ mod tests {
             );
             assert_eq!(limiter.available(), (99, 9_900));
             assert_eq!(limiter.limits(), (100, 10_000));
-            // Someone else spent 30 requests and 4000 tokens on the same key; the limit is 80.
+            // The real limit is 80 and 69 are left: someone else spent 10 requests (and 4000
+            // tokens) on the same key.
             limiter.observe(
                 &ticket,
                 &RateHeaders {
@@ -560,11 +564,34 @@ mod tests {
                 },
             );
             assert_eq!(limiter.limits(), (80, 10_000));
-            // 80 - 1 used - placeholder (99 - 69 = 30) = 49; tokens 9900 - 4000.
-            assert_eq!(limiter.available(), (49, 5_900));
+            // Under the limit of 80, 79 were believed left: 80 - 1 used - placeholder
+            // (79 - 69 = 10) = 69, what the provider says; tokens 9900 - 4000.
+            assert_eq!(limiter.available(), (69, 5_900));
             // The request placeholder expires after the reset time.
             tokio::time::sleep(Duration::from_millis(150)).await;
             assert_eq!(limiter.available().0, 79);
+        });
+    }
+
+    #[test]
+    fn a_lower_provider_limit_is_not_mistaken_for_foreign_use() {
+        runtime().block_on(async {
+            // Configured far above the provider's real limits, as a user might.
+            let limiter = Limiter::new(config(600, 1_000_000, 60_000));
+            let (_stop, mut cancel) = watch::channel(false);
+            let ticket = limiter.acquire(100, &mut cancel).await.unwrap();
+            limiter.observe(
+                &ticket,
+                &RateHeaders {
+                    limit_requests: Some(500),
+                    remaining_requests: Some(499),
+                    limit_tokens: Some(200_000),
+                    remaining_tokens: Some(199_900),
+                    ..RateHeaders::default()
+                },
+            );
+            assert_eq!(limiter.limits(), (500, 200_000));
+            assert_eq!(limiter.available(), (499, 199_900));
         });
     }
 

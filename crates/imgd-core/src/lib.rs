@@ -85,11 +85,12 @@ impl Module {
     /// only (metadata) or reuses another module's output (aesthetic reuses the embedding).
     pub const fn tier(self) -> Option<u32> {
         match self {
-            Module::Metadata | Module::Aesthetic => None,
+            Module::Metadata => None,
             Module::Technical => Some(1024),
             // CLIP resizes the short side to 224 and centre-crops; a 448 long edge keeps the
-            // short side >= 224 for aspect ratios up to 2:1.
-            Module::Embedding => Some(448),
+            // short side >= 224 for aspect ratios up to 2:1. The aesthetic MLP reads its own
+            // CLIP (ViT-L/14) vector, from the same tier.
+            Module::Embedding | Module::Aesthetic => Some(448),
             Module::Objects => Some(800),
             Module::Caption => Some(384),
             Module::Ocr => Some(960),

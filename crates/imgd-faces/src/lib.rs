@@ -196,10 +196,10 @@ impl FaceModels {
     /// the registry folder:
     ///
     /// - MTCNN: `<models>/mtcnn/`, `<models>/registry/mtcnn/`, `imgd_infer::registry_dir()/mtcnn/`;
-    /// - SCRFD: `<models>/buffalo_l/det_10g.onnx`, `<models>/scrfd/det_10g.onnx`,
+    /// - SCRFD: `<models>/insightface/det_10g.onnx` (where `imgd models fetch scrfd-10g` puts
+    ///   it), `<models>/buffalo_l/det_10g.onnx`, `<models>/scrfd/det_10g.onnx`,
     ///   `<models>/det_10g.onnx`;
-    /// - ArcFace: `<models>/buffalo_l/w600k_r50.onnx`, `<models>/arcface/w600k_r50.onnx`,
-    ///   `<models>/w600k_r50.onnx`.
+    /// - ArcFace: the same folders with `w600k_r50.onnx` (`arcface` for `scrfd`).
     pub fn locate(models: &Path) -> FaceModels {
         let mut mtcnn_searched = vec![models.join("mtcnn"), models.join("registry").join("mtcnn")];
         let registry = imgd_infer::registry_dir().join("mtcnn");
@@ -208,6 +208,7 @@ impl FaceModels {
         }
         let files = |name: &str, folder: &str| {
             vec![
+                models.join("insightface").join(name),
                 models.join("buffalo_l").join(name),
                 models.join(folder).join(name),
                 models.join(name),

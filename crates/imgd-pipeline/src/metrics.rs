@@ -142,7 +142,23 @@ pub struct Metrics {
     writer_transactions: Counter,
     images_processed: Counter,
     bad_images: Counter,
+    text_sources: TextSources,
 }
+
+/// The registered [`TextSource`]s.
+#[derive(Default)]
+struct TextSources(std::sync::Mutex<Vec<TextSource>>);
+
+impl fmt::Debug for TextSources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.lock().map_or(0, |v| v.len());
+        write!(f, "TextSources({count})")
+    }
+}
+
+/// Metrics kept outside this registry (a module's own counters), rendered in the Prometheus
+/// text format 0.0.4 on every scrape.
+pub type TextSource = Box<dyn Fn() -> String + Send + Sync>;
 
 impl Metrics {
     /// The content type of [`encode`](Self::encode)'s output (Prometheus text 0.0.4).
@@ -173,6 +189,7 @@ impl Metrics {
             writer_flush_seconds: stage_seconds_histogram(),
             writer_images: Counter::default(),
             writer_transactions: Counter::default(),
+            text_sources: TextSources::default(),
             images_processed: Counter::default(),
             bad_images: Counter::default(),
         };
@@ -435,7 +452,27 @@ impl Metrics {
         if let Err(error) = prometheus_text::encode(&mut out, &self.registry) {
             tracing::error!(%error, "encoding metrics failed");
         }
+        for source in self
+            .text_sources
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str(&source());
+        }
         out
+    }
+
+    /// Adds metrics kept elsewhere to [`encode`](Self::encode)'s output (not to the
+    /// OpenMetrics one): `source` renders them in the Prometheus text format 0.0.4, with
+    /// names that no metric of this registry uses.
+    pub fn add_text_source(&self, source: TextSource) {
+        self.text_sources
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(source);
     }
 
     /// Every metric in the OpenMetrics text format ([`Self::OPENMETRICS_CONTENT_TYPE`]),

@@ -247,17 +247,15 @@ fn recount(tx: &Transaction<'_>, identities: &BTreeSet<i64>) -> Result<(), Store
     Ok(())
 }
 
-/// Rewrites the search rows of the images with faces of these identities, for those whose
-/// jobs are all finished (the others get theirs when they finish).
+/// Rewrites the search rows of the images with faces of these identities, for those with no
+/// job in flight (the others get theirs when their jobs finish).
 fn refresh_names(tx: &Transaction<'_>, image_ids: &BTreeSet<i64>) -> Result<(), StoreError> {
     for &image_id in image_ids {
         let unfinished: i64 = tx
-            .prepare_cached(
-                "SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state IN ('queued', 'leased')",
-            )
-            .ctx("preparing the unfinished-jobs count")?
+            .prepare_cached("SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'")
+            .ctx("preparing the in-flight-jobs count")?
             .query_row([image_id], |r| r.get(0))
-            .ctx("counting unfinished jobs")?;
+            .ctx("counting in-flight jobs")?;
         if unfinished == 0 {
             refresh_search_row(tx, image_id)?;
         }

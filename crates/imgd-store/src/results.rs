@@ -98,12 +98,14 @@ impl Store {
         for outcome in outcomes {
             let unfinished: i64 = tx
                 .prepare_cached(
-                    "SELECT COUNT(*) FROM jobs
-                     WHERE image_id = ?1 AND state IN ('queued', 'leased')",
+                    "SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'",
                 )
-                .ctx("preparing the unfinished-jobs count")?
+                .ctx("preparing the in-flight-jobs count")?
                 .query_row([outcome.image_id], |r| r.get(0))
-                .ctx("counting unfinished jobs")?;
+                .ctx("counting in-flight jobs")?;
+            // Once per image and pass: when none of its jobs is still in flight. Jobs queued
+            // for a module whose model is not installed do not hold the row back; they refresh
+            // it when they run.
             if unfinished == 0 {
                 refresh_search_row(&tx, outcome.image_id)?;
                 summary.search_rows += 1;

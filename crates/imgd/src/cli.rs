@@ -246,6 +246,10 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The daemon's configuration file, to say which modules can run (models folder,
+    /// disabled modules, cloud).
+    #[arg(long, env = "IMGD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Arguments of `imgd retry`.
@@ -286,6 +290,9 @@ pub struct SearchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// The daemon's configuration file, for its `[models]` folder (the text encoder).
+    #[arg(long, env = "IMGD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `imgd search --mode`.

@@ -3,13 +3,15 @@
 //! endpoint. Tests that need the fake model are compiled with `--features fake-model`.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
+use common::{free_port, http_get, signal, wait_exit};
 
 const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/photos");
 const DECODE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/decode");
@@ -247,51 +249,6 @@ fn bad_files_fail_their_own_jobs_with_readable_errors_and_the_run_goes_on() {
 }
 
 /// Runs a child until it exits or `limit` passes.
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-fn signal(child: &Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{name} failed");
-}
-
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[cfg(feature = "fake-model")]
 mod with_fake_model {
     use super::*;
@@ -434,10 +391,16 @@ mod with_fake_model {
             assert!(Instant::now() < until, "the daemon did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(500));
-        let (status, metrics) = http_get(&addr, "/metrics").unwrap();
-        assert_eq!(status, 200);
-        assert!(metrics.contains("imgd_infer_batches_total"), "{metrics}");
+        // The models load after the endpoint is up; wait for the first batches.
+        let metrics = loop {
+            let (status, metrics) = http_get(&addr, "/metrics").unwrap();
+            assert_eq!(status, 200);
+            if metrics.contains("imgd_infer_batches_total") {
+                break metrics;
+            }
+            assert!(Instant::now() < until, "no batch metrics: {metrics}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let (status, body) = http_get(&addr, "/status").unwrap();
         assert_eq!(status, 200);
         let status_json: Value = serde_json::from_str(&body).unwrap();

@@ -23,6 +23,86 @@ pub struct FileConfig {
     /// `[batch.default]` and `[batch.<module>]`.
     #[serde(default)]
     pub batch: BTreeMap<String, BatchSection>,
+    /// `[models]`: where the weights are, which ones, and on what device.
+    #[serde(default)]
+    pub models: ModelsSection,
+    /// `[cloud]`: the cloud module; without it (and without `IMGD_CLOUD_BASE_URL`) the module
+    /// waits.
+    pub cloud: Option<imgd_cloud::CloudConfig>,
+}
+
+/// `[models]`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsSection {
+    /// The folder `imgd models fetch` fills; default `IMGD_MODELS`, else
+    /// `~/.local/share/imgd/models`.
+    pub dir: Option<PathBuf>,
+    /// Run the models on the GPU (a build with the `cuda` feature); the CPU when unavailable.
+    pub cuda: bool,
+    /// ONNX Runtime intra-op threads per session; 0: one per physical core.
+    pub intra_threads: usize,
+    /// `libonnxruntime.so`; default `ORT_DYLIB_PATH`, else the registry folder.
+    pub onnxruntime: Option<PathBuf>,
+    /// The CLIP model of the `embedding` module: a folder under `dir`, or a path.
+    pub embedding: PathBuf,
+    /// The CLIP model the `aesthetic` MLP reads (ViT-L/14 for the LAION weights).
+    pub aesthetic_clip: PathBuf,
+    /// The LAION aesthetic MLP: a `.pth`/`.safetensors` file or folder under `dir`, or a path.
+    pub aesthetic_mlp: PathBuf,
+    /// The PP-OCR folder; default the registry's `rapidocr` folder.
+    pub ocr: Option<PathBuf>,
+    /// Skip OCR on images where the objects module ran and found no text.
+    pub ocr_needs_text: bool,
+    /// Modules never run by this daemon, even with their models installed.
+    pub disabled: Vec<String>,
+}
+
+impl Default for ModelsSection {
+    fn default() -> Self {
+        ModelsSection {
+            dir: None,
+            cuda: false,
+            intra_threads: 0,
+            onnxruntime: None,
+            embedding: PathBuf::from("clip-vit-b32"),
+            aesthetic_clip: PathBuf::from("clip-vit-l14"),
+            aesthetic_mlp: PathBuf::from("laion-aesthetic/sac+logos+ava1-l14-linearMSE.pth"),
+            ocr: None,
+            ocr_needs_text: true,
+            disabled: Vec::new(),
+        }
+    }
+}
+
+impl ModelsSection {
+    /// The model folder: `dir`, else [`imgd_infer::models_dir`].
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(imgd_infer::models_dir)
+    }
+
+    /// A configured model path: as given when absolute, else under [`Self::dir`].
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.dir().join(path)
+        }
+    }
+
+    /// How ONNX Runtime is loaded and its sessions built.
+    pub fn ort(&self) -> imgd_infer::onnx::OrtConfig {
+        imgd_infer::onnx::OrtConfig {
+            dylib: self.onnxruntime.clone(),
+            intra_threads: self.intra_threads,
+            cuda: self.cuda,
+        }
+    }
+
+    /// Whether `module` is listed in `disabled`.
+    pub fn is_disabled(&self, module: imgd_core::Module) -> bool {
+        self.disabled.iter().any(|name| name == module.name())
+    }
 }
 
 /// `[daemon]`.
@@ -113,6 +193,10 @@ impl FileConfig {
             self.writer.flush_images > 0,
             "writer.flush_images must be at least 1"
         );
+        for name in &self.models.disabled {
+            name.parse::<imgd_core::Module>()
+                .with_context(|| format!("models.disabled: {name:?} names no module"))?;
+        }
         for (name, batch) in &self.batch {
             anyhow::ensure!(
                 batch.max_items > 0,

@@ -11,39 +11,13 @@ use imgd_core::Module;
 use imgd_pipeline::daemon::{Event, RunMode, run as run_pipeline, runnable_modules};
 use imgd_pipeline::http::{self, HttpState};
 use imgd_pipeline::metrics::Metrics;
-use imgd_pipeline::runner::ModelRunner;
 use sd_notify::NotifyState;
 use serde_json::json;
 
 use super::config::FileConfig;
+use super::runners::{self, Availability};
 use super::{default_db_path, open_store, print_json};
 use crate::cli::{RunArgs, ValidateArgs};
-
-/// The model runners this build can load.
-fn load_runners(config: &FileConfig, batch_size: Option<usize>) -> Vec<Box<dyn ModelRunner>> {
-    #[allow(unused_mut)]
-    let mut runners: Vec<Box<dyn ModelRunner>> = Vec::new();
-    #[cfg(feature = "fake-model")]
-    if std::env::var_os("IMGD_FAKE_MODEL").is_some_and(|v| v == "1") {
-        let mut batch = config.batch_for(Module::Embedding.name());
-        if let Some(n) = batch_size {
-            batch.max_items = n.max(1);
-        }
-        let ms = |name: &str, default: f64| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(default)
-        };
-        runners.push(imgd_pipeline::runner::fake_runner(
-            batch,
-            std::time::Duration::from_secs_f64(ms("IMGD_FAKE_MODEL_FIXED_MS", 2.0) / 1000.0),
-            std::time::Duration::from_secs_f64(ms("IMGD_FAKE_MODEL_ITEM_MS", 0.2) / 1000.0),
-        ));
-    }
-    let _ = (config, batch_size);
-    runners
-}
 
 fn resolve_db(flag: Option<PathBuf>, config: &FileConfig) -> Result<PathBuf> {
     match flag.or_else(|| config.db.clone()) {
@@ -94,10 +68,13 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         None
     } else {
         let status_db = db.clone();
+        let status_config = args.config.clone();
         let state = HttpState::new(Arc::clone(&metrics))
             .with_health(Arc::clone(&healthy))
             .with_status(move || {
-                status_json(&status_db).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+                FileConfig::load(status_config.as_deref())
+                    .and_then(|config| status_json(&status_db, &config))
+                    .unwrap_or_else(|e| json!({ "error": e.to_string() }))
             });
         let server = http::serve(&metrics_addr, state)
             .with_context(|| format!("cannot serve metrics on {metrics_addr}"))?;
@@ -108,7 +85,16 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         Some(server)
     };
 
-    let runners = load_runners(&file, args.batch_size);
+    let loaded = runners::load(&file, args.batch_size);
+    if let Some(stats) = loaded.cloud_stats.clone() {
+        let model = file
+            .cloud
+            .as_ref()
+            .map_or_else(|| "cloud".to_string(), |c| c.model.clone());
+        metrics.add_text_source(Box::new(move || stats.snapshot().prometheus_text(&model)));
+    }
+    requeue_for_new_models(&db, &loaded.models)?;
+    let runners = loaded.runners;
     let modules: Vec<&str> = runnable_modules(&runners)
         .iter()
         .map(|m| m.name())
@@ -172,10 +158,29 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `/status` document: `imgd status --json`.
-fn status_json(db: &std::path::Path) -> Result<serde_json::Value> {
+/// Re-queues, for each versioned module, the images whose result came from another model than
+/// the one now loaded (a changed `[models]` setting, or new weights).
+fn requeue_for_new_models(db: &std::path::Path, models: &[(Module, String, String)]) -> Result<()> {
+    if models.is_empty() {
+        return Ok(());
+    }
     let store = open_store(db)?;
-    Ok(serde_json::to_value(store.queue_status(5)?)?)
+    for (module, id, version) in models {
+        let requeued = store
+            .requeue_missing_for_model(*module, id, version)
+            .with_context(|| format!("cannot re-queue {module} for model {id} {version}"))?;
+        if requeued > 0 {
+            tracing::info!(
+                "module {module}: {requeued} images re-queued for model {id} (version {version})"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The `/status` document: `imgd status --json`.
+fn status_json(db: &std::path::Path, config: &FileConfig) -> Result<serde_json::Value> {
+    super::status::status_document(&open_store(db)?, db, config)
 }
 
 pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode> {
@@ -211,11 +216,20 @@ pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode
         }
         Err(err) => problems.push(format!("{err:#}")),
     }
-    let runners = load_runners(file.as_ref().unwrap_or(&default), None);
-    let runnable = runnable_modules(&runners);
+    let file = file.as_ref().unwrap_or(&default);
+    let loaded = runners::load(file, None);
+    for (module, err) in &loaded.problems {
+        problems.push(format!("module {module}: its model does not load: {err}"));
+    }
+    let runnable = runnable_modules(&loaded.runners);
     for module in Module::ALL {
-        if !runnable.contains(&module) {
-            notes.push(format!("module {module}: waiting, no model installed"));
+        match runners::availability(module, file) {
+            Availability::BuiltIn => notes.push(format!("module {module}: built in")),
+            Availability::Installed(what) if runnable.contains(&module) => {
+                notes.push(format!("module {module}: {what}"));
+            }
+            Availability::Installed(_) => {}
+            Availability::Waiting(why) => notes.push(format!("module {module}: {why}")),
         }
     }
     if args.json {

@@ -1,13 +1,89 @@
 //! The text encoder behind semantic search.
 
+use std::path::{Path, PathBuf};
+
+use imgd_clip::clip::{ClipTextEncoder, load_config};
+use imgd_clip::config::ModelInfo;
 use imgd_store::vectors::{ModelKey, TextEmbedder};
 
-/// The text encoder for a search: the one of `wanted` (the model the images are served from)
-/// when its weights are installed, else the configured embedding model's; `None` when no CLIP
-/// model is installed. Semantic search without an encoder fails with "no text encoder
-/// installed: imgd models fetch clip-vit-b32"; the default mode then falls back to text search.
-pub fn text_embedder(wanted: Option<&ModelKey>) -> Option<Box<dyn TextEmbedder>> {
-    // No CLIP text tower is wired in yet.
-    let _ = wanted;
-    None
+use super::config::FileConfig;
+
+/// The CLIP text tower as a [`TextEmbedder`].
+struct ClipText(ClipTextEncoder);
+
+impl TextEmbedder for ClipText {
+    fn model(&self) -> (String, String) {
+        let info = self.0.info();
+        (info.id.clone(), info.version.clone())
+    }
+
+    fn embed(&mut self, text: &str) -> Result<Vec<f32>, String> {
+        self.0
+            .embed_text(&[text])
+            .map_err(|e| e.to_string())?
+            .pop()
+            .ok_or_else(|| "the text encoder returned no vector".to_string())
+    }
+}
+
+/// Folders under the model folder that hold a CLIP model, the configured one first.
+fn candidates(config: &FileConfig) -> Vec<PathBuf> {
+    let models = &config.models;
+    let mut found = vec![
+        models.resolve(&models.embedding),
+        models.resolve(&models.aesthetic_clip),
+    ];
+    if let Ok(entries) = std::fs::read_dir(models.dir()) {
+        let mut others: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        others.sort();
+        found.extend(others);
+    }
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|dir| {
+        dir.join("config.json").is_file()
+            && dir.join("model.safetensors").is_file()
+            && dir.join("tokenizer.json").is_file()
+            && seen.insert(dir.clone())
+    });
+    found
+}
+
+/// The id and version of the model in `dir`, read without loading it.
+fn model_info(dir: &Path) -> Option<ModelInfo> {
+    let config = load_config(dir).ok()?;
+    ModelInfo::resolve(dir, &dir.join("model.safetensors"), config.preset_id()).ok()
+}
+
+fn load(dir: &Path) -> Option<ClipTextEncoder> {
+    match ClipTextEncoder::load(dir, &imgd_clip::Device::Cpu) {
+        Ok(encoder) => Some(encoder),
+        Err(err) => {
+            eprintln!(
+                "note: cannot load the text encoder in {}: {err}",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// The text encoder for a search: the installed CLIP model whose id and version are `wanted`
+/// (the model the stored image vectors come from), else the configured embedding model's
+/// (search then says the two differ instead of mixing them); `None` when no CLIP model with a
+/// tokenizer is installed. Semantic search without an encoder fails with a message naming
+/// `imgd models fetch clip-vit-b32`; the default mode then falls back to text search.
+pub fn text_embedder(
+    wanted: Option<&ModelKey>,
+    config: &FileConfig,
+) -> Option<Box<dyn TextEmbedder>> {
+    // A query is one short sequence: the CPU encodes it in milliseconds.
+    let folders = candidates(config);
+    let chosen = wanted
+        .and_then(|w| {
+            folders
+                .iter()
+                .find(|dir| model_info(dir).is_some_and(|i| i.id == w.id && i.version == w.version))
+        })
+        .or(folders.first())?;
+    load(chosen).map(|encoder| Box::new(ClipText(encoder)) as Box<dyn TextEmbedder>)
 }

@@ -9,6 +9,7 @@ mod faces;
 mod models;
 mod probe;
 mod query;
+mod runners;
 mod status;
 
 use std::path::PathBuf;

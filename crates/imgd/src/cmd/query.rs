@@ -9,6 +9,7 @@ use imgd_store::report::ImageRef;
 use imgd_store::vectors::{SearchMode, SearchRequest, SortOrder, VectorCache};
 use serde_json::Value;
 
+use super::config::FileConfig;
 use super::{embedder, open_store, print_json};
 use crate::cli::{SearchArgs, SearchModeArg, ShowArgs, SortArg};
 
@@ -29,7 +30,8 @@ pub fn search(db: &Path, args: SearchArgs) -> Result<ExitCode> {
     let mut encoder = if !query.trim().is_empty() && mode != Some(SearchMode::Text) {
         let models = store.embedding_models_cached(&mut cache)?;
         let serving = imgd_store::vectors::choose_serving_model(&models).map(|m| &m.model);
-        embedder::text_embedder(serving)
+        let config = FileConfig::load(args.config.as_deref())?;
+        embedder::text_embedder(serving, &config)
     } else {
         None
     };
@@ -58,7 +60,7 @@ pub fn search(db: &Path, args: SearchArgs) -> Result<ExitCode> {
         for hit in &response.hits {
             let mut details = Vec::new();
             if !hit.snippet.is_empty() {
-                details.push(hit.snippet.clone());
+                details.push(hit.snippet.replace('\n', " / "));
             }
             if let Some(similarity) = hit.similarity {
                 details.push(format!("similarity {similarity:.3}"));
@@ -124,7 +126,14 @@ fn print_sections(value: &Value) {
         println!("{name}:");
         match section {
             Value::Object(fields) => {
+                let readable = readable_data(name, fields.get("data"));
+                for line in &readable {
+                    println!("  {line}");
+                }
                 for (key, field) in fields {
+                    if (key == "data" || (name == "ocr" && key == "text")) && !readable.is_empty() {
+                        continue;
+                    }
                     match field {
                         Value::Null => {}
                         Value::String(s) => println!("  {key}: {s}"),
@@ -135,5 +144,54 @@ fn print_sections(value: &Value) {
             }
             other => println!("  {other}"),
         }
+    }
+}
+
+/// One line per face (box, score) or per OCR line (text, confidence), instead of the raw
+/// `data` JSON of those sections; empty for other sections.
+fn readable_data(section: &str, data: Option<&Value>) -> Vec<String> {
+    let Some(data) = data else {
+        return Vec::new();
+    };
+    let number = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    match section {
+        "faces" => data["faces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, face)| {
+                let b: Vec<f64> = face["box"]
+                    .as_array()
+                    .map(|b| b.iter().map(number).collect())
+                    .unwrap_or_default();
+                let identity = face
+                    .get("identity")
+                    .filter(|v| !v.is_null())
+                    .map(|v| format!("  identity {v}"))
+                    .unwrap_or_default();
+                match b.as_slice() {
+                    [x, y, w, h] => format!(
+                        "face {}: box x {x:.0} y {y:.0} w {w:.0} h {h:.0}  score {:.3}{identity}",
+                        i + 1,
+                        number(&face["score"])
+                    ),
+                    _ => format!("face {}: {face}", i + 1),
+                }
+            })
+            .collect(),
+        "ocr" => data["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|line| {
+                format!(
+                    "line: {:?}  confidence {:.3}",
+                    line["text"].as_str().unwrap_or_default(),
+                    number(&line["confidence"])
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }

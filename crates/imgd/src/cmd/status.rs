@@ -5,37 +5,44 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use imgd_core::Module;
-use serde_json::json;
+use imgd_store::Store;
+use serde_json::{Value, json};
 
+use super::config::FileConfig;
+use super::runners::waiting_reason;
 use super::{open_store, print_json};
 use crate::cli::{RetryArgs, StatusArgs};
 
-/// Why a module's jobs are not being processed by this build, if they are not.
-pub fn waiting_reason(module: Module) -> Option<&'static str> {
-    match module {
-        Module::Metadata | Module::Technical => None,
-        _ => Some("waiting: no model for this module is installed"),
-    }
+/// `imgd status --json` and the daemon's `/status`: the queue, why modules wait, faces and
+/// cloud totals.
+pub fn status_document(store: &Store, db: &Path, config: &FileConfig) -> Result<Value> {
+    let status = store.queue_status(5)?;
+    let cloud = store.cloud_totals()?;
+    let faces = store.faces_summary()?;
+    let waiting: serde_json::Map<String, Value> = Module::ALL
+        .iter()
+        .filter_map(|m| {
+            let counts = status.modules.get(m.name())?;
+            let reason = waiting_reason(*m, config)?;
+            (counts.queued > 0).then(|| (m.name().to_string(), json!(reason)))
+        })
+        .collect();
+    let mut value = serde_json::to_value(&status)?;
+    value["waiting"] = Value::Object(waiting);
+    value["database"] = json!(db.display().to_string());
+    value["cloud"] = serde_json::to_value(cloud)?;
+    value["faces"] = serde_json::to_value(&faces)?;
+    Ok(value)
 }
 
 pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
+    let config = FileConfig::load(args.config.as_deref())?;
     let store = open_store(db)?;
     let status = store.queue_status(5)?;
     let cloud = store.cloud_totals()?;
+    let faces = store.faces_summary()?;
     if args.json {
-        let waiting: serde_json::Map<String, serde_json::Value> = Module::ALL
-            .iter()
-            .filter_map(|m| {
-                let counts = status.modules.get(m.name())?;
-                let reason = waiting_reason(*m)?;
-                (counts.queued > 0).then(|| (m.name().to_string(), json!(reason)))
-            })
-            .collect();
-        let mut value = serde_json::to_value(&status)?;
-        value["waiting"] = serde_json::Value::Object(waiting);
-        value["database"] = json!(db.display().to_string());
-        value["cloud"] =
-            json!({"calls": cloud.calls, "tokens": cloud.tokens, "cost_usd": cloud.cost_usd});
+        let value = status_document(&store, db, &config)?;
         print_json(&value)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -65,9 +72,9 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
             continue;
         }
         let note = if c.queued > 0 {
-            waiting_reason(module).unwrap_or("")
+            waiting_reason(module, &config).unwrap_or_default()
         } else {
-            ""
+            String::new()
         };
         println!(
             "{:<10} {:>9} {:>9} {:>9} {:>9}  {note}",
@@ -76,6 +83,21 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
             c.leased,
             c.done,
             c.failed
+        );
+    }
+    if faces.faces > 0 {
+        println!();
+        let embedded = if faces.not_embedded > 0 {
+            format!(
+                "{} not embedded (no face-embedding model was installed: imgd models fetch arcface-r50)",
+                faces.not_embedded
+            )
+        } else {
+            "all embedded".to_string()
+        };
+        println!(
+            "faces:    {} in {} images, {embedded}; {} identities ({} named)",
+            faces.faces, faces.images_analysed, faces.identities, faces.named
         );
     }
     if cloud.images > 0 {

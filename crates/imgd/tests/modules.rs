@@ -1,0 +1,436 @@
+//! The model modules inside `imgd run`, end to end through the real binary and a real database:
+//! OCR and face detection with the registry-shipped models, CLIP embeddings and the aesthetic
+//! MLP with the committed tiny fixtures (semantic search, model change), and the cloud module
+//! against the mock OpenAI-compatible server on 127.0.0.1.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{free_port, http_get, signal, wait_exit};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
+
+struct Env {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    tree: PathBuf,
+    models: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("imgd.db");
+    let tree = dir.path().join("photos");
+    let models = dir.path().join("models");
+    fs::create_dir_all(&tree).unwrap();
+    fs::create_dir_all(&models).unwrap();
+    let tree = fs::canonicalize(&tree).unwrap();
+    Env {
+        dir,
+        db,
+        tree,
+        models,
+    }
+}
+
+fn fixture(path: &str) -> String {
+    format!("{FIXTURES}/{path}")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+impl Env {
+    /// `imgd` on this database, with an empty user model folder (no fetched weights), so
+    /// only what the test installs (and the registry models) is found.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgd"));
+        cmd.arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .env("IMGD_MODELS", &self.models)
+            .env_remove("IMGD_FAKE_MODEL")
+            .env_remove("IMGD_CONFIG")
+            .env_remove("IMGD_CLOUD_BASE_URL");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.cmd(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.run(args);
+        assert!(ok, "imgd {args:?} failed: {stderr}");
+        stdout
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let stdout = self.ok(args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    }
+
+    fn config(&self, text: &str) -> String {
+        let path = self.dir.path().join("imgd.toml");
+        fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    fn add(&self, source: &str, name: &str) -> String {
+        let to = self.tree.join(name);
+        fs::copy(source, &to).unwrap();
+        to.to_str().unwrap().to_string()
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    fn enqueue(&self, modules: &str) {
+        self.json(&[
+            "enqueue",
+            "--json",
+            "--modules",
+            modules,
+            self.tree.to_str().unwrap(),
+        ]);
+    }
+}
+
+#[test]
+fn ocr_text_and_face_boxes_come_out_of_the_daemon_and_into_search() {
+    let env = env();
+    let sign = env.add(&fixture("ocr/text_00.jpg"), "sign.jpg");
+    let portrait = env.add(&fixture("faces/astronaut.jpg"), "portrait.jpg");
+    env.enqueue("metadata,ocr,faces");
+    env.ok(&["run", "--once", "--metrics-addr", "off"]);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM jobs WHERE state = 'done'"),
+        6
+    );
+
+    let shown = env.json(&["show", "--json", &sign]);
+    let lines: Vec<&str> = shown["ocr"]["data"]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "Wedding of Sara and Tom",
+            "Botanical gardens",
+            "Bus stop ahead"
+        ]
+    );
+
+    let shown = env.json(&["show", "--json", &portrait]);
+    let faces = shown["faces"]["data"]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{shown}");
+    let face = &faces[0];
+    let b: Vec<f64> = face["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    // Hand-checked: the astronaut's face spans about x 175–270, y 55–180 of 512×512.
+    assert!(
+        (165.0..195.0).contains(&b[0]) && (45.0..75.0).contains(&b[1]),
+        "{b:?}"
+    );
+    assert!(
+        (70.0..110.0).contains(&b[2]) && (95.0..135.0).contains(&b[3]),
+        "{b:?}"
+    );
+    assert!(face["score"].as_f64().unwrap() > 0.9);
+    assert_eq!(face["landmarks"].as_array().unwrap().len(), 5);
+
+    // The human-readable views name the lines and the boxes.
+    let text = env.ok(&["show", &sign]);
+    assert!(text.contains("line: \"Wedding of Sara and Tom\""), "{text}");
+    let text = env.ok(&["show", &portrait]);
+    assert!(text.contains("face 1: box x "), "{text}");
+
+    // OCR text is searchable (the row is written although other modules could still wait).
+    let hits = env.json(&["search", "--json", "wedding"]);
+    assert_eq!(hits.as_array().unwrap().len(), 1, "{hits}");
+    assert_eq!(hits[0]["path"], sign.as_str());
+
+    // Without ArcFace, faces are detected but not embedded, and status says so.
+    let status = env.json(&["status", "--json"]);
+    assert_eq!(status["faces"]["faces"], 1, "{status}");
+    assert_eq!(status["faces"]["not_embedded"], 1);
+    let text = env.ok(&["status"]);
+    assert!(text.contains("not embedded"), "{text}");
+    assert!(text.contains("imgd models fetch arcface-r50"), "{text}");
+}
+
+#[test]
+fn a_disabled_module_waits_and_says_why() {
+    let env = env();
+    env.add(&fixture("ocr/text_00.jpg"), "sign.jpg");
+    env.enqueue("ocr");
+    let config = env.config("[models]\ndisabled = [\"ocr\"]\n");
+    env.ok(&[
+        "run",
+        "--once",
+        "--metrics-addr",
+        "off",
+        "--config",
+        &config,
+    ]);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND module = 'ocr'"),
+        1
+    );
+    let status = env.json(&["status", "--json", "--config", &config]);
+    assert!(
+        status["waiting"]["ocr"]
+            .as_str()
+            .unwrap()
+            .contains("disabled"),
+        "{status}"
+    );
+    let bad = env.config("[models]\ndisabled = [\"ocrr\"]\n");
+    let (ok, stdout, _) = env.run(&["validate", "--config", &bad]);
+    assert!(!ok);
+    assert!(stdout.contains("\"ocrr\" names no module"), "{stdout}");
+}
+
+/// Installs the tiny CLIP fixture as `name` in the user model folder, with `version` as its
+/// model version.
+fn install_tiny_clip(env: &Env, name: &str, version: &str) {
+    let to = env.models.join(name);
+    copy_dir(Path::new(&fixture("clip/tiny-clip")), &to);
+    let config_path = to.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["imgd_model_version"] = Value::from(version);
+    fs::write(&config_path, config.to_string()).unwrap();
+}
+
+#[test]
+fn clip_embeddings_and_aesthetic_scores_serve_search_and_a_model_change_requeues() {
+    let env = env();
+    install_tiny_clip(&env, "clip-vit-b32", "v1");
+    copy_dir(
+        Path::new(&fixture("clip/tiny-aesthetic")),
+        &env.models.join("aesthetic"),
+    );
+    let flower = env.add(&fixture("clip/images/flower-448.png"), "flower.png");
+    env.add(&fixture("clip/images/hopper.png"), "hopper.png");
+    env.add(&fixture("clip/images/xmp-448.png"), "xmp.png");
+    env.add(&fixture("photos/flower2.jpg"), "flower2.jpg");
+    let config = env.config(&format!(
+        "[models]\naesthetic_clip = \"clip-vit-b32\"\naesthetic_mlp = \"{}\"\n",
+        env.models.join("aesthetic").display()
+    ));
+    env.enqueue("embedding,aesthetic");
+    env.ok(&[
+        "run",
+        "--once",
+        "--metrics-addr",
+        "off",
+        "--config",
+        &config,
+    ]);
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(*) FROM result_embedding
+             WHERE model_id = 'tiny-clip' AND model_version = 'v1'"
+        ),
+        4
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM result_aesthetic WHERE score BETWEEN 1 AND 10"),
+        4
+    );
+
+    // Image to image: the other three images, most similar first.
+    let hits = env.json(&["search", "--json", "--similar", &flower]);
+    let similarities: Vec<f64> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["similarity"].as_f64().unwrap())
+        .collect();
+    assert_eq!(similarities.len(), 3, "{hits}");
+    assert!(similarities.windows(2).all(|w| w[0] >= w[1]), "{hits}");
+    assert!(
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["path"] != flower.as_str())
+    );
+
+    // Text to image through the CLIP text tower: every image has a similarity, and the
+    // ranking is by it.
+    let hits = env.json(&[
+        "search", "--json", "--mode", "semantic", "--config", &config, "a", "flower",
+    ]);
+    let similarities: Vec<f64> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["similarity"].as_f64().unwrap())
+        .collect();
+    assert_eq!(similarities.len(), 4, "{hits}");
+    assert!(similarities.windows(2).all(|w| w[0] >= w[1]), "{hits}");
+
+    // Sorted by aesthetic score.
+    let hits = env.json(&[
+        "search",
+        "--json",
+        "--similar",
+        &flower,
+        "--sort",
+        "aesthetic",
+    ]);
+    let scores: Vec<f64> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["aesthetic"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{hits}");
+
+    // A new model: the daemon re-queues every image's embedding at start, and search serves
+    // the old model's vectors until the new ones cover the library.
+    install_tiny_clip(&env, "clip-new", "v2");
+    let switched = env.config(&format!(
+        "[models]\nembedding = \"clip-new\"\ndisabled = [\"aesthetic\"]\naesthetic_mlp = \"{}\"\n",
+        env.models.join("aesthetic").display()
+    ));
+    let (ok, _, stderr) = env.run(&["search", "--similar", &flower, "--config", &switched]);
+    assert!(ok);
+    assert!(stderr.contains("v1"), "old vectors are served: {stderr}");
+    let (ok, _, stderr) = env.run(&[
+        "run",
+        "--once",
+        "--metrics-addr",
+        "off",
+        "--config",
+        &switched,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("4 images re-queued"), "{stderr}");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM result_embedding WHERE model_version = 'v2'"),
+        4
+    );
+    let (ok, _, stderr) = env.run(&["search", "--similar", &flower, "--config", &switched]);
+    assert!(ok);
+    assert!(stderr.contains("v2"), "new vectors are served: {stderr}");
+    // A second start re-queues nothing.
+    let (ok, _, stderr) = env.run(&[
+        "run",
+        "--once",
+        "--metrics-addr",
+        "off",
+        "--config",
+        &switched,
+    ]);
+    assert!(ok);
+    assert!(!stderr.contains("re-queued"), "{stderr}");
+}
+
+#[test]
+fn the_cloud_module_answers_every_prompt_and_counts_calls_tokens_and_cost() {
+    use imgd_cloud::mock::{MockConfig, MockServer};
+    let mock = MockServer::start(MockConfig::default(), Duration::from_secs(5)).unwrap();
+    let env = env();
+    for (i, name) in ["flower.jpg", "hopper.jpg", "flower2.jpg"]
+        .iter()
+        .enumerate()
+    {
+        env.add(&fixture(&format!("photos/{name}")), &format!("{i}-{name}"));
+    }
+    let config = env.config(&format!(
+        r#"
+[cloud]
+base_url = "{}"
+model = "mock-vision"
+rpm = 600
+tpm = 1000000
+concurrency = 4
+detail = "low"
+
+[[cloud.prompts]]
+name = "description"
+text = "Describe this photo."
+
+[[cloud.prompts]]
+name = "tags"
+text = "List subject tags."
+
+[cloud.prices."mock-vision"]
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+"#,
+        mock.base_url()
+    ));
+    env.enqueue("cloud");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = env.dir.path().join("daemon.log");
+    let mut child = env
+        .cmd(&["run", "--metrics-addr", &addr, "--config", &config])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while env.count("SELECT COUNT(*) FROM jobs WHERE module = 'cloud' AND state = 'done'") < 3 {
+        assert!(
+            Instant::now() < until,
+            "the cloud jobs did not finish: {:?}\n{}\n{}",
+            mock.report(),
+            env.ok(&["status"]),
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, metrics) = http_get(&addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("imgd_cloud_calls_total{model=\"mock-vision\"} 6"),
+        "{metrics}"
+    );
+    signal(&child, "TERM");
+    let exit = wait_exit(&mut child, Duration::from_secs(30)).expect("no exit within 30 s");
+    assert!(exit.success());
+
+    let report = mock.report();
+    assert_eq!(report.answered, 6);
+    assert_eq!(report.request_violations + report.token_violations, 0);
+    let status = env.json(&["status", "--json"]);
+    assert_eq!(status["cloud"]["images"], 3, "{status}");
+    assert_eq!(status["cloud"]["calls"], 6);
+    let tokens = status["cloud"]["tokens"].as_i64().unwrap();
+    assert_eq!(
+        tokens as u64,
+        report.billed_input_tokens + report.billed_output_tokens
+    );
+    let expected_cost =
+        (report.billed_input_tokens as f64 * 1.0 + report.billed_output_tokens as f64 * 2.0) / 1e6;
+    assert!((status["cloud"]["cost_usd"].as_f64().unwrap() - expected_cost).abs() < 1e-9);
+    let text = env.ok(&["status"]);
+    assert!(text.contains("cloud:    6 calls"), "{text}");
+}
