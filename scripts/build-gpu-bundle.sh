@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Builds, on a CPU-only machine, what scripts/gpu-check.sh runs on a GPU machine: the CLIP GPU
-# bench (release, `--features cuda`, stripped) in gpu-bundle/. Uses the CUDA 13.0 toolkit from
+# bench and the imgd daemon (release, `--features cuda`, stripped, xz-compressed to fit the
+# 64 MiB that travels to the GPU machine) in gpu-bundle/. Uses the CUDA 13.0 toolkit from
 # scripts/setup-cuda.sh and a separate target folder (target-cuda/) so the default build stays
 # CPU-only. Cold: ~10 min of nvcc for candle's kernels on 2 cores, then cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup-cuda.sh)"
 export LIBRARY_PATH=$CUDA_ROOT/lib64/stubs:${LIBRARY_PATH:-}
-CARGO_TARGET_DIR=target-cuda cargo build --release --example gpu_bench -p imgd-clip --features cuda
+CARGO_TARGET_DIR=target-cuda cargo build --release --example gpu_bench -p imgd-clip -p imgd \
+    --features imgd-clip/cuda,imgd/cuda
 mkdir -p gpu-bundle
+rm -f gpu-bundle/clip-bench* gpu-bundle/imgd*
 cp target-cuda/release/examples/gpu_bench gpu-bundle/clip-bench
-strip gpu-bundle/clip-bench
+cp target-cuda/release/imgd gpu-bundle/imgd
+strip gpu-bundle/clip-bench gpu-bundle/imgd
+xz -T0 -6 gpu-bundle/clip-bench gpu-bundle/imgd
 ls -la gpu-bundle

@@ -8,7 +8,10 @@
 #   3. times the CLIP ViT-B/32 image tower (random weights, the forward the embedding runner
 #      runs) in imgd (candle, CUDA, f16 and f32) and in PyTorch fp16 eager on the same card, at
 #      batch 1/8/32/128, sampling GPU utilisation with nvidia-smi while imgd runs;
-#   4. writes a markdown table to OUT_DIR (first argument, default $OUT or ./gpu-out) and
+#   4. runs `imgd run --once` on the GPU over a corpus of JPEG copies with the same ViT-B/32
+#      architecture (random weights written by `clip-bench write-model`) and reports end-to-end
+#      images/s and the inference thread's busy fraction;
+#   5. writes a markdown table to OUT_DIR (first argument, default $OUT or ./gpu-out) and
 #      prints `clip_vs_torch=X` last (imgd f16 ÷ PyTorch fp16 images/s at the largest batch).
 # Budget: about 2 minutes.
 set -uo pipefail
@@ -19,6 +22,15 @@ BATCHES=${BATCHES:-1,8,32,128}
 mkdir -p "$OUT_DIR"
 LOG=$OUT_DIR/gpu-check.log
 exec > >(tee "$LOG") 2>&1
+
+# The bundle travels xz-compressed.
+for tool in clip-bench imgd; do
+    if [ -f "$BUNDLE/$tool.xz" ] && [ ! -x "/tmp/imgd-bundle/$tool" ]; then
+        mkdir -p /tmp/imgd-bundle
+        xz -dc "$BUNDLE/$tool.xz" > "/tmp/imgd-bundle/$tool" && chmod +x "/tmp/imgd-bundle/$tool"
+    fi
+done
+[ -x /tmp/imgd-bundle/clip-bench ] && BUNDLE=/tmp/imgd-bundle
 
 echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
@@ -55,6 +67,27 @@ kill $SMI 2>/dev/null
 echo "== CLIP ViT-B/32 image tower: PyTorch fp16 eager"
 python3 scripts/gpu/torch_clip_bench.py "$BATCHES" | tee -a "$OUT_DIR/clip.jsonl"
 
+echo "== end to end: imgd run --once, CLIP ViT-B/32 (random weights) on the GPU, JPEG files"
+E2E=$(mktemp -d)
+"$BUNDLE/clip-bench" write-model "$E2E/models/vit-b32"
+mkdir -p "$E2E/photos"
+COPIES=${E2E_COPIES:-1000}
+for i in $(seq 1 "$COPIES"); do
+    for f in fixtures/ocr/text_00.jpg fixtures/faces/bus.jpg fixtures/faces/astronaut.jpg fixtures/photos/flower.jpg; do
+        cp "$f" "$E2E/photos/$i-$(basename "$f")"
+    done
+done
+printf '%s\n' "[daemon]" "claim_batch = 512" "[models]" "dir = \"$E2E/models\"" \
+    'embedding = "vit-b32"' "cuda = true" 'disabled = ["ocr", "faces", "aesthetic", "cloud"]' \
+    "[batch.embedding]" "max_items = 128" "max_wait_ms = 20" > "$E2E/imgd.toml"
+export IMGD_DB=$E2E/imgd.db
+"$BUNDLE/imgd" enqueue --modules embedding "$E2E/photos"
+IMGD_LOG=info "$BUNDLE/imgd" run --once --json --metrics-addr off --config "$E2E/imgd.toml" \
+    > "$OUT_DIR/e2e.json" 2> "$OUT_DIR/e2e.log"
+grep -iE "cuda|embedding" "$OUT_DIR/e2e.log" | head -5
+cat "$OUT_DIR/e2e.json"
+"$BUNDLE/imgd" status | sed -n 1,12p
+
 python3 - "$OUT_DIR" "$parity_ok" <<'PY'
 import json, os, sys
 out, parity_ok = sys.argv[1], sys.argv[2] == "0"
@@ -74,6 +107,14 @@ top = max(batches)
 ours = [r["images_per_s"] for r in rows if r["engine"] == "imgd-candle-cuda-f16" and r["batch"] == top]
 torch = [r["images_per_s"] for r in rows if r["engine"] == "torch-fp16-eager" and r["batch"] == top]
 ratio = ours[0] / torch[0] if ours and torch else float("nan")
+try:
+    e2e = json.load(open(os.path.join(out, "e2e.json")))
+    busy = e2e["infer_busy_seconds"] / max(e2e["infer_wall_seconds"], 1e-9)
+    e2e_line = (f"- end to end (`imgd run --once`, {e2e['images']} JPEGs of 0.2-0.9 MP, CLIP "
+                f"ViT-B/32 f32 on the GPU, batch 128): {e2e['images'] / e2e['seconds']:,.0f} "
+                f"images/s, inference thread busy {busy:.0%}, {e2e['jobs_failed']} failed")
+except Exception as error:
+    e2e_line = f"- end to end: no result ({error})"
 table = "\n".join(lines)
 summary = f"""## CLIP ViT-B/32 image tower (images/s)
 
@@ -81,6 +122,7 @@ summary = f"""## CLIP ViT-B/32 image tower (images/s)
 
 - mean GPU utilisation while imgd's f16 runs (nvidia-smi, 100 ms samples): {busy_util:.0f} %
 - GPU f32 == CPU f32 (relative error < 1e-3): {'yes' if parity_ok else 'NO'}
+{e2e_line}
 """
 open(os.path.join(out, "gpu-table.md"), "w").write(summary)
 print(summary)

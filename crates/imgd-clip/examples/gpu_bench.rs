@@ -13,6 +13,8 @@
 //! "ms_per_batch"}` (the device is synchronised before the clock is read). `parity` builds one
 //! set of random weights, runs a batch of 8 random images on the CPU (f32) and on CUDA (f32 and
 //! f16), prints the relative errors and exits non-zero when f32 differs by more than 1e-3.
+//! `write-model DIR` saves a random-weight ViT-B/32 image tower as a model folder the daemon
+//! loads (`config.json`, `model.safetensors`), for end-to-end timing without downloaded weights.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -141,11 +143,35 @@ fn parity() -> Result<()> {
     Ok(())
 }
 
+/// Writes the random image tower as an HF-layout model folder (`config.json` says ViT-B/32 by
+/// HF's defaults, with an id and version of its own so results never pass for real ones).
+fn write_model(dir: &str) -> Result<()> {
+    let dir = std::path::Path::new(dir);
+    std::fs::create_dir_all(dir)?;
+    let mut weights = random_weights()?;
+    // candle draws the class embedding itself when a checkpoint lacks it, so the var map
+    // never holds it; a real checkpoint does.
+    weights
+        .entry("vision_model.embeddings.class_embedding".to_string())
+        .or_insert(Tensor::randn(0f32, 1.0, 768, &Device::Cpu)?);
+    candle_core::safetensors::save(&weights, dir.join("model.safetensors"))?;
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"imgd_model_id": "clip-vit-b32-random", "imgd_model_version": "random-weights"}"#,
+    )?;
+    println!(
+        "wrote a random-weight ViT-B/32 image tower to {}",
+        dir.display()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("time") => time(&args[1..]),
         Some("parity") => parity(),
-        _ => Err("usage: gpu_bench time [--device cpu|cuda] [--dtype f32|f16|bf16] [--batches 1,8] | parity".into()),
+        Some("write-model") if args.len() == 2 => write_model(&args[1]),
+        _ => Err("usage: gpu_bench time [--device cpu|cuda] [--dtype f32|f16|bf16] [--batches 1,8] | parity | write-model DIR".into()),
     }
 }
