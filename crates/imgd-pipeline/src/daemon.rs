@@ -52,6 +52,9 @@ pub struct PipelineConfig {
     pub writer: WriterConfig,
     /// Decoder limits.
     pub decode: DecodeOptions,
+    /// Skip OCR on images where the objects module ran and found no text (OCR then waits
+    /// for objects when this daemon runs both).
+    pub ocr_needs_text: bool,
 }
 
 impl Default for PipelineConfig {
@@ -65,6 +68,7 @@ impl Default for PipelineConfig {
             poll_interval: Duration::from_secs(2),
             writer: WriterConfig::default(),
             decode: DecodeOptions::default(),
+            ocr_needs_text: true,
         }
     }
 }
@@ -220,6 +224,7 @@ pub fn run(
             cache: Arc::clone(&cache),
             metrics: Arc::clone(&metrics),
             decodes: Arc::clone(&decodes),
+            ocr_needs_text: config.ocr_needs_text,
         };
         let rx = claim_rx.clone();
         let tx = decoded_tx.clone();
@@ -283,6 +288,7 @@ pub fn run(
             modules: &modules,
             max_images: room.min(config.claim_batch.max(1)),
             lease: config.lease,
+            ocr_after_objects: config.ocr_needs_text,
         };
         let claimed = match scheduler_store.claim(&request) {
             Ok(claimed) => claimed,

@@ -37,6 +37,25 @@ pub(crate) struct DecodeStage {
     pub metrics: Arc<Metrics>,
     /// Pixel decodes done by this pipeline (the once-per-image invariant).
     pub decodes: Arc<AtomicU64>,
+    /// Skip OCR where the objects module found no text.
+    pub ocr_needs_text: bool,
+}
+
+/// The `result_ocr` row of an image OCR was skipped on: no lines, and why in `data.skipped`.
+pub(crate) fn skipped_ocr_row() -> ResultRow {
+    ResultRow {
+        module: Module::Ocr,
+        model_id: None,
+        model_version: None,
+        columns: vec![
+            ("text", imgd_core::SqlValue::Text(String::new())),
+            ("line_count", imgd_core::SqlValue::Integer(0)),
+        ],
+        data: serde_json::json!({
+            "lines": [],
+            "skipped": "the objects module found no text in this image",
+        }),
+    }
 }
 
 /// The metrics label of a decode path (a bounded set).
@@ -98,12 +117,22 @@ impl DecodeStage {
     }
 
     /// Reads, decodes and runs the CPU modules of one image.
-    pub fn process(&self, image: ClaimedImage) -> DecodedImage {
+    pub fn process(&self, mut image: ClaimedImage) -> DecodedImage {
         let mut outcome = ImageOutcome {
             image_id: image.image_id,
             ..ImageOutcome::default()
         };
         let jobs: Vec<(i64, Module)> = image.jobs.iter().map(|j| (j.job_id, j.module)).collect();
+        if self.ocr_needs_text && image.objects_has_text == Some(false) {
+            // Done without decoding for it or running a model.
+            image.jobs.retain(|job| {
+                let skip = job.module == Module::Ocr;
+                if skip {
+                    outcome.done.push((job.job_id, skipped_ocr_row()));
+                }
+                !skip
+            });
+        }
         let tiers_needed: Vec<u32> = image.jobs.iter().filter_map(|j| j.module.tier()).collect();
         let mut fail = |jobs: &mut dyn Iterator<Item = &ClaimedJob>, error: &str| {
             for job in jobs {

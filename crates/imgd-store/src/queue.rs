@@ -39,6 +39,8 @@ pub struct ClaimedImage {
     pub size: i64,
     /// The leased jobs, one per module.
     pub jobs: Vec<ClaimedJob>,
+    /// What the objects module found, when it has run: whether the image shows text.
+    pub objects_has_text: Option<bool>,
 }
 
 /// A job to fail, with its error text.
@@ -61,6 +63,9 @@ pub struct ClaimRequest<'a> {
     pub max_images: usize,
     /// How long the lease lasts unless extended.
     pub lease: Duration,
+    /// Hold an image's OCR job back while its objects job is still to run (when this worker
+    /// runs both), so OCR can be skipped on images where objects finds no text.
+    pub ocr_after_objects: bool,
 }
 
 /// The SQL list `('metadata','technical')` for a set of modules. Module names are fixed
@@ -81,6 +86,11 @@ impl Store {
         let now = now_ms();
         let expires = now + request.lease.as_millis() as i64;
         let modules = module_list_sql(request.modules);
+        // OCR waits for objects only where this worker can run objects: else it would wait
+        // forever.
+        let gate = request.ocr_after_objects
+            && request.modules.contains(&Module::Objects)
+            && request.modules.contains(&Module::Ocr);
         let max_lease_expiries = self.options.max_lease_expiries;
         let tx = self
             .conn
@@ -106,10 +116,13 @@ impl Store {
                 .prepare_cached(&format!(
                     "SELECT j.image_id FROM jobs j JOIN images i ON i.id = j.image_id
                      WHERE j.state = 'queued' AND j.module IN {modules} AND i.state = 'present'
+                       AND NOT (?1 AND j.module = 'ocr' AND EXISTS (
+                           SELECT 1 FROM jobs o WHERE o.image_id = j.image_id
+                           AND o.module = 'objects' AND o.state IN ('queued', 'leased')))
                      ORDER BY j.priority DESC, j.image_id"
                 ))
                 .ctx("preparing the claim scan")?;
-            let mut rows = stmt.query([]).ctx("scanning the queue")?;
+            let mut rows = stmt.query([gate]).ctx("scanning the queue")?;
             while let Some(row) = rows.next().ctx("scanning the queue")? {
                 let id: i64 = row.get(0).ctx("scanning the queue")?;
                 if !image_ids.contains(&id) {
@@ -131,16 +144,22 @@ impl Store {
                     "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires_ms = ?3,
                                      updated_ms = ?4
                      WHERE image_id = ?1 AND state = 'queued' AND module IN {modules}
+                       AND NOT (?5 AND module = 'ocr' AND EXISTS (
+                           SELECT 1 FROM jobs o WHERE o.image_id = ?1
+                           AND o.module = 'objects' AND o.state IN ('queued', 'leased')))
                      RETURNING id, module"
                 ))
                 .ctx("preparing the lease update")?;
+            let mut has_text_stmt = tx
+                .prepare_cached("SELECT has_text FROM result_objects WHERE image_id = ?1")
+                .ctx("preparing the objects lookup")?;
             for image_id in image_ids {
                 let (path, format, size) = image_stmt
                     .query_row([image_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .ctx("reading a claimed image")?;
                 let mut jobs = Vec::new();
                 let mut rows = jobs_stmt
-                    .query(params![image_id, request.owner, expires, now])
+                    .query(params![image_id, request.owner, expires, now, gate])
                     .ctx("leasing jobs")?;
                 while let Some(row) = rows.next().ctx("leasing jobs")? {
                     let job_id: i64 = row.get(0).ctx("leasing jobs")?;
@@ -152,12 +171,18 @@ impl Store {
                     }
                 }
                 jobs.sort_by_key(|j| j.module);
+                let objects_has_text = has_text_stmt
+                    .query_row([image_id], |r| r.get::<_, Option<bool>>(0))
+                    .optional()
+                    .ctx("reading the objects result")?
+                    .flatten();
                 claimed.push(ClaimedImage {
                     image_id,
                     path,
                     format,
                     size,
                     jobs,
+                    objects_has_text,
                 });
             }
         }

@@ -40,6 +40,7 @@ fn request<'a>(owner: &'a str, modules: &'a [Module], max_images: usize) -> Clai
         modules,
         max_images,
         lease: Duration::from_secs(60),
+        ocr_after_objects: false,
     }
 }
 
@@ -234,12 +235,14 @@ fn expired_leases_return_to_the_queue_and_extensions_keep_them() {
     let mut store = store_with_images(&db, 2, 0);
     let short = ClaimRequest {
         lease: Duration::from_millis(200),
+        ocr_after_objects: false,
         ..request("dead-worker", &BOTH, 1)
     };
     let dead = store.claim(&short).unwrap();
     let kept = store
         .claim(&ClaimRequest {
             lease: Duration::from_millis(200),
+            ocr_after_objects: false,
             ..request("live-worker", &BOTH, 1)
         })
         .unwrap();
@@ -288,6 +291,7 @@ fn a_job_whose_worker_keeps_dying_fails_after_the_expiry_limit() {
         let claimed = store
             .claim(&ClaimRequest {
                 lease: Duration::from_millis(1),
+                ocr_after_objects: false,
                 ..request("crashy", &[Module::Metadata], 1)
             })
             .unwrap();
@@ -439,4 +443,90 @@ fn two_processes_never_get_the_same_job() {
     );
     assert_eq!(count(&store, "SELECT COUNT(*) FROM result_metadata"), 400);
     assert_eq!(store.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn ocr_waits_for_objects_and_the_claim_says_what_objects_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let mut store = Store::open(&db, StoreOptions::default()).unwrap();
+    let found = |i: i64| {
+        ScanAction::New(FoundFile {
+            path: format!("/photos/img{i}.jpg"),
+            fingerprint: Fingerprint {
+                size: 1000 + i,
+                mtime_ns: 1,
+                inode: None,
+            },
+            format: "jpeg".into(),
+            content_hash: None,
+        })
+    };
+    let both = [Module::Objects, Module::Ocr];
+    store.apply_scan(&[found(1), found(2)], &both, 0).unwrap();
+    let gated = ClaimRequest {
+        ocr_after_objects: true,
+        ..request("w", &both, 10)
+    };
+
+    // First only the objects jobs go out; OCR stays queued behind them.
+    let first = store.claim(&gated).unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(
+        first
+            .iter()
+            .all(|i| i.jobs.len() == 1 && i.jobs[0].module == Module::Objects)
+    );
+    assert!(first.iter().all(|i| i.objects_has_text.is_none()));
+    assert!(store.claim(&gated).unwrap().is_empty(), "OCR must wait");
+
+    // Objects finds text in image 1 and none in image 2.
+    let outcomes: Vec<ImageOutcome> = first
+        .iter()
+        .map(|image| ImageOutcome {
+            image_id: image.image_id,
+            dimensions: None,
+            done: vec![(
+                image.jobs[0].job_id,
+                ResultRow {
+                    module: Module::Objects,
+                    model_id: Some("grounding-dino".into()),
+                    model_version: Some("t".into()),
+                    columns: vec![(
+                        "has_text",
+                        SqlValue::Integer(i64::from(image.path.ends_with("img1.jpg"))),
+                    )],
+                    data: serde_json::json!({}),
+                },
+            )],
+            failed: vec![],
+        })
+        .collect();
+    store.commit_outcomes("w", &outcomes).unwrap();
+
+    // Now OCR goes out, each image with what objects found.
+    let second = store.claim(&gated).unwrap();
+    assert_eq!(second.len(), 2);
+    for image in &second {
+        assert_eq!(image.jobs.len(), 1);
+        assert_eq!(image.jobs[0].module, Module::Ocr);
+        assert_eq!(
+            image.objects_has_text,
+            Some(image.path.ends_with("img1.jpg")),
+            "{}",
+            image.path
+        );
+    }
+
+    // A worker that cannot run objects never holds OCR back.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("q.db"), StoreOptions::default()).unwrap();
+    store.apply_scan(&[found(1)], &both, 0).unwrap();
+    let ocr_only = ClaimRequest {
+        ocr_after_objects: true,
+        ..request("w", &[Module::Ocr], 10)
+    };
+    let claimed = store.claim(&ocr_only).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].jobs[0].module, Module::Ocr);
 }

@@ -434,3 +434,51 @@ output_per_mtok = 2.0
     let text = env.ok(&["status"]);
     assert!(text.contains("cloud:    6 calls"), "{text}");
 }
+
+#[test]
+fn ocr_is_skipped_where_objects_found_no_text_unless_configured_otherwise() {
+    let env = env();
+    let plain = env.add(&fixture("ocr/text_01.jpg"), "plain.jpg");
+    let sign = env.add(&fixture("ocr/text_00.jpg"), "sign.jpg");
+    env.enqueue("ocr");
+    // What the objects module would have stored: text on the sign, none on the other image.
+    {
+        let conn = rusqlite::Connection::open(&env.db).unwrap();
+        for (path, has_text) in [(&plain, 0), (&sign, 1)] {
+            conn.execute(
+                "INSERT INTO result_objects (image_id, model_id, model_version, created_ms, has_text)
+                 SELECT id, 'grounding-dino', 't', 0, ?2 FROM images WHERE path = ?1",
+                rusqlite::params![path, has_text],
+            )
+            .unwrap();
+        }
+    }
+    let (ok, stdout, stderr) = env.run(&["run", "--once", "--json", "--metrics-addr", "off"]);
+    assert!(ok, "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    // Only the sign needed pixels.
+    assert_eq!(summary["decodes"], 1, "{summary}");
+    let shown = env.json(&["show", "--json", &plain]);
+    assert_eq!(shown["ocr"]["line_count"], 0, "{shown}");
+    assert!(shown["ocr"]["data"]["skipped"].is_string(), "{shown}");
+    let shown = env.json(&["show", "--json", &sign]);
+    assert_eq!(shown["ocr"]["line_count"], 3, "{shown}");
+
+    // With `ocr_needs_text = false` OCR reads every image.
+    rusqlite::Connection::open(&env.db)
+        .unwrap()
+        .execute("UPDATE jobs SET state = 'queued' WHERE module = 'ocr'", [])
+        .unwrap();
+    let config = env.config("[models]\nocr_needs_text = false\n");
+    env.ok(&[
+        "run",
+        "--once",
+        "--metrics-addr",
+        "off",
+        "--config",
+        &config,
+    ]);
+    let shown = env.json(&["show", "--json", &plain]);
+    assert!(shown["ocr"]["line_count"].as_i64().unwrap() > 0, "{shown}");
+    assert!(shown["ocr"]["data"]["skipped"].is_null(), "{shown}");
+}

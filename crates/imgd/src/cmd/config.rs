@@ -223,6 +223,7 @@ impl FileConfig {
                 flush_images: self.writer.flush_images,
                 flush_interval: Duration::from_millis(self.writer.flush_ms),
             },
+            ocr_needs_text: self.models.ocr_needs_text,
             ..PipelineConfig::default()
         }
     }
