@@ -55,6 +55,9 @@ pub struct PipelineConfig {
     /// Skip OCR on images where the objects module ran and found no text (OCR then waits
     /// for objects when this daemon runs both).
     pub ocr_needs_text: bool,
+    /// The most images claimed and not yet written. Slow modules (the cloud API) hold images
+    /// for seconds; this bounds the memory their decoded tiers take and the leases kept alive.
+    pub max_in_flight: usize,
 }
 
 impl Default for PipelineConfig {
@@ -69,6 +72,7 @@ impl Default for PipelineConfig {
             writer: WriterConfig::default(),
             decode: DecodeOptions::default(),
             ocr_needs_text: true,
+            max_in_flight: 1024,
         }
     }
 }
@@ -278,7 +282,9 @@ pub fn run(
             }
             last_extend = Instant::now();
         }
-        let room = claim_tx.capacity().unwrap_or(1) - claim_tx.len();
+        let held = in_flight.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let room = (claim_tx.capacity().unwrap_or(1) - claim_tx.len())
+            .min(config.max_in_flight.max(1).saturating_sub(held));
         if room == 0 {
             thread::sleep(Duration::from_millis(5));
             continue;

@@ -438,6 +438,48 @@ mod with_fake_model {
     }
 
     #[test]
+    fn a_slow_model_never_holds_more_images_than_max_in_flight() {
+        let env = env();
+        tree_of_copies(&env, 40);
+        env.json(&[
+            "enqueue",
+            "--json",
+            "--modules",
+            "embedding",
+            env.tree.to_str().unwrap(),
+        ]);
+        let config = env.config("[daemon]\nclaim_batch = 16\nmax_in_flight = 3\n");
+        let mut cmd = env.cmd(&[
+            "run",
+            "--once",
+            "--metrics-addr",
+            "off",
+            "--config",
+            &config,
+        ]);
+        fake(&mut cmd, "30", "1");
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut most = 0;
+        let until = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < until, "the run did not finish");
+            most = most.max(env.count("SELECT COUNT(*) FROM jobs WHERE state = 'leased'"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(child.wait().unwrap().success());
+        assert!(most >= 1, "never saw a lease");
+        assert!(most <= 3, "{most} images in flight");
+        assert_eq!(
+            env.count("SELECT COUNT(*) FROM jobs WHERE state = 'done'"),
+            40
+        );
+    }
+
+    #[test]
     fn sigkill_at_random_moments_loses_no_job_and_duplicates_no_result() {
         let env = env();
         let images = 300;

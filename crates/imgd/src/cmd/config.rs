@@ -117,6 +117,7 @@ pub struct DaemonSection {
     pub cache_mb: u64,
     pub poll_seconds: f64,
     pub stop_timeout_seconds: u64,
+    pub max_in_flight: usize,
 }
 
 impl Default for DaemonSection {
@@ -131,6 +132,7 @@ impl Default for DaemonSection {
             cache_mb: defaults.cache_bytes >> 20,
             poll_seconds: defaults.poll_interval.as_secs_f64(),
             stop_timeout_seconds: 30,
+            max_in_flight: defaults.max_in_flight,
         }
     }
 }
@@ -224,6 +226,7 @@ impl FileConfig {
                 flush_interval: Duration::from_millis(self.writer.flush_ms),
             },
             ocr_needs_text: self.models.ocr_needs_text,
+            max_in_flight: self.daemon.max_in_flight.max(1),
             ..PipelineConfig::default()
         }
     }
