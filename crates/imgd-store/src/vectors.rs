@@ -25,11 +25,25 @@
 //!
 //! # Vector search
 //!
-//! Exact brute force over a contiguous f32 matrix ([`VectorMatrix`]), multi-threaded, with a
-//! bounded min-heap per thread. Vectors stay f32 in memory: the scan is limited by memory
-//! bandwidth, but halving it with f16 needs a hardware conversion (F16C) that safe Rust gets only
-//! through a per-slice runtime dispatch, which measured several times slower than the f32 scan on
-//! the 2-core build machine; `scripts/bench-vector-search.sh` has the figure at 1 M vectors.
+//! Exact top-k over a contiguous f32 matrix ([`VectorMatrix`]), on every core. A plain f32 scan
+//! is limited by memory bandwidth (2 GB per query at 1 M × 512), so the matrix also keeps an
+//! int8 copy of its rows (a per-row scale and one byte per component: a quarter of the bytes).
+//! A search scans the int8 copy, keeps the best `max(10·k, 100)` estimates per thread, scores
+//! those exactly with the f32 rows, and checks with a proven bound on the int8 error that no
+//! row left out can reach the `k`-th exact score; when it cannot prove it (near-ties), a second
+//! int8 pass scores every row still in doubt. The result is always the f32 scan's, ids and
+//! scores ([`VectorMatrix::top_k_exact_threads`] is that scan); the details are in
+//! `vectors/quantized.rs`. `scripts/bench-vector-search.sh` times both at 1 M vectors.
+//!
+//! Coding the rows costs several f32 scans, so the copy is built when a process searches the
+//! same matrix a second time ([`VectorCache`]); a one-shot `imgd search` scans the f32 rows.
+//!
+//! The f32 rows stay in memory next to the int8 copy (at 1 M × 512: 2 GiB + 0.5 GiB): the
+//! re-rank reads a few hundred of them per query, the second pass may read many, and
+//! `imgd duplicates` scans them all. Re-reading the candidates from the database instead would
+//! save the 2 GiB but put SQLite reads of rows that may have changed since the load on every
+//! query's path. The int8 copy lives inside the matrix it was coded from, so it belongs to the
+//! same single model and is dropped and rebuilt with it: search still never mixes models.
 //!
 //! # Fusion
 //!
@@ -40,6 +54,7 @@
 //! Each ranking contributes its best [`FUSION_DEPTH`] (or `limit`, if larger) results.
 
 mod matrix;
+mod quantized;
 mod search;
 
 use std::sync::Arc;
@@ -51,6 +66,7 @@ use serde::Serialize;
 use crate::{Context, Store, StoreError, now_ms};
 
 pub use matrix::{Neighbour, VectorMatrix, dot, normalize, rank_order};
+pub use quantized::ScanStats;
 pub use search::{RankedHit, SearchMode, SearchRequest, SearchResponse, SortOrder};
 
 /// The `k` of reciprocal rank fusion.
@@ -301,6 +317,8 @@ pub enum VectorError {
 /// A per-process cache of the serving model's matrix and of the model list, so that repeated
 /// searches in one process load the vectors once. The matrix is reloaded when the model's row
 /// count or newest `created_ms` changes; the model list is kept until [`VectorCache::clear`].
+/// The first search of a loaded matrix scans its f32 rows; the next one builds its int8 copy
+/// ([`VectorMatrix::prepare_search`]), which the searches from then on scan.
 #[derive(Debug, Default)]
 pub struct VectorCache {
     models: Option<Vec<ModelCoverage>>,
@@ -435,6 +453,8 @@ impl Store {
         if let Some((cached, matrix)) = &cache.matrix
             && *cached == fingerprint
         {
+            // Searched again: coding the rows now pays off over the searches to come.
+            matrix.prepare_search();
             return Ok(Arc::clone(matrix));
         }
         let matrix = Arc::new(self.load_vectors(model)?);

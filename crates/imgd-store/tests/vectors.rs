@@ -644,8 +644,11 @@ fn the_vector_cache_reloads_when_rows_change() {
         .insert_embeddings(&clip(), [(1, [1.0f32, 0.0].as_slice())])
         .unwrap();
     let first = store.load_vectors_cached(&mut cache, &clip()).unwrap();
+    // One search scans the f32 rows; searching the same matrix again builds its int8 copy.
+    assert!(!first.is_prepared());
     let again = store.load_vectors_cached(&mut cache, &clip()).unwrap();
     assert!(std::sync::Arc::ptr_eq(&first, &again));
+    assert!(again.is_prepared());
     store
         .insert_embeddings(&clip(), [(2, [0.0f32, 1.0].as_slice())])
         .unwrap();

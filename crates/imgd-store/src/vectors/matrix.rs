@@ -3,19 +3,29 @@
 //! Rows are stored contiguously (f32, row-major) next to their image ids. The dot product runs
 //! over chunks of 16 floats with 16 independent accumulators, a shape the compiler turns into
 //! SIMD code on any x86-64 or AArch64 baseline without `unsafe` or target flags. A search splits
-//! the rows into one contiguous chunk per thread (`std::thread::scope`); each thread keeps a
-//! bounded min-heap of its best `k`, and the per-thread heaps are merged at the end.
+//! the rows into one contiguous chunk per thread (`std::thread::scope`).
+//!
+//! Once [`VectorMatrix::prepare_search`] has built an int8 copy of the rows,
+//! [`VectorMatrix::top_k`] scans that copy and re-ranks its candidates with the f32 rows, with a
+//! certificate that the result is the exact one (see `quantized.rs`). Before that, and in
+//! [`VectorMatrix::top_k_exact_threads`], it is the plain f32 scan, where each thread keeps a
+//! bounded min-heap of its best `k` and the per-thread heaps are merged at the end. Both return
+//! the same neighbours and scores. Coding the rows costs several f32 scans, so a process that
+//! searches once (`imgd search`) never builds the copy; [`super::VectorCache`] builds it when a
+//! process searches the same matrix again.
 //!
 //! Rankings are deterministic: higher score first, and on equal scores the smaller image id
 //! first, whatever the number of threads.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use serde::Serialize;
 
 use super::ModelKey;
+use super::quantized::{self, Quantized, ScanStats};
 
 /// Below this many rows a search runs on the calling thread: spawning costs more than it saves.
 const PARALLEL_MIN_ROWS: usize = 16_384;
@@ -35,7 +45,7 @@ pub struct Neighbour {
 /// A heap entry ordered so that the *worst* neighbour is the greatest, i.e. sits on top of
 /// `BinaryHeap` (a max-heap) and is the one to evict.
 #[derive(Debug, Clone, Copy)]
-struct Worst(Neighbour);
+pub(super) struct Worst(pub(super) Neighbour);
 
 impl Worst {
     /// `Less` when `self` ranks before (is better than) `other`.
@@ -62,6 +72,19 @@ impl PartialOrd for Worst {
 impl Ord for Worst {
     fn cmp(&self, other: &Self) -> Ordering {
         self.rank_cmp(other)
+    }
+}
+
+/// Adds `candidate` to `heap`, which keeps the best `k`.
+#[inline]
+pub(super) fn offer(heap: &mut BinaryHeap<Worst>, candidate: Neighbour, k: usize) {
+    let candidate = Worst(candidate);
+    if heap.len() < k {
+        heap.push(candidate);
+    } else if let Some(mut worst) = heap.peek_mut()
+        && candidate < *worst
+    {
+        *worst = candidate;
     }
 }
 
@@ -107,13 +130,15 @@ pub fn normalize(v: &mut [f32]) {
     }
 }
 
-/// The vectors of one model: a contiguous row-major f32 matrix with the image id of each row.
+/// The vectors of one model: a contiguous row-major f32 matrix with the image id of each row,
+/// and, once [`Self::prepare_search`] has run, an int8 copy of the rows.
 #[derive(Debug, Clone)]
 pub struct VectorMatrix {
     model: ModelKey,
     dim: usize,
     ids: Vec<i64>,
     data: Vec<f32>,
+    quantized: OnceLock<Quantized>,
 }
 
 impl VectorMatrix {
@@ -124,6 +149,7 @@ impl VectorMatrix {
             dim,
             ids: Vec::new(),
             data: Vec::new(),
+            quantized: OnceLock::new(),
         }
     }
 
@@ -134,6 +160,7 @@ impl VectorMatrix {
             dim,
             ids: Vec::with_capacity(rows),
             data: Vec::with_capacity(rows * dim),
+            quantized: OnceLock::new(),
         }
     }
 
@@ -144,6 +171,7 @@ impl VectorMatrix {
         }
         self.ids.push(image_id);
         self.data.extend_from_slice(vector);
+        self.quantized.take();
         true
     }
 
@@ -158,6 +186,7 @@ impl VectorMatrix {
             blob.chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         );
+        self.quantized.take();
         true
     }
 
@@ -199,13 +228,34 @@ impl VectorMatrix {
             .map(|i| self.row(i))
     }
 
-    /// Bytes held by the matrix.
+    /// Bytes held by the matrix: the f32 rows, the ids and the int8 copy once built.
     pub fn memory_bytes(&self) -> usize {
-        self.data.len() * 4 + self.ids.len() * 8
+        self.data.len() * 4
+            + self.ids.len() * 8
+            + self.quantized.get().map_or(0, Quantized::memory_bytes)
+    }
+
+    /// Builds the int8 copy of the rows that [`Self::top_k`] then scans, unless built already.
+    /// Costs about as much as several f32 scans (a pass over the rows, and 1 byte per
+    /// component of new memory). Pushing a row drops the copy.
+    pub fn prepare_search(&self) {
+        self.quantized.get_or_init(|| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Quantized::build(&self.data, self.dim, threads)
+        });
+    }
+
+    /// Whether the int8 copy is built.
+    pub fn is_prepared(&self) -> bool {
+        self.quantized.get().is_some()
     }
 
     /// The `k` rows with the largest dot product with `query`, best first, on as many threads
     /// as the machine has cores. An empty result when `query.len() != dim`.
+    ///
+    /// Exact: the same neighbours and scores as [`Self::top_k_exact_threads`], found through
+    /// the int8 copy of the rows once [`Self::prepare_search`] has built it (see the module
+    /// docs), else by that f32 scan.
     pub fn top_k(&self, query: &[f32], k: usize) -> Vec<Neighbour> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.top_k_threads(query, k, threads)
@@ -213,6 +263,47 @@ impl VectorMatrix {
 
     /// [`Self::top_k`] on exactly `threads` threads (1: the calling thread).
     pub fn top_k_threads(&self, query: &[f32], k: usize, threads: usize) -> Vec<Neighbour> {
+        self.top_k_stats(query, k, threads).0
+    }
+
+    /// [`Self::top_k_threads`], and what the search did.
+    pub fn top_k_stats(
+        &self,
+        query: &[f32],
+        k: usize,
+        threads: usize,
+    ) -> (Vec<Neighbour>, ScanStats) {
+        if k == 0 || self.is_empty() || query.len() != self.dim {
+            return (Vec::new(), ScanStats::default());
+        }
+        let exact = |rows: usize| {
+            let found = self.top_k_exact_threads(query, k, threads);
+            let stats = ScanStats {
+                candidates: rows,
+                ..ScanStats::default()
+            };
+            (found, stats)
+        };
+        // With no more rows than candidates, every row would be re-ranked anyway.
+        let Some(quant) = self.quantized.get() else {
+            return exact(self.len());
+        };
+        if self.len() <= quantized::candidates_for(k) {
+            return exact(self.len());
+        }
+        let threads = if self.len() < PARALLEL_MIN_ROWS {
+            1
+        } else {
+            threads.max(1)
+        };
+        quantized::top_k(quant, &self.data, &self.ids, query, k, threads)
+            .unwrap_or_else(|| exact(self.len()))
+    }
+
+    /// The `k` best rows by a plain scan of the f32 rows on `threads` threads (1: the calling
+    /// thread): the reference [`Self::top_k`] must match, and its fallback for queries the int8
+    /// copy cannot code (zero or non-finite).
+    pub fn top_k_exact_threads(&self, query: &[f32], k: usize, threads: usize) -> Vec<Neighbour> {
         if k == 0 || self.is_empty() || query.len() != self.dim {
             return Vec::new();
         }
@@ -299,14 +390,7 @@ fn top_k_chunk(data: &[f32], ids: &[i64], dim: usize, query: &[f32], k: usize) -
     let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(k + 1);
     for (row, &image_id) in data.chunks_exact(dim).zip(ids) {
         let score = dot(row, query);
-        let candidate = Worst(Neighbour { image_id, score });
-        if heap.len() < k {
-            heap.push(candidate);
-        } else if let Some(mut worst) = heap.peek_mut()
-            && candidate < *worst
-        {
-            *worst = candidate;
-        }
+        offer(&mut heap, Neighbour { image_id, score }, k);
     }
     heap.into_iter().map(|w| w.0).collect()
 }
