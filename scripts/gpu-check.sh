@@ -11,7 +11,9 @@
 #   4. runs `imgd run --once` on the GPU over a corpus of JPEG copies with the same ViT-B/32
 #      architecture (random weights written by `clip-bench write-model`) and reports end-to-end
 #      images/s and the inference thread's busy fraction;
-#   5. writes a markdown table to OUT_DIR (first argument, default $OUT or ./gpu-out) and
+#   5. times exact top-10 vector search over 1 M x 512-d vectors on two pinned idle cores
+#      (CPU code; the build machine's cores are too loaded for the figure);
+#   6. writes a markdown table to OUT_DIR (first argument, default $OUT or ./gpu-out) and
 #      prints `clip_vs_torch=X` last (imgd f16 ÷ PyTorch fp16 images/s at the largest batch).
 # Budget: about 2 minutes.
 set -uo pipefail
@@ -24,7 +26,7 @@ LOG=$OUT_DIR/gpu-check.log
 exec > >(tee "$LOG") 2>&1
 
 # The bundle travels xz-compressed.
-for tool in clip-bench imgd; do
+for tool in clip-bench imgd vector-bench; do
     if [ -f "$BUNDLE/$tool.xz" ] && [ ! -x "/tmp/imgd-bundle/$tool" ]; then
         mkdir -p /tmp/imgd-bundle
         xz -dc "$BUNDLE/$tool.xz" > "/tmp/imgd-bundle/$tool" && chmod +x "/tmp/imgd-bundle/$tool"
@@ -87,6 +89,13 @@ IMGD_LOG=info "$BUNDLE/imgd" run --once --json --metrics-addr off --config "$E2E
 grep -iE "cuda|embedding" "$OUT_DIR/e2e.log" | head -5
 cat "$OUT_DIR/e2e.json"
 "$BUNDLE/imgd" status | sed -n 1,12p
+
+echo "== vector search, 1 M x 512-d, on 2 pinned idle cores (CPU code; the GPU is not used)"
+if [ -x "$BUNDLE/vector-bench" ] && [ "${VECTOR_BENCH:-1}" = 1 ]; then
+    VDIR=$(mktemp -d)
+    taskset -c 2,3 "$BUNDLE/vector-bench" "$VDIR/vectors.db" 1000000 512 25 | tee "$OUT_DIR/vector.txt"
+    rm -rf "$VDIR"
+fi
 
 python3 - "$OUT_DIR" "$parity_ok" <<'PY'
 import json, os, sys
