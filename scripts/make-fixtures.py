@@ -2,7 +2,7 @@
 """Builds the CLIP and aesthetic parity fixtures under fixtures/clip/ with the reference
 implementation (Hugging Face `transformers` + `torch`, CPU).
 
-    python3 scripts/make-fixtures.py            # (re)builds fixtures/clip/
+    python3 scripts/make-fixtures.py [clip|blip|all]   # (re)builds fixtures/clip/, fixtures/blip/
 
 The first run creates a git-ignored virtual environment `.venv-fixtures/` and installs torch,
 transformers, pillow, safetensors and regex from PyPI into it (a few GB: PyPI's torch wheel
@@ -27,6 +27,11 @@ What it writes (committed, small: see fixtures/clip/SOURCES.md):
 
 The Rust parity tests (crates/imgd-clip/tests/parity.rs) load these through the real loading
 code and compare within 1e-4 relative.
+
+fixtures/blip/ (see its SOURCES.md) holds a tiny random-weight `BlipForConditionalGeneration`
+with a small BERT WordPiece tokenizer, and its reference outputs (pixels, vision embeddings,
+decoder logits, greedy caption and prompted-answer ids), checked by
+crates/imgd-caption/tests/parity.rs.
 """
 
 import json
@@ -363,5 +368,177 @@ def main():
     print(f"fixtures/clip: {total / 1e6:.2f} MB")
 
 
+# --- BLIP captioning (fixtures/blip) ------------------------------------------------------
+
+BLIP_OUT = ROOT / "fixtures" / "blip"
+BLIP_IMAGE_SIZE = 192
+BLIP_PATCH = 16
+BLIP_MAX_NEW_TOKENS = 12
+BLIP_QUESTION = "the main subject is"
+BLIP_LOGITS_TEXT = "a photo of a flower"
+
+BLIP_CORPUS = CORPUS + """
+the main subject is a scene that is the lighting is the mood is a picture of
+bright dark soft warm cold calm happy sad indoor outdoor natural artificial
+"""
+
+
+def blip_vocab():
+    """A small BERT WordPiece vocabulary in bert-base-uncased's layout: [PAD] first, the
+    special tokens, single characters, their `##` continuations, then whole words and a few
+    suffixes. BLIP's [DEC] (its BOS) and [ENC] are added after it, as in the real tokenizer."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list("!\"#$%&'()*+,-./0123456789:;<=>?@[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~")
+    tokens += chars
+    tokens += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    words = sorted(set(regex.findall(r"[a-z]+", BLIP_CORPUS.lower())))
+    tokens += [w for w in words if w not in tokens]
+    tokens += [t for t in ["##ing", "##ed", "##er", "##ly"] if t not in tokens]
+    assert len(set(tokens)) == len(tokens)
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def make_blip_images(photos, out):
+    """Lossless inputs at the caption tier (384-px long edge)."""
+    out.mkdir(parents=True, exist_ok=True)
+    specs = {
+        # 480x360 -> 384x288: the usual 4:3 tier, squashed to the model's square input.
+        "flower-384.png": (photos / "flower.jpg", (384, 288)),
+        # 2000x1072 -> 384x206: a wide tier.
+        "xmp-384.png": (photos / "xmp_test.jpg", (384, 206)),
+    }
+    images = {}
+    for name, (src, size) in specs.items():
+        im = Image.open(src).convert("RGB").resize(size, Image.LANCZOS)
+        im.save(out / name, optimize=True)
+        images[name] = Image.open(out / name).convert("RGB")
+    return images
+
+
+def greedy_rows(ids, sep):
+    """Generated ids up to and including the first [SEP], per row (HF pads finished rows)."""
+    rows = []
+    for row in ids.tolist():
+        rows.append(row[: row.index(sep) + 1] if sep in row else row)
+    return rows
+
+
+def make_blip():
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED + 1)
+    model_dir = BLIP_OUT / "tiny-blip"
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = BertTokenizer(vocab=blip_vocab(), do_lower_case=True)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    tokenizer.save_pretrained(model_dir)
+    for extra in ["vocab.txt", "special_tokens_map.json", "chat_template.jinja"]:
+        (model_dir / extra).unlink(missing_ok=True)
+    bos = tokenizer.convert_tokens_to_ids("[DEC]")
+    sep, pad = tokenizer.sep_token_id, tokenizer.pad_token_id
+
+    config = BlipConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=HIDDEN, encoder_hidden_size=HIDDEN,
+            intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+            max_position_embeddings=64, hidden_act="gelu", bos_token_id=bos, eos_token_id=sep,
+            sep_token_id=sep, pad_token_id=pad, projection_dim=PROJECTION,
+        ),
+        vision_config=dict(
+            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS, image_size=BLIP_IMAGE_SIZE, patch_size=BLIP_PATCH,
+            hidden_act="gelu", projection_dim=PROJECTION,
+        ),
+        projection_dim=PROJECTION,
+        image_text_hidden_size=PROJECTION,
+    )
+    model = BlipForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        # Weights of a usable scale (the vision tower's default init is 1e-10), random biases
+        # and layer-norm parameters so that a tensor loaded wrongly shows.
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+        perturb(model, generator)
+        # A [SEP] bias so that some greedy decodes end before the token limit.
+        model.text_decoder.cls.predictions.bias[sep] += 2.5
+    model.save_pretrained(model_dir, safe_serialization=True)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["imgd_model_id"] = "tiny-blip"
+    cfg["imgd_model_version"] = "fixture-1"
+    (model_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (model_dir / "generation_config.json").unlink(missing_ok=True)
+
+    processor = BlipImageProcessorPil(size={"height": BLIP_IMAGE_SIZE, "width": BLIP_IMAGE_SIZE})
+    processor.save_pretrained(model_dir)
+
+    images = make_blip_images(ROOT / "fixtures" / "photos", BLIP_OUT / "images")
+    names = sorted(images)
+    pixels = processor(images=[images[n] for n in names], return_tensors="pt")["pixel_values"]
+
+    question = tokenizer([BLIP_QUESTION] * len(names), return_tensors="pt")
+    logits_ids = torch.tensor(
+        [[bos] + tokenizer(BLIP_LOGITS_TEXT, add_special_tokens=False)["input_ids"]] * len(names)
+    )
+    with torch.no_grad():
+        image_embeds = model.vision_model(pixel_values=pixels)[0]
+        greedy = dict(max_new_tokens=BLIP_MAX_NEW_TOKENS, do_sample=False, num_beams=1)
+        caption = model.generate(pixel_values=pixels, **greedy)
+        answer = model.generate(
+            pixel_values=pixels, input_ids=question["input_ids"],
+            attention_mask=question["attention_mask"], **greedy,
+        )
+        logits = model.text_decoder(
+            input_ids=logits_ids, encoder_hidden_states=image_embeds
+        ).logits
+    caption_rows = greedy_rows(caption, sep)
+    answer_rows = greedy_rows(answer, sep)
+    print("caption ids:", caption_rows)
+    print("answer ids:", answer_rows)
+
+    tensors = {
+        "image_embeds": image_embeds.contiguous(),
+        "logits_ids": logits_ids.to(torch.int64).contiguous(),
+        "logits": logits.contiguous(),
+    }
+    for i, name in enumerate(names):
+        tensors[f"pixels.{name}"] = pixels[i].contiguous()
+    save_file(tensors, str(BLIP_OUT / "reference.safetensors"))
+    (BLIP_OUT / "reference.json").write_text(json.dumps({
+        "images": names,
+        "max_new_tokens": BLIP_MAX_NEW_TOKENS,
+        "caption_ids": caption_rows,
+        "caption_texts": [tokenizer.decode(r, skip_special_tokens=True) for r in caption_rows],
+        "question": BLIP_QUESTION,
+        "question_prompt_ids": [bos] + tokenizer(BLIP_QUESTION, add_special_tokens=False)["input_ids"],
+        "answer_ids": answer_rows,
+        "answer_texts": [
+            tokenizer.decode(r[question["input_ids"].shape[1] - 1:], skip_special_tokens=True)
+            for r in answer_rows
+        ],
+        "logits_text": BLIP_LOGITS_TEXT,
+        "token_ids": {"bos": bos, "sep": sep, "pad": pad},
+        "made_with": {
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "pillow": Image.__version__,
+            "image_processor": "BlipImageProcessorPil",
+        },
+    }, indent=2, ensure_ascii=False) + "\n")
+
+    total = sum(p.stat().st_size for p in BLIP_OUT.rglob("*") if p.is_file())
+    print(f"fixtures/blip: {total / 1e6:.2f} MB")
+
+
 if __name__ == "__main__":
-    main()
+    # `make-fixtures.py [clip|blip|all]` (default: all).
+    target = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if target not in ("clip", "blip", "all"):
+        sys.exit(f"usage: {sys.argv[0]} [clip|blip|all]")
+    if target in ("clip", "all"):
+        main()
+    if target in ("blip", "all"):
+        make_blip()
