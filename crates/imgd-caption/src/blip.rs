@@ -1,0 +1,462 @@
+//! BLIP: captions and prompted answers decoded from one encoding of the image.
+//!
+//! - Paper: Li et al., *BLIP: Bootstrapping Language-Image Pre-training for Unified
+//!   Vision-Language Understanding and Generation* (2022), <https://arxiv.org/abs/2201.12086>.
+//! - Source: Salesforce's <https://github.com/salesforce/BLIP>; the reference implementation
+//!   matched here is Hugging Face `transformers`' `BlipForConditionalGeneration` (its greedy
+//!   `generate`), `BlipImageProcessor` and BLIP's BERT WordPiece tokenizer; the networks are
+//!   `candle-transformers`' `blip` (ViT) and `blip_text` (BERT decoder with cross-attention).
+//! - Weights: the HF repositories of [`crate::config::PRESETS`]
+//!   (`Salesforce/blip-image-captioning-base` by default), a folder with `config.json`,
+//!   `model.safetensors` (memory-mapped), `tokenizer.json` and optionally
+//!   `preprocessor_config.json`.
+//!
+//! The vision tower runs once per image ([`BlipCaptioner::encode_pixels`], counted in
+//! [`BlipCaptioner::vision_encodes`]); the caption and every question are then decoded from
+//! those image embeddings ([`BlipCaptioner::generate`]).
+//! Decoding is greedy, as HF's default `generate`: the prompt (`[DEC]` alone for the caption,
+//! `[DEC]` + the question's prefix for a question) is fed, then the most likely token is
+//! appended until `[SEP]` or the token limit.
+//!
+//! Run it (the parity fixture, a tiny random-weight BLIP made by `scripts/make-fixtures.py`):
+//!
+//! ```
+//! # fn main() -> Result<(), imgd_caption::CaptionError> {
+//! use candle_core::Device;
+//! use imgd_caption::blip::BlipCaptioner;
+//! use imgd_caption::config::{CaptionSettings, Question};
+//!
+//! let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/blip/tiny-blip");
+//! let mut model = BlipCaptioner::load(&dir, &Device::Cpu)?;
+//! let photo = image::open(dir.join("../images/flower-384.png")).unwrap().to_rgb8();
+//! let settings = CaptionSettings::with_questions(&[Question::new("mood", "the mood is")]);
+//! let prompts = model.prompts(&settings)?;
+//! let described = model.describe_images(&[&photo], &prompts)?;
+//! assert_eq!(described[0].answers[0].0, "mood");
+//! assert_eq!(model.vision_encodes().load(std::sync::atomic::Ordering::Relaxed), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{D, DType, Device, IndexOp, Module as _, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+use candle_transformers::models::blip::BlipForConditionalGeneration;
+use image::RgbImage;
+use tokenizers::Tokenizer;
+
+use crate::CaptionError;
+use crate::config::{BlipConfig, CaptionSettings, ModelInfo, load_preprocess, require};
+use crate::preprocess::Preprocess;
+
+/// The weights file of a model folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// The LM head's weight, which HF's `save_pretrained` leaves out: it is tied to the word
+/// embeddings.
+const LM_HEAD: &str = "text_decoder.cls.predictions.decoder.weight";
+const WORD_EMBEDDINGS: &str = "text_decoder.bert.embeddings.word_embeddings.weight";
+
+/// The memory-mapped checkpoint, with the LM head read from the word embeddings when the file
+/// has no tensor of its own (HF's tied weights).
+struct TiedWeights(MmapedSafetensors);
+
+impl TiedWeights {
+    fn resolve<'a>(&self, name: &'a str) -> &'a str {
+        if name == LM_HEAD && self.0.get(name).is_err() {
+            WORD_EMBEDDINGS
+        } else {
+            name
+        }
+    }
+}
+
+impl SimpleBackend for TiedWeights {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        SimpleBackend::get(&self.0, s, self.resolve(name), h, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        SimpleBackend::get_unchecked(&self.0, self.resolve(name), dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.get(self.resolve(name)).is_ok()
+    }
+}
+
+/// Memory-maps `weights` for building a model on `device`, in f32, with HF's tied LM head.
+pub fn mmap_weights(weights: &Path, device: &Device) -> Result<VarBuilder<'static>, CaptionError> {
+    // SAFETY: the file is memory-mapped read-only; model files are not modified while imgd
+    // runs (they are replaced by rename, which keeps the mapped inode intact).
+    #[allow(unsafe_code)]
+    let tensors = unsafe { MmapedSafetensors::new(weights)? };
+    Ok(VarBuilder::from_backend(
+        Box::new(TiedWeights(tensors)),
+        DType::F32,
+        device.clone(),
+    ))
+}
+
+/// Reads and parses `config.json` of a BLIP model folder.
+pub fn load_config(dir: &Path) -> Result<BlipConfig, CaptionError> {
+    let path = require(dir, "config.json")?;
+    let text = fs::read_to_string(&path).map_err(|source| CaptionError::Io { path, source })?;
+    BlipConfig::from_hf_json(&text)
+}
+
+/// Reads `tokenizer.json` (BLIP's BERT WordPiece tokenizer) without padding or truncation.
+pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, CaptionError> {
+    let path = require(dir, "tokenizer.json")?;
+    let mut tokenizer = Tokenizer::from_file(&path)
+        .map_err(|e| CaptionError::Tokenizer(format!("{}: {e}", path.display())))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| CaptionError::Tokenizer(e.to_string()))?;
+    Ok(tokenizer)
+}
+
+/// The decoder prompts of a [`CaptionSettings`], tokenized once: the caption's and each
+/// question's, every one starting with `[DEC]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompts {
+    /// The caption's prompt ids.
+    pub caption: Vec<u32>,
+    /// Most tokens generated for the caption.
+    pub caption_max_tokens: usize,
+    /// Each question's name and prompt ids.
+    pub questions: Vec<(String, Vec<u32>)>,
+    /// Most tokens generated for each answer.
+    pub answer_max_tokens: usize,
+}
+
+/// What the model says about one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// The caption (starting with the caption prompt when one is configured, as HF decodes
+    /// it).
+    pub caption: String,
+    /// Each question's name and answer (the continuation of its prefix), in configured order.
+    pub answers: Vec<(String, String)>,
+}
+
+/// BLIP's vision tower and text decoder with the tokenizer and image processor.
+#[derive(Debug)]
+pub struct BlipCaptioner {
+    model: BlipForConditionalGeneration,
+    tokenizer: Tokenizer,
+    config: BlipConfig,
+    preprocess: Preprocess,
+    info: ModelInfo,
+    device: Device,
+    vision_encodes: Arc<AtomicU64>,
+}
+
+impl BlipCaptioner {
+    /// Loads the model in `dir` (see the [module docs](self)) on `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, CaptionError> {
+        let config = load_config(dir)?;
+        let weights = require(dir, WEIGHTS_FILE)?;
+        let preprocess = load_preprocess(dir, config.vision.image_size)?;
+        let tokenizer = load_tokenizer(dir)?;
+        let info = ModelInfo::resolve(dir, &weights, config.preset_id())?;
+        let vb = mmap_weights(&weights, device)?;
+        Self::new(vb, config, tokenizer, preprocess, info)
+    }
+
+    /// Builds the model from `vb` (a `BlipForConditionalGeneration` checkpoint's root).
+    pub fn new(
+        vb: VarBuilder<'_>,
+        config: BlipConfig,
+        tokenizer: Tokenizer,
+        preprocess: Preprocess,
+        info: ModelInfo,
+    ) -> Result<Self, CaptionError> {
+        for name in [
+            "vision_model.embeddings.class_embedding",
+            "text_decoder.bert.embeddings.word_embeddings.weight",
+        ] {
+            if !vb.contains_tensor(name) {
+                return Err(CaptionError::Config(format!(
+                    "the weights have no tensor `{name}`: not a BlipForConditionalGeneration checkpoint"
+                )));
+            }
+        }
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > config.text.vocab_size {
+            return Err(CaptionError::Config(format!(
+                "the tokenizer has {vocab} tokens but the model only {}",
+                config.text.vocab_size
+            )));
+        }
+        let model = BlipForConditionalGeneration::new(&config.candle(), vb.clone())?;
+        Ok(BlipCaptioner {
+            model,
+            tokenizer,
+            preprocess,
+            device: vb.device().clone(),
+            config,
+            info,
+            vision_encodes: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The model's id and version.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &BlipConfig {
+        &self.config
+    }
+
+    /// The image processor.
+    pub fn preprocessor(&self) -> &Preprocess {
+        &self.preprocess
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The number of images the vision tower has encoded (shared: it keeps counting after
+    /// the model moves into a runner).
+    pub fn vision_encodes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.vision_encodes)
+    }
+
+    /// One image's model input (`3 × S × S`, channel first), as `BlipImageProcessor` makes it.
+    pub fn preprocess(&self, image: &RgbImage) -> Result<Vec<f32>, CaptionError> {
+        Ok(self.preprocess.apply(image)?)
+    }
+
+    /// The image embeddings of preprocessed images, in one batch: the vision tower's last
+    /// hidden state after its final layer norm, `(n, tokens, width)`.
+    pub fn encode_pixels(&self, pixels: &[Vec<f32>]) -> Result<Tensor, CaptionError> {
+        let per_image = self.preprocess.len();
+        if pixels.is_empty() {
+            return Err(CaptionError::Input("no images to encode".into()));
+        }
+        if let Some(bad) = pixels.iter().find(|p| p.len() != per_image) {
+            return Err(CaptionError::Input(format!(
+                "a preprocessed image has {} values, the model takes {per_image}",
+                bad.len()
+            )));
+        }
+        let (h, w) = (
+            self.preprocess.height as usize,
+            self.preprocess.width as usize,
+        );
+        let flat: Vec<f32> = pixels.iter().flatten().copied().collect();
+        let batch = Tensor::from_vec(flat, (pixels.len(), 3, h, w), &self.device)?;
+        let embeds = self.model.vision_model().forward(&batch)?;
+        self.vision_encodes
+            .fetch_add(pixels.len() as u64, Ordering::Relaxed);
+        Ok(embeds)
+    }
+
+    /// The image embeddings of images, preprocessed and run as one batch.
+    pub fn encode_images(&self, images: &[&RgbImage]) -> Result<Tensor, CaptionError> {
+        let pixels = images
+            .iter()
+            .map(|image| self.preprocess(image))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.encode_pixels(&pixels)
+    }
+
+    /// The decoder prompt for a text prefix: `[DEC]` then the prefix's tokens, as HF's
+    /// `generate` makes it from the tokenizer's `[CLS] … [SEP]` (the first replaced by
+    /// `[DEC]`, the last dropped). An empty prefix gives `[DEC]` alone.
+    pub fn prompt_ids(&self, prefix: &str) -> Result<Vec<u32>, CaptionError> {
+        let encoding = self
+            .tokenizer
+            .encode(prefix, false)
+            .map_err(|e| CaptionError::Tokenizer(e.to_string()))?;
+        let mut ids = vec![self.config.text.bos_token_id];
+        ids.extend_from_slice(encoding.get_ids());
+        Ok(ids)
+    }
+
+    /// Tokenizes and checks the prompts of `settings`.
+    pub fn prompts(&self, settings: &CaptionSettings) -> Result<Prompts, CaptionError> {
+        settings.validate()?;
+        let max = self.config.text.max_position_embeddings;
+        let check = |what: &str, ids: Vec<u32>| {
+            if ids.len() >= max {
+                Err(CaptionError::Config(format!(
+                    "the {what} prompt has {} tokens; the decoder takes at most {max} in all",
+                    ids.len()
+                )))
+            } else {
+                Ok(ids)
+            }
+        };
+        let caption = check("caption", self.prompt_ids(&settings.caption_prompt)?)?;
+        let questions = settings
+            .questions
+            .iter()
+            .map(|q| Ok((q.name.clone(), check(&q.name, self.prompt_ids(&q.prefix)?)?)))
+            .collect::<Result<Vec<_>, CaptionError>>()?;
+        Ok(Prompts {
+            caption,
+            caption_max_tokens: settings.caption_max_tokens,
+            questions,
+            answer_max_tokens: settings.answer_max_tokens,
+        })
+    }
+
+    /// The decoder's logits for token ids `(b, l)` over image embeddings `(b, tokens, width)`:
+    /// `(b, l, vocab)`, causal, from an empty cache.
+    ///
+    /// candle's BLIP text decoder takes one sequence at a time (its position embeddings do not
+    /// broadcast over a batch), so the rows run one after the other.
+    pub fn decoder_logits(
+        &mut self,
+        input_ids: &Tensor,
+        image_embeds: &Tensor,
+    ) -> Result<Tensor, CaptionError> {
+        let n = input_ids.dim(0)?;
+        if image_embeds.dim(0)? != n {
+            return Err(CaptionError::Input(format!(
+                "{n} token rows but {} images",
+                image_embeds.dim(0)?
+            )));
+        }
+        let mut rows = Vec::with_capacity(n);
+        for i in 0..n {
+            self.model.reset_kv_cache();
+            let logits = self
+                .model
+                .text_decoder()
+                .forward(&input_ids.narrow(0, i, 1)?, &image_embeds.narrow(0, i, 1)?);
+            self.model.reset_kv_cache();
+            rows.push(logits?);
+        }
+        Ok(Tensor::cat(&rows, 0)?)
+    }
+
+    /// Greedy decoding of `prompt` over each image's embeddings `(n, tokens, width)`: per
+    /// image, the prompt then the generated ids up to and including `[SEP]` (as HF's
+    /// `generate` returns them, without the padding after `[SEP]`), at most `max_new_tokens`
+    /// generated (fewer when the decoder's positions run out).
+    ///
+    /// Each image decodes alone (candle's decoder takes one sequence at a time), with the
+    /// self-attention keys and values cached between steps.
+    pub fn generate(
+        &mut self,
+        image_embeds: &Tensor,
+        prompt: &[u32],
+        max_new_tokens: usize,
+    ) -> Result<Vec<Vec<u32>>, CaptionError> {
+        let positions = self.config.text.max_position_embeddings;
+        if prompt.is_empty() || prompt.len() >= positions {
+            return Err(CaptionError::Input(format!(
+                "a prompt needs 1 to {} tokens, this one has {}",
+                positions - 1,
+                prompt.len()
+            )));
+        }
+        let steps = max_new_tokens.min(positions - prompt.len());
+        (0..image_embeds.dim(0)?)
+            .map(|i| {
+                let embeds = image_embeds.narrow(0, i, 1)?;
+                self.model.reset_kv_cache();
+                let sequence = self.generate_one(&embeds, prompt, steps);
+                self.model.reset_kv_cache();
+                sequence
+            })
+            .collect()
+    }
+
+    fn generate_one(
+        &mut self,
+        embeds: &Tensor,
+        prompt: &[u32],
+        steps: usize,
+    ) -> Result<Vec<u32>, CaptionError> {
+        let sep = self.config.text.sep_token_id;
+        let mut sequence = prompt.to_vec();
+        let mut input = Tensor::new(prompt, &self.device)?.unsqueeze(0)?;
+        for _ in 0..steps {
+            let logits = self.model.text_decoder().forward(&input, embeds)?;
+            let last = logits.i((0, logits.dim(1)? - 1))?;
+            let token = last.argmax(D::Minus1)?.to_scalar::<u32>()?;
+            sequence.push(token);
+            if token == sep {
+                break;
+            }
+            input = Tensor::new(&[token], &self.device)?.unsqueeze(0)?;
+        }
+        Ok(sequence)
+    }
+
+    /// The text of token ids, special tokens left out, as HF's `decode(…,
+    /// skip_special_tokens=True)`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, CaptionError> {
+        let text = self
+            .tokenizer
+            .decode(ids, true)
+            .map_err(|e| CaptionError::Tokenizer(e.to_string()))?;
+        Ok(text.trim().to_string())
+    }
+
+    /// Captions and answers for preprocessed images: one vision pass over the batch, then one
+    /// batched decode per prompt from the same image embeddings.
+    pub fn describe_pixels(
+        &mut self,
+        pixels: &[Vec<f32>],
+        prompts: &Prompts,
+    ) -> Result<Vec<Description>, CaptionError> {
+        if pixels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let embeds = self.encode_pixels(pixels)?;
+        let captions = self.generate(&embeds, &prompts.caption, prompts.caption_max_tokens)?;
+        let mut described = captions
+            .iter()
+            .map(|ids| {
+                Ok(Description {
+                    caption: self.decode(ids)?,
+                    answers: Vec::with_capacity(prompts.questions.len()),
+                })
+            })
+            .collect::<Result<Vec<_>, CaptionError>>()?;
+        for (name, prompt) in &prompts.questions {
+            let answers = self.generate(&embeds, prompt, prompts.answer_max_tokens)?;
+            for (description, ids) in described.iter_mut().zip(&answers) {
+                let answer = self.decode(&ids[prompt.len()..])?;
+                description.answers.push((name.clone(), answer));
+            }
+        }
+        Ok(described)
+    }
+
+    /// Captions and answers for images, preprocessed and run as one batch.
+    pub fn describe_images(
+        &mut self,
+        images: &[&RgbImage],
+        prompts: &Prompts,
+    ) -> Result<Vec<Description>, CaptionError> {
+        let pixels = images
+            .iter()
+            .map(|image| self.preprocess(image))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.describe_pixels(&pixels, prompts)
+    }
+}

@@ -1,0 +1,43 @@
+//! The caption module's model for imgd: BLIP captions and answers to configured questions, in
+//! candle, with the image encoded once.
+//!
+//! - [`blip`]: [`blip::BlipCaptioner`], `candle-transformers`' `BlipForConditionalGeneration`
+//!   (ViT image encoder, BERT text decoder with cross-attention) loaded from an HF model
+//!   folder, with greedy decoding that matches HF `generate`.
+//! - [`preprocess`]: `BlipImageProcessor`'s resize (PIL bicubic, bit-exact) and
+//!   normalisation.
+//! - [`config`]: architectures with named presets ([`config::PRESETS`]), HF `config.json`
+//!   parsing, the questions ([`config::Question`]) and decoding settings, and the model id and
+//!   version stored on each result.
+//! - [`runner`]: the `caption` [`imgd_infer::runner::ModelRunner`] and its vision-encode
+//!   counter.
+//!
+//! BLIP here is the captioning model (`Salesforce/blip-image-captioning-base`, BSD-3-Clause;
+//! paper <https://arxiv.org/abs/2201.12086>); candle has no VQA head, so each question is a
+//! text prefix ("the lighting is") that the decoder continues from the same image embeddings
+//! as the caption. A row in `result_caption` holds the caption and, in `data.answers`, each
+//! question's name and answer.
+//!
+//! Run it on the real model (files as `imgd models fetch blip-base-caption` lays them out):
+//!
+//! ```text
+//! let (runner, encodes) = imgd_caption::runner(
+//!     Path::new("~/.local/share/imgd/models/blip-base-caption"), &Device::Cpu,
+//!     BatchConfig::DEFAULT, &Question::defaults())?;
+//! ```
+//!
+//! and its tests, against the tiny random-weight model that `scripts/make-fixtures.py blip`
+//! builds into `fixtures/blip/`: `cargo test -p imgd-caption`.
+
+#![deny(missing_docs)]
+
+pub mod blip;
+pub mod config;
+mod error;
+pub mod preprocess;
+pub mod runner;
+
+pub use candle_core::Device;
+pub use config::{CaptionSettings, Question};
+pub use error::CaptionError;
+pub use runner::{runner, runner_from};
