@@ -5,7 +5,8 @@
 //! - Source: Salesforce's <https://github.com/salesforce/BLIP>; the reference implementation
 //!   matched here is Hugging Face `transformers`' `BlipForConditionalGeneration` (its greedy
 //!   `generate`), `BlipImageProcessor` and BLIP's BERT WordPiece tokenizer; the networks are
-//!   `candle-transformers`' `blip` (ViT) and `blip_text` (BERT decoder with cross-attention).
+//!   `candle-transformers`' `blip` vision tower (ViT) and [`crate::decoder`], the `blip_text`
+//!   BERT decoder with cross-attention, batched and with the image's keys and values cached.
 //! - Weights: the HF repositories of [`crate::config::PRESETS`]
 //!   (`Salesforce/blip-image-captioning-base` by default), a folder with `config.json`,
 //!   `model.safetensors` (memory-mapped), `tokenizer.json` and optionally
@@ -13,7 +14,9 @@
 //!
 //! The vision tower runs once per image ([`BlipCaptioner::encode_pixels`], counted in
 //! [`BlipCaptioner::vision_encodes`]); the caption and every question are then decoded from
-//! those image embeddings ([`BlipCaptioner::generate`]).
+//! those image embeddings ([`BlipCaptioner::generate`]): the cross-attention keys and values
+//! of the image tokens are computed once per batch ([`BlipCaptioner::image_context`]) and
+//! every prompt decodes as one batch over all images.
 //! Decoding is greedy, as HF's default `generate`: the prompt (`[DEC]` alone for the caption,
 //! `[DEC]` + the question's prefix for a question) is fed, then the most likely token is
 //! appended until `[SEP]` or the token limit.
@@ -27,7 +30,7 @@
 //! use imgd_caption::config::{CaptionSettings, Question};
 //!
 //! let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/blip/tiny-blip");
-//! let mut model = BlipCaptioner::load(&dir, &Device::Cpu)?;
+//! let model = BlipCaptioner::load(&dir, &Device::Cpu)?;
 //! let photo = image::open(dir.join("../images/flower-384.png")).unwrap().to_rgb8();
 //! let settings = CaptionSettings::with_questions(&[Question::new("mood", "the mood is")]);
 //! let prompts = model.prompts(&settings)?;
@@ -44,15 +47,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{D, DType, Device, IndexOp, Module as _, Shape, Tensor};
+use candle_core::{DType, Device, Module as _, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
-use candle_transformers::models::blip::BlipForConditionalGeneration;
+use candle_transformers::models::blip::{BlipForConditionalGeneration, VisionModel};
 use image::RgbImage;
 use tokenizers::Tokenizer;
 
 use crate::CaptionError;
 use crate::config::{BlipConfig, CaptionSettings, ModelInfo, load_preprocess, require};
+use crate::decoder::{ImageContext, TextDecoder};
 use crate::preprocess::Preprocess;
 
 /// The weights file of a model folder.
@@ -64,20 +68,30 @@ const LM_HEAD: &str = "text_decoder.cls.predictions.decoder.weight";
 const WORD_EMBEDDINGS: &str = "text_decoder.bert.embeddings.word_embeddings.weight";
 
 /// The memory-mapped checkpoint, with the LM head read from the word embeddings when the file
-/// has no tensor of its own (HF's tied weights).
-struct TiedWeights(MmapedSafetensors);
+/// has no tensor of its own (HF's tied weights). With `vision_only`, every `text_decoder.*`
+/// tensor is a zero-strided view of one zero, so that building candle's whole
+/// `BlipForConditionalGeneration` for its vision tower loads no text weights (the text decoder
+/// is [`TextDecoder`], built from the real tensors).
+struct Weights {
+    tensors: Arc<MmapedSafetensors>,
+    vision_only: bool,
+}
 
-impl TiedWeights {
+impl Weights {
     fn resolve<'a>(&self, name: &'a str) -> &'a str {
-        if name == LM_HEAD && self.0.get(name).is_err() {
+        if name == LM_HEAD && self.tensors.get(name).is_err() {
             WORD_EMBEDDINGS
         } else {
             name
         }
     }
+
+    fn placeholder(&self, name: &str) -> bool {
+        self.vision_only && name.starts_with("text_decoder.")
+    }
 }
 
-impl SimpleBackend for TiedWeights {
+impl SimpleBackend for Weights {
     fn get(
         &self,
         s: Shape,
@@ -86,29 +100,45 @@ impl SimpleBackend for TiedWeights {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        SimpleBackend::get(&self.0, s, self.resolve(name), h, dtype, dev)
+        if self.placeholder(name) {
+            return Tensor::zeros((), dtype, dev)?.broadcast_as(s);
+        }
+        SimpleBackend::get(self.tensors.as_ref(), s, self.resolve(name), h, dtype, dev)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        SimpleBackend::get_unchecked(&self.0, self.resolve(name), dtype, dev)
+        if self.placeholder(name) {
+            candle_core::bail!("{name} is not loaded for the vision tower");
+        }
+        SimpleBackend::get_unchecked(self.tensors.as_ref(), self.resolve(name), dtype, dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.get(self.resolve(name)).is_ok()
+        self.placeholder(name) || self.tensors.get(self.resolve(name)).is_ok()
     }
 }
 
-/// Memory-maps `weights` for building a model on `device`, in f32, with HF's tied LM head.
-pub fn mmap_weights(weights: &Path, device: &Device) -> Result<VarBuilder<'static>, CaptionError> {
+/// Memory-maps `weights` for building a model on `device`, in f32, with HF's tied LM head:
+/// the builder of the vision tower (text tensors left out) and that of the text decoder.
+pub fn mmap_weights(
+    weights: &Path,
+    device: &Device,
+) -> Result<(VarBuilder<'static>, VarBuilder<'static>), CaptionError> {
     // SAFETY: the file is memory-mapped read-only; model files are not modified while imgd
     // runs (they are replaced by rename, which keeps the mapped inode intact).
     #[allow(unsafe_code)]
-    let tensors = unsafe { MmapedSafetensors::new(weights)? };
-    Ok(VarBuilder::from_backend(
-        Box::new(TiedWeights(tensors)),
-        DType::F32,
-        device.clone(),
-    ))
+    let tensors = Arc::new(unsafe { MmapedSafetensors::new(weights)? });
+    let builder = |vision_only| {
+        VarBuilder::from_backend(
+            Box::new(Weights {
+                tensors: Arc::clone(&tensors),
+                vision_only,
+            }),
+            DType::F32,
+            device.clone(),
+        )
+    };
+    Ok((builder(true), builder(false)))
 }
 
 /// Reads and parses `config.json` of a BLIP model folder.
@@ -157,7 +187,8 @@ pub struct Description {
 /// BLIP's vision tower and text decoder with the tokenizer and image processor.
 #[derive(Debug)]
 pub struct BlipCaptioner {
-    model: BlipForConditionalGeneration,
+    vision: VisionModel,
+    decoder: TextDecoder,
     tokenizer: Tokenizer,
     config: BlipConfig,
     preprocess: Preprocess,
@@ -174,13 +205,16 @@ impl BlipCaptioner {
         let preprocess = load_preprocess(dir, config.vision.image_size)?;
         let tokenizer = load_tokenizer(dir)?;
         let info = ModelInfo::resolve(dir, &weights, config.preset_id())?;
-        let vb = mmap_weights(&weights, device)?;
-        Self::new(vb, config, tokenizer, preprocess, info)
+        let (vision_vb, text_vb) = mmap_weights(&weights, device)?;
+        Self::new(vision_vb, text_vb, config, tokenizer, preprocess, info)
     }
 
-    /// Builds the model from `vb` (a `BlipForConditionalGeneration` checkpoint's root).
+    /// Builds the model from builders at a `BlipForConditionalGeneration` checkpoint's root:
+    /// `vision_vb` for the vision tower (its `text_decoder.*` tensors are not read by the
+    /// model; [`mmap_weights`] leaves them out) and `text_vb` for the text decoder.
     pub fn new(
-        vb: VarBuilder<'_>,
+        vision_vb: VarBuilder<'_>,
+        text_vb: VarBuilder<'_>,
         config: BlipConfig,
         tokenizer: Tokenizer,
         preprocess: Preprocess,
@@ -190,7 +224,7 @@ impl BlipCaptioner {
             "vision_model.embeddings.class_embedding",
             "text_decoder.bert.embeddings.word_embeddings.weight",
         ] {
-            if !vb.contains_tensor(name) {
+            if !text_vb.contains_tensor(name) {
                 return Err(CaptionError::Config(format!(
                     "the weights have no tensor `{name}`: not a BlipForConditionalGeneration checkpoint"
                 )));
@@ -203,12 +237,21 @@ impl BlipCaptioner {
                 config.text.vocab_size
             )));
         }
-        let model = BlipForConditionalGeneration::new(&config.candle(), vb.clone())?;
+        // candle builds the vision tower only as part of the whole model; keep the tower.
+        let vision = BlipForConditionalGeneration::new(&config.candle(), vision_vb)?
+            .vision_model()
+            .clone();
+        let decoder = TextDecoder::new(
+            &config.text,
+            config.vision.hidden_size,
+            text_vb.pp("text_decoder"),
+        )?;
         Ok(BlipCaptioner {
-            model,
+            vision,
+            decoder,
             tokenizer,
             preprocess,
-            device: vb.device().clone(),
+            device: text_vb.device().clone(),
             config,
             info,
             vision_encodes: Arc::new(AtomicU64::new(0)),
@@ -265,7 +308,7 @@ impl BlipCaptioner {
         );
         let flat: Vec<f32> = pixels.iter().flatten().copied().collect();
         let batch = Tensor::from_vec(flat, (pixels.len(), 3, h, w), &self.device)?;
-        let embeds = self.model.vision_model().forward(&batch)?;
+        let embeds = self.vision.forward(&batch)?;
         self.vision_encodes
             .fetch_add(pixels.len() as u64, Ordering::Relaxed);
         Ok(embeds)
@@ -321,46 +364,40 @@ impl BlipCaptioner {
         })
     }
 
+    /// The cross-attention keys and values of image embeddings `(n, tokens, width)`, computed
+    /// once and read by every decode over these images.
+    pub fn image_context(&self, image_embeds: &Tensor) -> Result<ImageContext, CaptionError> {
+        self.decoder.image_context(image_embeds)
+    }
+
     /// The decoder's logits for token ids `(b, l)` over image embeddings `(b, tokens, width)`:
-    /// `(b, l, vocab)`, causal, from an empty cache.
-    ///
-    /// candle's BLIP text decoder takes one sequence at a time (its position embeddings do not
-    /// broadcast over a batch), so the rows run one after the other.
+    /// `(b, l, vocab)`, causal.
     pub fn decoder_logits(
-        &mut self,
+        &self,
         input_ids: &Tensor,
         image_embeds: &Tensor,
     ) -> Result<Tensor, CaptionError> {
-        let n = input_ids.dim(0)?;
-        if image_embeds.dim(0)? != n {
-            return Err(CaptionError::Input(format!(
-                "{n} token rows but {} images",
-                image_embeds.dim(0)?
-            )));
-        }
-        let mut rows = Vec::with_capacity(n);
-        for i in 0..n {
-            self.model.reset_kv_cache();
-            let logits = self
-                .model
-                .text_decoder()
-                .forward(&input_ids.narrow(0, i, 1)?, &image_embeds.narrow(0, i, 1)?);
-            self.model.reset_kv_cache();
-            rows.push(logits?);
-        }
-        Ok(Tensor::cat(&rows, 0)?)
+        self.decoder
+            .logits(input_ids, &self.image_context(image_embeds)?)
     }
 
-    /// Greedy decoding of `prompt` over each image's embeddings `(n, tokens, width)`: per
-    /// image, the prompt then the generated ids up to and including `[SEP]` (as HF's
-    /// `generate` returns them, without the padding after `[SEP]`), at most `max_new_tokens`
-    /// generated (fewer when the decoder's positions run out).
-    ///
-    /// Each image decodes alone (candle's decoder takes one sequence at a time), with the
-    /// self-attention keys and values cached between steps.
+    /// Greedy decoding of `prompt` over each image's embeddings `(n, tokens, width)`, all
+    /// images as one batch: per image, the prompt then the generated ids up to and including
+    /// `[SEP]` (as HF's `generate` returns them, without the padding after `[SEP]`), at most
+    /// `max_new_tokens` generated (fewer when the decoder's positions run out).
     pub fn generate(
-        &mut self,
+        &self,
         image_embeds: &Tensor,
+        prompt: &[u32],
+        max_new_tokens: usize,
+    ) -> Result<Vec<Vec<u32>>, CaptionError> {
+        self.generate_with(&self.image_context(image_embeds)?, prompt, max_new_tokens)
+    }
+
+    /// [`Self::generate`] over images whose cross-attention keys and values are computed.
+    pub fn generate_with(
+        &self,
+        images: &ImageContext,
         prompt: &[u32],
         max_new_tokens: usize,
     ) -> Result<Vec<Vec<u32>>, CaptionError> {
@@ -373,37 +410,9 @@ impl BlipCaptioner {
             )));
         }
         let steps = max_new_tokens.min(positions - prompt.len());
-        (0..image_embeds.dim(0)?)
-            .map(|i| {
-                let embeds = image_embeds.narrow(0, i, 1)?;
-                self.model.reset_kv_cache();
-                let sequence = self.generate_one(&embeds, prompt, steps);
-                self.model.reset_kv_cache();
-                sequence
-            })
-            .collect()
-    }
-
-    fn generate_one(
-        &mut self,
-        embeds: &Tensor,
-        prompt: &[u32],
-        steps: usize,
-    ) -> Result<Vec<u32>, CaptionError> {
-        let sep = self.config.text.sep_token_id;
-        let mut sequence = prompt.to_vec();
-        let mut input = Tensor::new(prompt, &self.device)?.unsqueeze(0)?;
-        for _ in 0..steps {
-            let logits = self.model.text_decoder().forward(&input, embeds)?;
-            let last = logits.i((0, logits.dim(1)? - 1))?;
-            let token = last.argmax(D::Minus1)?.to_scalar::<u32>()?;
-            sequence.push(token);
-            if token == sep {
-                break;
-            }
-            input = Tensor::new(&[token], &self.device)?.unsqueeze(0)?;
-        }
-        Ok(sequence)
+        let text = &self.config.text;
+        self.decoder
+            .greedy(images, prompt, steps, text.sep_token_id, text.pad_token_id)
     }
 
     /// The text of token ids, special tokens left out, as HF's `decode(…,
@@ -419,7 +428,7 @@ impl BlipCaptioner {
     /// Captions and answers for preprocessed images: one vision pass over the batch, then one
     /// batched decode per prompt from the same image embeddings.
     pub fn describe_pixels(
-        &mut self,
+        &self,
         pixels: &[Vec<f32>],
         prompts: &Prompts,
     ) -> Result<Vec<Description>, CaptionError> {
@@ -427,7 +436,8 @@ impl BlipCaptioner {
             return Ok(Vec::new());
         }
         let embeds = self.encode_pixels(pixels)?;
-        let captions = self.generate(&embeds, &prompts.caption, prompts.caption_max_tokens)?;
+        let images = self.image_context(&embeds)?;
+        let captions = self.generate_with(&images, &prompts.caption, prompts.caption_max_tokens)?;
         let mut described = captions
             .iter()
             .map(|ids| {
@@ -438,7 +448,7 @@ impl BlipCaptioner {
             })
             .collect::<Result<Vec<_>, CaptionError>>()?;
         for (name, prompt) in &prompts.questions {
-            let answers = self.generate(&embeds, prompt, prompts.answer_max_tokens)?;
+            let answers = self.generate_with(&images, prompt, prompts.answer_max_tokens)?;
             for (description, ids) in described.iter_mut().zip(&answers) {
                 let answer = self.decode(&ids[prompt.len()..])?;
                 description.answers.push((name.clone(), answer));
@@ -449,7 +459,7 @@ impl BlipCaptioner {
 
     /// Captions and answers for images, preprocessed and run as one batch.
     pub fn describe_images(
-        &mut self,
+        &self,
         images: &[&RgbImage],
         prompts: &Prompts,
     ) -> Result<Vec<Description>, CaptionError> {

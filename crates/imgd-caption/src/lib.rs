@@ -2,8 +2,10 @@
 //! candle, with the image encoded once.
 //!
 //! - [`blip`]: [`blip::BlipCaptioner`], `candle-transformers`' `BlipForConditionalGeneration`
-//!   (ViT image encoder, BERT text decoder with cross-attention) loaded from an HF model
-//!   folder, with greedy decoding that matches HF `generate`.
+//!   vision tower (ViT) and BLIP's BERT text decoder with cross-attention, loaded from an HF
+//!   model folder, with greedy decoding that matches HF `generate`.
+//! - [`decoder`]: the BLIP text decoder, batched over images, with the image's
+//!   cross-attention keys and values computed once per batch.
 //! - [`preprocess`]: `BlipImageProcessor`'s resize (PIL bicubic, bit-exact) and
 //!   normalisation.
 //! - [`config`]: architectures with named presets ([`config::PRESETS`]), HF `config.json`
@@ -33,6 +35,7 @@
 
 pub mod blip;
 pub mod config;
+pub mod decoder;
 mod error;
 pub mod preprocess;
 pub mod runner;

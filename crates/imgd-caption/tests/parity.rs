@@ -187,7 +187,7 @@ fn vision_embeddings_match_the_reference_and_batches_equal_singles() {
 #[test]
 fn decoder_logits_match_the_reference() {
     let reference = Reference::load();
-    let mut model = BlipCaptioner::load(&blip_dir(), &Device::Cpu).unwrap();
+    let model = BlipCaptioner::load(&blip_dir(), &Device::Cpu).unwrap();
     let ids = reference.tensors["logits_ids"]
         .to_dtype(candle_core::DType::U32)
         .unwrap();
@@ -220,7 +220,7 @@ fn decoder_logits_match_the_reference() {
 #[test]
 fn greedy_caption_and_prefixed_answer_equal_hf_generate() {
     let reference = Reference::load();
-    let mut model = BlipCaptioner::load(&blip_dir(), &Device::Cpu).unwrap();
+    let model = BlipCaptioner::load(&blip_dir(), &Device::Cpu).unwrap();
     let max_new = reference.max_new_tokens();
     let embeds = model.encode_pixels(&reference.pixels()).unwrap();
 
@@ -401,4 +401,38 @@ fn bad_settings_and_missing_files_are_refused_with_a_reason() {
     let err = BlipCaptioner::load(&tmp, &Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("model.safetensors"), "{err}");
     std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn the_batched_decoder_equals_candles_blip_text_decoder() {
+    use candle_transformers::models::blip::BlipForConditionalGeneration;
+    use imgd_caption::blip::{load_config, mmap_weights};
+
+    let reference = Reference::load();
+    let model = BlipCaptioner::load(&blip_dir(), &Device::Cpu).unwrap();
+    let config = load_config(&blip_dir()).unwrap();
+    let (_, full) = mmap_weights(&blip_dir().join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut candle = BlipForConditionalGeneration::new(&config.candle(), full).unwrap();
+
+    let ids = reference.tensors["logits_ids"]
+        .to_dtype(candle_core::DType::U32)
+        .unwrap();
+    let embeds = &reference.tensors["image_embeds"];
+    let ours = model.decoder_logits(&ids, embeds).unwrap();
+    for i in 0..2 {
+        candle.reset_kv_cache();
+        let theirs = candle
+            .text_decoder()
+            .forward(
+                &ids.narrow(0, i, 1).unwrap(),
+                &embeds.narrow(0, i, 1).unwrap(),
+            )
+            .unwrap();
+        assert_close(
+            &flat(&ours.i(i).unwrap()),
+            &flat(&theirs),
+            1e-5,
+            "ours vs candle's blip_text",
+        );
+    }
 }
