@@ -11,8 +11,8 @@
 //! - [`config`]: architectures with named presets ([`config::PRESETS`]), HF `config.json`
 //!   parsing, the questions ([`config::Question`]) and decoding settings, and the model id and
 //!   version stored on each result.
-//! - [`runner`]: the `caption` [`imgd_infer::runner::ModelRunner`] and its vision-encode
-//!   counter.
+//! - [`runner`](mod@runner): the `caption` [`imgd_infer::runner::ModelRunner`] and its
+//!   vision-encode counter.
 //!
 //! BLIP here is the captioning model (`Salesforce/blip-image-captioning-base`, BSD-3-Clause;
 //! paper <https://arxiv.org/abs/2201.12086>); candle has no VQA head, so each question is a
