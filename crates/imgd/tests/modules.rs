@@ -482,3 +482,56 @@ fn ocr_is_skipped_where_objects_found_no_text_unless_configured_otherwise() {
     assert!(shown["ocr"]["line_count"].as_i64().unwrap() > 0, "{shown}");
     assert!(shown["ocr"]["data"]["skipped"].is_null(), "{shown}");
 }
+
+#[test]
+fn captions_and_four_answers_come_from_one_vision_encode_per_image() {
+    let env = env();
+    copy_dir(
+        Path::new(&fixture("blip/tiny-blip")),
+        &env.models.join("blip-base-caption"),
+    );
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(fixture("blip/images")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        paths.push(env.add(path.to_str().unwrap(), &name));
+    }
+    paths.push(env.add(&fixture("photos/flower.jpg"), "flower.jpg"));
+    env.enqueue("caption");
+    let config = env.config("[batch.caption]\nmax_items = 2\nmax_wait_ms = 10\n");
+    let summary = env.json(&[
+        "run",
+        "--once",
+        "--json",
+        "--metrics-addr",
+        "off",
+        "--config",
+        &config,
+    ]);
+    let images = paths.len() as u64;
+    assert_eq!(summary["images"], images, "{summary}");
+    assert_eq!(summary["vision_encodes"], images, "{summary}");
+
+    let mut words = Vec::new();
+    for path in &paths {
+        let shown = env.json(&["show", "--json", path]);
+        let caption = shown["caption"]["caption"].as_str().unwrap();
+        assert!(!caption.trim().is_empty(), "{shown}");
+        let answers = shown["caption"]["data"]["answers"].as_object().unwrap();
+        let names: Vec<&str> = answers.keys().map(String::as_str).collect();
+        assert_eq!(names.len(), 4, "{shown}");
+        for name in ["scene", "subject", "lighting", "mood"] {
+            assert!(names.contains(&name), "{name} missing: {shown}");
+        }
+        words.push(caption.split_whitespace().last().unwrap().to_string());
+    }
+    // Captions are searchable.
+    let hits = env.json(&["search", "--json", &words[0]]);
+    assert!(
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["path"] == paths[0].as_str()),
+        "{hits}"
+    );
+}

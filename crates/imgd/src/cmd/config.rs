@@ -29,6 +29,25 @@ pub struct FileConfig {
     /// `[cloud]`: the cloud module; without it (and without `IMGD_CLOUD_BASE_URL`) the module
     /// waits.
     pub cloud: Option<imgd_cloud::CloudConfig>,
+    /// `[caption]`: the questions asked of every image.
+    #[serde(default)]
+    pub caption: CaptionSection,
+}
+
+/// `[caption]`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptionSection {
+    /// `[[caption.questions]]`: each a `name` and the `prefix` its answer continues.
+    pub questions: Vec<imgd_caption::Question>,
+}
+
+impl Default for CaptionSection {
+    fn default() -> Self {
+        CaptionSection {
+            questions: imgd_caption::Question::defaults(),
+        }
+    }
 }
 
 /// `[models]`.
@@ -50,6 +69,8 @@ pub struct ModelsSection {
     pub aesthetic_clip: PathBuf,
     /// The LAION aesthetic MLP: a `.pth`/`.safetensors` file or folder under `dir`, or a path.
     pub aesthetic_mlp: PathBuf,
+    /// The BLIP captioning model of the `caption` module: a folder under `dir`, or a path.
+    pub caption: PathBuf,
     /// The PP-OCR folder; default the registry's `rapidocr` folder.
     pub ocr: Option<PathBuf>,
     /// Skip OCR on images where the objects module ran and found no text.
@@ -68,6 +89,7 @@ impl Default for ModelsSection {
             embedding: PathBuf::from("clip-vit-b32"),
             aesthetic_clip: PathBuf::from("clip-vit-l14"),
             aesthetic_mlp: PathBuf::from("laion-aesthetic/sac+logos+ava1-l14-linearMSE.pth"),
+            caption: PathBuf::from("blip-base-caption"),
             ocr: None,
             ocr_needs_text: true,
             disabled: Vec::new(),

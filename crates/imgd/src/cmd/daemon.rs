@@ -94,6 +94,17 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         metrics.add_text_source(Box::new(move || stats.snapshot().prometheus_text(&model)));
     }
     requeue_for_new_models(&db, &loaded.models)?;
+    let vision_encodes = loaded.vision_encodes.clone();
+    if let Some(encodes) = loaded.vision_encodes.clone() {
+        metrics.add_text_source(Box::new(move || {
+            format!(
+                "# HELP imgd_caption_vision_encodes Images the caption module's vision encoder ran on (one per image, whatever the number of questions).\n\
+                 # TYPE imgd_caption_vision_encodes counter\n\
+                 imgd_caption_vision_encodes_total {}\n",
+                encodes.load(std::sync::atomic::Ordering::Relaxed)
+            )
+        }));
+    }
     let runners = loaded.runners;
     let modules: Vec<&str> = runnable_modules(&runners)
         .iter()
@@ -143,8 +154,13 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         server.stop();
     }
     let summary = result?;
+    let vision_encodes = vision_encodes.map(|n| n.load(std::sync::atomic::Ordering::Relaxed));
     if args.json {
-        print_json(&summary)?;
+        let mut value = serde_json::to_value(summary)?;
+        if let Some(encodes) = vision_encodes {
+            value["vision_encodes"] = json!(encodes);
+        }
+        print_json(&value)?;
     } else {
         eprintln!(
             "imgd: {} images, {} jobs done, {} failed attempts, {} decodes, in {:.1}s",

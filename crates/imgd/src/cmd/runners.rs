@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use imgd_clip::aesthetic::aesthetic_info;
 use imgd_clip::clip::ClipImageEncoder;
@@ -37,6 +38,8 @@ pub struct Loaded {
     /// The model id and version each versioned module (embedding, aesthetic) now writes: the
     /// daemon re-queues images whose result came from another model.
     pub models: Vec<(Module, String, String)>,
+    /// Images the caption module's vision encoder has run on, when it loaded.
+    pub vision_encodes: Option<Arc<AtomicU64>>,
 }
 
 /// The CLIP folder `path` names, when it holds a model (`config.json` and
@@ -44,6 +47,16 @@ pub struct Loaded {
 fn clip_folder(config: &FileConfig, path: &Path) -> Option<PathBuf> {
     let dir = config.models.resolve(path);
     (dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()).then_some(dir)
+}
+
+/// The BLIP folder the config names, when it holds a model (`config.json`,
+/// `model.safetensors` and `tokenizer.json`).
+fn caption_folder(config: &FileConfig) -> Option<PathBuf> {
+    let dir = config.models.resolve(&config.models.caption);
+    ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .all(|f| dir.join(f).is_file())
+        .then_some(dir)
 }
 
 /// The PP-OCR folder.
@@ -97,7 +110,18 @@ pub fn availability(module: Module, config: &FileConfig) -> Availability {
                 )),
             }
         }
-        Module::Objects | Module::Caption => {
+        Module::Caption => match caption_folder(config) {
+            Some(dir) => Availability::Installed(format!(
+                "BLIP from {}, {} questions",
+                dir.display(),
+                config.caption.questions.len()
+            )),
+            None => Availability::Waiting(format!(
+                "waiting: no BLIP model in {} (imgd models fetch blip-base-caption)",
+                models.resolve(&models.caption).display()
+            )),
+        },
+        Module::Objects => {
             Availability::Waiting(format!("waiting: this build has no {module} model yet"))
         }
         Module::Ocr => {
@@ -172,12 +196,13 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
     let models = &config.models;
     let installed =
         |module: Module| matches!(availability(module, config), Availability::Installed(_));
-    let needs_candle = installed(Module::Embedding) || installed(Module::Aesthetic);
+    let needs_candle =
+        installed(Module::Embedding) || installed(Module::Aesthetic) || installed(Module::Caption);
     let device = if needs_candle {
         match imgd_clip::device(models.cuda) {
             Ok(device) => Some(device),
             Err(err) => {
-                for module in [Module::Embedding, Module::Aesthetic] {
+                for module in [Module::Embedding, Module::Aesthetic, Module::Caption] {
                     loaded.problems.push((module, err.to_string()));
                 }
                 None
@@ -224,6 +249,22 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
         });
         add(Module::Aesthetic, runner.map_err(|e| e.to_string()));
     }
+    let mut vision_encodes = None;
+    if let (true, Some(device), Some(dir)) =
+        (installed(Module::Caption), &device, caption_folder(config))
+    {
+        let result = imgd_caption::runner(
+            &dir,
+            device,
+            batch(Module::Caption),
+            &config.caption.questions,
+        )
+        .map(|(runner, encodes)| {
+            vision_encodes = Some(encodes);
+            runner
+        });
+        add(Module::Caption, result.map_err(|e| e.to_string()));
+    }
     if installed(Module::Ocr) {
         add(
             Module::Ocr,
@@ -254,6 +295,7 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
     }
     loaded.cloud_stats = cloud_stats;
     loaded.models = versions;
+    loaded.vision_encodes = vision_encodes;
     #[cfg(feature = "fake-model")]
     if std::env::var_os("IMGD_FAKE_MODEL").is_some_and(|v| v == "1") {
         let ms = |name: &str, default: f64| {
