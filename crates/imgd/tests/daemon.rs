@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{free_port, http_get, signal, wait_exit};
+use common::{Daemon, free_port, http_get, signal, wait_exit};
 
 const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/photos");
 const DECODE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/decode");
@@ -381,11 +381,12 @@ mod with_fake_model {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = env.cmd(&["run", "--metrics-addr", &addr, "--batch-size", "4"]);
         fake(&mut cmd, "40", "10");
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = Daemon(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let until = Instant::now() + Duration::from_secs(20);
         while http_get(&addr, "/healthz").is_none_or(|(s, _)| s != 200) {
             assert!(Instant::now() < until, "the daemon did not come up");
@@ -458,11 +459,12 @@ mod with_fake_model {
             &config,
         ]);
         fake(&mut cmd, "30", "1");
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = Daemon(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let mut most = 0;
         let until = Instant::now() + Duration::from_secs(60);
         while child.try_wait().unwrap().is_none() {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{free_port, http_get, signal, wait_exit};
+use common::{Daemon, free_port, http_get, signal, wait_exit};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
 
@@ -390,12 +390,13 @@ output_per_mtok = 2.0
     env.enqueue("cloud");
     let addr = format!("127.0.0.1:{}", free_port());
     let log = env.dir.path().join("daemon.log");
-    let mut child = env
-        .cmd(&["run", "--metrics-addr", &addr, "--config", &config])
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Daemon(
+        env.cmd(&["run", "--metrics-addr", &addr, "--config", &config])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let until = Instant::now() + Duration::from_secs(60);
     while env.count("SELECT COUNT(*) FROM jobs WHERE module = 'cloud' AND state = 'done'") < 3 {
         assert!(
