@@ -200,7 +200,13 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
         installed(Module::Embedding) || installed(Module::Aesthetic) || installed(Module::Caption);
     let device = if needs_candle {
         match imgd_clip::device(models.cuda) {
-            Ok(device) => Some(device),
+            Ok(device) => {
+                tracing::info!(
+                    "candle models (CLIP, BLIP) run on {}",
+                    imgd_clip::device::device_name(&device)
+                );
+                Some(device)
+            }
             Err(err) => {
                 for module in [Module::Embedding, Module::Aesthetic, Module::Caption] {
                     loaded.problems.push((module, err.to_string()));
