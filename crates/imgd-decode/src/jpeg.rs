@@ -1,5 +1,5 @@
-//! JPEG: DCT-domain downscaling through `jpeg-decoder`, full decodes through `image`
-//! (zune-jpeg, the faster full-resolution decoder).
+//! JPEG: DCT-domain downscaling through libjpeg-turbo (`mozjpeg`; `jpeg-decoder` for
+//! CMYK/YCCK and as the fallback), full decodes through `image` (zune-jpeg).
 
 use crate::DecodePath;
 use crate::error::{DecodeError, from_image_error, looks_truncated};
@@ -13,13 +13,14 @@ const F: ImageFormat = ImageFormat::Jpeg;
 
 /// Whether the entropy-coded data after the first scan ends with an EOI marker. `FF D9`
 /// cannot occur inside entropy-coded data (0xFF is stuffed), so its absence after the first
-/// SOS means the file was cut short.
+/// SOS means the file was cut short. Searched from the end, where a whole file has it, so
+/// that the check does not read the whole scan.
 pub(crate) fn has_eoi(b: &[u8], sos_at: usize) -> bool {
     b.get(sos_at..)
-        .is_some_and(|s| s.windows(2).any(|w| w == [0xFF, 0xD9]))
+        .is_some_and(|s| s.windows(2).rev().any(|w| w == [0xFF, 0xD9]))
 }
 
-/// The DCT scale denominator (1, 2, 4, 8) `jpeg-decoder` picks for a target long edge: the
+/// The DCT scale denominator (1, 2, 4, 8) for a target long edge: the
 /// smallest output whose long edge is still >= `target`.
 pub(crate) fn dct_denominator(width: u32, height: u32, target: u32) -> u32 {
     let long = width.max(height);
@@ -96,9 +97,10 @@ fn full(b: &[u8], max_alloc: u64) -> Result<RgbImage, DecodeError> {
     Ok(pixels::to_rgb8(img))
 }
 
-/// DCT-domain scaled decode through libjpeg-turbo (the mozjpeg fork, built without SIMD:
-/// at 1/2..1/8 scale the Huffman decode dominates, which SIMD does not speed up). libjpeg
-/// reports errors by unwinding; they are caught here and become `Corrupt`.
+/// DCT-domain scaled decode through libjpeg-turbo (the mozjpeg fork, with its x86 SIMD
+/// reduced-size IDCTs and colour conversion; at 1/2..1/8 scale the Huffman decode, which has
+/// no SIMD, is most of the time). libjpeg reports errors by unwinding; they are caught here
+/// and become `Corrupt`.
 fn scaled_turbo(b: &[u8], denom: u32) -> Result<RgbImage, DecodeError> {
     let run = || -> std::io::Result<RgbImage> {
         let mut d = mozjpeg::Decompress::new_mem(b)?;

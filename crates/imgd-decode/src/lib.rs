@@ -7,7 +7,7 @@
 //!
 //! | format | path to the largest tier |
 //! |---|---|
-//! | JPEG | DCT-domain downscaling by 1/2, 1/4, 1/8 (`jpeg-decoder`), else a full decode (`zune-jpeg` through `image`) |
+//! | JPEG | DCT-domain downscaling by 1/2, 1/4, 1/8 (libjpeg-turbo through `mozjpeg`, with SIMD; `jpeg-decoder` for CMYK/YCCK), else a full decode (`zune-jpeg` through `image`) |
 //! | RAW | the embedded JPEG preview when large enough, else a half-size 2×2 CFA binning, else a bilinear demosaic (`rawloader`) |
 //! | HEIF/HEIC | the smallest embedded thumbnail that is large enough, else the primary image (`libheif`, feature `heic`) |
 //! | PNG, TIFF, WebP, GIF, BMP | a full decode (`image`) |
