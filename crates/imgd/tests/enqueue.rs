@@ -146,7 +146,10 @@ fn enqueue_registers_images_and_a_rescan_of_an_unchanged_tree_changes_nothing() 
     let fifth = enqueue(&env, &["--modules", "embedding"]);
     assert_eq!(count(&fifth, "new"), 0);
     let status = imgd_json(&env, &["status", "--json"]);
-    assert_eq!(status["modules"]["embedding"]["queued"], (images - 3) as u64);
+    assert_eq!(
+        status["modules"]["embedding"]["queued"],
+        (images - 3) as u64
+    );
     assert!(
         status["waiting"]["embedding"]
             .as_str()
