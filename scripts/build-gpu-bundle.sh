@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup-cuda.sh)"
 export LIBRARY_PATH=$CUDA_ROOT/lib64/stubs:${LIBRARY_PATH:-}
-CARGO_TARGET_DIR=target-cuda cargo build --release --example gpu_bench -p imgd-clip -p imgd \
-    --features imgd-clip/cuda,imgd/cuda
+CARGO_TARGET_DIR=target-cuda cargo build --release -p imgd-clip -p imgd --example gpu_bench \
+    --bin imgd --features imgd-clip/cuda,imgd/cuda
 mkdir -p gpu-bundle
 rm -f gpu-bundle/clip-bench* gpu-bundle/imgd* gpu-bundle/vector-bench*
 cp target-cuda/release/examples/gpu_bench gpu-bundle/clip-bench
@@ -20,4 +20,10 @@ cargo build --release -q -p imgd-store --example vector_search_bench
 cp "${CARGO_TARGET_DIR:-target}/release/examples/vector_search_bench" gpu-bundle/vector-bench
 strip gpu-bundle/vector-bench
 xz -T0 -6 gpu-bundle/clip-bench gpu-bundle/imgd gpu-bundle/vector-bench
+# imgd links libheif (HEIC) and its codecs, which GPU machines lack: they travel along.
+rm -rf gpu-bundle/lib gpu-bundle/libs.tar.xz
+mkdir -p gpu-bundle/lib
+ldd target-cuda/release/imgd | awk '/=> \// {print $3}' \
+    | grep -E 'lib(heif|x265|de265|dav1d|aom|numa)\.so' | xargs -I{} cp -L {} gpu-bundle/lib/
+tar -C gpu-bundle -cJf gpu-bundle/libs.tar.xz lib && rm -rf gpu-bundle/lib
 ls -la gpu-bundle

@@ -32,6 +32,11 @@ for tool in clip-bench imgd vector-bench; do
         xz -dc "$BUNDLE/$tool.xz" > "/tmp/imgd-bundle/$tool" && chmod +x "/tmp/imgd-bundle/$tool"
     fi
 done
+# The libraries imgd links that such a machine lacks (libheif and its codecs).
+if [ -f "$BUNDLE/libs.tar.xz" ]; then
+    mkdir -p /tmp/imgd-bundle
+    tar -C /tmp/imgd-bundle -xJf "$BUNDLE/libs.tar.xz"
+fi
 [ -x /tmp/imgd-bundle/clip-bench ] && BUNDLE=/tmp/imgd-bundle
 
 echo "== device"
@@ -51,7 +56,7 @@ for root in roots:
 print(":".join(sorted(dirs)))
 PY
 )
-export LD_LIBRARY_PATH=$NV_LIBS:/usr/local/nvidia/lib64:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$NV_LIBS:/usr/local/nvidia/lib64:/usr/local/cuda/lib64:/tmp/imgd-bundle/lib:${LD_LIBRARY_PATH:-}
 echo "CUDA library folders: $NV_LIBS"
 ldd "$BUNDLE/clip-bench" | grep -E "cuda|cublas|curand|nvrtc" || true
 

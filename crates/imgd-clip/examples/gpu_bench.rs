@@ -50,10 +50,17 @@ fn random_weights() -> Result<HashMap<String, Tensor>> {
     let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
     Tower::new(vb)?;
     let data = map.data().lock().map_err(|_| "poisoned weight map")?;
-    Ok(data
+    let mut weights: HashMap<String, Tensor> = data
         .iter()
         .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
-        .collect())
+        .collect();
+    // candle draws the class embedding itself (in f32) when a checkpoint lacks it, so the var
+    // map never holds it; a real checkpoint does, and it must follow the tower's dtype.
+    weights.insert(
+        "vision_model.embeddings.class_embedding".to_string(),
+        Tensor::randn(0f32, 1.0, 768, &Device::Cpu)?,
+    );
+    Ok(weights)
 }
 
 fn tower_on(weights: &HashMap<String, Tensor>, device: &Device, dtype: DType) -> Result<Tower> {
@@ -148,13 +155,7 @@ fn parity() -> Result<()> {
 fn write_model(dir: &str) -> Result<()> {
     let dir = std::path::Path::new(dir);
     std::fs::create_dir_all(dir)?;
-    let mut weights = random_weights()?;
-    // candle draws the class embedding itself when a checkpoint lacks it, so the var map
-    // never holds it; a real checkpoint does.
-    weights
-        .entry("vision_model.embeddings.class_embedding".to_string())
-        .or_insert(Tensor::randn(0f32, 1.0, 768, &Device::Cpu)?);
-    candle_core::safetensors::save(&weights, dir.join("model.safetensors"))?;
+    candle_core::safetensors::save(&random_weights()?, dir.join("model.safetensors"))?;
     std::fs::write(
         dir.join("config.json"),
         r#"{"imgd_model_id": "clip-vit-b32-random", "imgd_model_version": "random-weights"}"#,
