@@ -6,8 +6,11 @@
 //! ready, the thread runs it and scatters the rows back to their images.
 //!
 //! [`Batched`] adapts any [`BatchModel`] into a runner with two functions: one that prepares
-//! an input from the tiers, one that turns an output into a [`ResultRow`].
+//! an input from the tiers, one that turns an output into a [`ResultRow`]. Its preparation is
+//! pure CPU work on the pixels (resize, crop, normalise), so it is also offered as a
+//! [`SharedPrepare`] that the decode threads run, leaving the inference thread to the models.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,6 +52,12 @@ impl ImageInput<'_> {
 /// The results of one batch: each job with its row or its error text.
 pub type RunnerResults = Vec<(JobKey, Result<ResultRow, String>)>;
 
+/// A model input prepared away from the inference thread, for [`ModelRunner::submit_prepared`].
+pub type Prepared = Box<dyn Any + Send>;
+
+/// A runner's input preparation, callable from any thread (the decode threads run it).
+pub type SharedPrepare = Arc<dyn Fn(&ImageInput<'_>) -> Result<Prepared, String> + Send + Sync>;
+
 /// A model module as the inference thread drives it.
 pub trait ModelRunner: Send {
     /// The module this runner serves.
@@ -67,9 +76,22 @@ pub trait ModelRunner: Send {
     fn pending(&self) -> usize;
     /// Registers a callback for each batch's statistics (metrics).
     fn set_observer(&mut self, observer: Box<dyn FnMut(&BatchStats) + Send>);
+    /// The input preparation other threads may run, when this runner offers one; its outputs
+    /// go to [`submit_prepared`](Self::submit_prepared). `None`: `submit` does all the work.
+    fn preparer(&self) -> Option<SharedPrepare> {
+        None
+    }
+    /// Queues an input made by [`preparer`](Self::preparer). An error fails the job alone.
+    fn submit_prepared(&mut self, key: JobKey, input: Prepared) -> Result<(), String> {
+        let _ = (key, input);
+        Err(format!(
+            "the {} runner takes no prepared inputs",
+            self.model_name()
+        ))
+    }
 }
 
-type Prepare<I> = Box<dyn Fn(&ImageInput<'_>) -> Result<I, String> + Send>;
+type Prepare<I> = Arc<dyn Fn(&ImageInput<'_>) -> Result<I, String> + Send + Sync>;
 type Finish<O> = Box<dyn Fn(O) -> ResultRow + Send>;
 
 /// A [`ModelRunner`] made of a [`BatchModel`] and two conversion functions.
@@ -87,7 +109,7 @@ impl<M: BatchModel> Batched<M> {
         module: Module,
         model: M,
         config: BatchConfig,
-        prepare: impl Fn(&ImageInput<'_>) -> Result<M::Input, String> + Send + 'static,
+        prepare: impl Fn(&ImageInput<'_>) -> Result<M::Input, String> + Send + Sync + 'static,
         finish: impl Fn(M::Output) -> ResultRow + Send + 'static,
     ) -> Self {
         let name = model.name().to_string();
@@ -95,7 +117,7 @@ impl<M: BatchModel> Batched<M> {
             module,
             name,
             batcher: MicroBatcher::new(model, config),
-            prepare: Box::new(prepare),
+            prepare: Arc::new(prepare),
             finish: Box::new(finish),
         }
     }
@@ -104,7 +126,7 @@ impl<M: BatchModel> Batched<M> {
 impl<M> ModelRunner for Batched<M>
 where
     M: BatchModel + Send,
-    M::Input: Send,
+    M::Input: Send + 'static,
 {
     fn module(&self) -> Module {
         self.module
@@ -142,6 +164,21 @@ where
 
     fn set_observer(&mut self, observer: Box<dyn FnMut(&BatchStats) + Send>) {
         self.batcher.set_observer(observer);
+    }
+
+    fn preparer(&self) -> Option<SharedPrepare> {
+        let prepare = Arc::clone(&self.prepare);
+        Some(Arc::new(move |image: &ImageInput<'_>| {
+            prepare(image).map(|input| Box::new(input) as Prepared)
+        }))
+    }
+
+    fn submit_prepared(&mut self, key: JobKey, input: Prepared) -> Result<(), String> {
+        let input = input
+            .downcast::<M::Input>()
+            .map_err(|_| format!("a prepared input of another type reached {}", self.name))?;
+        self.batcher.push(key, *input);
+        Ok(())
     }
 }
 
@@ -190,4 +227,78 @@ pub fn fake_runner(
             data: serde_json::json!({ "fake_output": output.to_string() }),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(seed: u8) -> Arc<RgbImage> {
+        Arc::new(RgbImage::from_fn(16, 12, |x, y| {
+            image::Rgb([seed, x as u8 * 7, y as u8 * 11])
+        }))
+    }
+
+    /// The rows of `n` images through `submit`, or through `preparer` + `submit_prepared`.
+    fn rows(prepared_elsewhere: bool) -> Vec<(JobKey, Result<ResultRow, String>)> {
+        let mut runner = fake_runner(
+            BatchConfig::new(8, std::time::Duration::from_millis(1)),
+            std::time::Duration::ZERO,
+            std::time::Duration::ZERO,
+        );
+        let prepare = runner
+            .preparer()
+            .expect("a batched runner offers its preparation");
+        for i in 0..5u8 {
+            let tiers = vec![(448, image(i))];
+            let input = ImageInput {
+                image_id: i64::from(i),
+                path: "/photos/a.jpg",
+                tiers: &tiers,
+            };
+            let key = JobKey {
+                image_id: i64::from(i),
+                job_id: 100 + i64::from(i),
+            };
+            if prepared_elsewhere {
+                let ready = std::thread::scope(|s| s.spawn(|| prepare(&input)).join().unwrap());
+                runner.submit_prepared(key, ready.unwrap()).unwrap();
+            } else {
+                runner.submit(key, &input).unwrap();
+            }
+        }
+        let mut out = runner.run(CloseReason::Draining);
+        out.sort_by_key(|(key, _)| key.job_id);
+        out
+    }
+
+    #[test]
+    fn inputs_prepared_on_another_thread_give_the_same_rows() {
+        let direct = rows(false);
+        let elsewhere = rows(true);
+        assert_eq!(direct.len(), 5);
+        assert_eq!(
+            format!("{direct:?}"),
+            format!("{elsewhere:?}"),
+            "prepared elsewhere differs"
+        );
+    }
+
+    #[test]
+    fn a_prepared_input_of_the_wrong_type_fails_its_job() {
+        let mut runner = fake_runner(
+            BatchConfig::new(8, std::time::Duration::from_millis(1)),
+            std::time::Duration::ZERO,
+            std::time::Duration::ZERO,
+        );
+        let key = JobKey {
+            image_id: 1,
+            job_id: 1,
+        };
+        let err = runner
+            .submit_prepared(key, Box::new("not a fake input"))
+            .unwrap_err();
+        assert!(err.contains("another type"), "{err}");
+        assert_eq!(runner.pending(), 0);
+    }
 }

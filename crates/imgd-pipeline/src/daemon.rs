@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::decode_stage::DecodeStage;
 use crate::infer_stage::InferStage;
 use crate::metrics::{Metrics, QueueState};
-use crate::runner::ModelRunner;
+use crate::runner::{ModelRunner, SharedPrepare};
 pub use crate::writer_stage::WriterConfig;
 use crate::writer_stage::WriterStage;
 
@@ -204,6 +204,12 @@ pub fn run(
         .spawn(move || writer.run(finished_rx))
         .map_err(|e| PipelineError::Spawn("writer", e))?;
 
+    let preparers: Arc<HashMap<Module, SharedPrepare>> = Arc::new(
+        runners
+            .iter()
+            .filter_map(|r| r.preparer().map(|p| (r.module(), p)))
+            .collect(),
+    );
     let mut runners = runners;
     for runner in &mut runners {
         let metrics = Arc::clone(&metrics);
@@ -229,6 +235,7 @@ pub fn run(
             metrics: Arc::clone(&metrics),
             decodes: Arc::clone(&decodes),
             ocr_needs_text: config.ocr_needs_text,
+            preparers: Arc::clone(&preparers),
         };
         let rx = claim_rx.clone();
         let tx = decoded_tx.clone();

@@ -2,6 +2,7 @@
 //! decoded once into the tiers its modules need, and the CPU modules run here. The image then
 //! goes on to the inference thread with its pending model jobs.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use imgd_store::queue::{ClaimedImage, ClaimedJob, JobFailure};
 use imgd_store::results::ImageOutcome;
 
 use crate::metrics::Metrics;
+use crate::runner::{ImageInput, Prepared, SharedPrepare};
 
 /// An image on its way from the decode threads to the inference thread.
 pub(crate) struct DecodedImage {
@@ -24,6 +26,8 @@ pub(crate) struct DecodedImage {
     pub outcome: ImageOutcome,
     /// Jobs for the inference thread.
     pub model_jobs: Vec<ClaimedJob>,
+    /// Inputs of model jobs already prepared here, by job id.
+    pub prepared: HashMap<i64, Prepared>,
     /// The tiers, largest first.
     pub tiers: Vec<(u32, Arc<RgbImage>)>,
     /// Every job of the image: id and module.
@@ -39,6 +43,9 @@ pub(crate) struct DecodeStage {
     pub decodes: Arc<AtomicU64>,
     /// Skip OCR where the objects module found no text.
     pub ocr_needs_text: bool,
+    /// The model runners' input preparations (resize, crop, normalise), run here so the
+    /// inference thread only runs models.
+    pub preparers: Arc<HashMap<Module, SharedPrepare>>,
 }
 
 /// The `result_ocr` row of an image OCR was skipped on: no lines, and why in `data.skipped`.
@@ -168,6 +175,7 @@ impl DecodeStage {
                     path: image.path,
                     outcome,
                     model_jobs,
+                    prepared: HashMap::new(),
                     tiers,
                     jobs,
                 };
@@ -234,6 +242,40 @@ impl DecodeStage {
                 None => {}
             }
         }
+        let mut prepared = HashMap::new();
+        if !model_jobs.is_empty() && !self.preparers.is_empty() {
+            let input = ImageInput {
+                image_id: image.image_id,
+                path: &image.path,
+                tiers: &tiers,
+            };
+            model_jobs.retain(|job| {
+                let Some(prepare) = self.preparers.get(&job.module) else {
+                    return true;
+                };
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| prepare(&input))).unwrap_or_else(|p| {
+                        Err(format!(
+                            "preparing the {} input panicked: {}",
+                            job.module,
+                            panic_text(p.as_ref())
+                        ))
+                    });
+                match result {
+                    Ok(ready) => {
+                        prepared.insert(job.job_id, ready);
+                        true
+                    }
+                    Err(error) => {
+                        outcome.failed.push(JobFailure {
+                            job_id: job.job_id,
+                            error,
+                        });
+                        false
+                    }
+                }
+            });
+        }
         if !model_jobs.is_empty() {
             for (edge, pixels) in &tiers {
                 self.cache.insert(image.image_id, *edge, Arc::clone(pixels));
@@ -246,6 +288,7 @@ impl DecodeStage {
             path: image.path,
             outcome,
             model_jobs,
+            prepared,
             tiers,
             jobs,
         }

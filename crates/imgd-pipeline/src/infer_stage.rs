@@ -121,6 +121,20 @@ impl InferStage {
                 image_id: image.image_id,
                 job_id: job.job_id,
             };
+            if let Some(input) = image.prepared.remove(&job.job_id) {
+                let submitted = match by_module.get(&job.module) {
+                    Some(&i) => self.runners[i].submit_prepared(key, input),
+                    None => Err(format!("no model loaded for the {} module", job.module)),
+                };
+                match submitted {
+                    Ok(()) => remaining += 1,
+                    Err(error) => image.outcome.failed.push(JobFailure {
+                        job_id: job.job_id,
+                        error,
+                    }),
+                }
+                continue;
+            }
             // Prefer the shared cache (counted as a hit); the message's own copy is the
             // fallback, so an eviction never causes a second decode.
             let mut tiers = Vec::with_capacity(image.tiers.len());
