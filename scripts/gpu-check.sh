@@ -125,7 +125,7 @@ try:
     e2e = json.load(open(os.path.join(out, "e2e.json")))
     busy = e2e["infer_busy_seconds"] / max(e2e["infer_wall_seconds"], 1e-9)
     e2e_line = (f"- end to end (`imgd run --once`, {e2e['images']} JPEGs of 0.2-0.9 MP, CLIP "
-                f"ViT-B/32 f32 on the GPU, batch 128): {e2e['images'] / e2e['seconds']:,.0f} "
+                f"ViT-B/32 f16 on the GPU, batch 128): {e2e['images'] / e2e['seconds']:,.0f} "
                 f"images/s, inference thread busy {busy:.0%}, {e2e['jobs_failed']} failed")
 except Exception as error:
     e2e_line = f"- end to end: no result ({error})"

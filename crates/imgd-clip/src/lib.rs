@@ -23,7 +23,7 @@ mod error;
 pub mod preprocess;
 pub mod runner;
 
-pub use candle_core::Device;
+pub use candle_core::{DType, Device};
 pub use device::{DeviceChoice, device, select_device};
 pub use error::ClipError;
 pub use runner::{aesthetic_runner, embedding_runner};

@@ -59,6 +59,9 @@ pub struct ModelsSection {
     pub dir: Option<PathBuf>,
     /// Run the models on the GPU (a build with the `cuda` feature); the CPU when unavailable.
     pub cuda: bool,
+    /// On the GPU, run CLIP in f16 (about twice the images/s; vectors within ~2e-3 relative
+    /// of f32). The CPU always runs f32.
+    pub gpu_f16: bool,
     /// ONNX Runtime intra-op threads per session; 0: one per physical core.
     pub intra_threads: usize,
     /// `libonnxruntime.so`; default `ORT_DYLIB_PATH`, else the registry folder.
@@ -84,6 +87,7 @@ impl Default for ModelsSection {
         ModelsSection {
             dir: None,
             cuda: false,
+            gpu_f16: true,
             intra_threads: 0,
             onnxruntime: None,
             embedding: PathBuf::from("clip-vit-b32"),

@@ -233,7 +233,12 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
         &device,
         clip_folder(config, &models.embedding),
     ) {
-        let runner = ClipImageEncoder::load(&dir, device).map(|encoder| {
+        let dtype = if device.is_cuda() && models.gpu_f16 {
+            imgd_clip::DType::F16
+        } else {
+            imgd_clip::DType::F32
+        };
+        let runner = ClipImageEncoder::load_as(&dir, device, dtype).map(|encoder| {
             let info = encoder.info();
             versions.push((Module::Embedding, info.id.clone(), info.version.clone()));
             imgd_clip::runner::embedding_runner_from(encoder, batch(Module::Embedding))
