@@ -29,9 +29,14 @@ pub fn search(db: &Path, args: SearchArgs) -> Result<ExitCode> {
     // Only query words need the text encoder (--similar uses a stored vector).
     let mut encoder = if !query.trim().is_empty() && mode != Some(SearchMode::Text) {
         let models = store.embedding_models_cached(&mut cache)?;
-        let serving = imgd_store::vectors::choose_serving_model(&models).map(|m| &m.model);
-        let config = FileConfig::load(args.config.as_deref())?;
-        embedder::text_embedder(serving, &config)
+        match imgd_store::vectors::choose_serving_model(&models) {
+            // No vectors yet: no text encoder to load.
+            None => None,
+            Some(serving) => {
+                let config = FileConfig::load(args.config.as_deref())?;
+                embedder::text_embedder(Some(&serving.model), &config)
+            }
+        }
     } else {
         None
     };

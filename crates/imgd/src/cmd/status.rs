@@ -38,14 +38,13 @@ pub fn status_document(store: &Store, db: &Path, config: &FileConfig) -> Result<
 pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
     let config = FileConfig::load(args.config.as_deref())?;
     let store = open_store(db)?;
+    if args.json {
+        print_json(&status_document(&store, db, &config)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let status = store.queue_status(5)?;
     let cloud = store.cloud_totals()?;
     let faces = store.faces_summary()?;
-    if args.json {
-        let value = status_document(&store, db, &config)?;
-        print_json(&value)?;
-        return Ok(ExitCode::SUCCESS);
-    }
     println!("database: {}", db.display());
     println!(
         "images:   {} ({} present, {} missing)",
