@@ -30,8 +30,7 @@ pub fn input_tier() -> u32 {
 /// The runner's input image: the 384-px tier, else the largest tier decoded.
 fn pick_tier<'a>(image: &'a ImageInput<'_>) -> Result<&'a RgbImage, String> {
     image
-        .tier(input_tier())
-        .or_else(|| image.tiers.first().map(|(_, pixels)| pixels))
+        .tier_or_largest(input_tier())
         .map(|pixels| pixels.as_ref())
         .ok_or_else(|| {
             format!(

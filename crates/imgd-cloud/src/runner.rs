@@ -223,10 +223,7 @@ impl ModelRunner for CloudRunner {
 
     fn submit(&mut self, key: JobKey, image: &ImageInput<'_>) -> Result<(), String> {
         let tier = Module::Cloud.tier().unwrap_or(1568);
-        let Some(pixels) = image
-            .tier(tier)
-            .or_else(|| image.tiers.first().map(|(_, p)| p))
-        else {
+        let Some(pixels) = image.tier_or_largest(tier) else {
             return Err("no decoded image for the cloud module".into());
         };
         let Some(jobs) = &self.jobs else {

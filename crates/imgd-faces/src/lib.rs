@@ -401,8 +401,7 @@ pub fn to_row(
 pub fn prepare(image: &ImageInput<'_>) -> Result<Arc<RgbImage>, String> {
     let tier = Module::Faces.tier().unwrap_or(1280);
     image
-        .tier(tier)
-        .or_else(|| image.tiers.first().map(|(_, t)| t))
+        .tier_or_largest(tier)
         .cloned()
         .ok_or_else(|| "no decoded tier for the faces module".to_string())
 }

@@ -47,6 +47,13 @@ impl ImageInput<'_> {
             .find(|(edge, _)| *edge == long_edge)
             .map(|(_, image)| image)
     }
+
+    /// The tier requested with this long edge, else the largest one decoded (an image smaller
+    /// than the tier is never upscaled, so its largest tier is the whole image).
+    pub fn tier_or_largest(&self, long_edge: u32) -> Option<&Arc<RgbImage>> {
+        self.tier(long_edge)
+            .or_else(|| self.tiers.first().map(|(_, image)| image))
+    }
 }
 
 /// The results of one batch: each job with its row or its error text.

@@ -490,8 +490,7 @@ pub fn runner(
         batch,
         move |image: &ImageInput<'_>| {
             image
-                .tier(tier)
-                .or_else(|| image.tiers.first().map(|(_, pixels)| pixels))
+                .tier_or_largest(tier)
                 .cloned()
                 .ok_or_else(|| "no decoded tier for OCR".to_string())
         },
