@@ -276,12 +276,19 @@ impl DecodeStage {
                 }
             });
         }
-        if !model_jobs.is_empty() {
+        // Only runners that prepare their own inputs on the inference thread read the tiers
+        // there; when every model job is prepared, the pixels are not kept.
+        if model_jobs
+            .iter()
+            .any(|job| !prepared.contains_key(&job.job_id))
+        {
             for (edge, pixels) in &tiers {
                 self.cache.insert(image.image_id, *edge, Arc::clone(pixels));
             }
             self.metrics
                 .set_decode_cache_bytes(self.cache.stats().bytes);
+        } else {
+            tiers.clear();
         }
         DecodedImage {
             image_id: image.image_id,
