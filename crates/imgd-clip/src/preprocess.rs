@@ -160,6 +160,36 @@ pub fn center_crop(image: &RgbImage, crop_width: u32, crop_height: u32) -> RgbIm
 /// PIL's fixed-point precision for 8-bit images (`PRECISION_BITS` in `Resample.c`).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
+/// A PIL resampling filter that [`resize_pil`] reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PilFilter {
+    /// `Image.BILINEAR`: the triangle kernel, support 1.
+    Bilinear,
+    /// `Image.BICUBIC`: the cubic kernel with `a = -0.5`, support 2.
+    Bicubic,
+}
+
+impl PilFilter {
+    /// The kernel's support at scale 1.
+    fn support(self) -> f64 {
+        match self {
+            PilFilter::Bilinear => 1.0,
+            PilFilter::Bicubic => 2.0,
+        }
+    }
+
+    /// The kernel's weight at distance `x`.
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            PilFilter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 { 1.0 - x } else { 0.0 }
+            }
+            PilFilter::Bicubic => bicubic(x),
+        }
+    }
+}
+
 /// PIL's bicubic kernel (`a = -0.5`), support 2.
 fn bicubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -180,11 +210,10 @@ struct Taps {
 }
 
 /// PIL's `precompute_coeffs` followed by `normalize_coeffs_8bpc`, for the whole input range.
-fn precompute(in_size: u32, out_size: u32) -> Vec<Taps> {
-    const SUPPORT: f64 = 2.0;
+fn precompute(in_size: u32, out_size: u32, filter: PilFilter) -> Vec<Taps> {
     let scale = f64::from(in_size) / f64::from(out_size);
     let filterscale = scale.max(1.0);
-    let support = SUPPORT * filterscale;
+    let support = filter.support() * filterscale;
     (0..out_size)
         .map(|xx| {
             let center = (f64::from(xx) + 0.5) * scale;
@@ -194,7 +223,7 @@ fn precompute(in_size: u32, out_size: u32) -> Vec<Taps> {
             let xmax = ((center + support + 0.5) as i64).min(i64::from(in_size));
             let count = (xmax - xmin).max(0) as usize;
             let mut weights: Vec<f64> = (0..count)
-                .map(|x| bicubic((x as f64 + xmin as f64 - center + 0.5) * ss))
+                .map(|x| filter.weight((x as f64 + xmin as f64 - center + 0.5) * ss))
                 .collect();
             let total: f64 = weights.iter().sum();
             if total != 0.0 {
@@ -236,12 +265,18 @@ fn clip8(v: i32) -> u8 {
 /// same coefficients, the same fixed-point rounding, horizontal pass first with an 8-bit
 /// intermediate (only the rows the vertical pass reads), then the vertical pass.
 pub fn resize_bicubic_pil(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize_pil(image, width, height, PilFilter::Bicubic)
+}
+
+/// Resizes like PIL's `Image.resize((width, height), filter)` on an RGB image (see
+/// [`resize_bicubic_pil`] for how).
+pub fn resize_pil(image: &RgbImage, width: u32, height: u32, filter: PilFilter) -> RgbImage {
     let (in_width, in_height) = image.dimensions();
     if width == 0 || height == 0 || in_width == 0 || in_height == 0 {
         return RgbImage::new(width, height);
     }
-    let horizontal = precompute(in_width, width);
-    let vertical = precompute(in_height, height);
+    let horizontal = precompute(in_width, width, filter);
+    let vertical = precompute(in_height, height, filter);
     let need_horizontal = width != in_width;
     let need_vertical = height != in_height;
     let half = 1i32 << (PRECISION_BITS - 1);
