@@ -1,0 +1,373 @@
+//! The `objects` module: open-vocabulary object detection with GroundingDINO (Liu et al.
+//! 2023) through ONNX Runtime.
+//!
+//! The model folder (default `grounding-dino-tiny` under the models directory) holds an ONNX
+//! export of `GroundingDinoForObjectDetection` with the input and output names of the
+//! published exports (`pixel_values`, `input_ids`, `token_type_ids`, `attention_mask`,
+//! `pixel_mask` → `logits`, `pred_boxes`), its BERT `tokenizer.json`, and optionally its
+//! `config.json` (for `max_text_len`). The configured phrases ([`ObjectsConfig::prompts`]) are
+//! tokenised once; each batch of images runs as one model call on `size × size` canvases
+//! ([`preprocess`]), and [`postprocess`] turns the outputs into labelled boxes. An image
+//! `has_text` when a box carries one of [`ObjectsConfig::text_prompts`]: the OCR module is
+//! skipped on images without one.
+
+pub mod postprocess;
+pub mod preprocess;
+pub mod prompt;
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_infer::batcher::{BatchConfig, BatchModel};
+use imgd_infer::ort::session::Session;
+use imgd_infer::ort::value::TensorRef;
+use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
+use imgd_infer::{InferError, OrtConfig};
+use serde::{Deserialize, Serialize};
+
+pub use postprocess::{Detection, Thresholds};
+pub use preprocess::Prepared;
+pub use prompt::Prompt;
+
+/// What can go wrong loading or running the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    /// ONNX Runtime could not load or open the model.
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    /// The model folder lacks a file.
+    #[error("{0} is missing: see `imgd models list` for the objects model")]
+    Missing(PathBuf),
+    /// The tokenizer could not be read or does not fit the prompts.
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The model is not a GroundingDINO export imgd can run, or a run failed.
+    #[error("objects model {model}: {message}")]
+    Model {
+        /// The model file.
+        model: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// `[objects]`: what to look for and how sure to be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectsConfig {
+    /// The phrases to detect, each a noun phrase (`"street sign"`).
+    pub prompts: Vec<String>,
+    /// The phrases that mean the image shows text (they set `has_text`, which the OCR module
+    /// waits for). Each should also be in `prompts`.
+    pub text_prompts: Vec<String>,
+    /// Least score for a box (the reference's `box_threshold`).
+    pub box_threshold: f32,
+    /// Least token probability for a phrase (the reference's `text_threshold`).
+    pub text_threshold: f32,
+    /// Most overlap between two boxes of one label.
+    pub nms_iou: f32,
+    /// Most boxes kept per image.
+    pub max_detections: usize,
+    /// The model's input canvas, in pixels (the image's long edge is resized to it).
+    pub size: u32,
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        let words = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        ObjectsConfig {
+            prompts: words(&[
+                "person", "dog", "cat", "bird", "horse", "car", "bicycle", "boat", "building",
+                "tree", "flower", "food", "text", "sign", "document", "screen",
+            ]),
+            text_prompts: words(&["text", "sign", "document", "screen"]),
+            box_threshold: 0.35,
+            text_threshold: 0.25,
+            nms_iou: 0.5,
+            max_detections: 50,
+            size: Module::Objects.tier().unwrap_or(800),
+        }
+    }
+}
+
+impl ObjectsConfig {
+    /// The thresholds of [`postprocess`].
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            box_threshold: self.box_threshold,
+            text_threshold: self.text_threshold,
+            nms_iou: self.nms_iou,
+        }
+    }
+}
+
+/// The files of a model folder.
+pub fn model_files(dir: &Path) -> [PathBuf; 2] {
+    [dir.join("model.onnx"), dir.join("tokenizer.json")]
+}
+
+/// A loaded GroundingDINO with its tokenised prompts.
+pub struct GroundingDino {
+    session: Session,
+    path: PathBuf,
+    prompt: Prompt,
+    config: ObjectsConfig,
+    id: String,
+    version: String,
+}
+
+/// What the model found on one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectsOutput {
+    /// The boxes, best first, after non-maximum suppression.
+    pub detections: Vec<Detection>,
+    /// Whether a box carries a text prompt.
+    pub has_text: bool,
+}
+
+impl GroundingDino {
+    /// Loads the model in `dir` for the prompts of `config`.
+    pub fn load(
+        dir: &Path,
+        ort: &OrtConfig,
+        config: ObjectsConfig,
+    ) -> Result<GroundingDino, ObjectsError> {
+        let [model, tokenizer] = model_files(dir);
+        for file in [&model, &tokenizer] {
+            if !file.is_file() {
+                return Err(ObjectsError::Missing(file.clone()));
+            }
+        }
+        let max_tokens = std::fs::read_to_string(dir.join("config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|config| config.get("max_text_len").and_then(|v| v.as_u64()))
+            .map_or(256, |n| n as usize);
+        let prompt = Prompt::new(&tokenizer, &config.prompts, max_tokens)?;
+        let session = imgd_infer::session(&model, ort)?;
+        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        for needed in INPUTS {
+            if !names.contains(&needed) {
+                return Err(ObjectsError::Model {
+                    model,
+                    message: format!(
+                        "no input `{needed}` (inputs: {names:?}); export the model with the \
+                         Hugging Face input names"
+                    ),
+                });
+            }
+        }
+        let id = dir.file_name().map_or("grounding-dino".into(), |n| {
+            n.to_string_lossy().into_owned()
+        });
+        let version = format!(
+            "fp-{}",
+            imgd_clip::config::fingerprint(&model).map_err(|e| ObjectsError::Model {
+                model: model.clone(),
+                message: e.to_string(),
+            })?
+        );
+        Ok(GroundingDino {
+            session,
+            path: model,
+            prompt,
+            config,
+            id,
+            version,
+        })
+    }
+
+    /// The tokenised prompts.
+    pub fn prompt(&self) -> &Prompt {
+        &self.prompt
+    }
+
+    /// The model's id (its folder's name) and version (a fingerprint of its weights).
+    pub fn info(&self) -> (&str, &str) {
+        (&self.id, &self.version)
+    }
+
+    /// The raw outputs for a batch: per image, `(logits, tokens per query, boxes)`.
+    pub fn raw(&mut self, batch: &[&Prepared]) -> Result<Vec<RawOutput>, ObjectsError> {
+        let Some(first) = batch.first() else {
+            return Ok(Vec::new());
+        };
+        let side = first.size as usize;
+        let n = batch.len();
+        let error = |message: String| ObjectsError::Model {
+            model: self.path.clone(),
+            message,
+        };
+        if batch.iter().any(|p| p.size != first.size) {
+            return Err(error(
+                "images of one batch must share their canvas size".into(),
+            ));
+        }
+        let mut pixels = Vec::with_capacity(n * 3 * side * side);
+        let mut mask = Vec::with_capacity(n * side * side);
+        for prepared in batch {
+            pixels.extend_from_slice(&prepared.pixels);
+            mask.extend(prepared.mask.iter().map(|&m| i64::from(m)));
+        }
+        let tokens = self.prompt.input_ids.len();
+        let ids: Vec<i64> = (0..n)
+            .flat_map(|_| self.prompt.input_ids.iter().copied())
+            .collect();
+        let types = vec![0i64; n * tokens];
+        let attention = vec![1i64; n * tokens];
+        let tensor_error = |e: imgd_infer::ort::Error| error(e.to_string());
+        let outputs = self
+            .session
+            .run(imgd_infer::ort::inputs![
+                "pixel_values" => TensorRef::from_array_view((vec![n, 3, side, side], pixels.as_slice())).map_err(tensor_error)?,
+                "input_ids" => TensorRef::from_array_view((vec![n, tokens], ids.as_slice())).map_err(tensor_error)?,
+                "token_type_ids" => TensorRef::from_array_view((vec![n, tokens], types.as_slice())).map_err(tensor_error)?,
+                "attention_mask" => TensorRef::from_array_view((vec![n, tokens], attention.as_slice())).map_err(tensor_error)?,
+                "pixel_mask" => TensorRef::from_array_view((vec![n, side, side], mask.as_slice())).map_err(tensor_error)?,
+            ])
+            .map_err(tensor_error)?;
+        let tensor = |name: &str| -> Result<(Vec<usize>, Vec<f32>), ObjectsError> {
+            let value = outputs
+                .get(name)
+                .ok_or_else(|| error(format!("no output `{name}`")))?;
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(tensor_error)?;
+            Ok((
+                shape.iter().map(|&d| d.max(0) as usize).collect(),
+                data.to_vec(),
+            ))
+        };
+        let (logits_shape, logits) = tensor("logits")?;
+        let (boxes_shape, boxes) = tensor("pred_boxes")?;
+        let (queries, width) = match (logits_shape.as_slice(), boxes_shape.as_slice()) {
+            ([b, q, t], [b2, q2, 4]) if *b == n && *b2 == n && q == q2 && *t >= tokens => (*q, *t),
+            _ => {
+                return Err(error(format!(
+                    "outputs of shapes {logits_shape:?} and {boxes_shape:?} for {n} images of \
+                     {tokens} tokens"
+                )));
+            }
+        };
+        Ok((0..n)
+            .map(|i| RawOutput {
+                logits: logits[i * queries * width..][..queries * width].to_vec(),
+                tokens: width,
+                boxes: boxes[i * queries * 4..][..queries * 4].to_vec(),
+            })
+            .collect())
+    }
+
+    /// Labelled boxes for a batch of prepared images.
+    pub fn detect(&mut self, batch: &[&Prepared]) -> Result<Vec<ObjectsOutput>, ObjectsError> {
+        let thresholds = self.config.thresholds();
+        Ok(self
+            .raw(batch)?
+            .into_iter()
+            .map(|raw| {
+                let found = postprocess::decode(
+                    &raw.logits,
+                    &raw.boxes,
+                    raw.tokens,
+                    &self.prompt,
+                    &thresholds,
+                );
+                let detections =
+                    postprocess::nms(found, thresholds.nms_iou, self.config.max_detections);
+                let has_text = detections
+                    .iter()
+                    .any(|d| self.config.text_prompts.iter().any(|t| t.trim() == d.label));
+                ObjectsOutput {
+                    detections,
+                    has_text,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The model's inputs, by name.
+const INPUTS: [&str; 5] = [
+    "pixel_values",
+    "input_ids",
+    "token_type_ids",
+    "attention_mask",
+    "pixel_mask",
+];
+
+/// One image's raw model outputs.
+#[derive(Debug, Clone)]
+pub struct RawOutput {
+    /// `queries × tokens` logits.
+    pub logits: Vec<f32>,
+    /// Logits per query (the model's `max_text_len`).
+    pub tokens: usize,
+    /// `queries × 4` boxes, `cx, cy, w, h` relative to the image.
+    pub boxes: Vec<f32>,
+}
+
+impl BatchModel for GroundingDino {
+    type Input = Prepared;
+    type Output = ObjectsOutput;
+    type Error = ObjectsError;
+
+    fn name(&self) -> &str {
+        &self.id
+    }
+
+    fn run_batch(&mut self, inputs: &[Prepared]) -> Result<Vec<ObjectsOutput>, ObjectsError> {
+        let batch: Vec<&Prepared> = inputs.iter().collect();
+        self.detect(&batch)
+    }
+}
+
+/// The `result_objects` row of one image.
+pub fn objects_row(id: &str, version: &str, output: &ObjectsOutput) -> ResultRow {
+    let mut labels: Vec<&str> = Vec::new();
+    for detection in &output.detections {
+        if !labels.contains(&detection.label.as_str()) {
+            labels.push(&detection.label);
+        }
+    }
+    ResultRow {
+        module: Module::Objects,
+        model_id: Some(id.to_string()),
+        model_version: Some(version.to_string()),
+        columns: vec![
+            ("has_text", SqlValue::Integer(i64::from(output.has_text))),
+            ("labels", SqlValue::Text(labels.join(" "))),
+        ],
+        data: serde_json::json!({ "detections": output.detections }),
+    }
+}
+
+/// The objects module's runner: GroundingDINO from `dir` on each image's objects tier
+/// (`Module::Objects.tier()`, 800 px), batched up to `batch`.
+pub fn runner(
+    dir: &Path,
+    ort: &OrtConfig,
+    config: ObjectsConfig,
+    batch: BatchConfig,
+) -> Result<Box<dyn ModelRunner>, ObjectsError> {
+    let tier = Module::Objects.tier().unwrap_or(800);
+    let size = config.size;
+    let model = GroundingDino::load(dir, ort, config)?;
+    let (id, version) = model.info();
+    let (id, version) = (id.to_string(), version.to_string());
+    Ok(Box::new(Batched::new(
+        Module::Objects,
+        model,
+        batch,
+        move |image: &ImageInput<'_>| {
+            let pixels: &RgbImage = image
+                .tier_or_largest(tier)
+                .ok_or_else(|| "no decoded tier for objects".to_string())?;
+            Ok(preprocess::prepare(pixels, size))
+        },
+        move |output: ObjectsOutput| objects_row(&id, &version, &output),
+    )))
+}
