@@ -81,13 +81,9 @@ impl Preprocess {
         Ok(self.normalize(&cropped))
     }
 
-    /// Steps 3 and 4 on an already cropped image, in the reference's precision: the rescale
-    /// in f64 rounded to f32, the normalisation in f32.
-    pub fn normalize(&self, image: &RgbImage) -> Vec<f32> {
-        let (width, height) = image.dimensions();
-        let plane = width as usize * height as usize;
-        let mut out = vec![0f32; 3 * plane];
-        // One entry per (channel, byte value): the arithmetic is exact per value.
+    /// Steps 3 and 4 as a table: the normalised value of each byte, per channel (RGB), in the
+    /// reference's precision (the rescale in f64 rounded to f32, the normalisation in f32).
+    pub fn normalize_table(&self) -> [[f32; 256]; 3] {
         let mut table = [[0f32; 256]; 3];
         for (c, row) in table.iter_mut().enumerate() {
             for (v, entry) in row.iter_mut().enumerate() {
@@ -95,6 +91,15 @@ impl Preprocess {
                 *entry = (rescaled - self.mean[c]) / self.std[c];
             }
         }
+        table
+    }
+
+    /// Steps 3 and 4 on an already cropped image, through [`Self::normalize_table`].
+    pub fn normalize(&self, image: &RgbImage) -> Vec<f32> {
+        let (width, height) = image.dimensions();
+        let plane = width as usize * height as usize;
+        let mut out = vec![0f32; 3 * plane];
+        let table = self.normalize_table();
         for (i, pixel) in image.pixels().enumerate() {
             for c in 0..3 {
                 out[c * plane + i] = table[c][pixel.0[c] as usize];

@@ -1,7 +1,9 @@
 //! The model runners the inference thread drives: `embedding` and `aesthetic`.
 //!
-//! Both take the image's 448-px tier ([`Module::Embedding`]'s), preprocess it on submit (so a
-//! bad image fails alone, before batching), and run the CLIP image tower on whole batches.
+//! Both take the image's 448-px tier ([`Module::Embedding`]'s), resize and centre-crop it when
+//! the input is prepared (on a decode thread, so a bad image fails alone, before batching), and
+//! run the CLIP image tower on whole batches of 8-bit crops, normalised on the model's device
+//! ([`ClipImageEncoder::embed_crops`]).
 //!
 //! The aesthetic runner computes its own CLIP ViT-L/14 image embedding: it does not wait for
 //! the embedding module's result, so the two modules stay independent jobs. When both use the
@@ -41,12 +43,16 @@ fn pick_tier<'a>(image: &'a ImageInput<'_>) -> Result<&'a RgbImage, String> {
         })
 }
 
-fn prepare(preprocess: &Preprocess, image: &ImageInput<'_>) -> Result<Vec<f32>, String> {
+/// The resized and centre-cropped bytes: the model normalises them on its device.
+fn prepare(preprocess: &Preprocess, image: &ImageInput<'_>) -> Result<RgbImage, String> {
     let pixels = pick_tier(image)?;
-    preprocess.apply(pixels).map_err(|e| e.to_string())
+    preprocess
+        .resize_and_crop(pixels)
+        .map_err(|e| e.to_string())
 }
 
-/// The CLIP image tower as a [`BatchModel`]: preprocessed images in, normalised vectors out.
+/// The CLIP image tower as a [`BatchModel`]: resized and cropped images in, normalised
+/// vectors out.
 pub struct ImageEmbedder {
     encoder: ClipImageEncoder,
     name: String,
@@ -61,7 +67,7 @@ impl ImageEmbedder {
 }
 
 impl BatchModel for ImageEmbedder {
-    type Input = Vec<f32>;
+    type Input = RgbImage;
     type Output = Vec<f32>;
     type Error = ClipError;
 
@@ -69,13 +75,13 @@ impl BatchModel for ImageEmbedder {
         &self.name
     }
 
-    fn run_batch(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ClipError> {
-        self.encoder.embed_pixels(inputs)
+    fn run_batch(&mut self, inputs: &[RgbImage]) -> Result<Vec<Vec<f32>>, ClipError> {
+        self.encoder.embed_crops(inputs)
     }
 }
 
-/// CLIP image tower then aesthetic MLP as a [`BatchModel`]: preprocessed images in, raw
-/// predictions out.
+/// CLIP image tower then aesthetic MLP as a [`BatchModel`]: resized and cropped images in,
+/// raw predictions out.
 pub struct AestheticScorer {
     encoder: ClipImageEncoder,
     mlp: AestheticMlp,
@@ -104,7 +110,7 @@ impl AestheticScorer {
 }
 
 impl BatchModel for AestheticScorer {
-    type Input = Vec<f32>;
+    type Input = RgbImage;
     type Output = f32;
     type Error = ClipError;
 
@@ -112,8 +118,8 @@ impl BatchModel for AestheticScorer {
         &self.name
     }
 
-    fn run_batch(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<f32>, ClipError> {
-        let embeddings = self.encoder.embed_pixels(inputs)?;
+    fn run_batch(&mut self, inputs: &[RgbImage]) -> Result<Vec<f32>, ClipError> {
+        let embeddings = self.encoder.embed_crops(inputs)?;
         self.mlp.score(&embeddings)
     }
 }

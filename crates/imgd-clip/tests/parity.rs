@@ -148,6 +148,19 @@ fn image_tower_matches_the_reference_and_batches_equal_singles() {
         let norm: f32 = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "not L2-normalised: {norm}");
     }
+
+    // The runners' path: cropped bytes normalised on the device give the same vectors.
+    let crops: Vec<RgbImage> = images
+        .iter()
+        .map(|image| encoder.preprocessor().resize_and_crop(image).unwrap())
+        .collect();
+    let from_bytes = encoder.embed_crops(&crops).unwrap();
+    assert_eq!(
+        from_bytes, full,
+        "bytes normalised on the device vs f32 input"
+    );
+    let wrong = RgbImage::new(10, 10);
+    assert!(encoder.embed_crops(&[wrong]).is_err());
 }
 
 #[test]
