@@ -105,6 +105,13 @@ pub struct RunSummary {
     pub infer_busy_seconds: f64,
     /// Seconds from the inference thread's first image to its end.
     pub infer_wall_seconds: f64,
+    /// Model batches run, every module together.
+    pub batches: u64,
+    /// Requests in those batches: `batched_items / batches` is the mean batch size.
+    pub batched_items: u64,
+    /// Seconds spent inside the models' batched calls, a part of `infer_busy_seconds` (the
+    /// rest is the inference thread's own work: queues, tensors in and out, results).
+    pub model_seconds: f64,
     /// Wall-clock seconds of the run.
     pub seconds: f64,
 }
@@ -211,9 +218,20 @@ pub fn run(
             .collect(),
     );
     let mut runners = runners;
+    let batch_totals = Arc::new(BatchTotals::default());
     for runner in &mut runners {
         let metrics = Arc::clone(&metrics);
-        runner.set_observer(Box::new(move |stats| metrics.record_batch(stats)));
+        let totals = Arc::clone(&batch_totals);
+        runner.set_observer(Box::new(move |stats| {
+            metrics.record_batch(stats);
+            totals.batches.fetch_add(1, Ordering::Relaxed);
+            totals
+                .items
+                .fetch_add(stats.items as u64, Ordering::Relaxed);
+            totals
+                .model_nanos
+                .fetch_add(stats.busy.as_nanos() as u64, Ordering::Relaxed);
+        }));
     }
     let infer = InferStage {
         runners,
@@ -372,8 +390,19 @@ pub fn run(
         transactions: writer_stats.transactions,
         infer_busy_seconds: infer_stats.busy.as_secs_f64(),
         infer_wall_seconds: infer_stats.wall.as_secs_f64(),
+        batches: batch_totals.batches.load(Ordering::Relaxed),
+        batched_items: batch_totals.items.load(Ordering::Relaxed),
+        model_seconds: batch_totals.model_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What the runners' batch observers add up for [`RunSummary`].
+#[derive(Default)]
+struct BatchTotals {
+    batches: AtomicU64,
+    items: AtomicU64,
+    model_nanos: AtomicU64,
 }
 
 fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {

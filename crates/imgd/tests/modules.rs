@@ -512,6 +512,13 @@ fn captions_and_four_answers_come_from_one_vision_encode_per_image() {
     let images = paths.len() as u64;
     assert_eq!(summary["images"], images, "{summary}");
     assert_eq!(summary["vision_encodes"], images, "{summary}");
+    // Batches of at most 2: 3 images take at least 2 batches.
+    assert_eq!(summary["batched_items"], images, "{summary}");
+    assert!(summary["batches"].as_u64().unwrap() >= 2, "{summary}");
+    assert!(
+        summary["model_seconds"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
 
     let mut words = Vec::new();
     for path in &paths {

@@ -170,6 +170,14 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             summary.decodes,
             summary.seconds
         );
+        if summary.batches > 0 {
+            eprintln!(
+                "imgd: {} model batches of {:.1} on average, {:.1}s in the models",
+                summary.batches,
+                summary.batched_items as f64 / summary.batches as f64,
+                summary.model_seconds
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
