@@ -2,7 +2,7 @@
 """Builds the CLIP and aesthetic parity fixtures under fixtures/clip/ with the reference
 implementation (Hugging Face `transformers` + `torch`, CPU).
 
-    python3 scripts/make-fixtures.py [clip|blip|all]   # (re)builds fixtures/clip/, fixtures/blip/
+    python3 scripts/make-fixtures.py [clip|blip|trocr|all]   # (re)builds fixtures/<target>/
 
 The first run creates a git-ignored virtual environment `.venv-fixtures/` and installs torch,
 transformers, pillow, safetensors and regex from PyPI into it (a few GB: PyPI's torch wheel
@@ -32,6 +32,12 @@ fixtures/blip/ (see its SOURCES.md) holds a tiny random-weight `BlipForCondition
 with a small BERT WordPiece tokenizer, and its reference outputs (pixels, vision embeddings,
 decoder logits, greedy caption and prompted-answer ids), checked by
 crates/imgd-caption/tests/parity.rs.
+
+fixtures/trocr/ (see its SOURCES.md) holds a tiny random-weight `VisionEncoderDecoderModel`
+with trocr-small-printed's structure (DeiT encoder, TrOCR decoder), an XLM-R-style unigram
+tokenizer (tokenizer.json and sentencepiece.bpe.model), line crops of fixtures/ocr, and its
+reference outputs (pixels, encoder states, decoder logits, greedy ids, token probabilities and
+texts), checked by crates/imgd-trocr/tests/trocr_parity.rs.
 """
 
 import json
@@ -533,12 +539,291 @@ def make_blip():
     print(f"fixtures/blip: {total / 1e6:.2f} MB")
 
 
+# --- TrOCR -----------------------------------------------------------------------------------
+
+TROCR_OUT = ROOT / "fixtures" / "trocr"
+TROCR_IMAGE_SIZE = 64
+TROCR_PATCH = 8
+TROCR_MAX_NEW_TOKENS = 12
+TROCR_UNIGRAM_SIZE = 160
+TROCR_EXTRA_IDS = 4
+TROCR_LOGITS_TEXT = "Total 42.50 EUR"
+TROCR_HEAD_SCALE = 4.0
+TROCR_EOS_GAIN = 16.0
+# Line crops of fixtures/ocr: (name, source, box (left, top, right, bottom)); the boxes are
+# the bounding rectangles of what the PP-OCR detector finds there (imgd-ocr's `ocr` example).
+TROCR_CROPS = [
+    ("bus.png", "text_00.jpg", (292, 313, 496, 355)),
+    ("lighthouse.png", "text_05.jpg", (358, 418, 852, 485)),
+    ("total.png", "text_05.jpg", (213, 510, 641, 568)),
+    ("word.png", "text_00.jpg", (79, 160, 175, 204)),
+]
+
+
+def trocr_unigram_pieces():
+    """A SentencePiece-style unigram vocabulary of the OCR fixtures' text, made here
+    deterministically (the `tokenizers` unigram trainer is not): every character seen, with
+    and without the word-start mark `▁`, then the most frequent word-start and inner substrings
+    of 2 to 6 characters; scores are log relative frequencies."""
+    import math
+    from collections import Counter
+
+    truth = json.loads((ROOT / "fixtures" / "ocr" / "truth.json").read_text())
+    lines = [line for image in truth.values() for line in image] + CORPUS.split("\n")
+    words = ["▁" + w for line in lines for w in line.split()]
+    counts = Counter()
+    for word in words:
+        for i in range(len(word)):
+            for n in range(1, 7):
+                if i + n <= len(word) and not (i > 0 and word[i] == "▁"):
+                    counts[word[i:i + n]] += 1
+    chars = sorted({c for w in words for c in w} | {"▁" + c for w in words for c in w[1:]})
+    longer = sorted((p for p in counts if len(p.lstrip("▁")) >= 2 and p not in chars),
+                    key=lambda p: (-counts[p] * (len(p) - 1), p))
+    chosen = chars + longer[: TROCR_UNIGRAM_SIZE - 3 - len(chars)]
+    total = sum(counts[p] for p in chosen)
+    pieces = [(p, math.log(max(counts[p], 1) / total)) for p in chosen]
+    return sorted(pieces, key=lambda ps: (-ps[1], ps[0]))
+
+
+def trocr_tokenizer():
+    """An XLM-R-style tokenizer as `microsoft/trocr-small-printed` has (`XLMRobertaTokenizer`:
+    a SentencePiece unigram model, Metaspace `▁` pre-tokenizer and decoder, fairseq's special
+    ids <s>=0 <pad>=1 </s>=2 <unk>=3, <mask> last) over [`trocr_unigram_pieces`], and the same
+    vocabulary as a `sentencepiece.bpe.model` protobuf (pieces <unk>, <s>, </s> first, as
+    SentencePiece and fairseq lay them out)."""
+    from transformers import XLMRobertaTokenizer
+
+    pieces = trocr_unigram_pieces()
+    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + pieces + [("<mask>", 0.0)]
+    tokenizer = XLMRobertaTokenizer(vocab=vocab)
+    spm = sentencepiece_model([("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)]
+                              + [(p, s, 1) for p, s in pieces])
+    return tokenizer, spm
+
+
+def sentencepiece_model(pieces):
+    """A SentencePiece `ModelProto` with only its `pieces` (field 1: piece = 1, score = 2,
+    type = 3), the part a decoder reads; `trainer_spec.model_type` = UNIGRAM."""
+    import struct
+
+    def varint(n):
+        out = bytearray()
+        while True:
+            byte = n & 0x7F
+            n >>= 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    def field(number, wire, payload):
+        key = varint(number << 3 | wire)
+        if wire == 2:
+            return key + varint(len(payload)) + payload
+        return key + payload
+
+    out = bytearray()
+    for piece, score, kind in pieces:
+        body = (field(1, 2, piece.encode("utf-8")) + field(2, 5, struct.pack("<f", score))
+                + field(3, 0, varint(kind)))
+        out += field(1, 2, body)
+    out += field(2, 2, field(3, 0, varint(1)))  # trainer_spec { model_type: UNIGRAM }
+    return bytes(out)
+
+
+def make_trocr_crops(out):
+    """Lossless line crops of the OCR fixtures."""
+    out.mkdir(parents=True, exist_ok=True)
+    images = {}
+    for name, source, box in TROCR_CROPS:
+        im = Image.open(ROOT / "fixtures" / "ocr" / source).convert("RGB").crop(box)
+        if name == "word.png":
+            # A small word: upscaled on both axes by the processor.
+            im = im.resize((48, 22), Image.LANCZOS)
+        im.save(out / name, optimize=True)
+        images[name] = Image.open(out / name).convert("RGB")
+    return images
+
+
+def make_trocr():
+    from transformers import (DeiTConfig, TrOCRConfig, VisionEncoderDecoderConfig,
+                              VisionEncoderDecoderModel, ViTConfig)
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED + 2)
+    model_dir = TROCR_OUT / "tiny-trocr"
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    tokenizer, spm = trocr_tokenizer()
+    tokenizer.save_pretrained(model_dir)
+    for extra in ["special_tokens_map.json", "chat_template.jinja", "sentencepiece.bpe.model"]:
+        (model_dir / extra).unlink(missing_ok=True)
+    (TROCR_OUT / "sentencepiece.bpe.model").write_bytes(spm)
+    bos, pad, eos = tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id
+    assert (bos, pad, eos) == (0, 1, 2)
+
+    # microsoft/trocr-small-printed's structure at toy size: a DeiT encoder (class and
+    # distillation tokens, qkv biases, GELU, eps 1e-12) and the TrOCR decoder (ReLU, learned
+    # positions with offset 2, layernorm_embedding, scale_embedding, untied output projection).
+    encoder = DeiTConfig(
+        hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE, image_size=TROCR_IMAGE_SIZE, patch_size=TROCR_PATCH,
+        qkv_bias=True, hidden_act="gelu", layer_norm_eps=1e-12,
+    )
+    decoder = TrOCRConfig(
+        vocab_size=len(tokenizer) + TROCR_EXTRA_IDS, d_model=HIDDEN, decoder_layers=LAYERS,
+        decoder_attention_heads=HEADS, decoder_ffn_dim=INTERMEDIATE, activation_function="relu",
+        max_position_embeddings=64, scale_embedding=True, use_learned_position_embeddings=True,
+        layernorm_embedding=True, tie_word_embeddings=False, cross_attention_hidden_size=HIDDEN,
+        is_decoder=True, add_cross_attention=True, pad_token_id=pad, bos_token_id=bos,
+        eos_token_id=eos, decoder_start_token_id=eos,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = eos
+    config.pad_token_id = pad
+    config.eos_token_id = eos
+    model = VisionEncoderDecoderModel(config=config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+        perturb(model, generator)
+        # A sharper output layer (confident tokens, as a trained model's), and an </s> row
+        # along the last layer norm's bias so that some greedy decodes end early.
+        head = model.decoder.output_projection.weight
+        head.mul_(TROCR_HEAD_SCALE)
+        last_norm = model.decoder.model.decoder.layers[-1].final_layer_norm.bias
+        head[eos] = last_norm / last_norm.norm() * TROCR_EOS_GAIN
+    model.save_pretrained(model_dir, safe_serialization=True)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["imgd_model_id"] = "tiny-trocr"
+    cfg["imgd_model_version"] = "fixture-1"
+    (model_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (model_dir / "generation_config.json").unlink(missing_ok=True)
+
+    processor = ViTImageProcessorPil(size={"height": TROCR_IMAGE_SIZE, "width": TROCR_IMAGE_SIZE})
+    processor.save_pretrained(model_dir)
+
+    # The other released TrOCR choices, smaller still: a ViT encoder (class token only, no qkv
+    # biases; trocr-base/-large), GELU, sinusoidal positions, no layernorm_embedding, no
+    # embedding scale, the output projection tied to the token embeddings (trocr-large-printed
+    # has the sinusoidal positions; trocr-base the tied projection).
+    vit_dir = TROCR_OUT / "tiny-trocr-vit"
+    vit_dir.mkdir(parents=True, exist_ok=True)
+    vit_config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
+        ViTConfig(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            image_size=TROCR_IMAGE_SIZE, patch_size=TROCR_PATCH, qkv_bias=False, hidden_act="gelu",
+        ),
+        TrOCRConfig(
+            vocab_size=len(tokenizer) + TROCR_EXTRA_IDS, d_model=16, decoder_layers=1,
+            decoder_attention_heads=2, decoder_ffn_dim=32, activation_function="gelu",
+            max_position_embeddings=64, scale_embedding=False,
+            use_learned_position_embeddings=False, layernorm_embedding=False,
+            tie_word_embeddings=True, cross_attention_hidden_size=16, is_decoder=True,
+            add_cross_attention=True, pad_token_id=pad, bos_token_id=bos, eos_token_id=eos,
+            decoder_start_token_id=eos,
+        ),
+    )
+    vit_model = VisionEncoderDecoderModel(config=vit_config).eval()
+    with torch.no_grad():
+        for name, param in vit_model.named_parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+        perturb(vit_model, generator)
+    assert vit_model.decoder.output_projection.weight is vit_model.decoder.model.decoder.embed_tokens.weight
+    vit_model.save_pretrained(vit_dir, safe_serialization=True)
+    cfg = json.loads((vit_dir / "config.json").read_text())
+    cfg["imgd_model_id"] = "tiny-trocr-vit"
+    cfg["imgd_model_version"] = "fixture-1"
+    (vit_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (vit_dir / "generation_config.json").unlink(missing_ok=True)
+    processor.save_pretrained(vit_dir)
+    tokenizer.save_pretrained(vit_dir)
+    for extra in ["special_tokens_map.json", "chat_template.jinja", "sentencepiece.bpe.model"]:
+        (vit_dir / extra).unlink(missing_ok=True)
+
+    images = make_trocr_crops(TROCR_OUT / "images")
+    names = sorted(images)
+    pixels = processor(images=[images[n] for n in names], return_tensors="pt")["pixel_values"]
+    logits_ids = torch.tensor(
+        [[eos] + tokenizer(TROCR_LOGITS_TEXT, add_special_tokens=False)["input_ids"]] * len(names)
+    )
+    with torch.no_grad():
+        hidden = model.encoder(pixel_values=pixels).last_hidden_state
+        logits = model(pixel_values=pixels, decoder_input_ids=logits_ids).logits
+        generated = model.generate(
+            pixel_values=pixels, max_new_tokens=TROCR_MAX_NEW_TOKENS, do_sample=False,
+            num_beams=1, decoder_start_token_id=eos, eos_token_id=eos, pad_token_id=pad,
+            output_scores=True, return_dict_in_generate=True,
+        )
+        vit_hidden = vit_model.encoder(pixel_values=pixels).last_hidden_state
+        vit_logits = vit_model(pixel_values=pixels, decoder_input_ids=logits_ids).logits
+        vit_generated = vit_model.generate(
+            pixel_values=pixels, max_new_tokens=TROCR_MAX_NEW_TOKENS, do_sample=False,
+            num_beams=1, decoder_start_token_id=eos, eos_token_id=eos, pad_token_id=pad,
+        )
+    rows, probs = [], []
+    for i, row in enumerate(generated.sequences.tolist()):
+        end = row.index(eos, 1) + 1 if eos in row[1:] else len(row)
+        rows.append(row[:end])
+        # The probability of each generated token (softmax of that step's logits).
+        probs.append([
+            float(torch.softmax(generated.scores[step][i], dim=-1)[row[step + 1]])
+            for step in range(end - 1)
+        ])
+    texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+    vit_rows = []
+    for row in vit_generated.tolist():
+        end = row.index(eos, 1) + 1 if eos in row[1:] else len(row)
+        vit_rows.append(row[:end])
+    print("vit greedy ids:", vit_rows)
+    print("greedy ids:", rows)
+    print("texts:", texts)
+    print("probs:", [[round(p, 3) for p in r] for r in probs])
+
+    tensors = {
+        "encoder_hidden": hidden.contiguous(),
+        "logits_ids": logits_ids.to(torch.int64).contiguous(),
+        "logits": logits.contiguous(),
+        "vit.encoder_hidden": vit_hidden.contiguous(),
+        "vit.logits": vit_logits.contiguous(),
+    }
+    for i, name in enumerate(names):
+        tensors[f"pixels.{name}"] = pixels[i].contiguous()
+    save_file(tensors, str(TROCR_OUT / "reference.safetensors"))
+    (TROCR_OUT / "reference.json").write_text(json.dumps({
+        "images": names,
+        "max_new_tokens": TROCR_MAX_NEW_TOKENS,
+        "greedy_ids": rows,
+        "greedy_token_probs": probs,
+        "greedy_texts": texts,
+        "vit_greedy_ids": vit_rows,
+        "vit_greedy_texts": tokenizer.batch_decode(vit_rows, skip_special_tokens=True),
+        "logits_text": TROCR_LOGITS_TEXT,
+        "token_ids": {"bos": bos, "pad": pad, "eos": eos, "decoder_start": eos},
+        "tokenizer_size": len(tokenizer),
+        "made_with": {
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "pillow": Image.__version__,
+            "image_processor": "ViTImageProcessorPil",
+        },
+    }, indent=2, ensure_ascii=False) + "\n")
+
+    total = sum(p.stat().st_size for p in TROCR_OUT.rglob("*") if p.is_file())
+    print(f"fixtures/trocr: {total / 1e6:.2f} MB")
+
+
 if __name__ == "__main__":
-    # `make-fixtures.py [clip|blip|all]` (default: all).
+    # `make-fixtures.py [clip|blip|trocr|all]` (default: all).
     target = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if target not in ("clip", "blip", "all"):
-        sys.exit(f"usage: {sys.argv[0]} [clip|blip|all]")
+    if target not in ("clip", "blip", "trocr", "all"):
+        sys.exit(f"usage: {sys.argv[0]} [clip|blip|trocr|all]")
     if target in ("clip", "all"):
         main()
     if target in ("blip", "all"):
         make_blip()
+    if target in ("trocr", "all"):
+        make_trocr()

@@ -25,6 +25,11 @@
 //!    `character` metadata; confidence = mean probability of the kept characters. Lines with
 //!    empty text or confidence under [`OcrConfig::text_score`] are dropped.
 //!
+//! The recogniser is a [`LineRecognizer`]: PP-OCR's CTC model ([`CtcRecognizer`], what
+//! [`Ocr::load`] builds) or another one handed to [`Ocr::with_recognizer`] (the `imgd-trocr`
+//! crate's TrOCR), which then reads the same crops (after the same direction classifier) and
+//! whose lines are kept by the same rules. A row says which in `data.recognizer`.
+//!
 //! **Batching never changes a result**: every input shape depends on one image or one crop
 //! alone, and only inputs of the same shape share a model call, so a batch of N images gives
 //! what N single runs give (tested to 1e-4).
@@ -126,6 +131,62 @@ impl Default for OcrConfig {
     }
 }
 
+/// What reads the text of upright line crops (step 4 of the [pipeline](crate)).
+///
+/// An implementation must give each crop the result it would get alone, whatever the other
+/// crops of the call: batching never changes an OCR result.
+pub trait LineRecognizer: Send {
+    /// What the OCR rows record about it.
+    fn info(&self) -> RecognizerInfo;
+    /// The text and a confidence in 0–1 of each crop, in order.
+    fn read(&mut self, crops: &[&RgbImage]) -> Result<Vec<(String, f32)>, OcrError>;
+}
+
+/// A recogniser's name and model, as the OCR rows record them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecognizerInfo {
+    /// `ppocr` (PP-OCR's CTC recogniser) or `trocr`: `data.recognizer` of the rows.
+    pub kind: String,
+    /// Its model id (`pp-ocrv6-small`, `trocr-small-printed`, …).
+    pub model_id: String,
+    /// Its model version.
+    pub model_version: String,
+}
+
+impl RecognizerInfo {
+    /// PP-OCR's own recogniser.
+    pub fn ppocr() -> Self {
+        RecognizerInfo {
+            kind: PPOCR.to_string(),
+            model_id: MODEL_ID.to_string(),
+            model_version: MODEL_VERSION.to_string(),
+        }
+    }
+
+    /// The rows' `model_id`: [`MODEL_ID`] with PP-OCR's recogniser, else
+    /// `pp-ocrv6-small+<recogniser id>` (the detector is always PP-OCR's).
+    pub fn row_model_id(&self) -> String {
+        if self.kind == PPOCR {
+            MODEL_ID.to_string()
+        } else {
+            format!("{MODEL_ID}+{}", self.model_id)
+        }
+    }
+
+    /// The rows' `model_version`: [`MODEL_VERSION`], with `+<recogniser version>` for another
+    /// recogniser.
+    pub fn row_model_version(&self) -> String {
+        if self.kind == PPOCR {
+            MODEL_VERSION.to_string()
+        } else {
+            format!("{MODEL_VERSION}+{}", self.model_version)
+        }
+    }
+}
+
+/// `data.recognizer` of rows read by PP-OCR's CTC recogniser.
+pub const PPOCR: &str = "ppocr";
+
 /// One recognised text line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Line {
@@ -135,7 +196,8 @@ pub struct Line {
     pub bbox: [[i32; 2]; 4],
     /// The text.
     pub text: String,
-    /// Mean probability of its characters, 0–1.
+    /// 0–1: the mean probability of its characters (PP-OCR's CTC recogniser) or of its
+    /// generated tokens (TrOCR; see the `imgd-trocr` crate).
     pub confidence: f32,
 }
 
@@ -148,12 +210,21 @@ pub struct OcrOutput {
     pub width: u32,
     /// Its height.
     pub height: u32,
+    /// Which recogniser read the lines ([`RecognizerInfo::kind`]: `ppocr`, `trocr`).
+    #[serde(default)]
+    pub recognizer: String,
 }
 
 impl OcrOutput {
-    /// The `result_ocr` row: `text` (the lines joined by newlines), `line_count`, and `data`
-    /// = `{"lines": [{"box", "text", "confidence"}], "width", "height"}`.
+    /// The `result_ocr` row of lines read by PP-OCR's recogniser; see [`Self::to_row_with`].
     pub fn to_row(&self) -> ResultRow {
+        self.to_row_with(&RecognizerInfo::ppocr())
+    }
+
+    /// The `result_ocr` row: `text` (the lines joined by newlines), `line_count`, and `data`
+    /// = `{"lines": [{"box", "text", "confidence"}], "width", "height", "recognizer"}`; the
+    /// model id and version name the detector and the recogniser `info`.
+    pub fn to_row_with(&self, info: &RecognizerInfo) -> ResultRow {
         let text = self
             .lines
             .iter()
@@ -162,8 +233,8 @@ impl OcrOutput {
             .join("\n");
         ResultRow {
             module: Module::Ocr,
-            model_id: Some(MODEL_ID.to_string()),
-            model_version: Some(MODEL_VERSION.to_string()),
+            model_id: Some(info.row_model_id()),
+            model_version: Some(info.row_model_version()),
             columns: vec![
                 ("text", SqlValue::Text(text)),
                 ("line_count", SqlValue::Integer(self.lines.len() as i64)),
@@ -178,12 +249,11 @@ pub fn default_models_dir() -> PathBuf {
     imgd_infer::registry_dir().join("rapidocr")
 }
 
-/// The three PP-OCR sessions and the recogniser's alphabet.
+/// PP-OCR's detector and direction classifier sessions, and the line recogniser.
 pub struct Ocr {
     det: Session,
     cls: Option<Session>,
-    rec: Session,
-    alphabet: Vec<String>,
+    rec: Box<dyn LineRecognizer>,
     config: OcrConfig,
     timings: Timings,
 }
@@ -197,7 +267,7 @@ pub struct Timings {
     pub crop: Duration,
     /// Direction classifier.
     pub classify: Duration,
-    /// Recogniser inputs, calls and CTC decoding.
+    /// The recogniser (inputs, calls, decoding).
     pub recognize: Duration,
     /// Images processed.
     pub images: usize,
@@ -208,7 +278,7 @@ pub struct Timings {
 impl std::fmt::Debug for Ocr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ocr")
-            .field("alphabet", &self.alphabet.len())
+            .field("recognizer", &self.rec.info())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -222,29 +292,38 @@ struct Crop {
 
 impl Ocr {
     /// Opens the models in `models` (the folder holding [`DET_FILE`], [`REC_FILE`] and
-    /// [`CLS_FILE`]; see [`default_models_dir`]).
+    /// [`CLS_FILE`]; see [`default_models_dir`]): PP-OCR end to end.
     pub fn load(models: &Path, ort: &OrtConfig, config: OcrConfig) -> Result<Self, OcrError> {
+        let rec = CtcRecognizer::load(models, ort, config.rec_batch)?;
+        Self::with_recognizer(models, ort, config, Box::new(rec))
+    }
+
+    /// PP-OCR's detector (and direction classifier when [`OcrConfig::use_cls`]) from `models`
+    /// ([`DET_FILE`], [`CLS_FILE`]), feeding their line crops to `recognizer`.
+    pub fn with_recognizer(
+        models: &Path,
+        ort: &OrtConfig,
+        config: OcrConfig,
+        recognizer: Box<dyn LineRecognizer>,
+    ) -> Result<Self, OcrError> {
         let det = imgd_infer::session(&models.join(DET_FILE), ort)?;
-        let rec = imgd_infer::session(&models.join(REC_FILE), ort)?;
         let cls = if config.use_cls {
             Some(imgd_infer::session(&models.join(CLS_FILE), ort)?)
         } else {
             None
         };
-        let character = rec.metadata()?.custom("character").ok_or_else(|| {
-            OcrError::Model(format!(
-                "{} has no `character` metadata (the recognition dictionary)",
-                models.join(REC_FILE).display()
-            ))
-        })?;
         Ok(Ocr {
             det,
             cls,
-            rec,
-            alphabet: rec::alphabet(&character),
+            rec: recognizer,
             config,
             timings: Timings::default(),
         })
+    }
+
+    /// The recogniser's name and model.
+    pub fn recognizer_info(&self) -> RecognizerInfo {
+        self.rec.info()
     }
 
     /// The settings.
@@ -285,7 +364,15 @@ impl Ocr {
             self.classify(&mut crops)?;
         }
         let classified = Instant::now();
-        let texts = self.read(&crops)?;
+        let pixels: Vec<&RgbImage> = crops.iter().map(|crop| &crop.pixels).collect();
+        let texts = self.rec.read(&pixels)?;
+        if texts.len() != crops.len() {
+            return Err(OcrError::Model(format!(
+                "the recogniser returned {} texts for {} crops",
+                texts.len(),
+                crops.len()
+            )));
+        }
         let timings = &mut self.timings;
         timings.detect += detected - started;
         timings.crop += cropped - detected;
@@ -381,23 +468,64 @@ impl Ocr {
         }
         Ok(())
     }
+}
+
+/// PP-OCR's CTC text-line recogniser ([`REC_FILE`]) with the dictionary from its
+/// `character` metadata.
+pub struct CtcRecognizer {
+    rec: Session,
+    alphabet: Vec<String>,
+    batch: usize,
+}
+
+impl std::fmt::Debug for CtcRecognizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CtcRecognizer")
+            .field("alphabet", &self.alphabet.len())
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CtcRecognizer {
+    /// Opens [`REC_FILE`] in `models`; `batch` crops at most per call.
+    pub fn load(models: &Path, ort: &OrtConfig, batch: usize) -> Result<Self, OcrError> {
+        let rec = imgd_infer::session(&models.join(REC_FILE), ort)?;
+        let character = rec.metadata()?.custom("character").ok_or_else(|| {
+            OcrError::Model(format!(
+                "{} has no `character` metadata (the recognition dictionary)",
+                models.join(REC_FILE).display()
+            ))
+        })?;
+        Ok(CtcRecognizer {
+            rec,
+            alphabet: rec::alphabet(&character),
+            batch: batch.max(1),
+        })
+    }
+}
+
+impl LineRecognizer for CtcRecognizer {
+    fn info(&self) -> RecognizerInfo {
+        RecognizerInfo::ppocr()
+    }
 
     /// (text, confidence) per crop: crops grouped by padded width, narrowest first.
-    fn read(&mut self, crops: &[Crop]) -> Result<Vec<(String, f32)>, OcrError> {
+    fn read(&mut self, crops: &[&RgbImage]) -> Result<Vec<(String, f32)>, OcrError> {
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (index, crop) in crops.iter().enumerate() {
             groups
-                .entry(rec::bucket_width(&crop.pixels))
+                .entry(rec::bucket_width(crop))
                 .or_default()
                 .push(index);
         }
         let mut texts = vec![(String::new(), 0.0f32); crops.len()];
         for (width, members) in groups {
-            for chunk in members.chunks(self.config.rec_batch.max(1)) {
+            for chunk in members.chunks(self.batch) {
                 let mut input = Array4::<f32>::zeros((chunk.len(), 3, rec::HEIGHT, width));
                 for (slot, &index) in chunk.iter().enumerate() {
                     let mut plane = input.index_axis_mut(Axis(0), slot);
-                    rec::rec_input_into(&crops[index].pixels, width, slice_of(&mut plane)?);
+                    rec::rec_input_into(crops[index], width, slice_of(&mut plane)?);
                 }
                 let outputs =
                     self.rec
@@ -437,12 +565,21 @@ fn slice_of<'a>(plane: &'a mut ArrayViewMut3<'_, f32>) -> Result<&'a mut [f32], 
 #[derive(Debug)]
 pub struct OcrModel {
     ocr: Ocr,
+    info: RecognizerInfo,
+    name: String,
 }
 
 impl OcrModel {
-    /// Wraps a loaded [`Ocr`].
+    /// Wraps a loaded [`Ocr`]; its name is the rows' model id.
     pub fn new(ocr: Ocr) -> Self {
-        OcrModel { ocr }
+        let info = ocr.recognizer_info();
+        let name = info.row_model_id();
+        OcrModel { ocr, info, name }
+    }
+
+    /// The recogniser's name and model.
+    pub fn info(&self) -> &RecognizerInfo {
+        &self.info
     }
 }
 
@@ -452,7 +589,7 @@ impl BatchModel for OcrModel {
     type Error = OcrError;
 
     fn name(&self) -> &str {
-        MODEL_ID
+        &self.name
     }
 
     fn run_batch(&mut self, inputs: &[Arc<RgbImage>]) -> Result<Vec<OcrOutput>, OcrError> {
@@ -465,26 +602,45 @@ impl BatchModel for OcrModel {
                 lines,
                 width: image.width(),
                 height: image.height(),
+                recognizer: self.info.kind.clone(),
             })
             .collect())
     }
 }
 
+/// The OCR tier (`Module::Ocr.tier()`, 960 px): what the runner reads and the detector's input
+/// long side.
+pub fn input_tier() -> u32 {
+    Module::Ocr.tier().unwrap_or(960)
+}
+
+/// The settings the runner uses: the defaults with the detector at [`input_tier`].
+pub fn runner_config() -> OcrConfig {
+    OcrConfig {
+        det_long_side: input_tier(),
+        ..OcrConfig::default()
+    }
+}
+
 /// The OCR module's runner for the inference thread: PP-OCR from `models` (see
-/// [`default_models_dir`]) on each image's OCR tier (`Module::Ocr.tier()`, 960 px; the
-/// largest decoded tier when that one is missing), batched across images by `batch`.
+/// [`default_models_dir`]) on each image's OCR tier ([`input_tier`]; the largest decoded tier
+/// when that one is missing), batched across images by `batch`.
 pub fn runner(
     models: &Path,
     ort: &OrtConfig,
     batch: BatchConfig,
 ) -> Result<Box<dyn ModelRunner>, OcrError> {
-    let tier = Module::Ocr.tier().unwrap_or(960);
-    let config = OcrConfig {
-        det_long_side: tier,
-        ..OcrConfig::default()
-    };
-    let model = OcrModel::new(Ocr::load(models, ort, config)?);
-    Ok(Box::new(Batched::new(
+    Ok(runner_with(Ocr::load(models, ort, runner_config())?, batch))
+}
+
+/// The OCR module's runner around a loaded [`Ocr`] with any recogniser (see
+/// [`Ocr::with_recognizer`]): the same tier, batching and rows as [`runner`], the rows' model
+/// id and `data.recognizer` naming the recogniser.
+pub fn runner_with(ocr: Ocr, batch: BatchConfig) -> Box<dyn ModelRunner> {
+    let tier = input_tier();
+    let model = OcrModel::new(ocr);
+    let info = model.info().clone();
+    Box::new(Batched::new(
         Module::Ocr,
         model,
         batch,
@@ -494,6 +650,6 @@ pub fn runner(
                 .cloned()
                 .ok_or_else(|| "no decoded tier for OCR".to_string())
         },
-        |output: OcrOutput| output.to_row(),
-    )))
+        move |output: OcrOutput| output.to_row_with(&info),
+    ))
 }

@@ -197,6 +197,8 @@ fn the_runner_produces_result_ocr_rows_with_the_migrations_columns() {
         );
         assert_eq!(lines[0]["box"].as_array().unwrap().len(), 4);
         assert!(lines[0]["confidence"].as_f64().unwrap() > 0.5);
+        assert_eq!(row.data["recognizer"], "ppocr");
+        assert_eq!(row.model_id.as_deref(), Some(imgd_ocr::MODEL_ID));
         assert_eq!(row.data["width"], 880);
     }
 }

@@ -543,3 +543,123 @@ fn captions_and_four_answers_come_from_one_vision_encode_per_image() {
         "{hits}"
     );
 }
+
+#[test]
+fn every_module_runs_together_on_the_sample_folder() {
+    use imgd_cloud::mock::{MockConfig, MockServer};
+    let mock = MockServer::start(MockConfig::default(), Duration::from_secs(5)).unwrap();
+    let env = env();
+    // The fixture models stand in for the full-size ones; PP-OCR and MTCNN are the registry's.
+    install_tiny_clip(&env, "clip-vit-b32", "v1");
+    copy_dir(
+        Path::new(&fixture("clip/tiny-aesthetic")),
+        &env.models.join("aesthetic"),
+    );
+    copy_dir(
+        Path::new(&fixture("blip/tiny-blip")),
+        &env.models.join("blip-base-caption"),
+    );
+    copy_dir(
+        Path::new(&fixture("objects/tiny-grounding-dino")),
+        &env.models.join("grounding-dino-tiny"),
+    );
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(fixture("photos")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        paths.push(env.add(path.to_str().unwrap(), &name));
+    }
+    let face = env.add(&fixture("faces/astronaut.jpg"), "astronaut.jpg");
+    let sign = env.add(&fixture("ocr/text_00.jpg"), "sign.jpg");
+    paths.extend([face.clone(), sign.clone()]);
+    let mlp = env.models.join("aesthetic");
+    let config = env.config(&format!(
+        r#"
+[models]
+aesthetic_clip = "clip-vit-b32"
+aesthetic_mlp = "{}"
+
+[objects]
+prompts = ["cat", "dog", "text", "street sign"]
+text_prompts = ["text", "street sign"]
+box_threshold = 0.5
+text_threshold = 0.3
+size = 128
+
+[cloud]
+base_url = "{}"
+model = "mock-vision"
+rpm = 6000
+tpm = 10000000
+concurrency = 4
+
+[[cloud.prompts]]
+name = "description"
+text = "Describe this photo."
+"#,
+        mlp.display(),
+        mock.base_url()
+    ));
+    let modules = "metadata,technical,embedding,aesthetic,objects,caption,ocr,faces,cloud";
+    env.enqueue(modules);
+    let status = env.ok(&["status", "--config", &config]);
+    assert!(!status.contains("waiting:"), "a module waits: {status}");
+    let summary = env.json(&[
+        "run",
+        "--once",
+        "--json",
+        "--metrics-addr",
+        "off",
+        "--config",
+        &config,
+    ]);
+    // Images whose objects job found text come back for OCR in a second claim.
+    let images = paths.len() as u64;
+    assert_eq!(summary["jobs_done"], images * 9, "{summary}");
+    assert_eq!(summary["jobs_failed"], 0, "{summary}");
+    assert_eq!(summary["vision_encodes"], images, "{summary}");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM jobs WHERE state != 'done'"),
+        0,
+        "{}",
+        env.ok(&["status", "--config", &config])
+    );
+
+    let mut labelled = 0;
+    for path in &paths {
+        let shown = env.json(&["show", "--json", path]);
+        for module in modules.split(',') {
+            assert!(
+                shown[module].is_object(),
+                "{path}: no {module} section: {shown}"
+            );
+        }
+        assert!(shown["caption"]["caption"].is_string(), "{shown}");
+        assert!(shown["cloud"]["data"].is_object(), "{shown}");
+        let objects = &shown["objects"];
+        let detections = objects["data"]["detections"].as_array().unwrap();
+        labelled += usize::from(!detections.is_empty());
+        // The OCR gate: OCR ran where the objects module saw a text phrase, else it was skipped.
+        let has_text = objects["has_text"].as_i64().unwrap() == 1;
+        let texts = detections
+            .iter()
+            .any(|d| ["text", "street sign"].contains(&d["label"].as_str().unwrap()));
+        assert_eq!(has_text, texts, "{objects}");
+        assert_eq!(
+            shown["ocr"]["data"]["skipped"].is_string(),
+            !has_text,
+            "{path}: {shown}"
+        );
+    }
+    assert!(labelled > 0, "no image got a box");
+    let with_text = env.count("SELECT COUNT(*) FROM result_objects WHERE has_text = 1") as u64;
+    assert_eq!(summary["decodes"], images + with_text, "{summary}");
+    let shown = env.json(&["show", "--json", &face]);
+    assert_eq!(
+        shown["faces"]["data"]["faces"].as_array().unwrap().len(),
+        1,
+        "{shown}"
+    );
+    let text = env.ok(&["show", &face]);
+    assert!(text.contains("objects:"), "{text}");
+}

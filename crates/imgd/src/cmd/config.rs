@@ -32,6 +32,9 @@ pub struct FileConfig {
     /// `[caption]`: the questions asked of every image.
     #[serde(default)]
     pub caption: CaptionSection,
+    /// `[objects]`: the phrases the objects module looks for, and its thresholds.
+    #[serde(default)]
+    pub objects: imgd_objects::ObjectsConfig,
 }
 
 /// `[caption]`.
@@ -74,8 +77,16 @@ pub struct ModelsSection {
     pub aesthetic_mlp: PathBuf,
     /// The BLIP captioning model of the `caption` module: a folder under `dir`, or a path.
     pub caption: PathBuf,
+    /// The GroundingDINO ONNX export of the `objects` module: a folder under `dir`, or a path.
+    pub objects: PathBuf,
     /// The PP-OCR folder; default the registry's `rapidocr` folder.
     pub ocr: Option<PathBuf>,
+    /// What reads the lines PP-OCR's detector finds: PP-OCR's CTC recogniser or TrOCR.
+    pub ocr_recognizer: OcrRecognizer,
+    /// The TrOCR model (`ocr_recognizer = "trocr"`): a folder under `dir`, or a path.
+    pub trocr: PathBuf,
+    /// Most tokens TrOCR generates per line.
+    pub trocr_max_tokens: usize,
     /// Skip OCR on images where the objects module ran and found no text.
     pub ocr_needs_text: bool,
     /// Modules never run by this daemon, even with their models installed.
@@ -94,14 +105,37 @@ impl Default for ModelsSection {
             aesthetic_clip: PathBuf::from("clip-vit-l14"),
             aesthetic_mlp: PathBuf::from("laion-aesthetic/sac+logos+ava1-l14-linearMSE.pth"),
             caption: PathBuf::from("blip-base-caption"),
+            objects: PathBuf::from("grounding-dino-tiny"),
             ocr: None,
+            ocr_recognizer: OcrRecognizer::Ppocr,
+            trocr: PathBuf::from("trocr-small-printed"),
+            trocr_max_tokens: imgd_trocr::TrocrSettings::default().max_new_tokens,
             ocr_needs_text: true,
             disabled: Vec::new(),
         }
     }
 }
 
+/// `[models] ocr_recognizer`: what reads the text lines PP-OCR's detector finds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OcrRecognizer {
+    /// PP-OCR's CTC recogniser (ONNX; the default).
+    #[default]
+    Ppocr,
+    /// TrOCR (candle; `[models] trocr`), after PP-OCR's detector and direction classifier.
+    Trocr,
+}
+
 impl ModelsSection {
+    /// TrOCR's decoding settings.
+    pub fn trocr_settings(&self) -> imgd_trocr::TrocrSettings {
+        imgd_trocr::TrocrSettings {
+            max_new_tokens: self.trocr_max_tokens,
+            ..imgd_trocr::TrocrSettings::default()
+        }
+    }
+
     /// The model folder: `dir`, else [`imgd_infer::models_dir`].
     pub fn dir(&self) -> PathBuf {
         self.dir.clone().unwrap_or_else(imgd_infer::models_dir)
@@ -221,6 +255,10 @@ impl FileConfig {
             self.writer.flush_images > 0,
             "writer.flush_images must be at least 1"
         );
+        anyhow::ensure!(
+            self.models.trocr_max_tokens > 0,
+            "models.trocr_max_tokens must be at least 1"
+        );
         for name in &self.models.disabled {
             name.parse::<imgd_core::Module>()
                 .with_context(|| format!("models.disabled: {name:?} names no module"))?;
@@ -288,5 +326,13 @@ mod tests {
             config.pipeline().claim_batch,
             PipelineConfig::default().claim_batch
         );
+        assert_eq!(config.models.ocr_recognizer, OcrRecognizer::Ppocr);
+        let trocr: FileConfig =
+            toml::from_str("[models]\nocr_recognizer = \"trocr\"\ntrocr = \"/m/t\"\n").unwrap();
+        assert_eq!(trocr.models.ocr_recognizer, OcrRecognizer::Trocr);
+        assert_eq!(trocr.models.resolve(&trocr.models.trocr), Path::new("/m/t"));
+        let bad: Result<FileConfig, _> =
+            toml::from_str("[models]\nocr_recognizer = \"tesseract\"\n");
+        assert!(bad.unwrap_err().to_string().contains("tesseract"));
     }
 }

@@ -152,8 +152,8 @@ fn print_sections(value: &Value) {
     }
 }
 
-/// One line per face (box, score) or per OCR line (text, confidence), instead of the raw
-/// `data` JSON of those sections; empty for other sections.
+/// One line per face (box, score), per OCR line (text, confidence) or per object (label,
+/// score, box), instead of the raw `data` JSON of those sections; empty for other sections.
 fn readable_data(section: &str, data: Option<&Value>) -> Vec<String> {
     let Some(data) = data else {
         return Vec::new();
@@ -195,6 +195,25 @@ fn readable_data(section: &str, data: Option<&Value>) -> Vec<String> {
                     line["text"].as_str().unwrap_or_default(),
                     number(&line["confidence"])
                 )
+            })
+            .collect(),
+        "objects" => data["detections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|object| {
+                let b: Vec<f64> = object["box"]
+                    .as_array()
+                    .map(|b| b.iter().map(number).collect())
+                    .unwrap_or_default();
+                let label = object["label"].as_str().unwrap_or_default();
+                let score = number(&object["score"]);
+                match b.as_slice() {
+                    [x0, y0, x1, y1] => format!(
+                        "object: {label:?}  score {score:.3}  box {x0:.3},{y0:.3} – {x1:.3},{y1:.3} of the image"
+                    ),
+                    _ => format!("object: {label:?}  score {score:.3}"),
+                }
             })
             .collect(),
         _ => Vec::new(),

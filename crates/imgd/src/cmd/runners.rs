@@ -13,7 +13,7 @@ use imgd_clip::clip::ClipImageEncoder;
 use imgd_core::Module;
 use imgd_pipeline::runner::ModelRunner;
 
-use super::config::FileConfig;
+use super::config::{FileConfig, OcrRecognizer};
 
 /// Whether a module can run here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +59,16 @@ fn caption_folder(config: &FileConfig) -> Option<PathBuf> {
         .then_some(dir)
 }
 
+/// The GroundingDINO folder the config names, when it holds a model (`model.onnx` and
+/// `tokenizer.json`).
+fn objects_folder(config: &FileConfig) -> Option<PathBuf> {
+    let dir = config.models.resolve(&config.models.objects);
+    imgd_objects::model_files(&dir)
+        .iter()
+        .all(|f| f.is_file())
+        .then_some(dir)
+}
+
 /// The PP-OCR folder.
 fn ocr_folder(config: &FileConfig) -> PathBuf {
     config
@@ -66,6 +76,14 @@ fn ocr_folder(config: &FileConfig) -> PathBuf {
         .ocr
         .clone()
         .unwrap_or_else(imgd_ocr::default_models_dir)
+}
+
+/// The TrOCR folder the config names, when `ocr_recognizer = "trocr"` and it holds a model
+/// (`config.json`, weights, a tokenizer).
+fn trocr_folder(config: &FileConfig) -> Option<PathBuf> {
+    let dir = config.models.resolve(&config.models.trocr);
+    (config.models.ocr_recognizer == OcrRecognizer::Trocr && imgd_trocr::is_installed(&dir))
+        .then_some(dir)
 }
 
 /// Whether the cloud module is configured: a `[cloud]` section or `IMGD_CLOUD_BASE_URL`.
@@ -121,18 +139,55 @@ pub fn availability(module: Module, config: &FileConfig) -> Availability {
                 models.resolve(&models.caption).display()
             )),
         },
-        Module::Objects => {
-            Availability::Waiting(format!("waiting: this build has no {module} model yet"))
-        }
+        Module::Objects => match objects_folder(config) {
+            Some(dir) => Availability::Installed(format!(
+                "GroundingDINO from {}, {} prompts",
+                dir.display(),
+                config.objects.prompts.len()
+            )),
+            None => Availability::Waiting(format!(
+                "waiting: no GroundingDINO model.onnx + tokenizer.json in {} \
+                 (imgd models fetch grounding-dino-tiny)",
+                models.resolve(&models.objects).display()
+            )),
+        },
         Module::Ocr => {
             let dir = ocr_folder(config);
-            if dir.join(imgd_ocr::REC_FILE).is_file() {
-                Availability::Installed(format!("PP-OCR from {}", dir.display()))
-            } else {
-                Availability::Waiting(format!(
-                    "waiting: no PP-OCR models in {} (scripts/fetch-registry-models.sh)",
-                    dir.display()
-                ))
+            match models.ocr_recognizer {
+                OcrRecognizer::Ppocr => {
+                    if dir.join(imgd_ocr::REC_FILE).is_file() {
+                        Availability::Installed(format!("PP-OCR from {}", dir.display()))
+                    } else {
+                        Availability::Waiting(format!(
+                            "waiting: no PP-OCR models in {} (scripts/fetch-registry-models.sh)",
+                            dir.display()
+                        ))
+                    }
+                }
+                OcrRecognizer::Trocr => {
+                    let trocr = models.resolve(&models.trocr);
+                    let detector = imgd_trocr::runner::PPOCR_FILES
+                        .iter()
+                        .all(|file| dir.join(file).is_file());
+                    if !detector {
+                        Availability::Waiting(format!(
+                            "waiting: no PP-OCR detector in {} for TrOCR to read its lines \
+                             (scripts/fetch-registry-models.sh)",
+                            dir.display()
+                        ))
+                    } else if imgd_trocr::is_installed(&trocr) {
+                        Availability::Installed(format!(
+                            "PP-OCR detection from {}, TrOCR from {}",
+                            dir.display(),
+                            trocr.display()
+                        ))
+                    } else {
+                        Availability::Waiting(format!(
+                            "waiting: no TrOCR model in {} (imgd models fetch trocr-small-printed)",
+                            trocr.display()
+                        ))
+                    }
+                }
             }
         }
         Module::Faces => {
@@ -196,13 +251,18 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
     let models = &config.models;
     let installed =
         |module: Module| matches!(availability(module, config), Availability::Installed(_));
-    let needs_candle =
-        installed(Module::Embedding) || installed(Module::Aesthetic) || installed(Module::Caption);
+    let trocr = installed(Module::Ocr)
+        .then(|| trocr_folder(config))
+        .flatten();
+    let needs_candle = installed(Module::Embedding)
+        || installed(Module::Aesthetic)
+        || installed(Module::Caption)
+        || trocr.is_some();
     let device = if needs_candle {
         match imgd_clip::device(models.cuda) {
             Ok(device) => {
                 tracing::info!(
-                    "candle models (CLIP, BLIP) run on {}",
+                    "candle models (CLIP, BLIP, TrOCR) run on {}",
                     imgd_clip::device::device_name(&device)
                 );
                 Some(device)
@@ -210,6 +270,9 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
             Err(err) => {
                 for module in [Module::Embedding, Module::Aesthetic, Module::Caption] {
                     loaded.problems.push((module, err.to_string()));
+                }
+                if trocr.is_some() {
+                    loaded.problems.push((Module::Ocr, err.to_string()));
                 }
                 None
             }
@@ -276,12 +339,41 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
         });
         add(Module::Caption, result.map_err(|e| e.to_string()));
     }
-    if installed(Module::Ocr) {
+    if let (true, Some(dir)) = (installed(Module::Objects), objects_folder(config)) {
         add(
-            Module::Ocr,
-            imgd_ocr::runner(&ocr_folder(config), &models.ort(), batch(Module::Ocr))
-                .map_err(|e| e.to_string()),
+            Module::Objects,
+            imgd_objects::runner(
+                &dir,
+                &models.ort(),
+                config.objects.clone(),
+                batch(Module::Objects),
+            )
+            .map_err(|e| e.to_string()),
         );
+    }
+    match (&trocr, &device) {
+        (Some(dir), Some(device)) => {
+            let result = imgd_trocr::runner(
+                &ocr_folder(config),
+                &models.ort(),
+                dir,
+                device,
+                models.trocr_settings(),
+                batch(Module::Ocr),
+            )
+            .map(|(runner, _encodes)| runner);
+            add(Module::Ocr, result.map_err(|e| e.to_string()));
+        }
+        // TrOCR without a candle device: reported with the device's error above.
+        (Some(_), None) => {}
+        (None, _) if installed(Module::Ocr) => {
+            add(
+                Module::Ocr,
+                imgd_ocr::runner(&ocr_folder(config), &models.ort(), batch(Module::Ocr))
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        (None, _) => {}
     }
     if installed(Module::Faces) {
         add(
