@@ -652,6 +652,23 @@ text = "Describe this photo."
         );
     }
     assert!(labelled > 0, "no image got a box");
+    // Object labels are in the search index.
+    let (path, label) = paths
+        .iter()
+        .find_map(|path| {
+            let shown = env.json(&["show", "--json", path]);
+            let label = shown["objects"]["data"]["detections"][0]["label"].as_str()?;
+            Some((path.clone(), label.to_string()))
+        })
+        .unwrap();
+    let hits = env.json(&["search", "--json", "--mode", "text", &label]);
+    assert!(
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["path"] == path.as_str()),
+        "{label}: {hits}"
+    );
     let with_text = env.count("SELECT COUNT(*) FROM result_objects WHERE has_text = 1") as u64;
     assert_eq!(summary["decodes"], images + with_text, "{summary}");
     let shown = env.json(&["show", "--json", &face]);
