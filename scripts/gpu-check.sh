@@ -11,11 +11,19 @@
 #   4. runs `imgd run --once` on the GPU over a corpus of JPEG copies with the same ViT-B/32
 #      architecture (random weights written by `clip-bench write-model`) and reports end-to-end
 #      images/s and the inference thread's busy fraction;
-#   5. times exact top-10 vector search over 1 M x 512-d vectors on two pinned idle cores
+#   5. runs `imgd run --once` with the ONNX Runtime modules (ocr: PP-OCRv6, faces: MTCNN) over
+#      a few hundred JPEG copies, on the CPU and on ONNX Runtime's CUDA execution provider
+#      (the onnxruntime-gpu libraries of ort-gpu.tar.xz, or $ORT_GPU_LIB, or an onnxruntime-gpu
+#      installed in this Python), and checks the two agree (scripts/gpu/ort_e2e.sh): prints
+#      `ort_cpu_ocr_faces_ips=`, `ort_cuda_ocr_faces_ips=`, `ort_cuda_parity=ok|...`;
+#   6. times exact top-10 vector search over 1 M x 512-d vectors on two pinned idle cores
 #      (CPU code; the build machine's cores are too loaded for the figure);
-#   6. writes a markdown table to OUT_DIR (first argument, default $OUT or ./gpu-out) and
+#   7. writes a markdown table to OUT_DIR (first argument, default $OUT or ./gpu-out) and
 #      prints `clip_vs_torch=X` last (imgd f16 ÷ PyTorch fp16 images/s at the largest batch).
-# Budget: about 2 minutes.
+# Each step runs when its bundle files travelled and fails soft: the 64 MiB a call carries
+# holds either the CLIP set (clip-bench, imgd, vector-bench, libs) or the ONNX Runtime set
+# (imgd, libs, ort-gpu, ort-models); see scripts/build-gpu-bundle.sh. At most 8 files in
+# OUT_DIR. Budget: about 2 minutes per set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-./gpu-out}}
@@ -32,12 +40,16 @@ for tool in clip-bench imgd vector-bench; do
         xz -dc "$BUNDLE/$tool.xz" > "/tmp/imgd-bundle/$tool" && chmod +x "/tmp/imgd-bundle/$tool"
     fi
 done
-# The libraries imgd links that such a machine lacks (libheif and its codecs).
-if [ -f "$BUNDLE/libs.tar.xz" ]; then
-    mkdir -p /tmp/imgd-bundle
-    tar -C /tmp/imgd-bundle -xJf "$BUNDLE/libs.tar.xz"
-fi
-[ -x /tmp/imgd-bundle/clip-bench ] && BUNDLE=/tmp/imgd-bundle
+# The libraries imgd links that such a machine lacks (libheif and its codecs), ONNX Runtime
+# for the GPU (ort/) and the OCR and face models (ort-models/).
+for archive in libs ort-gpu ort-models; do
+    if [ -f "$BUNDLE/$archive.tar.xz" ]; then
+        mkdir -p /tmp/imgd-bundle
+        tar -C /tmp/imgd-bundle -xJf "$BUNDLE/$archive.tar.xz" || echo "cannot unpack $archive.tar.xz"
+    fi
+done
+if [ -x /tmp/imgd-bundle/clip-bench ] || [ -x /tmp/imgd-bundle/imgd ]; then BUNDLE=/tmp/imgd-bundle; fi
+SCRATCH=$(mktemp -d)
 
 echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
@@ -58,6 +70,11 @@ PY
 )
 export LD_LIBRARY_PATH=$NV_LIBS:/usr/local/nvidia/lib64:/usr/local/cuda/lib64:/tmp/imgd-bundle/lib:${LD_LIBRARY_PATH:-}
 echo "CUDA library folders: $NV_LIBS"
+: > "$OUT_DIR/clip.jsonl"
+parity_ok=1
+if [ ! -x "$BUNDLE/clip-bench" ]; then
+    echo "== CLIP steps skipped: no clip-bench in $BUNDLE (the ONNX Runtime set travelled)"
+else
 ldd "$BUNDLE/clip-bench" | grep -E "cuda|cublas|curand|nvrtc" || true
 
 echo "== parity: GPU vs CPU on the CLIP fixtures"
@@ -65,8 +82,7 @@ echo "== parity: GPU vs CPU on the CLIP fixtures"
 parity_ok=${PIPESTATUS[0]}
 
 echo "== CLIP ViT-B/32 image tower: imgd (candle)"
-: > "$OUT_DIR/clip.jsonl"
-nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 100 > "$OUT_DIR/gpu-util.txt" &
+nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 100 > "$SCRATCH/gpu-util.txt" &
 SMI=$!
 "$BUNDLE/clip-bench" time --device cuda --dtype f16 --batches "$BATCHES" | tee -a "$OUT_DIR/clip.jsonl"
 kill $SMI 2>/dev/null
@@ -94,6 +110,27 @@ IMGD_LOG=info "$BUNDLE/imgd" run --once --json --metrics-addr off --config "$E2E
 grep -iE "cuda|embedding" "$OUT_DIR/e2e.log" | head -5
 cat "$OUT_DIR/e2e.json"
 "$BUNDLE/imgd" status | sed -n 1,12p
+fi  # CLIP steps
+
+echo "== ONNX Runtime on the GPU: imgd run --once, ocr + faces, CPU vs CUDA execution provider"
+# The library: $ORT_GPU_LIB, else the bundle's (ort-gpu.tar.xz), else an onnxruntime-gpu
+# installed in this Python. The models: the bundle's (ort-models.tar.xz), else the registry's.
+ORT_LIB=${ORT_GPU_LIB:-$(ls "$BUNDLE"/ort/libonnxruntime.so.1.* 2>/dev/null | head -1)}
+if [ -z "$ORT_LIB" ]; then
+    ORT_LIB=$(python3 -c 'import glob, os, onnxruntime as o; print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), "capi", "libonnxruntime.so.1*")))[-1])' 2>/dev/null)
+fi
+ORT_MODELS=${ORT_MODELS:-$BUNDLE/ort-models}
+[ -d "$ORT_MODELS/rapidocr" ] || ORT_MODELS=models/registry
+if [ ! -x "$BUNDLE/imgd" ]; then
+    echo "ort step skipped: no imgd binary in $BUNDLE" | tee "$OUT_DIR/ort.txt"
+elif [ -z "$ORT_LIB" ]; then
+    echo "ort step skipped: no onnxruntime-gpu library (ort-gpu.tar.xz, ORT_GPU_LIB or pip)" | tee "$OUT_DIR/ort.txt"
+elif [ ! -f "$ORT_MODELS/rapidocr/PP-OCRv6_rec_small.onnx" ] || [ ! -f "$ORT_MODELS/mtcnn/onet.onnx" ]; then
+    echo "ort step skipped: no OCR/MTCNN models (ort-models.tar.xz or models/registry)" | tee "$OUT_DIR/ort.txt"
+else
+    timeout "${ORT_STEP_TIMEOUT:-240}" scripts/gpu/ort_e2e.sh "$BUNDLE/imgd" "$ORT_LIB" "$ORT_MODELS" 2>&1 \
+        | tee "$OUT_DIR/ort.txt"
+fi
 
 echo "== vector search, 1 M x 512-d, on 2 pinned idle cores (CPU code; the GPU is not used)"
 if [ -x "$BUNDLE/vector-bench" ] && [ "${VECTOR_BENCH:-1}" = 1 ]; then
@@ -102,11 +139,16 @@ if [ -x "$BUNDLE/vector-bench" ] && [ "${VECTOR_BENCH:-1}" = 1 ]; then
     rm -rf "$VDIR"
 fi
 
-python3 - "$OUT_DIR" "$parity_ok" <<'PY'
+python3 - "$OUT_DIR" "$parity_ok" "$SCRATCH" <<'PY'
 import json, os, sys
-out, parity_ok = sys.argv[1], sys.argv[2] == "0"
-rows = [json.loads(l) for l in open(os.path.join(out, "clip.jsonl")) if l.startswith("{")]
-util = [float(x) for x in open(os.path.join(out, "gpu-util.txt")).read().split() if x.strip()]
+out, parity_ok, scratch = sys.argv[1], sys.argv[2] == "0", sys.argv[3]
+def read(name, folder=out):
+    try:
+        return open(os.path.join(folder, name)).read()
+    except OSError:
+        return ""
+rows = [json.loads(l) for l in read("clip.jsonl").splitlines() if l.startswith("{")]
+util = [float(x) for x in read("gpu-util.txt", scratch).split() if x.strip()]
 busy_util = sum(util) / len(util) if util else float("nan")
 engines = sorted({r["engine"] for r in rows})
 batches = sorted({r["batch"] for r in rows})
@@ -117,10 +159,12 @@ for b in batches:
         v = [r["images_per_s"] for r in rows if r["engine"] == e and r["batch"] == b]
         cells.append(f"{v[0]:,.0f} img/s" if v else "-")
     lines.append(f"| {b} | " + " | ".join(cells) + " |")
-top = max(batches)
-ours = [r["images_per_s"] for r in rows if r["engine"] == "imgd-candle-cuda-f16" and r["batch"] == top]
-torch = [r["images_per_s"] for r in rows if r["engine"] == "torch-fp16-eager" and r["batch"] == top]
-ratio = ours[0] / torch[0] if ours and torch else float("nan")
+ratio = float("nan")
+if rows:
+    top = max(batches)
+    ours = [r["images_per_s"] for r in rows if r["engine"] == "imgd-candle-cuda-f16" and r["batch"] == top]
+    torch = [r["images_per_s"] for r in rows if r["engine"] == "torch-fp16-eager" and r["batch"] == top]
+    ratio = ours[0] / torch[0] if ours and torch else float("nan")
 try:
     e2e = json.load(open(os.path.join(out, "e2e.json")))
     busy = e2e["infer_busy_seconds"] / max(e2e["infer_wall_seconds"], 1e-9)
@@ -130,15 +174,38 @@ try:
 except Exception as error:
     e2e_line = f"- end to end: no result ({error})"
 table = "\n".join(lines)
-summary = f"""## CLIP ViT-B/32 image tower (images/s)
+ort = dict(l.split("=", 1) for l in read("ort.txt").splitlines() if l.startswith("ort_") and "=" in l)
+if ort:
+    ort_line = (f"- ONNX Runtime, `imgd run --once` with ocr + faces: CPU "
+                f"{ort.get('ort_cpu_ocr_faces_ips', '-')} images/s, CUDA execution provider "
+                f"{ort.get('ort_cuda_ocr_faces_ips', '-')} images/s "
+                f"(×{ort.get('ort_cuda_vs_cpu', '-')}); results agree: "
+                f"{ort.get('ort_cuda_parity', '-')}"
+                + "".join(f"; {k[4:]}: {v}" for k, v in ort.items() if k.endswith("_partial")))
+else:
+    ort_line = "- ONNX Runtime on the GPU: " + (read("ort.txt").strip().splitlines() or ["not run"])[-1]
+if rows:
+    summary = f"""## CLIP ViT-B/32 image tower (images/s)
 
 {table}
 
 - mean GPU utilisation while imgd's f16 runs (nvidia-smi, 100 ms samples): {busy_util:.0f} %
 - GPU f32 == CPU f32 (relative error < 1e-3): {'yes' if parity_ok else 'NO'}
 {e2e_line}
+{ort_line}
+"""
+else:
+    summary = f"""## GPU check
+
+- CLIP: not run (no clip-bench in this call)
+{ort_line}
 """
 open(os.path.join(out, "gpu-table.md"), "w").write(summary)
 print(summary)
-print(f"clip_vs_torch={ratio:.2f}")
+for key in ("ort_cpu_ocr_faces_ips", "ort_cuda_ocr_faces_ips", "ort_cuda_parity"):
+    if key in ort:
+        print(f"{key}={ort[key]}")
+if rows:
+    print(f"clip_vs_torch={ratio:.2f}")
 PY
+rm -rf "$SCRATCH"

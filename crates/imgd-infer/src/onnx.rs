@@ -13,9 +13,11 @@
 //! **CUDA.** With [`OrtConfig::cuda`], [`session`] registers the CUDA execution provider and
 //! *fails* (no silent CPU fallback) when it cannot: imgd built without its `cuda` cargo
 //! feature, or a library without `CUDAExecutionProvider` (the PyPI `onnxruntime` wheel is
-//! CPU-only; `onnxruntime-gpu` ships the CUDA one), or a CUDA provider that does not load
-//! (driver or cuDNN missing). A user who asked for the GPU learns at start-up that they do not
-//! have it, instead of running 20× slower unnoticed.
+//! CPU-only; `onnxruntime-gpu` 1.31.1 ships the CUDA one, built for CUDA 13: cuBLAS 13, cudart
+//! 13, cuRAND 10, and cuDNN 9 and cuFFT 12 loaded at run time), or a CUDA provider that does
+//! not load (driver or cuDNN missing). CUDA sessions use cuDNN's `DEFAULT` convolution
+//! algorithms (see [`session`]'s code for why). A user who asked for the GPU learns at
+//! start-up that they do not have it, instead of running 20× slower unnoticed.
 //!
 //! ```no_run
 //! use imgd_infer::onnx::{self, OrtConfig};
@@ -131,8 +133,15 @@ fn with_cuda(
             info.providers
         )));
     }
+    // cuDNN's DEFAULT algorithm choice, not ONNX Runtime's EXHAUSTIVE default: imgd's inputs
+    // change shape from run to run (image sizes, MTCNN's pyramid and candidate counts, OCR crop
+    // widths), and onnxruntime-gpu 1.31.1 redoes its convolution setup on every shape change —
+    // on an H100, 2.5 s per run of PP-OCRv6 rec with EXHAUSTIVE, 2.0 s with HEURISTIC, 0.2 s
+    // with DEFAULT, 0.01 s when the shape stays the same (benches/GPU.md).
+    let cuda = ort::ep::CUDA::default()
+        .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Default);
     builder
-        .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+        .with_execution_providers([cuda.build().error_on_failure()])
         .map_err(|e| {
             InferError::CudaUnavailable(format!(
                 "registering the CUDA execution provider failed (driver, CUDA or cuDNN \
