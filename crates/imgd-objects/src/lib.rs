@@ -3,8 +3,9 @@
 //!
 //! The model folder (default `grounding-dino-tiny` under the models directory) holds an ONNX
 //! export of `GroundingDinoForObjectDetection` with the input and output names of the
-//! published exports (`pixel_values`, `input_ids`, `token_type_ids`, `attention_mask`,
-//! `pixel_mask` → `logits`, `pred_boxes`), its BERT `tokenizer.json`, and optionally its
+//! published exports (`pixel_values`, `input_ids`, `attention_mask`, and `token_type_ids` and
+//! `pixel_mask` when the export takes them → `logits`, `pred_boxes`), its BERT
+//! `tokenizer.json`, and optionally its
 //! `config.json` (for `max_text_len`). The configured phrases ([`ObjectsConfig::prompts`]) are
 //! tokenised once; each batch of images runs as one model call on `size × size` canvases
 //! ([`preprocess`]), and [`postprocess`] turns the outputs into labelled boxes. An image
@@ -115,6 +116,8 @@ pub fn model_files(dir: &Path) -> [PathBuf; 2] {
 /// A loaded GroundingDINO with its tokenised prompts.
 pub struct GroundingDino {
     session: Session,
+    /// Which of [`OPTIONAL_INPUTS`] the export takes.
+    optional: [bool; 2],
     path: PathBuf,
     prompt: Prompt,
     config: ObjectsConfig,
@@ -152,6 +155,7 @@ impl GroundingDino {
         let prompt = Prompt::new(&tokenizer, &config.prompts, max_tokens)?;
         let session = imgd_infer::session(&model, ort)?;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        let optional = OPTIONAL_INPUTS.map(|name| names.contains(&name));
         for needed in INPUTS {
             if !names.contains(&needed) {
                 return Err(ObjectsError::Model {
@@ -175,6 +179,7 @@ impl GroundingDino {
         );
         Ok(GroundingDino {
             session,
+            optional,
             path: model,
             prompt,
             config,
@@ -222,16 +227,23 @@ impl GroundingDino {
         let types = vec![0i64; n * tokens];
         let attention = vec![1i64; n * tokens];
         let tensor_error = |e: imgd_infer::ort::Error| error(e.to_string());
-        let outputs = self
-            .session
-            .run(imgd_infer::ort::inputs![
-                "pixel_values" => TensorRef::from_array_view((vec![n, 3, side, side], pixels.as_slice())).map_err(tensor_error)?,
-                "input_ids" => TensorRef::from_array_view((vec![n, tokens], ids.as_slice())).map_err(tensor_error)?,
+        let mut inputs = imgd_infer::ort::inputs![
+            "pixel_values" => TensorRef::from_array_view((vec![n, 3, side, side], pixels.as_slice())).map_err(tensor_error)?,
+            "input_ids" => TensorRef::from_array_view((vec![n, tokens], ids.as_slice())).map_err(tensor_error)?,
+            "attention_mask" => TensorRef::from_array_view((vec![n, tokens], attention.as_slice())).map_err(tensor_error)?,
+        ];
+        let [token_types, pixel_mask] = self.optional;
+        if token_types {
+            inputs.extend(imgd_infer::ort::inputs![
                 "token_type_ids" => TensorRef::from_array_view((vec![n, tokens], types.as_slice())).map_err(tensor_error)?,
-                "attention_mask" => TensorRef::from_array_view((vec![n, tokens], attention.as_slice())).map_err(tensor_error)?,
+            ]);
+        }
+        if pixel_mask {
+            inputs.extend(imgd_infer::ort::inputs![
                 "pixel_mask" => TensorRef::from_array_view((vec![n, side, side], mask.as_slice())).map_err(tensor_error)?,
-            ])
-            .map_err(tensor_error)?;
+            ]);
+        }
+        let outputs = self.session.run(inputs).map_err(tensor_error)?;
         let tensor = |name: &str| -> Result<(Vec<usize>, Vec<f32>), ObjectsError> {
             let value = outputs
                 .get(name)
@@ -290,14 +302,12 @@ impl GroundingDino {
     }
 }
 
-/// The model's inputs, by name.
-const INPUTS: [&str; 5] = [
-    "pixel_values",
-    "input_ids",
-    "token_type_ids",
-    "attention_mask",
-    "pixel_mask",
-];
+/// The inputs every export takes, by name.
+const INPUTS: [&str; 3] = ["pixel_values", "input_ids", "attention_mask"];
+
+/// Inputs fed when the export takes them: token types (all zeros) and the pixel mask (an
+/// export without it assumes unpadded images; imgd's padding then counts as image).
+const OPTIONAL_INPUTS: [&str; 2] = ["token_type_ids", "pixel_mask"];
 
 /// One image's raw model outputs.
 #[derive(Debug, Clone)]

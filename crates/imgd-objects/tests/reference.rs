@@ -317,3 +317,33 @@ fn the_runner_writes_labels_and_has_text() {
         assert_eq!(row.model_id.as_deref(), Some("tiny-grounding-dino"));
     }
 }
+
+#[test]
+fn too_many_prompts_for_the_model_are_a_clear_error() {
+    let (reference, _) = reference();
+    let config = ObjectsConfig {
+        prompts: (0..20).map(|i| format!("cat {i}")).collect(),
+        ..config(&reference)
+    };
+    let Err(err) = GroundingDino::load(
+        &fixtures().join("tiny-grounding-dino"),
+        &OrtConfig::default(),
+        config,
+    ) else {
+        panic!("20 prompts fit a 32-token model")
+    };
+    let message = err.to_string();
+    assert!(message.contains("more than the model's 32"), "{message}");
+    let empty = ObjectsConfig {
+        prompts: vec![" . ".into()],
+        ..ObjectsConfig::default()
+    };
+    let Err(err) = GroundingDino::load(
+        &fixtures().join("tiny-grounding-dino"),
+        &OrtConfig::default(),
+        empty,
+    ) else {
+        panic!("no prompts accepted")
+    };
+    assert!(err.to_string().contains("no prompts"), "{err}");
+}
