@@ -290,9 +290,12 @@ impl GroundingDino {
                 );
                 let detections =
                     postprocess::nms(found, thresholds.nms_iou, self.config.max_detections);
-                let has_text = detections
-                    .iter()
-                    .any(|d| self.config.text_prompts.iter().any(|t| t.trim() == d.label));
+                let has_text = detections.iter().any(|d| {
+                    self.config
+                        .text_prompts
+                        .iter()
+                        .any(|t| t.trim().eq_ignore_ascii_case(&d.label))
+                });
                 ObjectsOutput {
                     detections,
                     has_text,
