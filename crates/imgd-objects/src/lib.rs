@@ -170,13 +170,11 @@ impl GroundingDino {
         let id = dir.file_name().map_or("grounding-dino".into(), |n| {
             n.to_string_lossy().into_owned()
         });
-        let version = format!(
-            "fp-{}",
-            imgd_clip::config::fingerprint(&model).map_err(|e| ObjectsError::Model {
-                model: model.clone(),
-                message: e.to_string(),
-            })?
-        );
+        let weights = imgd_clip::config::fingerprint(&model).map_err(|e| ObjectsError::Model {
+            model: model.clone(),
+            message: e.to_string(),
+        })?;
+        let version = format!("fp-{weights}+{}", settings_digest(&config));
         Ok(GroundingDino {
             session,
             optional,
@@ -193,7 +191,9 @@ impl GroundingDino {
         &self.prompt
     }
 
-    /// The model's id (its folder's name) and version (a fingerprint of its weights).
+    /// The model's id (its folder's name) and version: a fingerprint of its weights and a
+    /// digest of the `[objects]` settings, so that changing the prompts or thresholds
+    /// re-queues the module (see the daemon's start).
     pub fn info(&self) -> (&str, &str) {
         (&self.id, &self.version)
     }
@@ -305,6 +305,17 @@ impl GroundingDino {
     }
 }
 
+/// 8 hex digits of SHA-256 over the settings that change the results (every field of
+/// [`ObjectsConfig`]).
+fn settings_digest(config: &ObjectsConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let settings = serde_json::to_string(config).unwrap_or_default();
+    Sha256::digest(settings.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The inputs every export takes, by name.
 const INPUTS: [&str; 3] = ["pixel_values", "input_ids", "attention_mask"];
 
@@ -359,19 +370,21 @@ pub fn objects_row(id: &str, version: &str, output: &ObjectsOutput) -> ResultRow
 }
 
 /// The objects module's runner: GroundingDINO from `dir` on each image's objects tier
-/// (`Module::Objects.tier()`, 800 px), batched up to `batch`.
+/// (`Module::Objects.tier()`, 800 px), batched up to `batch`; with the model id and version
+/// its rows carry ([`GroundingDino::info`]).
 pub fn runner(
     dir: &Path,
     ort: &OrtConfig,
     config: ObjectsConfig,
     batch: BatchConfig,
-) -> Result<Box<dyn ModelRunner>, ObjectsError> {
+) -> Result<(Box<dyn ModelRunner>, String, String), ObjectsError> {
     let tier = Module::Objects.tier().unwrap_or(800);
     let size = config.size;
     let model = GroundingDino::load(dir, ort, config)?;
     let (id, version) = model.info();
     let (id, version) = (id.to_string(), version.to_string());
-    Ok(Box::new(Batched::new(
+    let (row_id, row_version) = (id.clone(), version.clone());
+    let runner = Box::new(Batched::new(
         Module::Objects,
         model,
         batch,
@@ -381,6 +394,7 @@ pub fn runner(
                 .ok_or_else(|| "no decoded tier for objects".to_string())?;
             Ok(preprocess::prepare(pixels, size))
         },
-        move |output: ObjectsOutput| objects_row(&id, &version, &output),
-    )))
+        move |output: ObjectsOutput| objects_row(&row_id, &row_version, &output),
+    ));
+    Ok((runner, id, version))
 }

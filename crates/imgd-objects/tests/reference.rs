@@ -256,7 +256,7 @@ fn post_processing_agrees_with_the_reference() {
 fn the_runner_writes_labels_and_has_text() {
     let (reference, _) = reference();
     let images = images(&reference);
-    let mut runner = imgd_objects::runner(
+    let (mut runner, _, version) = imgd_objects::runner(
         &fixtures().join("tiny-grounding-dino"),
         &OrtConfig::default(),
         config(&reference),
@@ -315,7 +315,22 @@ fn the_runner_writes_labels_and_has_text() {
             assert!(labels.contains(&detection.label));
         }
         assert_eq!(row.model_id.as_deref(), Some("tiny-grounding-dino"));
+        assert_eq!(row.model_version.as_deref(), Some(version.as_str()));
     }
+    // The version covers the settings: the same ones give the same version, others another.
+    assert_eq!(model.info().1, version);
+    let stricter = ObjectsConfig {
+        box_threshold: 0.9,
+        ..config(&reference)
+    };
+    let other = GroundingDino::load(
+        &fixtures().join("tiny-grounding-dino"),
+        &OrtConfig::default(),
+        stricter,
+    )
+    .unwrap();
+    assert_ne!(other.info().1, version);
+    assert!(version.starts_with("fp-"), "{version}");
 }
 
 #[test]

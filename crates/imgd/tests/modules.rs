@@ -680,3 +680,55 @@ text = "Describe this photo."
     let text = env.ok(&["show", &face]);
     assert!(text.contains("objects:"), "{text}");
 }
+
+#[test]
+fn changing_the_objects_settings_requeues_the_objects_module() {
+    let env = env();
+    copy_dir(
+        Path::new(&fixture("objects/tiny-grounding-dino")),
+        &env.models.join("grounding-dino-tiny"),
+    );
+    env.add(&fixture("photos/flower.jpg"), "flower.jpg");
+    env.add(&fixture("photos/hopper.jpg"), "hopper.jpg");
+    env.enqueue("objects");
+    let settings = |threshold: f64| {
+        env.config(&format!(
+            "[objects]\nprompts = [\"cat\", \"text\"]\ntext_prompts = [\"text\"]\n\
+             box_threshold = {threshold}\nsize = 128\n"
+        ))
+    };
+    let run = |config: &str| {
+        env.json(&[
+            "run",
+            "--once",
+            "--json",
+            "--metrics-addr",
+            "off",
+            "--config",
+            config,
+        ])["jobs_done"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(run(&settings(0.4)), 2);
+    // The same settings again: nothing to do.
+    assert_eq!(run(&settings(0.4)), 0);
+    // Another threshold: both images' objects are redone, under a new version.
+    let versions = || -> Vec<String> {
+        let conn = rusqlite::Connection::open(&env.db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT model_version FROM result_objects")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = versions();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(run(&settings(0.6)), 2);
+    let after = versions();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(before, after);
+    assert_eq!(run(&settings(0.6)), 0);
+}

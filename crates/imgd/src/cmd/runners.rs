@@ -35,8 +35,9 @@ pub struct Loaded {
     pub cloud_stats: Option<Arc<imgd_cloud::CloudStats>>,
     /// Modules whose model is installed but failed to load, with the error.
     pub problems: Vec<(Module, String)>,
-    /// The model id and version each versioned module (embedding, aesthetic) now writes: the
-    /// daemon re-queues images whose result came from another model.
+    /// The model id and version each versioned module (embedding, aesthetic, objects, whose
+    /// version also covers its `[objects]` settings) now writes: the daemon re-queues images
+    /// whose result came from another model or other settings.
     pub models: Vec<(Module, String, String)>,
     /// Images the caption module's vision encoder has run on, when it loaded.
     pub vision_encodes: Option<Arc<AtomicU64>>,
@@ -340,16 +341,17 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
         add(Module::Caption, result.map_err(|e| e.to_string()));
     }
     if let (true, Some(dir)) = (installed(Module::Objects), objects_folder(config)) {
-        add(
-            Module::Objects,
-            imgd_objects::runner(
-                &dir,
-                &models.ort(),
-                config.objects.clone(),
-                batch(Module::Objects),
-            )
-            .map_err(|e| e.to_string()),
-        );
+        let result = imgd_objects::runner(
+            &dir,
+            &models.ort(),
+            config.objects.clone(),
+            batch(Module::Objects),
+        )
+        .map(|(runner, id, version)| {
+            versions.push((Module::Objects, id, version));
+            runner
+        });
+        add(Module::Objects, result.map_err(|e| e.to_string()));
     }
     match (&trocr, &device) {
         (Some(dir), Some(device)) => {
