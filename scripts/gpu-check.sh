@@ -171,6 +171,10 @@ try:
     e2e_line = (f"- end to end (`imgd run --once`, {e2e['images']} JPEGs of 0.2-0.9 MP, CLIP "
                 f"ViT-B/32 f16 on the GPU, batch 128): {e2e['images'] / e2e['seconds']:,.0f} "
                 f"images/s, inference thread busy {busy:.0%}, {e2e['jobs_failed']} failed")
+    if e2e.get("batches"):
+        e2e_line += (f"; {e2e['batches']} batches of {e2e['batched_items'] / e2e['batches']:.1f} "
+                     f"on average, {e2e['model_seconds']:.2f} s of {e2e['infer_busy_seconds']:.2f} s "
+                     f"busy inside the model")
 except Exception as error:
     e2e_line = f"- end to end: no result ({error})"
 table = "\n".join(lines)
