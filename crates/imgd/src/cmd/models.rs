@@ -85,13 +85,24 @@ fn list(manifest: &Manifest, dirs: &Dirs, as_json: bool) -> Result<ExitCode> {
         super::print_json(&models)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // Columns as wide as their longest entry.
+    let width = |header: &str, cell: &dyn Fn(&ModelEntry) -> usize| {
+        manifest
+            .models
+            .iter()
+            .map(cell)
+            .fold(header.len(), usize::max)
+    };
+    let id_w = width("id", &|m| m.id.len());
+    let module_w = width("module", &|m| m.module.len());
+    let version_w = width("version", &|m| m.version.len());
     println!(
-        "{:<14} {:<10} {:<30} {:<10} {:<9} {:>9}  source",
+        "{:<id_w$} {:<module_w$} {:<version_w$} {:<10} {:<9} {:>9}  source",
         "id", "module", "version", "status", "kind", "size"
     );
     for model in &manifest.models {
         println!(
-            "{:<14} {:<10} {:<30} {:<10} {:<9} {:>9}  {}",
+            "{:<id_w$} {:<module_w$} {:<version_w$} {:<10} {:<9} {:>9}  {}",
             model.id,
             model.module,
             model.version,
