@@ -259,6 +259,25 @@ impl FileConfig {
             self.models.trocr_max_tokens > 0,
             "models.trocr_max_tokens must be at least 1"
         );
+        let objects = &self.objects;
+        for (name, value) in [
+            ("box_threshold", objects.box_threshold),
+            ("text_threshold", objects.text_threshold),
+            ("nms_iou", objects.nms_iou),
+        ] {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&value),
+                "objects.{name} must be between 0 and 1, not {value}"
+            );
+        }
+        anyhow::ensure!(
+            objects.size >= 32,
+            "objects.size must be at least 32 pixels"
+        );
+        anyhow::ensure!(
+            objects.max_detections > 0,
+            "objects.max_detections must be at least 1"
+        );
         for name in &self.models.disabled {
             name.parse::<imgd_core::Module>()
                 .with_context(|| format!("models.disabled: {name:?} names no module"))?;
@@ -334,5 +353,8 @@ mod tests {
         let bad: Result<FileConfig, _> =
             toml::from_str("[models]\nocr_recognizer = \"tesseract\"\n");
         assert!(bad.unwrap_err().to_string().contains("tesseract"));
+        let objects: FileConfig = toml::from_str("[objects]\nbox_threshold = 1.5\n").unwrap();
+        let err = objects.check().unwrap_err().to_string();
+        assert!(err.contains("objects.box_threshold"), "{err}");
     }
 }
