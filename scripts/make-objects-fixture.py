@@ -2,7 +2,8 @@
 """Builds the GroundingDINO fixture under fixtures/objects/ with the reference implementation
 (Hugging Face `transformers` + `torch` for the model, `onnxruntime` for the reference run).
 
-    python3 scripts/make-objects-fixture.py
+    python3 scripts/make-objects-fixture.py                  # fixtures/objects/
+    python3 scripts/make-objects-fixture.py --full-size DIR  # GroundingDINO-T size, for benchmarks
 
 Runs inside the git-ignored `.venv-fixtures/` that `scripts/make-fixtures.py` creates, adding
 `onnx` and `onnxruntime` to it when they are missing.
@@ -77,6 +78,101 @@ def bert_vocab():
     return vocab
 
 
+def make_tokenizer(tokens):
+    """A BERT uncased WordPiece tokenizer (normaliser, pre-tokeniser, `[CLS] … [SEP]`) over
+    `tokens`, and the same as a transformers tokenizer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(tokens)}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
+    return tokenizer, fast
+
+
+INPUT_NAMES = ["pixel_values", "input_ids", "token_type_ids", "attention_mask", "pixel_mask"]
+
+
+def export_onnx(torch, model, batch, path):
+    """Exports `model` with the published exports' names (batch and text length dynamic) and
+    checks that ONNX Runtime gives PyTorch's outputs on `batch`; returns them."""
+    import numpy as np
+    import onnxruntime
+    import transformers.models.grounding_dino.modeling_grounding_dino as modeling
+
+    class Exported(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values, input_ids, token_type_ids, attention_mask, pixel_mask):
+            out = self.model(
+                pixel_values=pixel_values,
+                input_ids=input_ids,
+                token_type_ids=token_type_ids,
+                attention_mask=attention_mask,
+                pixel_mask=pixel_mask,
+            )
+            return out.logits, out.pred_boxes
+
+    original = modeling.generate_masks_with_special_tokens_and_transfer_map
+    onnx_friendly_ops(torch, modeling)
+    special = torch.tensor(modeling.SPECIAL_TOKENS)
+    input_ids = batch["input_ids"]
+    probes = [input_ids, input_ids[:, :7], torch.tensor([[101, 1130, 1029, 1131, 1131, 102]])]
+    for ids in probes:
+        replaced = modeling.generate_masks_with_special_tokens_and_transfer_map(ids, special)
+        for want, got in zip(original(ids, special), replaced):
+            assert torch.equal(want, got), (ids, want, got)
+    args = tuple(batch[n] for n in INPUT_NAMES)
+    torch.onnx.export(
+        Exported(model).eval(),
+        args,
+        str(path),
+        input_names=INPUT_NAMES,
+        output_names=["logits", "pred_boxes"],
+        dynamic_axes={
+            "pixel_values": {0: "batch"},
+            "input_ids": {0: "batch", 1: "sequence"},
+            "token_type_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "pixel_mask": {0: "batch"},
+            "logits": {0: "batch"},
+            "pred_boxes": {0: "batch"},
+        },
+        opset_version=17,
+        dynamo=False,
+    )
+    model.eval()
+    session = onnxruntime.InferenceSession(str(path))
+    logits, boxes = session.run(None, {n: batch[n].numpy() for n in INPUT_NAMES})
+    with torch.no_grad():
+        expected = model(**{n: batch[n] for n in INPUT_NAMES})
+    want = expected.logits.numpy()
+    finite = np.isfinite(want)
+    assert np.array_equal(finite, np.isfinite(logits))
+    # Within 1e-3, relative to the largest logit for a deep model's large ones.
+    logits_error = np.abs(logits - want)[finite].max()
+    assert logits_error < 1e-3 * max(1.0, np.abs(want[finite]).max()), logits_error
+    boxes_error = np.abs(boxes - expected.pred_boxes.numpy()).max()
+    assert boxes_error < 1e-4, boxes_error
+    return logits, boxes
+
+
 def onnx_friendly_ops(torch, modeling):
     """Replaces the reference's phrase-mask function, whose `isin`, `cummax`, `cummin` and
     boolean `eye` the TorchScript exporter cannot convert, with an equivalent one made of
@@ -114,11 +210,9 @@ def onnx_friendly_ops(torch, modeling):
 def main():
     ensure_venv()
     import numpy as np
-    import onnxruntime
     import torch
     from PIL import Image
     from safetensors.numpy import save_file
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import (
         BertConfig,
         GroundingDinoConfig,
@@ -131,7 +225,6 @@ def main():
     from transformers.models.grounding_dino.processing_grounding_dino import (
         GroundingDinoProcessor,
     )
-    from transformers import PreTrainedTokenizerFast
 
     torch.manual_seed(0)
     model_dir = OUT / "tiny-grounding-dino"
@@ -139,25 +232,9 @@ def main():
     model_dir.mkdir(parents=True, exist_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
 
-    # Tokenizer: BERT uncased normaliser, pre-tokeniser, WordPiece and [CLS] … [SEP].
-    vocab = {token: i for i, token in enumerate(bert_vocab())}
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
+    tokenizer, fast = make_tokenizer(bert_vocab())
     tokenizer.save(str(model_dir / "tokenizer.json"))
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        sep_token="[SEP]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        mask_token="[MASK]",
-    )
+    vocab = tokenizer.get_vocab()
 
     swin = SwinConfig(
         embed_dim=8,
@@ -222,59 +299,7 @@ def main():
     input_ids = batch["input_ids"]
     assert tuple(pixel_values.shape[-2:]) == (SIZE, SIZE), pixel_values.shape
 
-    class Exported(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixel_values, input_ids, token_type_ids, attention_mask, pixel_mask):
-            out = self.model(
-                pixel_values=pixel_values,
-                input_ids=input_ids,
-                token_type_ids=token_type_ids,
-                attention_mask=attention_mask,
-                pixel_mask=pixel_mask,
-            )
-            return out.logits, out.pred_boxes
-
-    import transformers.models.grounding_dino.modeling_grounding_dino as modeling
-
-    original = modeling.generate_masks_with_special_tokens_and_transfer_map
-    onnx_friendly_ops(torch, modeling)
-    special = torch.tensor(modeling.SPECIAL_TOKENS)
-    probes = [input_ids, input_ids[:, :7], torch.tensor([[101, 1130, 1029, 1131, 1131, 102]])]
-    for ids in probes:
-        for want, got in zip(original(ids, special), modeling.generate_masks_with_special_tokens_and_transfer_map(ids, special)):
-            assert torch.equal(want, got), (ids, want, got)
-    names = ["pixel_values", "input_ids", "token_type_ids", "attention_mask", "pixel_mask"]
-    args = tuple(batch[n] for n in names)
-    torch.onnx.export(
-        Exported(model).eval(),
-        args,
-        str(model_dir / "model.onnx"),
-        input_names=names,
-        output_names=["logits", "pred_boxes"],
-        dynamic_axes={
-            "pixel_values": {0: "batch"},
-            "input_ids": {0: "batch", 1: "sequence"},
-            "token_type_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"},
-            "pixel_mask": {0: "batch"},
-            "logits": {0: "batch"},
-            "pred_boxes": {0: "batch"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
-
-    session = onnxruntime.InferenceSession(str(model_dir / "model.onnx"))
-    logits, boxes = session.run(None, {n: batch[n].numpy() for n in names})
-    with torch.no_grad():
-        expected = model(**{n: batch[n] for n in names})
-    finite = np.isfinite(expected.logits.numpy())
-    assert np.array_equal(finite, np.isfinite(logits))
-    assert np.abs(logits - expected.logits.numpy())[finite].max() < 1e-3
-    assert np.abs(boxes - expected.pred_boxes.numpy()).max() < 1e-4
+    logits, boxes = export_onnx(torch, model, batch, model_dir / "model.onnx")
 
     class Outputs:
         pass
@@ -326,5 +351,50 @@ def main():
         print(len(r), "detections:", sorted({d["text_label"] for d in r}))
 
 
+# The daemon's default [objects] prompts (imgd_objects::ObjectsConfig::default).
+DEFAULT_PROMPTS = ["person", "dog", "cat", "bird", "horse", "car", "bicycle", "boat", "building",
+                   "tree", "flower", "food", "text", "sign", "document", "screen"]
+
+
+def full_size(out):
+    """GroundingDINO-T at its real size (`GroundingDinoConfig()`: Swin-T, BERT-base, 900
+    queries, max_text_len 256) with random weights, exported for 800 × 800 canvases into `out`
+    (about 700 MB, not committed): what the objects benchmark times. A tokenizer in
+    bert-base-uncased's id layout knows the daemon's default prompts, so the caption has the
+    real model's token count."""
+    ensure_venv()
+    import torch
+    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
+
+    torch.manual_seed(0)
+    out.mkdir(parents=True, exist_ok=True)
+    tokens = bert_vocab()
+    tokens += [w for w in DEFAULT_PROMPTS if w not in tokens]
+    tokenizer, fast = make_tokenizer(tokens)
+    tokenizer.save(str(out / "tokenizer.json"))
+    config = GroundingDinoConfig()
+    model = GroundingDinoForObjectDetection(config).eval()
+    config.save_pretrained(out)
+    text = " . ".join(DEFAULT_PROMPTS) + " ."
+    ids = fast([text], return_tensors="pt")
+    size = 800
+    batch = {
+        "pixel_values": torch.randn(1, 3, size, size),
+        "input_ids": ids["input_ids"],
+        "token_type_ids": torch.zeros_like(ids["input_ids"]),
+        "attention_mask": torch.ones_like(ids["input_ids"]),
+        "pixel_mask": torch.ones(1, size, size, dtype=torch.long),
+    }
+    batch["pixel_mask"][:, 600:, :] = 0
+    export_onnx(torch, model, batch, out / "model.onnx")
+    print(f"wrote {out / 'model.onnx'}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"{ids['input_ids'].shape[1]} tokens")
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--full-size":
+        full_size(Path(sys.argv[2]).resolve())
+    elif len(sys.argv) == 1:
+        main()
+    else:
+        sys.exit(f"usage: {sys.argv[0]} [--full-size DIR]")
