@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End to end through ONNX Runtime: `imgd run --once` with the `ocr` (PP-OCRv6) and `faces`
 # (MTCNN) modules over copies of fixtures/ocr/*.jpg and fixtures/faces/*.jpg, once with
-# `[models] cuda = false` and once with `cuda = true`, the same library, models and files. Prints
-# images/s of each, CUDA ÷ CPU, and whether the results agree (scripts/gpu/ort_parity.py):
+# `[models] cuda = false` and once with `cuda = true` + `onnx_cuda = true`, the same library,
+# models and files. Prints images/s of each, CUDA ÷ CPU, and whether the results agree (scripts/gpu/ort_parity.py):
 #
 #   ort_cpu_ocr_faces_ips=…  ort_cuda_ocr_faces_ips=…  ort_cuda_vs_cpu=…  ort_cuda_parity=ok|…
 #
@@ -62,7 +62,7 @@ for mode in $MODES; do
     cuda=false
     [ "$mode" = cuda ] && cuda=true
     printf '%s\n' "[models]" "dir = \"$MODELS\"" "ocr = \"$MODELS/rapidocr\"" \
-        "onnxruntime = \"$ORT_LIB\"" "cuda = $cuda" "ocr_needs_text = false" > "$WORK/$mode.toml"
+        "onnxruntime = \"$ORT_LIB\"" "cuda = $cuda" "onnx_cuda = $cuda" "ocr_needs_text = false" > "$WORK/$mode.toml"
     rm -f "$WORK/$mode.db"*
     IMGD_DB=$WORK/$mode.db "$IMGD" enqueue --modules ocr,faces "$WORK/photos" > /dev/null
     start=$(date +%s.%N)

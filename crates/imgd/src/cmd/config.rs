@@ -62,6 +62,10 @@ pub struct ModelsSection {
     pub dir: Option<PathBuf>,
     /// Run the models on the GPU (a build with the `cuda` feature); the CPU when unavailable.
     pub cuda: bool,
+    /// With `cuda`, also run the ONNX Runtime models (OCR, faces, objects) on the GPU. Off by
+    /// default: onnxruntime-gpu re-plans its convolutions whenever an input's shape changes,
+    /// which OCR and face inputs do on almost every run.
+    pub onnx_cuda: bool,
     /// On the GPU, run CLIP in f16 (about twice the images/s; vectors within ~2e-3 relative
     /// of f32). The CPU always runs f32.
     pub gpu_f16: bool,
@@ -98,6 +102,7 @@ impl Default for ModelsSection {
         ModelsSection {
             dir: None,
             cuda: false,
+            onnx_cuda: false,
             gpu_f16: true,
             intra_threads: 0,
             onnxruntime: None,
@@ -155,7 +160,7 @@ impl ModelsSection {
         imgd_infer::onnx::OrtConfig {
             dylib: self.onnxruntime.clone(),
             intra_threads: self.intra_threads,
-            cuda: self.cuda,
+            cuda: self.cuda && self.onnx_cuda,
         }
     }
 
@@ -353,6 +358,11 @@ mod tests {
         let bad: Result<FileConfig, _> =
             toml::from_str("[models]\nocr_recognizer = \"tesseract\"\n");
         assert!(bad.unwrap_err().to_string().contains("tesseract"));
+        // ONNX Runtime joins the GPU only when asked to.
+        let gpu: FileConfig = toml::from_str("[models]\ncuda = true\n").unwrap();
+        assert!(!gpu.models.ort().cuda);
+        let gpu: FileConfig = toml::from_str("[models]\ncuda = true\nonnx_cuda = true\n").unwrap();
+        assert!(gpu.models.ort().cuda);
         let objects: FileConfig = toml::from_str("[objects]\nbox_threshold = 1.5\n").unwrap();
         let err = objects.check().unwrap_err().to_string();
         assert!(err.contains("objects.box_threshold"), "{err}");
