@@ -816,11 +816,54 @@ def make_trocr():
     print(f"fixtures/trocr: {total / 1e6:.2f} MB")
 
 
+def make_trocr_full_size(out):
+    """microsoft/trocr-small-printed's architecture at its real size (DeiT-small encoder on
+    384-px crops, 6-layer decoder of width 256, 64 044 tokens) with random weights, into `out`
+    (about 250 MB, not committed): what scripts/bench-trocr.sh times. The tokenizer is the
+    fixture's small one: the benchmark times token ids, not text."""
+    from transformers import (DeiTConfig, TrOCRConfig, VisionEncoderDecoderConfig,
+                              VisionEncoderDecoderModel)
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    torch.manual_seed(SEED)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer, _ = trocr_tokenizer()
+    tokenizer.save_pretrained(out)
+    for extra in ["special_tokens_map.json", "chat_template.jinja", "sentencepiece.bpe.model"]:
+        (out / extra).unlink(missing_ok=True)
+    bos, pad, eos = tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id
+    encoder = DeiTConfig(
+        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+        image_size=384, patch_size=16, qkv_bias=True, hidden_act="gelu", layer_norm_eps=1e-12,
+    )
+    decoder = TrOCRConfig(
+        vocab_size=64044, d_model=256, decoder_layers=6, decoder_attention_heads=8,
+        decoder_ffn_dim=1024, activation_function="relu", max_position_embeddings=512,
+        scale_embedding=True, use_learned_position_embeddings=True, layernorm_embedding=True,
+        tie_word_embeddings=False, cross_attention_hidden_size=384, is_decoder=True,
+        add_cross_attention=True, pad_token_id=pad, bos_token_id=bos, eos_token_id=eos,
+        decoder_start_token_id=eos,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = eos
+    config.pad_token_id = pad
+    config.eos_token_id = eos
+    model = VisionEncoderDecoderModel(config=config).eval()
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    ViTImageProcessorPil(size={"height": 384, "width": 384}).save_pretrained(out)
+    print(f"wrote {out}: {sum(p.numel() for p in model.parameters()):,} parameters")
+
+
 if __name__ == "__main__":
-    # `make-fixtures.py [clip|blip|trocr|all]` (default: all).
+    # `make-fixtures.py [clip|blip|trocr|all]` (default: all);
+    # `make-fixtures.py trocr-full DIR` for the TrOCR benchmark's model.
+    if len(sys.argv) == 3 and sys.argv[1] == "trocr-full":
+        make_trocr_full_size(Path(sys.argv[2]).resolve())
+        sys.exit()
     target = sys.argv[1] if len(sys.argv) > 1 else "all"
     if target not in ("clip", "blip", "trocr", "all"):
-        sys.exit(f"usage: {sys.argv[0]} [clip|blip|trocr|all]")
+        sys.exit(f"usage: {sys.argv[0]} [clip|blip|trocr|all] | trocr-full DIR")
     if target in ("clip", "all"):
         main()
     if target in ("blip", "all"):
