@@ -661,6 +661,9 @@ text = "Describe this photo."
             Some((path.clone(), label.to_string()))
         })
         .unwrap();
+    let text = env.ok(&["show", &path]);
+    assert!(text.contains(&format!("object: {label:?}")), "{text}");
+    assert!(text.contains(" box x "), "boxes in pixels: {text}");
     let hits = env.json(&["search", "--json", "--mode", "text", &label]);
     assert!(
         hits.as_array()

@@ -127,11 +127,14 @@ fn print_sections(value: &Value) {
     let Value::Object(sections) = value else {
         return;
     };
+    let image_size = sections
+        .get("image")
+        .and_then(|image| Some((image["width"].as_f64()?, image["height"].as_f64()?)));
     for (name, section) in sections {
         println!("{name}:");
         match section {
             Value::Object(fields) => {
-                let readable = readable_data(name, fields.get("data"));
+                let readable = readable_data(name, fields.get("data"), image_size);
                 for line in &readable {
                     println!("  {line}");
                 }
@@ -153,8 +156,13 @@ fn print_sections(value: &Value) {
 }
 
 /// One line per face (box, score), per OCR line (text, confidence) or per object (label,
-/// score, box), instead of the raw `data` JSON of those sections; empty for other sections.
-fn readable_data(section: &str, data: Option<&Value>) -> Vec<String> {
+/// score, box in pixels of the image of `image_size` when known), instead of the raw `data`
+/// JSON of those sections; empty for other sections.
+fn readable_data(
+    section: &str,
+    data: Option<&Value>,
+    image_size: Option<(f64, f64)>,
+) -> Vec<String> {
     let Some(data) = data else {
         return Vec::new();
     };
@@ -208,8 +216,15 @@ fn readable_data(section: &str, data: Option<&Value>) -> Vec<String> {
                     .unwrap_or_default();
                 let label = object["label"].as_str().unwrap_or_default();
                 let score = number(&object["score"]);
-                match b.as_slice() {
-                    [x0, y0, x1, y1] => format!(
+                match (b.as_slice(), image_size) {
+                    ([x0, y0, x1, y1], Some((w, h))) => format!(
+                        "object: {label:?}  score {score:.3}  box x {:.0} y {:.0} w {:.0} h {:.0}",
+                        x0 * w,
+                        y0 * h,
+                        (x1 - x0) * w,
+                        (y1 - y0) * h
+                    ),
+                    ([x0, y0, x1, y1], None) => format!(
                         "object: {label:?}  score {score:.3}  box {x0:.3},{y0:.3} – {x1:.3},{y1:.3} of the image"
                     ),
                     _ => format!("object: {label:?}  score {score:.3}"),
