@@ -175,6 +175,16 @@ pub enum PilFilter {
 }
 
 impl PilFilter {
+    /// The filter of PIL's `resample` number (as `preprocessor_config.json` stores it):
+    /// 2 bilinear, 3 bicubic.
+    pub fn from_pil(resample: u32) -> Option<Self> {
+        match resample {
+            2 => Some(PilFilter::Bilinear),
+            3 => Some(PilFilter::Bicubic),
+            _ => None,
+        }
+    }
+
     /// The kernel's support at scale 1.
     fn support(self) -> f64 {
         match self {
