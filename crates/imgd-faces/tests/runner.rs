@@ -52,7 +52,6 @@ fn commit(store: &mut Store, rows: &[(String, (u32, u32), ResultRow)]) {
             modules: &[Module::Faces],
             max_images: 1000,
             lease: Duration::from_secs(60),
-            ocr_after_objects: false,
         })
         .unwrap();
     let outcomes: Vec<ImageOutcome> = claimed

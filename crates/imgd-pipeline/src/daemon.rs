@@ -237,6 +237,7 @@ pub fn run(
         runners,
         cache: Arc::clone(&cache),
         metrics: Arc::clone(&metrics),
+        ocr_needs_text: config.ocr_needs_text,
     };
     let infer_finished_tx = finished_tx.clone();
     let infer_handle = thread::Builder::new()
@@ -319,7 +320,6 @@ pub fn run(
             modules: &modules,
             max_images: room.min(config.claim_batch.max(1)),
             lease: config.lease,
-            ocr_after_objects: config.ocr_needs_text,
         };
         let claimed = match scheduler_store.claim(&request) {
             Ok(claimed) => claimed,

@@ -1,6 +1,11 @@
 //! Stage 2: the inference thread. It owns every model (through [`ModelRunner`]s), gathers
 //! requests across images into per-model micro-batches, and scatters the results back. Images
 //! without model jobs pass straight through. It never touches the disk or the database.
+//!
+//! **The OCR gate.** When an image has both an objects and an OCR job (and `ocr_needs_text`),
+//! its prepared OCR input is held until the objects result arrives: submitted when objects saw
+//! a text phrase (or failed), else the OCR job is done with an empty, skipped row. One claim,
+//! one decode, and OCR runs only on images that show text.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,10 +16,12 @@ use imgd_core::Module;
 use imgd_decode::DecodeCache;
 use imgd_store::queue::JobFailure;
 
+use imgd_core::{ResultRow, SqlValue};
+
 use crate::batcher::CloseReason;
-use crate::decode_stage::DecodedImage;
+use crate::decode_stage::{DecodedImage, skipped_ocr_row};
 use crate::metrics::Metrics;
-use crate::runner::{ImageInput, JobKey, ModelRunner, RunnerResults};
+use crate::runner::{ImageInput, JobKey, ModelRunner, Prepared, RunnerResults};
 
 /// How long the thread spent running models, and how long it existed from its first image.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,12 +33,27 @@ pub(crate) struct InferStats {
 struct Waiting {
     image: DecodedImage,
     remaining: usize,
+    /// The OCR job and its prepared input, held until the objects job's result (the OCR gate).
+    held_ocr: Option<(JobKey, Prepared)>,
+    /// The objects job the held OCR input waits for.
+    objects_job: Option<i64>,
 }
 
 pub(crate) struct InferStage {
     pub runners: Vec<Box<dyn ModelRunner>>,
     pub cache: Arc<DecodeCache>,
     pub metrics: Arc<Metrics>,
+    /// Run OCR only where the objects job of the same image found text.
+    pub ocr_needs_text: bool,
+}
+
+/// Whether an objects row says the image shows text (a row without the column counts as yes:
+/// OCR then runs).
+fn shows_text(row: &ResultRow) -> bool {
+    row.columns
+        .iter()
+        .find(|(name, _)| *name == "has_text")
+        .is_none_or(|(_, value)| *value != SqlValue::Integer(0))
 }
 
 impl InferStage {
@@ -83,7 +105,7 @@ impl InferStage {
                     let t = Instant::now();
                     let results = self.runners[i].run(reason);
                     busy += t.elapsed();
-                    scatter(results, &mut waiting, &output, &self.cache);
+                    self.scatter(results, &by_module, &mut waiting, &output);
                 }
             }
             if !open && self.runners.iter().all(|r| r.pending() == 0) && !waiting.is_empty() {
@@ -116,11 +138,26 @@ impl InferStage {
     ) {
         let mut remaining = 0;
         let jobs = std::mem::take(&mut image.model_jobs);
+        let objects_job = jobs
+            .iter()
+            .find(|job| job.module == Module::Objects && by_module.contains_key(&job.module))
+            .map(|job| job.job_id);
+        let gate = self.ocr_needs_text && objects_job.is_some();
+        let mut held_ocr = None;
         for job in &jobs {
             let key = JobKey {
                 image_id: image.image_id,
                 job_id: job.job_id,
             };
+            if gate
+                && job.module == Module::Ocr
+                && by_module.contains_key(&Module::Ocr)
+                && let Some(input) = image.prepared.remove(&job.job_id)
+            {
+                held_ocr = Some((key, input));
+                remaining += 1;
+                continue;
+            }
             if let Some(input) = image.prepared.remove(&job.job_id) {
                 let submitted = match by_module.get(&job.module) {
                     Some(&i) => self.runners[i].submit_prepared(key, input),
@@ -168,38 +205,90 @@ impl InferStage {
             }
         }
         image.model_jobs = jobs;
+        // An objects job that failed to go in leaves nothing to wait for: OCR goes in now.
+        let objects_failed =
+            objects_job.is_some_and(|id| image.outcome.failed.iter().any(|f| f.job_id == id));
+        if objects_failed && let Some((key, input)) = held_ocr.take() {
+            remaining -= 1;
+            let submitted = match by_module.get(&Module::Ocr) {
+                Some(&i) => self.runners[i].submit_prepared(key, input),
+                None => Err("no model loaded for the ocr module".to_string()),
+            };
+            match submitted {
+                Ok(()) => remaining += 1,
+                Err(error) => image.outcome.failed.push(JobFailure {
+                    job_id: key.job_id,
+                    error,
+                }),
+            }
+        }
         if remaining == 0 {
             self.cache.remove_image(image.image_id);
             let _ = output.send(image);
         } else {
-            waiting.insert(image.image_id, Waiting { image, remaining });
+            waiting.insert(
+                image.image_id,
+                Waiting {
+                    image,
+                    remaining,
+                    objects_job: held_ocr.as_ref().and(objects_job),
+                    held_ocr,
+                },
+            );
         }
     }
-}
 
-fn scatter(
-    results: RunnerResults,
-    waiting: &mut HashMap<i64, Waiting>,
-    output: &Sender<DecodedImage>,
-    cache: &DecodeCache,
-) {
-    for (key, result) in results {
-        let Some(w) = waiting.get_mut(&key.image_id) else {
-            continue;
-        };
-        match result {
-            Ok(row) => w.image.outcome.done.push((key.job_id, row)),
-            Err(error) => w.image.outcome.failed.push(JobFailure {
-                job_id: key.job_id,
-                error,
-            }),
-        }
-        w.remaining -= 1;
-        if w.remaining == 0
-            && let Some(done) = waiting.remove(&key.image_id)
-        {
-            cache.remove_image(done.image.image_id);
-            let _ = output.send(done.image);
+    /// Files each result with its image and sends on the images that are complete; an
+    /// objects result releases the image's held OCR job (see the module docs).
+    fn scatter(
+        &mut self,
+        results: RunnerResults,
+        by_module: &HashMap<Module, usize>,
+        waiting: &mut HashMap<i64, Waiting>,
+        output: &Sender<DecodedImage>,
+    ) {
+        for (key, result) in results {
+            let Some(w) = waiting.get_mut(&key.image_id) else {
+                continue;
+            };
+            if w.objects_job == Some(key.job_id)
+                && let Some((ocr_key, input)) = w.held_ocr.take()
+            {
+                let text = result.as_ref().map_or(true, shows_text);
+                let submitted = match (text, by_module.get(&Module::Ocr)) {
+                    (false, _) => {
+                        w.image
+                            .outcome
+                            .done
+                            .push((ocr_key.job_id, skipped_ocr_row()));
+                        w.remaining -= 1;
+                        Ok(())
+                    }
+                    (true, Some(&i)) => self.runners[i].submit_prepared(ocr_key, input),
+                    (true, None) => Err("no model loaded for the ocr module".to_string()),
+                };
+                if let Err(error) = submitted {
+                    w.image.outcome.failed.push(JobFailure {
+                        job_id: ocr_key.job_id,
+                        error,
+                    });
+                    w.remaining -= 1;
+                }
+            }
+            match result {
+                Ok(row) => w.image.outcome.done.push((key.job_id, row)),
+                Err(error) => w.image.outcome.failed.push(JobFailure {
+                    job_id: key.job_id,
+                    error,
+                }),
+            }
+            w.remaining -= 1;
+            if w.remaining == 0
+                && let Some(done) = waiting.remove(&key.image_id)
+            {
+                self.cache.remove_image(done.image.image_id);
+                let _ = output.send(done.image);
+            }
         }
     }
 }

@@ -113,7 +113,6 @@ fn prepare(db: &Path) -> (Store, Vec<ClaimedImage>) {
                 modules: &MODULES,
                 max_images: 256,
                 lease: Duration::from_secs(3600),
-                ocr_after_objects: false,
             })
             .expect("claiming");
         if batch.is_empty() {

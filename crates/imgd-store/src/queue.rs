@@ -63,9 +63,6 @@ pub struct ClaimRequest<'a> {
     pub max_images: usize,
     /// How long the lease lasts unless extended.
     pub lease: Duration,
-    /// Hold an image's OCR job back while its objects job is still to run (when this worker
-    /// runs both), so OCR can be skipped on images where objects finds no text.
-    pub ocr_after_objects: bool,
 }
 
 /// The SQL list `('metadata','technical')` for a set of modules. Module names are fixed
@@ -86,11 +83,6 @@ impl Store {
         let now = now_ms();
         let expires = now + request.lease.as_millis() as i64;
         let modules = module_list_sql(request.modules);
-        // OCR waits for objects only where this worker can run objects: else it would wait
-        // forever.
-        let gate = request.ocr_after_objects
-            && request.modules.contains(&Module::Objects)
-            && request.modules.contains(&Module::Ocr);
         let max_lease_expiries = self.options.max_lease_expiries;
         let tx = self
             .conn
@@ -116,13 +108,10 @@ impl Store {
                 .prepare_cached(&format!(
                     "SELECT j.image_id FROM jobs j JOIN images i ON i.id = j.image_id
                      WHERE j.state = 'queued' AND j.module IN {modules} AND i.state = 'present'
-                       AND NOT (?1 AND j.module = 'ocr' AND EXISTS (
-                           SELECT 1 FROM jobs o WHERE o.image_id = j.image_id
-                           AND o.module = 'objects' AND o.state IN ('queued', 'leased')))
                      ORDER BY j.priority DESC, j.image_id"
                 ))
                 .ctx("preparing the claim scan")?;
-            let mut rows = stmt.query([gate]).ctx("scanning the queue")?;
+            let mut rows = stmt.query([]).ctx("scanning the queue")?;
             while let Some(row) = rows.next().ctx("scanning the queue")? {
                 let id: i64 = row.get(0).ctx("scanning the queue")?;
                 if !image_ids.contains(&id) {
@@ -144,9 +133,6 @@ impl Store {
                     "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires_ms = ?3,
                                      updated_ms = ?4
                      WHERE image_id = ?1 AND state = 'queued' AND module IN {modules}
-                       AND NOT (?5 AND module = 'ocr' AND EXISTS (
-                           SELECT 1 FROM jobs o WHERE o.image_id = ?1
-                           AND o.module = 'objects' AND o.state IN ('queued', 'leased')))
                      RETURNING id, module"
                 ))
                 .ctx("preparing the lease update")?;
@@ -159,7 +145,7 @@ impl Store {
                     .ctx("reading a claimed image")?;
                 let mut jobs = Vec::new();
                 let mut rows = jobs_stmt
-                    .query(params![image_id, request.owner, expires, now, gate])
+                    .query(params![image_id, request.owner, expires, now])
                     .ctx("leasing jobs")?;
                 while let Some(row) = rows.next().ctx("leasing jobs")? {
                     let job_id: i64 = row.get(0).ctx("leasing jobs")?;

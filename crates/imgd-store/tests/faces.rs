@@ -68,7 +68,6 @@ fn commit_all(store: &mut Store, row_for: impl Fn(&str) -> ResultRow) {
             modules: &[Module::Faces],
             max_images: 100,
             lease: Duration::from_secs(60),
-            ocr_after_objects: false,
         })
         .unwrap();
     let outcomes: Vec<ImageOutcome> = claimed

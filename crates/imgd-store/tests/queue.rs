@@ -40,7 +40,6 @@ fn request<'a>(owner: &'a str, modules: &'a [Module], max_images: usize) -> Clai
         modules,
         max_images,
         lease: Duration::from_secs(60),
-        ocr_after_objects: false,
     }
 }
 
@@ -235,14 +234,12 @@ fn expired_leases_return_to_the_queue_and_extensions_keep_them() {
     let mut store = store_with_images(&db, 2, 0);
     let short = ClaimRequest {
         lease: Duration::from_millis(200),
-        ocr_after_objects: false,
         ..request("dead-worker", &BOTH, 1)
     };
     let dead = store.claim(&short).unwrap();
     let kept = store
         .claim(&ClaimRequest {
             lease: Duration::from_millis(200),
-            ocr_after_objects: false,
             ..request("live-worker", &BOTH, 1)
         })
         .unwrap();
@@ -291,7 +288,6 @@ fn a_job_whose_worker_keeps_dying_fails_after_the_expiry_limit() {
         let claimed = store
             .claim(&ClaimRequest {
                 lease: Duration::from_millis(1),
-                ocr_after_objects: false,
                 ..request("crashy", &[Module::Metadata], 1)
             })
             .unwrap();
@@ -446,7 +442,7 @@ fn two_processes_never_get_the_same_job() {
 }
 
 #[test]
-fn ocr_waits_for_objects_and_the_claim_says_what_objects_found() {
+fn a_claimed_ocr_job_carries_what_objects_found() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db");
     let mut store = Store::open(&db, StoreOptions::default()).unwrap();
@@ -464,48 +460,53 @@ fn ocr_waits_for_objects_and_the_claim_says_what_objects_found() {
     };
     let both = [Module::Objects, Module::Ocr];
     store.apply_scan(&[found(1), found(2)], &both, 0).unwrap();
-    let gated = ClaimRequest {
-        ocr_after_objects: true,
-        ..request("w", &both, 10)
-    };
 
-    // First only the objects jobs go out; OCR stays queued behind them.
-    let first = store.claim(&gated).unwrap();
+    // Objects and OCR of an image go out together (the pipeline gates OCR in the same pass);
+    // nothing is known about text yet.
+    let first = store.claim(&request("w", &both, 10)).unwrap();
     assert_eq!(first.len(), 2);
-    assert!(
-        first
-            .iter()
-            .all(|i| i.jobs.len() == 1 && i.jobs[0].module == Module::Objects)
-    );
+    assert!(first.iter().all(|i| i.jobs.len() == 2));
     assert!(first.iter().all(|i| i.objects_has_text.is_none()));
-    assert!(store.claim(&gated).unwrap().is_empty(), "OCR must wait");
 
-    // Objects finds text in image 1 and none in image 2.
+    // Objects finds text in image 1 and none in image 2; OCR fails once and is retried.
     let outcomes: Vec<ImageOutcome> = first
         .iter()
-        .map(|image| ImageOutcome {
-            image_id: image.image_id,
-            dimensions: None,
-            done: vec![(
-                image.jobs[0].job_id,
-                ResultRow {
-                    module: Module::Objects,
-                    model_id: Some("grounding-dino".into()),
-                    model_version: Some("t".into()),
-                    columns: vec![(
-                        "has_text",
-                        SqlValue::Integer(i64::from(image.path.ends_with("img1.jpg"))),
-                    )],
-                    data: serde_json::json!({}),
-                },
-            )],
-            failed: vec![],
+        .map(|image| {
+            let job = |module| {
+                image
+                    .jobs
+                    .iter()
+                    .find(|j| j.module == module)
+                    .unwrap()
+                    .job_id
+            };
+            ImageOutcome {
+                image_id: image.image_id,
+                dimensions: None,
+                done: vec![(
+                    job(Module::Objects),
+                    ResultRow {
+                        module: Module::Objects,
+                        model_id: Some("grounding-dino".into()),
+                        model_version: Some("t".into()),
+                        columns: vec![(
+                            "has_text",
+                            SqlValue::Integer(i64::from(image.path.ends_with("img1.jpg"))),
+                        )],
+                        data: serde_json::json!({}),
+                    },
+                )],
+                failed: vec![JobFailure {
+                    job_id: job(Module::Ocr),
+                    error: "try again".into(),
+                }],
+            }
         })
         .collect();
     store.commit_outcomes("w", &outcomes).unwrap();
 
-    // Now OCR goes out, each image with what objects found.
-    let second = store.claim(&gated).unwrap();
+    // The retried OCR job goes out with what objects found.
+    let second = store.claim(&request("w", &both, 10)).unwrap();
     assert_eq!(second.len(), 2);
     for image in &second {
         assert_eq!(image.jobs.len(), 1);
@@ -517,16 +518,4 @@ fn ocr_waits_for_objects_and_the_claim_says_what_objects_found() {
             image.path
         );
     }
-
-    // A worker that cannot run objects never holds OCR back.
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("q.db"), StoreOptions::default()).unwrap();
-    store.apply_scan(&[found(1)], &both, 0).unwrap();
-    let ocr_only = ClaimRequest {
-        ocr_after_objects: true,
-        ..request("w", &[Module::Ocr], 10)
-    };
-    let claimed = store.claim(&ocr_only).unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].jobs[0].module, Module::Ocr);
 }

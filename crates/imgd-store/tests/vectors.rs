@@ -433,7 +433,6 @@ fn run_embedding_jobs(
             modules: &[Module::Embedding],
             max_images: n,
             lease: Duration::from_secs(60),
-            ocr_after_objects: false,
         })
         .unwrap();
     let outcomes: Vec<ImageOutcome> = claimed

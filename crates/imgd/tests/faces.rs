@@ -74,7 +74,6 @@ fn analyse_queued_faces(db: &Path, tier: u32) {
             modules: &[Module::Faces],
             max_images: 100,
             lease: Duration::from_secs(60),
-            ocr_after_objects: false,
         })
         .unwrap();
     let mut sizes = Vec::new();
