@@ -292,3 +292,163 @@ impl InferStage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use imgd_core::{Module, ResultRow, SqlValue};
+    use imgd_decode::DecodeCache;
+    use imgd_store::queue::ClaimedJob;
+    use imgd_store::results::ImageOutcome;
+
+    use super::InferStage;
+    use crate::batcher::{BatchStats, CloseReason};
+    use crate::decode_stage::DecodedImage;
+    use crate::metrics::Metrics;
+    use crate::runner::{ImageInput, JobKey, ModelRunner, Prepared, RunnerResults};
+
+    /// Runs whatever it is given at once; the objects one says "text" on even image ids and
+    /// fails on image 5, the OCR one records which images it read.
+    struct Scripted {
+        module: Module,
+        queued: Vec<JobKey>,
+        read: Arc<Mutex<Vec<i64>>>,
+    }
+
+    impl ModelRunner for Scripted {
+        fn module(&self) -> Module {
+            self.module
+        }
+        fn model_name(&self) -> &str {
+            self.module.name()
+        }
+        fn submit(&mut self, _: JobKey, _: &ImageInput<'_>) -> Result<(), String> {
+            Err("prepared inputs only".into())
+        }
+        fn ready(&self, _: Instant) -> Option<CloseReason> {
+            (!self.queued.is_empty()).then_some(CloseReason::Full)
+        }
+        fn next_deadline(&self) -> Option<Instant> {
+            None
+        }
+        fn run(&mut self, _: CloseReason) -> RunnerResults {
+            self.queued
+                .drain(..)
+                .map(|key| {
+                    let row = |columns| ResultRow {
+                        module: self.module,
+                        model_id: None,
+                        model_version: None,
+                        columns,
+                        data: serde_json::json!({}),
+                    };
+                    let result = match self.module {
+                        Module::Objects if key.image_id == 5 => Err("objects failed".to_string()),
+                        Module::Objects => Ok(row(vec![(
+                            "has_text",
+                            SqlValue::Integer(i64::from(key.image_id % 2 == 0)),
+                        )])),
+                        _ => {
+                            self.read.lock().unwrap().push(key.image_id);
+                            Ok(row(vec![]))
+                        }
+                    };
+                    (key, result)
+                })
+                .collect()
+        }
+        fn pending(&self) -> usize {
+            self.queued.len()
+        }
+        fn set_observer(&mut self, _: Box<dyn FnMut(&BatchStats) + Send>) {}
+        fn submit_prepared(&mut self, key: JobKey, _: Prepared) -> Result<(), String> {
+            self.queued.push(key);
+            Ok(())
+        }
+    }
+
+    fn image(image_id: i64) -> DecodedImage {
+        let jobs = [
+            (image_id * 10, Module::Ocr),
+            (image_id * 10 + 1, Module::Objects),
+        ];
+        DecodedImage {
+            image_id,
+            path: format!("/p/{image_id}.jpg"),
+            outcome: ImageOutcome {
+                image_id,
+                ..ImageOutcome::default()
+            },
+            model_jobs: jobs
+                .iter()
+                .map(|&(job_id, module)| ClaimedJob { job_id, module })
+                .collect(),
+            prepared: jobs
+                .iter()
+                .map(|&(job_id, _)| (job_id, Box::new(()) as Prepared))
+                .collect::<HashMap<_, _>>(),
+            tiers: Vec::new(),
+            jobs: jobs.to_vec(),
+        }
+    }
+
+    fn run(ocr_needs_text: bool) -> (Vec<DecodedImage>, Vec<i64>) {
+        let read = Arc::new(Mutex::new(Vec::new()));
+        let runner = |module| {
+            Box::new(Scripted {
+                module,
+                queued: Vec::new(),
+                read: Arc::clone(&read),
+            }) as Box<dyn ModelRunner>
+        };
+        let stage = InferStage {
+            runners: vec![runner(Module::Ocr), runner(Module::Objects)],
+            cache: Arc::new(DecodeCache::new(1 << 20)),
+            metrics: Arc::new(Metrics::new()),
+            ocr_needs_text,
+        };
+        let (in_tx, in_rx) = crossbeam_channel::unbounded();
+        let (out_tx, out_rx) = crossbeam_channel::unbounded();
+        for id in 1..=6 {
+            in_tx.send(image(id)).unwrap();
+        }
+        drop(in_tx);
+        stage.run(in_rx, out_tx);
+        let mut images: Vec<DecodedImage> = out_rx.iter().collect();
+        images.sort_by_key(|i| i.image_id);
+        let mut read = read.lock().unwrap().clone();
+        read.sort_unstable();
+        (images, read)
+    }
+
+    #[test]
+    fn ocr_waits_for_objects_in_the_same_pass() {
+        let (images, read) = run(true);
+        // Text on even images; image 5's objects job failed, so OCR reads it anyway.
+        assert_eq!(read, vec![2, 4, 5, 6]);
+        for image in &images {
+            let ocr = image
+                .outcome
+                .done
+                .iter()
+                .find(|(job, _)| *job == image.image_id * 10)
+                .map(|(_, row)| row)
+                .expect("an OCR row for every image");
+            let skipped = ocr.data.get("skipped").is_some();
+            assert_eq!(
+                skipped,
+                !read.contains(&image.image_id),
+                "{}",
+                image.image_id
+            );
+        }
+        assert_eq!(images[4].outcome.failed.len(), 1, "image 5's objects job");
+
+        // Without the gate OCR reads every image.
+        let (_, read) = run(false);
+        assert_eq!(read, vec![1, 2, 3, 4, 5, 6]);
+    }
+}
