@@ -170,6 +170,41 @@ mod tests {
     }
 
     #[test]
+    fn nan_and_infinite_logits_never_make_a_box() {
+        let prompt = Prompt {
+            phrases: vec!["cat".into()],
+            text: "cat .".into(),
+            input_ids: vec![101, 1, 1012, 102],
+            phrase_of_token: vec![None, Some(0), None, None],
+        };
+        let thresholds = Thresholds {
+            box_threshold: 0.3,
+            text_threshold: 0.2,
+            nms_iou: 0.5,
+        };
+        // Query 0: NaN on the phrase; query 1: -inf everywhere; query 2: a real cat.
+        let logits = [
+            0.0,
+            f32::NAN,
+            0.0,
+            0.0, //
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY, //
+            -5.0,
+            3.0,
+            -5.0,
+            -5.0,
+        ];
+        let boxes = [0.5, 0.5, 0.2, 0.2].repeat(3);
+        let found = decode(&logits, &boxes, 4, &prompt, &thresholds);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].label, "cat");
+        assert!((found[0].score - 1.0 / (1.0 + (-3.0f32).exp())).abs() < 1e-6);
+    }
+
+    #[test]
     fn corners_of_a_centred_box() {
         assert_eq!(corners(&[0.5, 0.5, 0.2, 0.4]), [0.4, 0.3, 0.6, 0.7]);
     }

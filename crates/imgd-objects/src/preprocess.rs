@@ -103,6 +103,23 @@ mod tests {
     }
 
     #[test]
+    fn extreme_shapes_fit_the_canvas() {
+        // A 1-px image, a panorama strip and a tall sliver: the canvas never changes, the
+        // image keeps at least one pixel on each side.
+        for (w, h) in [(1, 1), (4000, 3), (2, 3000)] {
+            let prepared = prepare(&RgbImage::new(w, h), 64);
+            let (rw, rh) = prepared.resized;
+            assert!(
+                rw >= 1 && rh >= 1 && rw <= 64 && rh <= 64,
+                "{w}x{h} -> {rw}x{rh}"
+            );
+            assert_eq!(prepared.pixels.len(), 3 * 64 * 64);
+            let ones = prepared.mask.iter().filter(|&&m| m == 1).count();
+            assert_eq!(ones, (rw * rh) as usize, "{w}x{h}");
+        }
+    }
+
+    #[test]
     fn padding_is_zero_and_masked_out() {
         let image = RgbImage::from_pixel(128, 64, image::Rgb([255, 128, 0]));
         let prepared = prepare(&image, 128);
