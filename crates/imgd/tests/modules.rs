@@ -4,114 +4,14 @@
 //! against the mock OpenAI-compatible server on 127.0.0.1.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{Daemon, free_port, http_get, signal, wait_exit};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
-
-struct Env {
-    dir: tempfile::TempDir,
-    db: PathBuf,
-    tree: PathBuf,
-    models: PathBuf,
-}
-
-fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("imgd.db");
-    let tree = dir.path().join("photos");
-    let models = dir.path().join("models");
-    fs::create_dir_all(&tree).unwrap();
-    fs::create_dir_all(&models).unwrap();
-    let tree = fs::canonicalize(&tree).unwrap();
-    Env {
-        dir,
-        db,
-        tree,
-        models,
-    }
-}
-
-fn fixture(path: &str) -> String {
-    format!("{FIXTURES}/{path}")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-impl Env {
-    /// `imgd` on this database, with an empty user model folder (no fetched weights), so
-    /// only what the test installs (and the registry models) is found.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgd"));
-        cmd.arg("--db")
-            .arg(&self.db)
-            .args(args)
-            .env("IMGD_MODELS", &self.models)
-            .env_remove("IMGD_FAKE_MODEL")
-            .env_remove("IMGD_CONFIG")
-            .env_remove("IMGD_CLOUD_BASE_URL");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self.cmd(args).output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.run(args);
-        assert!(ok, "imgd {args:?} failed: {stderr}");
-        stdout
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let stdout = self.ok(args);
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-    }
-
-    fn config(&self, text: &str) -> String {
-        let path = self.dir.path().join("imgd.toml");
-        fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-
-    fn add(&self, source: &str, name: &str) -> String {
-        let to = self.tree.join(name);
-        fs::copy(source, &to).unwrap();
-        to.to_str().unwrap().to_string()
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
-    }
-
-    fn enqueue(&self, modules: &str) {
-        self.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            modules,
-            self.tree.to_str().unwrap(),
-        ]);
-    }
-}
+use common::{Daemon, Env, copy_dir, env, fixture, free_port, http_get, signal, wait_exit};
 
 #[test]
 fn ocr_text_and_face_boxes_come_out_of_the_daemon_and_into_search() {

@@ -4,72 +4,16 @@
 //! the rows with what the libraries read on the same pixels.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use imgd_infer::OrtConfig;
-use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
-
-struct Env {
-    dir: tempfile::TempDir,
-    db: PathBuf,
-    tree: PathBuf,
-    models: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("imgd.db");
-        let tree = dir.path().join("photos");
-        let models = dir.path().join("models");
-        fs::create_dir_all(&tree).unwrap();
-        fs::create_dir_all(&models).unwrap();
-        let tree = fs::canonicalize(&tree).unwrap();
-        Env {
-            dir,
-            db,
-            tree,
-            models,
-        }
-    }
-
-    /// `imgd` on this database with an empty user model folder.
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_imgd"))
-            .arg("--db")
-            .arg(&self.db)
-            .args(args)
-            .env("IMGD_MODELS", &self.models)
-            .env_remove("IMGD_FAKE_MODEL")
-            .env_remove("IMGD_CONFIG")
-            .env_remove("IMGD_CLOUD_BASE_URL")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let (ok, stdout, stderr) = self.run(args);
-        assert!(ok, "imgd {args:?} failed: {stderr}");
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
-    }
-}
+mod common;
+use common::{FIXTURES, env};
 
 #[test]
 fn ocr_rows_come_from_trocr_when_it_is_the_recognizer() {
-    let env = Env::new();
+    let env = env();
     // PNG: the daemon and this test decode the same pixels (the 880×600 image is its own OCR
     // tier).
     let sign = env.tree.join("sign.png");

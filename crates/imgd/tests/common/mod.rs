@@ -1,11 +1,16 @@
-//! Helpers shared by the end-to-end tests: child processes, signals and plain HTTP.
+//! Helpers shared by the end-to-end tests: a temporary database and folders driven through the
+//! real binary ([`Env`]), child processes, signals and plain HTTP.
 
 #![allow(dead_code)]
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// Waits up to `limit` for the child to exit.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -78,5 +83,120 @@ impl Drop for Daemon {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
+
+/// A temporary database, photo folder and user model folder.
+pub struct Env {
+    /// The folder holding the rest.
+    pub dir: tempfile::TempDir,
+    /// The database file.
+    pub db: PathBuf,
+    /// The photo folder (canonical path).
+    pub tree: PathBuf,
+    /// The user model folder (`IMGD_MODELS`).
+    pub models: PathBuf,
+}
+
+/// A fresh [`Env`].
+pub fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("imgd.db");
+    let tree = dir.path().join("photos");
+    let models = dir.path().join("models");
+    fs::create_dir_all(&tree).unwrap();
+    fs::create_dir_all(&models).unwrap();
+    let tree = fs::canonicalize(&tree).unwrap();
+    Env {
+        dir,
+        db,
+        tree,
+        models,
+    }
+}
+
+/// A path under fixtures/.
+pub fn fixture(path: &str) -> String {
+    format!("{FIXTURES}/{path}")
+}
+
+/// Copies the files of `from` into `to` (created).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+impl Env {
+    /// `imgd` on this database, with an empty user model folder (no fetched weights), so
+    /// only what the test installs (and the registry models) is found.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgd"));
+        cmd.arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .env("IMGD_MODELS", &self.models)
+            .env_remove("IMGD_FAKE_MODEL")
+            .env_remove("IMGD_CONFIG")
+            .env_remove("IMGD_CLOUD_BASE_URL");
+        cmd
+    }
+
+    /// The exit status, stdout and stderr of `imgd ARGS`.
+    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.cmd(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+
+    /// The stdout of `imgd ARGS`, which must succeed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.run(args);
+        assert!(ok, "imgd {args:?} failed: {stderr}");
+        stdout
+    }
+
+    /// The JSON stdout of `imgd ARGS`, which must succeed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let stdout = self.ok(args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    }
+
+    /// Writes a config file with `text`; returns its path.
+    pub fn config(&self, text: &str) -> String {
+        let path = self.dir.path().join("imgd.toml");
+        fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// Copies `source` into the photo folder as `name`; returns the new path.
+    pub fn add(&self, source: &str, name: &str) -> String {
+        let to = self.tree.join(name);
+        fs::copy(source, &to).unwrap();
+        to.to_str().unwrap().to_string()
+    }
+
+    /// The one integer `sql` returns from the database.
+    pub fn count(&self, sql: &str) -> i64 {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// `imgd enqueue --modules MODULES` over the photo folder.
+    pub fn enqueue(&self, modules: &str) {
+        self.json(&[
+            "enqueue",
+            "--json",
+            "--modules",
+            modules,
+            self.tree.to_str().unwrap(),
+        ]);
     }
 }
