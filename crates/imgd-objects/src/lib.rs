@@ -214,11 +214,14 @@ impl GroundingDino {
                 "images of one batch must share their canvas size".into(),
             ));
         }
-        let mut pixels = Vec::with_capacity(n * 3 * side * side);
-        let mut mask = Vec::with_capacity(n * side * side);
-        for prepared in batch {
-            pixels.extend_from_slice(&prepared.pixels);
-            mask.extend(prepared.mask.iter().map(|&m| i64::from(m)));
+        let plane = side * side;
+        let mut pixels = vec![0.0f32; n * 3 * plane];
+        let mut mask = vec![0i64; n * plane];
+        for (i, prepared) in batch.iter().enumerate() {
+            prepared.write_into(
+                &mut pixels[i * 3 * plane..][..3 * plane],
+                &mut mask[i * plane..][..plane],
+            );
         }
         let tokens = self.prompt.input_ids.len();
         let ids: Vec<i64> = (0..n)

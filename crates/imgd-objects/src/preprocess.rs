@@ -20,17 +20,49 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet's per-channel standard deviation, RGB.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// One image ready for the model.
+/// One image ready for the model: resized, still 8-bit (a quarter of the f32 input's bytes,
+/// which is what an image waiting for its batch holds). [`Prepared::write_into`] normalises it
+/// onto the canvas when its batch is assembled.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// The side of the square canvas.
     pub size: u32,
-    /// Normalised pixels, channel-major (`3 × size × size`), zero where padded.
-    pub pixels: Vec<f32>,
-    /// One per canvas pixel: 1 over the image, 0 over the padding.
-    pub mask: Vec<u8>,
+    /// The resized image, at most `size × size`; it sits at the canvas's top-left corner.
+    pub image: RgbImage,
+}
+
+impl Prepared {
     /// The resized image's width and height on the canvas.
-    pub resized: (u32, u32),
+    pub fn resized(&self) -> (u32, u32) {
+        self.image.dimensions()
+    }
+
+    /// Writes the normalised canvas into `pixels` (channel-major, `3 × size × size`, zero where
+    /// padded) and the pixel mask into `mask` (`size × size`: 1 over the image, 0 over the
+    /// padding). Both must have those lengths.
+    pub fn write_into<M: From<u8> + Copy>(&self, pixels: &mut [f32], mask: &mut [M]) {
+        let side = self.size as usize;
+        let plane = side * side;
+        pixels[..3 * plane].fill(0.0);
+        mask[..plane].fill(M::from(0));
+        let one = M::from(1);
+        for (x, y, pixel) in self.image.enumerate_pixels() {
+            let at = y as usize * side + x as usize;
+            mask[at] = one;
+            for c in 0..3 {
+                let value = f32::from(pixel[c]) * (1.0 / 255.0);
+                pixels[c * plane + at] = (value - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            }
+        }
+    }
+
+    /// The normalised canvas and the pixel mask, as [`Self::write_into`] writes them.
+    pub fn normalized(&self) -> (Vec<f32>, Vec<u8>) {
+        let plane = self.size as usize * self.size as usize;
+        let (mut pixels, mut mask) = (vec![0.0; 3 * plane], vec![0u8; plane]);
+        self.write_into(&mut pixels, &mut mask);
+        (pixels, mask)
+    }
 }
 
 /// The reference's `get_size_with_aspect_ratio(size=shortest, max_size=longest)` for an image
@@ -56,35 +88,16 @@ pub fn output_size(width: u32, height: u32, shortest: u32, longest: u32) -> (u32
     }
 }
 
-/// Prepares `image` for a model that takes `size × size` inputs.
+/// Prepares `image` for a model that takes `size × size` inputs: the resize only.
 pub fn prepare(image: &RgbImage, size: u32) -> Prepared {
     let (width, height) = output_size(image.width(), image.height(), size, size);
     let (width, height) = (width.clamp(1, size), height.clamp(1, size));
-    let resized;
-    let source = if (width, height) == image.dimensions() {
-        image
+    let image = if (width, height) == image.dimensions() {
+        image.clone()
     } else {
-        resized = resize_pil(image, width, height, PilFilter::Bilinear);
-        &resized
+        resize_pil(image, width, height, PilFilter::Bilinear)
     };
-    let side = size as usize;
-    let plane = side * side;
-    let mut pixels = vec![0.0f32; 3 * plane];
-    let mut mask = vec![0u8; plane];
-    for (x, y, pixel) in source.enumerate_pixels() {
-        let at = y as usize * side + x as usize;
-        mask[at] = 1;
-        for c in 0..3 {
-            let value = f32::from(pixel[c]) * (1.0 / 255.0);
-            pixels[c * plane + at] = (value - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-        }
-    }
-    Prepared {
-        size,
-        pixels,
-        mask,
-        resized: (width, height),
-    }
+    Prepared { size, image }
 }
 
 #[cfg(test)]
@@ -108,13 +121,14 @@ mod tests {
         // image keeps at least one pixel on each side.
         for (w, h) in [(1, 1), (4000, 3), (2, 3000)] {
             let prepared = prepare(&RgbImage::new(w, h), 64);
-            let (rw, rh) = prepared.resized;
+            let (rw, rh) = prepared.resized();
+            let (pixels, mask) = prepared.normalized();
             assert!(
                 rw >= 1 && rh >= 1 && rw <= 64 && rh <= 64,
                 "{w}x{h} -> {rw}x{rh}"
             );
-            assert_eq!(prepared.pixels.len(), 3 * 64 * 64);
-            let ones = prepared.mask.iter().filter(|&&m| m == 1).count();
+            assert_eq!(pixels.len(), 3 * 64 * 64);
+            let ones = mask.iter().filter(|&&m| m == 1).count();
             assert_eq!(ones, (rw * rh) as usize, "{w}x{h}");
         }
     }
@@ -123,18 +137,16 @@ mod tests {
     fn padding_is_zero_and_masked_out() {
         let image = RgbImage::from_pixel(128, 64, image::Rgb([255, 128, 0]));
         let prepared = prepare(&image, 128);
-        assert_eq!(prepared.resized, (128, 64));
+        assert_eq!(prepared.resized(), (128, 64));
+        let (pixels, mask) = prepared.normalized();
         let plane = 128 * 128;
         assert_eq!(
-            prepared.mask[..64 * 128]
-                .iter()
-                .filter(|&&m| m == 1)
-                .count(),
+            mask[..64 * 128].iter().filter(|&&m| m == 1).count(),
             64 * 128
         );
-        assert!(prepared.mask[64 * 128..].iter().all(|&m| m == 0));
-        assert!(prepared.pixels[64 * 128..plane].iter().all(|&v| v == 0.0));
+        assert!(mask[64 * 128..].iter().all(|&m| m == 0));
+        assert!(pixels[64 * 128..plane].iter().all(|&v| v == 0.0));
         let red = (1.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0];
-        assert!((prepared.pixels[0] - red).abs() < 1e-6);
+        assert!((pixels[0] - red).abs() < 1e-6);
     }
 }

@@ -115,9 +115,9 @@ fn preprocessing_matches_the_reference_processor() {
     let mut mask = Vec::new();
     for (image, size) in images(&reference).iter().zip(&reference.sizes) {
         assert_eq!(image.dimensions(), (size[0], size[1]));
-        let prepared = preprocess::prepare(image, 128);
-        pixels.extend_from_slice(&prepared.pixels);
-        mask.extend_from_slice(&prepared.mask);
+        let (image_pixels, image_mask) = preprocess::prepare(image, 128).normalized();
+        pixels.extend_from_slice(&image_pixels);
+        mask.extend_from_slice(&image_mask);
     }
     assert_eq!(mask, tensors.pixel_mask, "pixel masks");
     let difference = max_difference(&pixels, &tensors.pixel_values);
