@@ -305,6 +305,39 @@ fn a_batch_gives_the_same_faces_as_single_images() {
 }
 
 #[test]
+fn fixed_shapes_for_the_gpu_find_the_same_faces() {
+    // One session per input shape and batches padded with zero rows to powers of two (what
+    // `onnx_cuda` runs), here on the CPU: the padding rows must change nothing.
+    let mut models = mtcnn_models();
+    models.arcface = Some(repo().join("fixtures/faces/tiny_arcface.onnx"));
+    let fixed_ort = imgd_infer::OrtConfig {
+        fixed_shapes: true,
+        ..ort()
+    };
+    let mut plain = FacesModel::open(&models, &ort(), &FacesConfig::default()).unwrap();
+    let mut fixed = FacesModel::open(&models, &fixed_ort, &FacesConfig::default()).unwrap();
+    // Three images of one size: P-Net runs 3 rows padded to 4; R-Net, O-Net and ArcFace see
+    // candidate counts that are rarely powers of two.
+    let zidane = photo("zidane.jpg");
+    let images: Vec<Arc<RgbImage>> = [
+        image::imageops::flip_horizontal(&zidane),
+        zidane,
+        image::imageops::flip_vertical(&photo("zidane.jpg")),
+        photo("bus.jpg"),
+        load("hopper.jpg"),
+    ]
+    .into_iter()
+    .map(Arc::new)
+    .collect();
+    let want = plain.run_batch(&images).unwrap();
+    let got = fixed.run_batch(&images).unwrap();
+    assert!(want.iter().map(|o| o.faces.len()).sum::<usize>() >= 6);
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_same(w, g, &format!("image {i}"));
+    }
+}
+
+#[test]
 fn without_models_the_error_says_what_to_fetch() {
     let models = FaceModels::locate(std::path::Path::new("/nonexistent"));
     let empty = FaceModels {

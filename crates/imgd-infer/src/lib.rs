@@ -5,6 +5,7 @@
 //! - [`runner`]: [`runner::ModelRunner`], the interface between the inference thread and a
 //!   model module, and the [`runner::Batched`] adapter from any [`batcher::BatchModel`].
 //! - [`onnx`]: ONNX Runtime through `ort`, loaded at run time ([`init`], [`session`]).
+//! - [`shaped`]: [`ShapedSessions`], one session per input shape for the CUDA provider.
 //! - [`manifest`]: `models/manifest.toml` — model files, sources, checksums, downloads.
 //! - [`models_dir`](mod@models_dir): where model files live ([`models_dir()`],
 //!   [`registry_dir()`]).
@@ -17,6 +18,7 @@ pub mod manifest;
 pub mod models_dir;
 pub mod onnx;
 pub mod runner;
+pub mod shaped;
 
 pub use error::InferError;
 pub use models_dir::{models_dir, registry_dir, repo_dir};
@@ -26,3 +28,4 @@ pub use onnx::{OrtConfig, OrtInfo, init, session};
 /// The `ort` crate imgd is built with (use it rather than depending on `ort` directly, so the
 /// versions agree).
 pub use ort;
+pub use shaped::ShapedSessions;

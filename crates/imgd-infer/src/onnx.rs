@@ -56,6 +56,9 @@ pub struct OrtConfig {
     /// Run on the CUDA execution provider; an error when it is unavailable (see the module
     /// docs).
     pub cuda: bool,
+    /// One session per input shape, and batches padded to powers of two
+    /// ([`crate::ShapedSessions`]): what the CUDA provider needs to run fast. Off on the CPU.
+    pub fixed_shapes: bool,
 }
 
 /// What [`init`] loaded.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use imgd_infer::ndarray::Array4;
 use imgd_infer::ort::value::TensorRef;
-use imgd_infer::{InferError, OrtConfig, init, registry_dir, session};
+use imgd_infer::{InferError, OrtConfig, ShapedSessions, init, registry_dir, session};
 
 fn registry_file(relative: &str) -> PathBuf {
     let path = registry_dir().join(relative);
@@ -77,7 +77,7 @@ fn a_session_runs_a_real_model() {
     let config = OrtConfig {
         dylib: Some(real_library()),
         intra_threads: 1,
-        cuda: false,
+        ..OrtConfig::default()
     };
     // The PP-OCR text-direction classifier: [N, 3, 48, 192] → [N, 2] probabilities.
     let model = registry_file("rapidocr/ch_ppocr_mobile_v2.0_cls_mobile.onnx");
@@ -117,6 +117,7 @@ fn cuda_without_the_feature_or_a_gpu_library_is_an_error_not_a_silent_fallback()
         dylib: Some(real_library()),
         intra_threads: 1,
         cuda: true,
+        ..OrtConfig::default()
     };
     let model = registry_file("rapidocr/ch_ppocr_mobile_v2.0_cls_mobile.onnx");
     let info = init(&config).unwrap();
@@ -125,4 +126,57 @@ fn cuda_without_the_feature_or_a_gpu_library_is_an_error_not_a_silent_fallback()
     }
     let error = session(&model, &config).unwrap_err();
     assert!(matches!(error, InferError::CudaUnavailable(_)), "{error:?}");
+}
+
+/// Runs the classifier on zeros of `shape` and returns its probabilities.
+fn classify_zeros(sessions: &mut ShapedSessions, shape: [usize; 4]) -> Vec<f32> {
+    let input = Array4::<f32>::zeros(shape);
+    let session = sessions.for_shape(&shape).unwrap();
+    let outputs = session
+        .run(imgd_infer::ort::inputs![
+            TensorRef::from_array_view(&input).unwrap()
+        ])
+        .unwrap();
+    let (_, data) = outputs[0].try_extract_tensor::<f32>().unwrap();
+    data.to_vec()
+}
+
+#[test]
+fn fixed_shapes_keep_one_session_per_shape_and_close_the_least_recently_used() {
+    let model = registry_file("rapidocr/ch_ppocr_mobile_v2.0_cls_mobile.onnx");
+    let cpu = OrtConfig {
+        dylib: Some(real_library()),
+        intra_threads: 1,
+        ..OrtConfig::default()
+    };
+    let fixed = OrtConfig {
+        fixed_shapes: true,
+        ..cpu.clone()
+    };
+    let (a, b, c) = ([1, 3, 48, 192], [2, 3, 48, 192], [4, 3, 48, 192]);
+
+    // Without fixed shapes one session runs everything.
+    let mut shared = ShapedSessions::with_capacity(&model, &cpu, 2).unwrap();
+    let expected_a = classify_zeros(&mut shared, a);
+    let expected_c = classify_zeros(&mut shared, c);
+    assert_eq!(shared.opened(), 1);
+    assert!(shared.shapes().is_empty());
+    assert_eq!(shared.padded_batch(3, 16), 3);
+
+    let mut sessions = ShapedSessions::with_capacity(&model, &fixed, 2).unwrap();
+    assert_eq!(sessions.padded_batch(3, 16), 4);
+    // The session opened at load takes the first shape.
+    assert_eq!(classify_zeros(&mut sessions, a), expected_a);
+    assert_eq!(sessions.opened(), 1);
+    classify_zeros(&mut sessions, b);
+    assert_eq!(sessions.opened(), 2);
+    // Shape `a` again: its own session, now the most recently used.
+    classify_zeros(&mut sessions, a);
+    assert_eq!(sessions.opened(), 2);
+    assert_eq!(sessions.shapes(), vec![b.to_vec(), a.to_vec()]);
+    // A third shape closes `b`, the least recently used, and gives the same answers.
+    assert_eq!(classify_zeros(&mut sessions, c), expected_c);
+    assert_eq!(sessions.opened(), 3);
+    assert_eq!(sessions.shapes(), vec![a.to_vec(), c.to_vec()]);
+    assert_eq!(sessions.any().inputs().len(), 1);
 }

@@ -21,10 +21,9 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use imgd_core::{Module, ResultRow, SqlValue};
 use imgd_infer::batcher::{BatchConfig, BatchModel};
-use imgd_infer::ort::session::Session;
 use imgd_infer::ort::value::TensorRef;
 use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
-use imgd_infer::{InferError, OrtConfig};
+use imgd_infer::{InferError, OrtConfig, ShapedSessions};
 use serde::{Deserialize, Serialize};
 
 pub use postprocess::{Detection, Thresholds};
@@ -115,7 +114,7 @@ pub fn model_files(dir: &Path) -> [PathBuf; 2] {
 
 /// A loaded GroundingDINO with its tokenised prompts.
 pub struct GroundingDino {
-    session: Session,
+    sessions: ShapedSessions,
     /// Which of [`OPTIONAL_INPUTS`] the export takes.
     optional: [bool; 2],
     path: PathBuf,
@@ -153,8 +152,8 @@ impl GroundingDino {
             .and_then(|config| config.get("max_text_len").and_then(|v| v.as_u64()))
             .map_or(256, |n| n as usize);
         let prompt = Prompt::new(&tokenizer, &config.prompts, max_tokens)?;
-        let session = imgd_infer::session(&model, ort)?;
-        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        let sessions = ShapedSessions::open(&model, ort)?;
+        let names: Vec<&str> = sessions.any().inputs().iter().map(|i| i.name()).collect();
         let optional = OPTIONAL_INPUTS.map(|name| names.contains(&name));
         for needed in INPUTS {
             if !names.contains(&needed) {
@@ -176,7 +175,7 @@ impl GroundingDino {
         })?;
         let version = format!("fp-{weights}+{}", settings_digest(&config));
         Ok(GroundingDino {
-            session,
+            sessions,
             optional,
             path: model,
             prompt,
@@ -204,7 +203,10 @@ impl GroundingDino {
             return Ok(Vec::new());
         };
         let side = first.size as usize;
-        let n = batch.len();
+        // With fixed shapes (the GPU) the batch is padded to a power of two with blank images,
+        // whose outputs are dropped.
+        let images = batch.len();
+        let n = self.sessions.padded_batch(images, usize::MAX);
         let error = |message: String| ObjectsError::Model {
             model: self.path.clone(),
             message,
@@ -216,7 +218,7 @@ impl GroundingDino {
         }
         let plane = side * side;
         let mut pixels = vec![0.0f32; n * 3 * plane];
-        let mut mask = vec![0i64; n * plane];
+        let mut mask = vec![1i64; n * plane];
         for (i, prepared) in batch.iter().enumerate() {
             prepared.write_into(
                 &mut pixels[i * 3 * plane..][..3 * plane],
@@ -246,7 +248,11 @@ impl GroundingDino {
                 "pixel_mask" => TensorRef::from_array_view((vec![n, side, side], mask.as_slice())).map_err(tensor_error)?,
             ]);
         }
-        let outputs = self.session.run(inputs).map_err(tensor_error)?;
+        let outputs = self
+            .sessions
+            .for_shape(&[n, 3, side, side])?
+            .run(inputs)
+            .map_err(tensor_error)?;
         let tensor = |name: &str| -> Result<(Vec<usize>, Vec<f32>), ObjectsError> {
             let value = outputs
                 .get(name)
@@ -268,7 +274,7 @@ impl GroundingDino {
                 )));
             }
         };
-        Ok((0..n)
+        Ok((0..images)
             .map(|i| RawOutput {
                 logits: logits[i * queries * width..][..queries * width].to_vec(),
                 tokens: width,

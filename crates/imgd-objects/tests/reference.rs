@@ -189,6 +189,42 @@ fn model_outputs_match_the_reference_run_and_batching_changes_nothing() {
 }
 
 #[test]
+fn fixed_shapes_pad_the_batch_with_blank_images_and_change_nothing() {
+    // What `onnx_cuda` runs: one session per input shape, batches padded to powers of two.
+    let (reference, _) = reference();
+    let mut plain = model(&reference);
+    let mut fixed = GroundingDino::load(
+        &fixtures().join("tiny-grounding-dino"),
+        &OrtConfig {
+            fixed_shapes: true,
+            ..OrtConfig::default()
+        },
+        config(&reference),
+    )
+    .unwrap();
+    let images = images(&reference);
+    let mut prepared: Vec<Prepared> = images
+        .iter()
+        .map(|image| preprocess::prepare(image, 128))
+        .collect();
+    // Three images: a batch of 4 with one blank row.
+    while prepared.len() < 3 {
+        prepared.push(preprocess::prepare(&images[0], 128));
+    }
+    prepared.truncate(3);
+    let batch: Vec<&Prepared> = prepared.iter().collect();
+    let want = plain.raw(&batch).unwrap();
+    let got = fixed.raw(&batch).unwrap();
+    assert_eq!(got.len(), 3);
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(w.tokens, g.tokens);
+        let logits = max_difference(&w.logits, &g.logits);
+        let boxes = max_difference(&w.boxes, &g.boxes);
+        assert!(logits < 1e-4 && boxes < 1e-5, "{logits} {boxes}");
+    }
+}
+
+#[test]
 fn post_processing_agrees_with_the_reference() {
     let (reference, tensors) = reference();
     let model = model(&reference);

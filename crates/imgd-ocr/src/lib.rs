@@ -49,10 +49,9 @@ use image::RgbImage;
 use imgd_core::{Module, ResultRow, SqlValue};
 use imgd_infer::batcher::{BatchConfig, BatchModel};
 use imgd_infer::ndarray::{Array4, ArrayViewMut3, Axis};
-use imgd_infer::ort::session::Session;
 use imgd_infer::ort::value::TensorRef;
 use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
-use imgd_infer::{InferError, OrtConfig};
+use imgd_infer::{InferError, OrtConfig, ShapedSessions};
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::{Point, crop_quad};
@@ -251,8 +250,8 @@ pub fn default_models_dir() -> PathBuf {
 
 /// PP-OCR's detector and direction classifier sessions, and the line recogniser.
 pub struct Ocr {
-    det: Session,
-    cls: Option<Session>,
+    det: ShapedSessions,
+    cls: Option<ShapedSessions>,
     rec: Box<dyn LineRecognizer>,
     config: OcrConfig,
     timings: Timings,
@@ -306,9 +305,9 @@ impl Ocr {
         config: OcrConfig,
         recognizer: Box<dyn LineRecognizer>,
     ) -> Result<Self, OcrError> {
-        let det = imgd_infer::session(&models.join(DET_FILE), ort)?;
+        let det = ShapedSessions::open(&models.join(DET_FILE), ort)?;
         let cls = if config.use_cls {
-            Some(imgd_infer::session(&models.join(CLS_FILE), ort)?)
+            Some(ShapedSessions::open(&models.join(CLS_FILE), ort)?)
         } else {
             None
         };
@@ -403,20 +402,24 @@ impl Ocr {
         }
         let mut boxes = vec![Vec::new(); images.len()];
         for ((width, height), members) in groups {
-            for chunk in members.chunks(self.config.det_batch.max(1)) {
-                let mut input = Array4::<f32>::zeros((chunk.len(), 3, height, width));
+            let det_batch = self.config.det_batch.max(1);
+            for chunk in members.chunks(det_batch) {
+                // Rows past the chunk (fixed shapes only) stay zero; their maps are ignored.
+                let rows = self.det.padded_batch(chunk.len(), det_batch);
+                let mut input = Array4::<f32>::zeros((rows, 3, height, width));
                 for (slot, &index) in chunk.iter().enumerate() {
                     let mut plane = input.index_axis_mut(Axis(0), slot);
                     det::preprocess_into(images[index], width, height, slice_of(&mut plane)?);
                 }
-                let outputs =
-                    self.det
-                        .run(imgd_infer::ort::inputs![TensorRef::from_array_view(
-                            &input
-                        )?])?;
+                let outputs = self
+                    .det
+                    .for_shape(input.shape())?
+                    .run(imgd_infer::ort::inputs![TensorRef::from_array_view(
+                        &input
+                    )?])?;
                 let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
                 let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-                if dims.len() != 4 || dims[0] != chunk.len() {
+                if dims.len() != 4 || dims[0] != rows {
                     return Err(OcrError::Model(format!("detector output shape {dims:?}")));
                 }
                 let (map_h, map_w) = (dims[2], dims[3]);
@@ -444,16 +447,17 @@ impl Ocr {
         };
         let batch = self.config.rec_batch.max(1);
         for chunk in crops.chunks_mut(batch) {
-            let mut input = Array4::<f32>::zeros((chunk.len(), 3, rec::CLS_HEIGHT, rec::CLS_WIDTH));
+            let rows = cls.padded_batch(chunk.len(), batch);
+            let mut input = Array4::<f32>::zeros((rows, 3, rec::CLS_HEIGHT, rec::CLS_WIDTH));
             for (slot, crop) in chunk.iter().enumerate() {
                 let mut plane = input.index_axis_mut(Axis(0), slot);
                 rec::cls_input_into(&crop.pixels, slice_of(&mut plane)?);
             }
-            let outputs = cls.run(imgd_infer::ort::inputs![TensorRef::from_array_view(
-                &input
-            )?])?;
+            let outputs = cls.for_shape(input.shape())?.run(imgd_infer::ort::inputs![
+                TensorRef::from_array_view(&input)?
+            ])?;
             let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
-            if shape.len() != 2 || shape[0] as usize != chunk.len() || shape[1] < 2 {
+            if shape.len() != 2 || shape[0] as usize != rows || shape[1] < 2 {
                 return Err(OcrError::Model(format!(
                     "classifier output shape {shape:?}"
                 )));
@@ -473,7 +477,7 @@ impl Ocr {
 /// PP-OCR's CTC text-line recogniser ([`REC_FILE`]) with the dictionary from its
 /// `character` metadata.
 pub struct CtcRecognizer {
-    rec: Session,
+    rec: ShapedSessions,
     alphabet: Vec<String>,
     batch: usize,
 }
@@ -490,8 +494,8 @@ impl std::fmt::Debug for CtcRecognizer {
 impl CtcRecognizer {
     /// Opens [`REC_FILE`] in `models`; `batch` crops at most per call.
     pub fn load(models: &Path, ort: &OrtConfig, batch: usize) -> Result<Self, OcrError> {
-        let rec = imgd_infer::session(&models.join(REC_FILE), ort)?;
-        let character = rec.metadata()?.custom("character").ok_or_else(|| {
+        let rec = ShapedSessions::open(&models.join(REC_FILE), ort)?;
+        let character = rec.any().metadata()?.custom("character").ok_or_else(|| {
             OcrError::Model(format!(
                 "{} has no `character` metadata (the recognition dictionary)",
                 models.join(REC_FILE).display()
@@ -510,30 +514,35 @@ impl LineRecognizer for CtcRecognizer {
         RecognizerInfo::ppocr()
     }
 
-    /// (text, confidence) per crop: crops grouped by padded width, narrowest first.
+    /// (text, confidence) per crop: crops grouped by padded width, narrowest first (with fixed
+    /// shapes, the coarser [`rec::FIXED_WIDTHS`]).
     fn read(&mut self, crops: &[&RgbImage]) -> Result<Vec<(String, f32)>, OcrError> {
+        let bucket = if self.rec.fixed_shapes() {
+            rec::fixed_bucket_width
+        } else {
+            rec::bucket_width
+        };
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (index, crop) in crops.iter().enumerate() {
-            groups
-                .entry(rec::bucket_width(crop))
-                .or_default()
-                .push(index);
+            groups.entry(bucket(crop)).or_default().push(index);
         }
         let mut texts = vec![(String::new(), 0.0f32); crops.len()];
         for (width, members) in groups {
             for chunk in members.chunks(self.batch) {
-                let mut input = Array4::<f32>::zeros((chunk.len(), 3, rec::HEIGHT, width));
+                let rows = self.rec.padded_batch(chunk.len(), self.batch);
+                let mut input = Array4::<f32>::zeros((rows, 3, rec::HEIGHT, width));
                 for (slot, &index) in chunk.iter().enumerate() {
                     let mut plane = input.index_axis_mut(Axis(0), slot);
                     rec::rec_input_into(crops[index], width, slice_of(&mut plane)?);
                 }
-                let outputs =
-                    self.rec
-                        .run(imgd_infer::ort::inputs![TensorRef::from_array_view(
-                            &input
-                        )?])?;
+                let outputs = self
+                    .rec
+                    .for_shape(input.shape())?
+                    .run(imgd_infer::ort::inputs![TensorRef::from_array_view(
+                        &input
+                    )?])?;
                 let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
-                if shape.len() != 3 || shape[0] as usize != chunk.len() {
+                if shape.len() != 3 || shape[0] as usize != rows {
                     return Err(OcrError::Model(format!(
                         "recogniser output shape {shape:?}"
                     )));

@@ -4,7 +4,8 @@
 //! that batching never changes a result, the padded width depends on the crop alone (its
 //! resized width rounded up to a multiple of [`WIDTH_STEP`], at least [`MIN_WIDTH`]), and
 //! only crops of the same padded width share a model call. (RapidOCR pads each batch to its
-//! widest crop instead, so its results depend on the batch.)
+//! widest crop instead, so its results depend on the batch.) With fixed shapes (for the GPU)
+//! the widths are coarser, [`FIXED_WIDTHS`].
 
 use image::RgbImage;
 
@@ -34,6 +35,21 @@ fn resized_width(crop: &RgbImage, height: usize, cap: usize) -> usize {
 pub fn bucket_width(crop: &RgbImage) -> usize {
     let width = resized_width(crop, HEIGHT, MAX_WIDTH);
     (width.div_ceil(WIDTH_STEP) * WIDTH_STEP).clamp(MIN_WIDTH, MAX_WIDTH)
+}
+
+/// The recognition widths with fixed shapes (`OrtConfig::fixed_shapes`, for the GPU): few
+/// widths, so that few input shapes occur; each is a multiple of 32 between [`MIN_WIDTH`] and
+/// [`MAX_WIDTH`].
+pub const FIXED_WIDTHS: [usize; 7] = [MIN_WIDTH, 480, 640, 960, 1280, 1920, MAX_WIDTH];
+
+/// The recognition input width of a crop with fixed shapes: the narrowest of
+/// [`FIXED_WIDTHS`] that holds its [`bucket_width`].
+pub fn fixed_bucket_width(crop: &RgbImage) -> usize {
+    let width = bucket_width(crop);
+    FIXED_WIDTHS
+        .into_iter()
+        .find(|&fixed| fixed >= width)
+        .unwrap_or(MAX_WIDTH)
 }
 
 /// Writes the recognition input of `crop` into `out` (3 × 48 × `plane_width`, zeroed by the
@@ -116,5 +132,12 @@ mod tests {
         assert_eq!(bucket_width(&small), MIN_WIDTH);
         let huge = RgbImage::new(10_000, 10);
         assert_eq!(bucket_width(&huge), MAX_WIDTH);
+        // Fixed shapes: the narrowest fixed width that holds the fine one.
+        assert_eq!(fixed_bucket_width(&crop), 640);
+        assert_eq!(fixed_bucket_width(&small), MIN_WIDTH);
+        assert_eq!(fixed_bucket_width(&huge), MAX_WIDTH);
+        assert_eq!(fixed_bucket_width(&RgbImage::new(90, 10)), 480); // 432 → 448 → 480
+        assert!(FIXED_WIDTHS.windows(2).all(|w| w[0] < w[1]));
+        assert!(FIXED_WIDTHS.iter().all(|w| w % 32 == 0));
     }
 }

@@ -121,6 +121,55 @@ fn a_batch_of_n_images_equals_n_single_runs() {
 }
 
 #[test]
+fn fixed_shapes_for_the_gpu_read_the_same_lines() {
+    // One session per input shape, batches padded to powers of two, coarser recogniser widths:
+    // what `onnx_cuda` runs. Run here on the CPU, it must read what the default path reads.
+    let fixtures: Vec<_> = fixtures().into_iter().take(12).collect();
+    let images: Vec<&RgbImage> = fixtures.iter().map(|(_, image, _)| image).collect();
+    let config = OcrConfig {
+        use_cls: true,
+        ..OcrConfig::default()
+    };
+    let fixed_ort = OrtConfig {
+        fixed_shapes: true,
+        ..OrtConfig::default()
+    };
+    let expected = Ocr::load(&models(), &OrtConfig::default(), config.clone())
+        .unwrap()
+        .recognize(&images)
+        .unwrap();
+    let mut fixed = Ocr::load(&models(), &fixed_ort, config).unwrap();
+    let got = fixed.recognize(&images).unwrap();
+    let (mut same, mut total, mut right) = (0, 0, 0);
+    for (((name, _, truth), want), got) in fixtures.iter().zip(&expected).zip(&got) {
+        // The detector's maps are per row: padding the batch changes no box.
+        let boxes = |lines: &[Line]| lines.iter().map(|l| l.bbox).collect::<Vec<_>>();
+        assert_eq!(boxes(want), boxes(got), "{name}");
+        for (a, b) in want.iter().zip(got) {
+            total += 1;
+            if a.text == b.text {
+                same += 1;
+            } else {
+                eprintln!(
+                    "{name}: {:?} with fixed shapes, {:?} without",
+                    b.text, a.text
+                );
+            }
+        }
+        right += exact_matches(truth, got);
+    }
+    assert!(total > 20);
+    // Wider zero padding can move a recogniser that mixes the whole line (SVTR) on a rare
+    // crop; nearly every line reads the same.
+    assert!(same * 100 >= total * 95, "{same}/{total} lines the same");
+    let lines: usize = fixtures.iter().map(|(_, _, truth)| truth.len()).sum();
+    assert!(
+        right * 10 >= lines * 9,
+        "{right}/{lines} exact with fixed shapes"
+    );
+}
+
+#[test]
 fn an_image_without_text_gives_no_lines_and_tiny_images_work() {
     let mut ocr = ocr();
     let blank = RgbImage::from_pixel(640, 480, image::Rgb([128, 140, 150]));

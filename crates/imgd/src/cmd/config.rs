@@ -62,9 +62,10 @@ pub struct ModelsSection {
     pub dir: Option<PathBuf>,
     /// Run the models on the GPU (a build with the `cuda` feature); the CPU when unavailable.
     pub cuda: bool,
-    /// With `cuda`, also run the ONNX Runtime models (OCR, faces, objects) on the GPU. Off by
-    /// default: onnxruntime-gpu re-plans its convolutions whenever an input's shape changes,
-    /// which OCR and face inputs do on almost every run.
+    /// With `cuda`, also run the ONNX Runtime models (OCR, faces, objects) on the GPU, with one
+    /// session per input shape and batches padded to powers of two (onnxruntime-gpu re-plans
+    /// its convolutions whenever a session's input shape changes). Off by default until that
+    /// path is timed on a GPU.
     pub onnx_cuda: bool,
     /// On the GPU, run CLIP in f16 (about twice the images/s; vectors within ~2e-3 relative
     /// of f32). The CPU always runs f32.
@@ -161,6 +162,7 @@ impl ModelsSection {
             dylib: self.onnxruntime.clone(),
             intra_threads: self.intra_threads,
             cuda: self.cuda && self.onnx_cuda,
+            fixed_shapes: self.cuda && self.onnx_cuda,
         }
     }
 
@@ -360,9 +362,9 @@ mod tests {
         assert!(bad.unwrap_err().to_string().contains("tesseract"));
         // ONNX Runtime joins the GPU only when asked to.
         let gpu: FileConfig = toml::from_str("[models]\ncuda = true\n").unwrap();
-        assert!(!gpu.models.ort().cuda);
+        assert!(!gpu.models.ort().cuda && !gpu.models.ort().fixed_shapes);
         let gpu: FileConfig = toml::from_str("[models]\ncuda = true\nonnx_cuda = true\n").unwrap();
-        assert!(gpu.models.ort().cuda);
+        assert!(gpu.models.ort().cuda && gpu.models.ort().fixed_shapes);
         let objects: FileConfig = toml::from_str("[objects]\nbox_threshold = 1.5\n").unwrap();
         let err = objects.check().unwrap_err().to_string();
         assert!(err.contains("objects.box_threshold"), "{err}");
