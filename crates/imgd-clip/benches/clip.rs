@@ -9,7 +9,10 @@
 //! ```
 //!
 //! Prints one `clip_image_ms_per_image{...} X` line per batch size, and the speed-up of the
-//! largest batch over batch 1 (the baseline, measured in the same run).
+//! largest batch over batch 1 (the baseline, measured in the same run). Before that, the cost
+//! of building a batch's input from 128 cropped images both ways, and its ratio
+//! `clip_crop_input_host_speedup` (the host pass against the device path's tensor operations,
+//! both on the bench's device).
 
 use std::time::{Duration, Instant};
 
@@ -103,6 +106,36 @@ fn main() {
     }
     let preprocess_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs);
     println!("clip_preprocess_ms_per_image{{tier=\"448x336\"}} {preprocess_ms:.2}");
+
+    // Building a batch's input from 128 cropped images: one pass on the host (what the CPU
+    // runs) against the tensor operations of the GPU path (here on the same device).
+    let crop = encoder
+        .preprocessor()
+        .resize_and_crop(&tier)
+        .expect("resize and crop");
+    let crops = vec![crop; 128];
+    let time_ms = |build: &dyn Fn() -> candle_core::Tensor| {
+        build();
+        let started = Instant::now();
+        let mut runs = 0u32;
+        while runs < 3 || started.elapsed() < Duration::from_millis(1500) {
+            std::hint::black_box(build());
+            runs += 1;
+        }
+        started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs)
+    };
+    let device_ms = time_ms(&|| encoder.crops_on_device(&crops).expect("device input"));
+    let host_ms = time_ms(&|| encoder.crops_on_host(&crops).expect("host input"));
+    println!(
+        "clip_crop_input_ms{{batch=\"128\",path=\"tensor-ops\",device=\"{}\"}} {device_ms:.1}",
+        device_name(&device)
+    );
+    println!("clip_crop_input_ms{{batch=\"128\",path=\"host\"}} {host_ms:.1}");
+    println!(
+        "clip_crop_input_host_speedup{{device=\"{}\"}} {:.2}",
+        device_name(&device),
+        device_ms / host_ms
+    );
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut results = Vec::new();

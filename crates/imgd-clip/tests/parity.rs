@@ -157,8 +157,15 @@ fn image_tower_matches_the_reference_and_batches_equal_singles() {
     let from_bytes = encoder.embed_crops(&crops).unwrap();
     assert_eq!(
         from_bytes, full,
-        "bytes normalised on the device vs f32 input"
+        "bytes normalised on the host vs f32 input"
     );
+    // The GPU's path (bytes looked up by tensor operations), run here on the CPU, builds the
+    // same input.
+    let on_host = encoder.crops_on_host(&crops).unwrap();
+    let on_device = encoder.crops_on_device(&crops).unwrap();
+    assert_eq!(on_host.dims(), on_device.dims());
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(flat(&on_host), flat(&on_device));
     let wrong = RgbImage::new(10, 10);
     assert!(encoder.embed_crops(&[wrong]).is_err());
 }
