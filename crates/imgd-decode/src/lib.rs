@@ -16,7 +16,8 @@
 //! `fast_image_resize` (CatmullRom, box pre-reduction for ratios over 4). A tier larger than the
 //! image is the image itself: nothing is ever upscaled. CMYK/YCCK and 16-bit images are
 //! converted to 8-bit RGB; alpha is composited over white. Embedded RGB ICC profiles (JPEG
-//! APP2, PNG iCCP, TIFF, WebP ICCP, HEIF colr) are converted to sRGB with `qcms` (pure Rust);
+//! APP2, PNG iCCP, TIFF, WebP ICCP, HEIF colr) are converted to sRGB with `qcms` (pure Rust,
+//! through an sRGB output profile whose tables are built once per process: [`icc_to_srgb`]);
 //! CMYK and grey profiles are ignored.
 //!
 //! [`read_header`] reads only the format, dimensions, orientation and the EXIF blob (the first
@@ -47,6 +48,7 @@ pub use error::DecodeError;
 pub use format::ImageFormat;
 pub use header::Header;
 pub use image::RgbImage;
+pub use pixels::icc_to_srgb;
 pub use probe::{ProbeReport, probe};
 
 use serde::Serialize;
