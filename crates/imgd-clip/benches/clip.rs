@@ -1,5 +1,7 @@
 //! Image-tower throughput of CLIP with random weights in a real shape (ViT-B/32 by default),
-//! at the batch sizes given, plus the cost of preprocessing one 448-px tier.
+//! at the batch sizes given, plus the cost of preprocessing one 448-px tier (and of its resize
+//! and centre crop as one window against resizing all, then cropping:
+//! `clip_resize_crop_window_speedup`).
 //!
 //! ```text
 //! cargo bench -p imgd-clip --bench clip                      # batches 1,8 on the CPU
@@ -22,7 +24,7 @@ use image::RgbImage;
 use imgd_clip::clip::ClipImageEncoder;
 use imgd_clip::config::{ClipConfig, ModelInfo};
 use imgd_clip::device::{device_name, select_device};
-use imgd_clip::preprocess::Preprocess;
+use imgd_clip::preprocess::{Preprocess, center_crop, resize_bicubic_pil, resize_output_size};
 
 struct Args {
     batches: Vec<usize>,
@@ -106,6 +108,28 @@ fn main() {
     }
     let preprocess_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs);
     println!("clip_preprocess_ms_per_image{{tier=\"448x336\"}} {preprocess_ms:.2}");
+    // The resize and centre crop as one window against resizing all, then cropping.
+    let crop = encoder.preprocessor().crop;
+    let (w, h) = resize_output_size(
+        tier.width(),
+        tier.height(),
+        encoder.preprocessor().shortest_edge,
+    );
+    let time_per_run = |run: &dyn Fn() -> RgbImage| {
+        run();
+        let started = Instant::now();
+        let mut runs = 0u32;
+        while runs < 3 || started.elapsed() < Duration::from_millis(1000) {
+            std::hint::black_box(run());
+            runs += 1;
+        }
+        started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs)
+    };
+    let full_ms = time_per_run(&|| center_crop(&resize_bicubic_pil(&tier, w, h), crop, crop));
+    let window_ms = time_per_run(&|| encoder.preprocessor().resize_and_crop(&tier).unwrap());
+    println!("clip_resize_crop_ms{{tier=\"448x336\",path=\"resize all, then crop\"}} {full_ms:.2}");
+    println!("clip_resize_crop_ms{{tier=\"448x336\",path=\"window\"}} {window_ms:.2}");
+    println!("clip_resize_crop_window_speedup {:.2}", full_ms / window_ms);
 
     // Building a batch's input from 128 cropped images: one pass on the host (what the CPU
     // runs) against the tensor operations of the GPU path (here on the same device).

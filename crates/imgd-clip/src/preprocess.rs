@@ -67,12 +67,25 @@ impl Preprocess {
             return Err(PreprocessError::Empty);
         }
         let (new_width, new_height) = resize_output_size(width, height, self.shortest_edge);
+        let crop = self.crop;
+        if new_width >= crop && new_height >= crop {
+            // Resize only the centre crop's pixels: the same bytes as resizing all, then
+            // cropping (`center_crop`'s offsets).
+            let window = [(new_width - crop) / 2, (new_height - crop) / 2, crop, crop];
+            return Ok(resize_pil_window(
+                image,
+                new_width,
+                new_height,
+                PilFilter::Bicubic,
+                window,
+            ));
+        }
         let resized = if (new_width, new_height) == (width, height) {
             image.clone()
         } else {
             resize_bicubic_pil(image, new_width, new_height)
         };
-        Ok(center_crop(&resized, self.crop, self.crop))
+        Ok(center_crop(&resized, crop, crop))
     }
 
     /// The model input for one image: `3 × crop × crop` floats, channel first (CHW).
@@ -224,12 +237,18 @@ struct Taps {
     weights: Vec<i32>,
 }
 
-/// PIL's `precompute_coeffs` followed by `normalize_coeffs_8bpc`, for the whole input range.
-fn precompute(in_size: u32, out_size: u32, filter: PilFilter) -> Vec<Taps> {
+/// PIL's `precompute_coeffs` followed by `normalize_coeffs_8bpc`, for the output positions
+/// `outputs` of a resize from `in_size` to `out_size`.
+fn precompute(
+    in_size: u32,
+    out_size: u32,
+    outputs: std::ops::Range<u32>,
+    filter: PilFilter,
+) -> Vec<Taps> {
     let scale = f64::from(in_size) / f64::from(out_size);
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
-    (0..out_size)
+    outputs
         .map(|xx| {
             let center = (f64::from(xx) + 0.5) * scale;
             let ss = 1.0 / filterscale;
@@ -286,63 +305,103 @@ pub fn resize_bicubic_pil(image: &RgbImage, width: u32, height: u32) -> RgbImage
 /// Resizes like PIL's `Image.resize((width, height), filter)` on an RGB image (see
 /// [`resize_bicubic_pil`] for how).
 pub fn resize_pil(image: &RgbImage, width: u32, height: u32, filter: PilFilter) -> RgbImage {
+    resize_pil_window(image, width, height, filter, [0, 0, width, height])
+}
+
+/// The part `[left, top, window_width, window_height]` of [`resize_pil`]`(image, width,
+/// height, filter)`, computing only that part: each output pixel depends on its own taps
+/// alone, so the pixels are the full resize's, bit for bit. A centre crop this way skips the
+/// columns or rows it would throw away.
+///
+/// # Panics
+/// When the window reaches past `width` × `height`.
+pub fn resize_pil_window(
+    image: &RgbImage,
+    width: u32,
+    height: u32,
+    filter: PilFilter,
+    window: [u32; 4],
+) -> RgbImage {
+    let [left, top, out_width, out_height] = window;
+    assert!(
+        left + out_width <= width && top + out_height <= height,
+        "window {window:?} outside {width}x{height}"
+    );
     let (in_width, in_height) = image.dimensions();
-    if width == 0 || height == 0 || in_width == 0 || in_height == 0 {
-        return RgbImage::new(width, height);
+    if out_width == 0 || out_height == 0 || in_width == 0 || in_height == 0 {
+        return RgbImage::new(out_width, out_height);
     }
-    let horizontal = precompute(in_width, width, filter);
-    let vertical = precompute(in_height, height, filter);
+    let half = 1i32 << (PRECISION_BITS - 1);
     let need_horizontal = width != in_width;
     let need_vertical = height != in_height;
-    let half = 1i32 << (PRECISION_BITS - 1);
-
-    // Horizontal pass over the rows the vertical pass uses.
-    let (first_row, temp, temp_width) = if need_horizontal {
-        let first = vertical.first().map_or(0, |t| t.start);
-        let last = vertical
-            .last()
-            .map_or(in_height as usize, |t| t.start + t.weights.len());
-        let rows = last - first;
-        let src = image.as_raw();
-        let mut out = vec![0u8; rows * width as usize * 3];
-        for y in 0..rows {
-            let src_row = &src[(first + y) * in_width as usize * 3..][..in_width as usize * 3];
-            let dst_row = &mut out[y * width as usize * 3..][..width as usize * 3];
-            for (x, taps) in horizontal.iter().enumerate() {
-                let mut acc = [half; 3];
-                for (k, &w) in taps.weights.iter().enumerate() {
-                    let p = &src_row[(taps.start + k) * 3..][..3];
-                    for c in 0..3 {
-                        acc[c] += i32::from(p[c]) * w;
-                    }
-                }
-                for c in 0..3 {
-                    dst_row[x * 3 + c] = clip8(acc[c]);
-                }
-            }
-        }
-        (first, out, width as usize)
-    } else {
-        (0, image.as_raw().clone(), in_width as usize)
+    let vertical =
+        need_vertical.then(|| precompute(in_height, height, top..top + out_height, filter));
+    // The input rows the vertical pass reads (or the window's rows, without one).
+    let (first_row, last_row) = match &vertical {
+        Some(taps) => (
+            taps.first().map_or(0, |t| t.start),
+            taps.last().map_or(0, |t| t.start + t.weights.len()),
+        ),
+        None => (top as usize, (top + out_height) as usize),
     };
+    let rows = last_row - first_row;
+    let (in_width, out_width) = (in_width as usize, out_width as usize);
+    let src = image.as_raw();
 
-    if !need_vertical {
-        return RgbImage::from_raw(width, height, temp).expect("buffer size matches");
-    }
-    let mut out = vec![0u8; width as usize * height as usize * 3];
-    let stride = temp_width * 3;
-    for (y, taps) in vertical.iter().enumerate() {
-        let dst_row = &mut out[y * stride..][..stride];
-        for (i, dst) in dst_row.iter_mut().enumerate() {
-            let mut acc = half;
-            for (k, &w) in taps.weights.iter().enumerate() {
-                let row = taps.start + k - first_row;
-                acc += i32::from(temp[row * stride + i]) * w;
+    // Horizontal pass over those rows, into an 8-bit intermediate of the window's width.
+    let mut temp = vec![0u8; rows * out_width * 3];
+    if need_horizontal {
+        let horizontal = precompute(
+            in_width as u32,
+            width,
+            left..left + out_width as u32,
+            filter,
+        );
+        for (y, dst_row) in temp.chunks_exact_mut(out_width * 3).enumerate() {
+            let src_row = &src[(first_row + y) * in_width * 3..][..in_width * 3];
+            for (taps, dst) in horizontal.iter().zip(dst_row.chunks_exact_mut(3)) {
+                let span = &src_row[taps.start * 3..][..taps.weights.len() * 3];
+                let mut acc = [half; 3];
+                for (pixel, &w) in span.chunks_exact(3).zip(&taps.weights) {
+                    acc[0] += i32::from(pixel[0]) * w;
+                    acc[1] += i32::from(pixel[1]) * w;
+                    acc[2] += i32::from(pixel[2]) * w;
+                }
+                dst[0] = clip8(acc[0]);
+                dst[1] = clip8(acc[1]);
+                dst[2] = clip8(acc[2]);
             }
-            *dst = clip8(acc);
+        }
+    } else {
+        let left = left as usize;
+        for (y, dst_row) in temp.chunks_exact_mut(out_width * 3).enumerate() {
+            let src_row = &src[(first_row + y) * in_width * 3..][..in_width * 3];
+            dst_row.copy_from_slice(&src_row[left * 3..][..out_width * 3]);
         }
     }
-    RgbImage::from_raw(width, height, out).expect("buffer size matches")
+
+    let Some(vertical) = vertical else {
+        return RgbImage::from_raw(out_width as u32, out_height, temp)
+            .expect("buffer size matches");
+    };
+    // Vertical pass, a whole row at a time: each tap adds one intermediate row to the
+    // accumulators (integer sums, so the order changes nothing).
+    let stride = out_width * 3;
+    let mut out = vec![0u8; stride * out_height as usize];
+    let mut acc = vec![0i32; stride];
+    for (taps, dst_row) in vertical.iter().zip(out.chunks_exact_mut(stride)) {
+        acc.fill(half);
+        for (k, &w) in taps.weights.iter().enumerate() {
+            let row = &temp[(taps.start + k - first_row) * stride..][..stride];
+            for (a, &value) in acc.iter_mut().zip(row) {
+                *a += i32::from(value) * w;
+            }
+        }
+        for (dst, &a) in dst_row.iter_mut().zip(&acc) {
+            *dst = clip8(a);
+        }
+    }
+    RgbImage::from_raw(out_width as u32, out_height, out).expect("buffer size matches")
 }
 
 #[cfg(test)]
@@ -366,6 +425,63 @@ mod tests {
         assert!(resized.pixels().all(|p| p.0 == [10, 128, 250]));
         let up = resize_bicubic_pil(&flat, 500, 333);
         assert!(up.pixels().all(|p| p.0 == [10, 128, 250]));
+    }
+
+    /// A deterministic noisy image (an LCG), so resizes have real work to do.
+    fn noise(width: u32, height: u32) -> RgbImage {
+        let mut state = 0x2545_f491_u32 ^ width.wrapping_mul(31) ^ height;
+        RgbImage::from_fn(width, height, |_, _| {
+            let mut next = || {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            };
+            image::Rgb([next(), next(), next()])
+        })
+    }
+
+    #[test]
+    fn a_window_is_the_full_resize_cropped_bit_for_bit() {
+        for (width, height) in [(448, 336), (336, 448), (225, 224), (224, 224), (1000, 37)] {
+            let image = noise(width, height);
+            let p = Preprocess::openai(224);
+            let (new_width, new_height) = resize_output_size(width, height, 224);
+            let full = if (new_width, new_height) == (width, height) {
+                image.clone()
+            } else {
+                resize_bicubic_pil(&image, new_width, new_height)
+            };
+            assert_eq!(
+                p.resize_and_crop(&image).unwrap(),
+                center_crop(&full, 224, 224),
+                "{width}x{height}"
+            );
+        }
+        // Small images still pad as the reference does.
+        let small = noise(5, 3);
+        let p = Preprocess::openai(4);
+        let (w, h) = resize_output_size(5, 3, 4);
+        let full = resize_bicubic_pil(&small, w, h);
+        assert_eq!(p.resize_and_crop(&small).unwrap(), center_crop(&full, 4, 4));
+        // Any window, either filter, shrinking or enlarging, on one axis or both.
+        let image = noise(120, 90);
+        for filter in [PilFilter::Bicubic, PilFilter::Bilinear] {
+            for (width, height, window) in [
+                (70, 50, [3, 7, 40, 30]),
+                (200, 90, [10, 0, 150, 90]),
+                (120, 40, [0, 5, 120, 20]),
+                (120, 90, [1, 2, 3, 4]),
+                (61, 133, [60, 132, 1, 1]),
+            ] {
+                let full = resize_pil(&image, width, height, filter);
+                let [left, top, w, h] = window;
+                let expected = image::imageops::crop_imm(&full, left, top, w, h).to_image();
+                assert_eq!(
+                    resize_pil_window(&image, width, height, filter, window),
+                    expected,
+                    "{filter:?} {width}x{height} {window:?}"
+                );
+            }
+        }
     }
 
     #[test]
