@@ -53,6 +53,17 @@ pub fn device(cuda: bool) -> Result<Device, ClipError> {
     Ok(choice.device)
 }
 
+/// The CPU threads candle's operations use: `RAYON_NUM_THREADS` when set, else candle's own
+/// choice (the physical cores, or the preferred ones on hybrid CPUs).
+///
+/// candle asks for this on every matmul, and without `RAYON_NUM_THREADS` its answer comes from
+/// parsing `/proc/cpuinfo` each time: a 1×384 by 384×384 matmul takes 2.7x as long on a
+/// 2-core machine, and more where `/proc/cpuinfo` is longer (`cargo bench -p imgd-clip --bench
+/// candle_threads`). The binary therefore sets the variable to this value once, at start.
+pub fn candle_cpu_threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
 /// A short name of the device for logs and metrics: `cpu` or `cuda:N`.
 pub fn device_name(device: &Device) -> String {
     match device.location() {
