@@ -65,6 +65,18 @@ fn parse_args() -> Args {
     args
 }
 
+/// Milliseconds per call of `run`: one warm-up call, then at least 3 calls and `budget_ms`.
+fn ms_per_run<T>(budget_ms: u64, run: impl Fn() -> T) -> f64 {
+    run();
+    let started = Instant::now();
+    let mut runs = 0u32;
+    while runs < 3 || started.elapsed() < Duration::from_millis(budget_ms) {
+        std::hint::black_box(run());
+        runs += 1;
+    }
+    started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs)
+}
+
 fn main() {
     let args = parse_args();
     let choice = select_device(args.cuda);
@@ -100,13 +112,7 @@ fn main() {
         image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
     });
     let pixels = encoder.preprocess(&tier).expect("preprocess");
-    let started = Instant::now();
-    let mut runs = 0u32;
-    while started.elapsed() < Duration::from_millis(500) {
-        std::hint::black_box(encoder.preprocess(&tier).expect("preprocess"));
-        runs += 1;
-    }
-    let preprocess_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs);
+    let preprocess_ms = ms_per_run(500, || encoder.preprocess(&tier).expect("preprocess"));
     println!("clip_preprocess_ms_per_image{{tier=\"448x336\"}} {preprocess_ms:.2}");
     // The resize and centre crop as one window against resizing all, then cropping.
     let crop = encoder.preprocessor().crop;
@@ -115,18 +121,12 @@ fn main() {
         tier.height(),
         encoder.preprocessor().shortest_edge,
     );
-    let time_per_run = |run: &dyn Fn() -> RgbImage| {
-        run();
-        let started = Instant::now();
-        let mut runs = 0u32;
-        while runs < 3 || started.elapsed() < Duration::from_millis(1000) {
-            std::hint::black_box(run());
-            runs += 1;
-        }
-        started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs)
-    };
-    let full_ms = time_per_run(&|| center_crop(&resize_bicubic_pil(&tier, w, h), crop, crop));
-    let window_ms = time_per_run(&|| encoder.preprocessor().resize_and_crop(&tier).unwrap());
+    let full_ms = ms_per_run(1000, || {
+        center_crop(&resize_bicubic_pil(&tier, w, h), crop, crop)
+    });
+    let window_ms = ms_per_run(1000, || {
+        encoder.preprocessor().resize_and_crop(&tier).unwrap()
+    });
     println!("clip_resize_crop_ms{{tier=\"448x336\",path=\"resize all, then crop\"}} {full_ms:.2}");
     println!("clip_resize_crop_ms{{tier=\"448x336\",path=\"window\"}} {window_ms:.2}");
     println!("clip_resize_crop_window_speedup {:.2}", full_ms / window_ms);
@@ -138,18 +138,10 @@ fn main() {
         .resize_and_crop(&tier)
         .expect("resize and crop");
     let crops = vec![crop; 128];
-    let time_ms = |build: &dyn Fn() -> candle_core::Tensor| {
-        build();
-        let started = Instant::now();
-        let mut runs = 0u32;
-        while runs < 3 || started.elapsed() < Duration::from_millis(1500) {
-            std::hint::black_box(build());
-            runs += 1;
-        }
-        started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs)
-    };
-    let device_ms = time_ms(&|| encoder.crops_on_device(&crops).expect("device input"));
-    let host_ms = time_ms(&|| encoder.crops_on_host(&crops).expect("host input"));
+    let device_ms = ms_per_run(1500, || {
+        encoder.crops_on_device(&crops).expect("device input")
+    });
+    let host_ms = ms_per_run(1500, || encoder.crops_on_host(&crops).expect("host input"));
     println!(
         "clip_crop_input_ms{{batch=\"128\",path=\"tensor-ops\",device=\"{}\"}} {device_ms:.1}",
         device_name(&device)
