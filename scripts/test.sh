@@ -5,7 +5,7 @@
 # see scripts/build-gpu-bundle.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FEATURES="imgd/fake-model imgd-pipeline/fake-model imgd-infer/fake-model imgd-cloud/mock-server"
+FEATURES="imgd/fake-model imgd/fault-injection imgd-pipeline/fake-model imgd-pipeline/fault-injection imgd-infer/fake-model imgd-cloud/mock-server"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
 cargo test --workspace --features "$FEATURES"

@@ -1,5 +1,6 @@
 //! Shared vocabulary of imgd: the analysis modules, their names, the resolution tier each one
-//! needs, and whether it needs a model. Every other crate speaks in these terms.
+//! needs, and whether it needs a model. Every other crate speaks in these terms. Also how a
+//! file path is stored as text ([`stored_path`]).
 
 #![deny(missing_docs)]
 
@@ -7,6 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub mod stored_path;
 
 /// One analysis module. The discriminant is the module's bit in `images.modules_mask` and must
 /// never change for an existing module: append new modules at the end.

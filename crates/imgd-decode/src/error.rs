@@ -50,6 +50,12 @@ pub enum DecodeError {
         /// The configured pixel limit.
         limit: u64,
     },
+    /// The path is not a regular file (a FIFO, a device, a socket, a folder): it is never read.
+    #[error("not a regular file: the path is {kind}")]
+    NotAFile {
+        /// What the path is, in words (`"a FIFO"`, `"a character device"`, ...).
+        kind: &'static str,
+    },
     /// The file is bigger than the configured file-size limit.
     #[error("the file is too large: {size} bytes, over the limit of {limit} bytes")]
     FileTooLarge {
@@ -86,9 +92,21 @@ impl DecodeError {
             DecodeError::Corrupt { .. } => "corrupt",
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::FileTooLarge { .. } => "file_too_large",
+            DecodeError::NotAFile { .. } => "not_a_file",
             DecodeError::Unsupported { .. } => "unsupported",
             DecodeError::Panicked { .. } => "panicked",
         }
+    }
+
+    /// Whether trying again cannot help: the file itself is the problem (its content, size or
+    /// kind). Only read errors (a disk or network share that failed, permissions) may pass.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, DecodeError::Io(_))
+    }
+
+    /// Whether the file is gone (deleted or renamed since it was registered).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, DecodeError::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
     }
 
     pub(crate) fn truncated(format: ImageFormat, message: impl Into<String>) -> Self {

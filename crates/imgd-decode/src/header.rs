@@ -491,17 +491,7 @@ pub(crate) fn read_path(
     opts: &DecodeOptions,
 ) -> Result<Header, DecodeError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let size = file.metadata()?.len();
-    if size == 0 {
-        return Err(DecodeError::Empty);
-    }
-    if size > opts.max_file_bytes {
-        return Err(DecodeError::FileTooLarge {
-            size,
-            limit: opts.max_file_bytes,
-        });
-    }
+    let (mut file, size) = crate::open_image_file(path, opts)?;
     let mut prefix = Vec::with_capacity(HEADER_PREFIX.min(size as usize));
     (&mut file)
         .take(HEADER_PREFIX as u64)
@@ -511,15 +501,18 @@ pub(crate) fn read_path(
     match format {
         #[cfg(feature = "heic")]
         Some(ImageFormat::Heif | ImageFormat::Avif) => {
-            let parsed =
-                crate::heif::header_from_path(path, format.unwrap_or(ImageFormat::Heif), &prefix)?;
+            // libheif reads from memory: it never opens the path itself, which may have been
+            // swapped for something else since the checks above.
+            let mut all = prefix;
+            crate::read_rest_bounded(&mut file, &mut all, opts)?;
+            let parsed = crate::heif::header_from_bytes(&all, format.unwrap_or(ImageFormat::Heif))?;
             check_limits(&parsed.header, opts)?;
             return Ok(parsed.header);
         }
         Some(ImageFormat::Tiff | ImageFormat::Raw) if !complete => {
             // IFDs and EXIF values may sit anywhere in the file.
             let mut all = prefix;
-            file.read_to_end(&mut all)?;
+            crate::read_rest_bounded(&mut file, &mut all, opts)?;
             return parse(&all, opts).map(|p| p.header);
         }
         _ => {}
@@ -527,7 +520,7 @@ pub(crate) fn read_path(
     match parse(&prefix, opts) {
         Err(DecodeError::Truncated { .. }) if !complete => {
             let mut all = prefix;
-            file.read_to_end(&mut all)?;
+            crate::read_rest_bounded(&mut file, &mut all, opts)?;
             parse(&all, opts).map(|p| p.header)
         }
         other => other.map(|p| p.header),

@@ -118,21 +118,6 @@ mod imp {
         header_of(&ctx, f, b)
     }
 
-    /// Header through libheif's own file reader (it seeks over the image data); `prefix` is the
-    /// start of the file, for the transform-box check.
-    pub(crate) fn header_from_path(
-        p: &std::path::Path,
-        f: ImageFormat,
-        prefix: &[u8],
-    ) -> Result<Parsed, DecodeError> {
-        let _ = lib();
-        let name = p
-            .to_str()
-            .ok_or_else(|| DecodeError::unsupported(f, "non-UTF-8 path"))?;
-        let ctx = HeifContext::read_from_file(name).map_err(|e| map_err(f, e))?;
-        header_of(&ctx, f, prefix)
-    }
-
     fn to_rgb(f: ImageFormat, h: &ImageHandle) -> Result<RgbImage, DecodeError> {
         let img = lib()
             .decode(h, ColorSpace::Rgb(RgbChroma::Rgb), None)
@@ -182,7 +167,7 @@ mod imp {
 }
 
 #[cfg(feature = "heic")]
-pub(crate) use imp::{decode, header_from_bytes, header_from_path};
+pub(crate) use imp::{decode, header_from_bytes};
 
 #[cfg(not(feature = "heic"))]
 pub(crate) fn header_from_bytes(_b: &[u8], f: ImageFormat) -> Result<Parsed, DecodeError> {

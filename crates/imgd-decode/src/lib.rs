@@ -52,6 +52,8 @@ pub use pixels::icc_to_srgb;
 pub use probe::{ProbeReport, probe};
 
 use serde::Serialize;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -231,11 +233,70 @@ fn check_size(size: u64, opts: &DecodeOptions) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Reads a whole file (after checking its size against the limit).
-pub(crate) fn read_file(path: &Path, opts: &DecodeOptions) -> Result<Vec<u8>, DecodeError> {
-    let size = std::fs::metadata(path)?.len();
-    check_size(size, opts)?;
-    Ok(std::fs::read(path)?)
+/// What a path that is not a regular file is, in words.
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a folder"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` for reading without blocking (a FIFO or a device swapped in for an image
+/// never stalls the open) and checks, on the opened descriptor, that it is a regular file,
+/// not empty and within the size limit, before a byte is read. Returns the file and its size.
+pub fn open_image_file(path: &Path, opts: &DecodeOptions) -> Result<(File, u64), DecodeError> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(std::io::Error::from)?;
+    let file = File::from(fd);
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(DecodeError::NotAFile {
+            kind: file_kind(meta.file_type()),
+        });
+    }
+    check_size(meta.len(), opts)?;
+    Ok((file, meta.len()))
+}
+
+/// Reads the rest of `file`, never more than the size limit allows in all (`already` bytes
+/// were read before): a file that grows while it is read fails as too large.
+pub(crate) fn read_rest_bounded(
+    file: &mut File,
+    bytes: &mut Vec<u8>,
+    opts: &DecodeOptions,
+) -> Result<(), DecodeError> {
+    let allowed = opts.max_file_bytes.saturating_sub(bytes.len() as u64);
+    file.take(allowed.saturating_add(1)).read_to_end(bytes)?;
+    if bytes.len() as u64 > opts.max_file_bytes {
+        return Err(DecodeError::FileTooLarge {
+            size: bytes.len() as u64,
+            limit: opts.max_file_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a whole image file, bounded: see [`open_image_file`]. Non-regular and oversized files
+/// fail before a byte is read; at most the size limit is ever read.
+pub fn read_image_file(path: &Path, opts: &DecodeOptions) -> Result<Vec<u8>, DecodeError> {
+    let (mut file, size) = open_image_file(path, opts)?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    read_rest_bounded(&mut file, &mut bytes, opts)?;
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    Ok(bytes)
 }
 
 /// Decodes a file once and returns one tier per requested long edge (deduplicated, largest
@@ -245,7 +306,7 @@ pub fn decode_tiers(
     tiers: &[u32],
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
-    let bytes = read_file(path, opts)?;
+    let bytes = read_image_file(path, opts)?;
     decode_tiers_bytes(&bytes, tiers, opts)
 }
 

@@ -1,6 +1,6 @@
 //! The library side of `imgd probe FILE... [--json]`.
 
-use crate::{DecodeOptions, ImageFormat, decode_tiers_bytes, guard, read_file, read_header_bytes};
+use crate::{DecodeOptions, ImageFormat, decode_tiers_bytes, guard, read_header_bytes, read_image_file};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -97,7 +97,7 @@ pub fn probe(path: &Path, tiers: &[u32], opts: &DecodeOptions) -> ProbeReport {
         millis: 0.0,
     };
     let result = guard(|| {
-        let bytes = read_file(path, opts)?;
+        let bytes = read_image_file(path, opts)?;
         Ok(bytes)
     })
     .and_then(|bytes| {

@@ -467,3 +467,81 @@ fn tiled_planar_tiff_is_refused_before_the_decoder_panics() {
     assert_eq!(r.error_kind, Some("unsupported"));
     assert_eq!(r.format, Some(ImageFormat::Tiff));
 }
+
+/// Regression: a FIFO swapped in for a registered JPEG blocked the decode thread in `open`
+/// forever, and a symlink to `/dev/zero` was read until memory ran out.
+#[test]
+fn a_fifo_or_a_device_at_an_image_path_fails_at_once_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("swapped.jpg");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let zero = dir.path().join("zero.jpg");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let folder = dir.path().join("folder.jpg");
+    std::fs::create_dir(&folder).unwrap();
+    for (path, kind) in [
+        (&fifo, "a FIFO"),
+        (&zero, "a character device"),
+        (&folder, "a folder"),
+    ] {
+        for error in [
+            decode_tiers(path, &[256], &opts()).unwrap_err(),
+            read_header(path, &opts()).unwrap_err(),
+            imgd_decode::read_image_file(path, &opts()).unwrap_err(),
+        ] {
+            assert!(
+                matches!(error, DecodeError::NotAFile { kind: k } if k == kind),
+                "{}: {error}",
+                path.display()
+            );
+            assert!(error.is_permanent());
+        }
+    }
+}
+
+/// Regression: a 3 GiB sparse `.jpg` was read whole (3.2 GB of memory) before its size was
+/// checked.
+#[test]
+fn an_oversized_sparse_file_is_refused_before_a_byte_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.jpg");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(3 << 30).unwrap();
+    let options = opts();
+    for error in [
+        decode_tiers(&path, &[256], &options).unwrap_err(),
+        read_header(&path, &options).unwrap_err(),
+    ] {
+        assert!(
+            matches!(error, DecodeError::FileTooLarge { size, .. } if size == 3 << 30),
+            "{error}"
+        );
+        assert!(error.is_permanent());
+    }
+    // Under a small limit, a file that is within it when opened is still read no further than
+    // the limit.
+    let small = DecodeOptions {
+        max_file_bytes: 1 << 20,
+        ..opts()
+    };
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    assert!(matches!(
+        imgd_decode::read_image_file(&path, &small).unwrap_err(),
+        DecodeError::FileTooLarge { .. }
+    ));
+}
+
+#[test]
+fn a_vanished_file_is_missing_and_may_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = decode_tiers(&dir.path().join("gone.jpg"), &[256], &opts()).unwrap_err();
+    assert!(error.is_missing(), "{error}");
+    assert!(!error.is_permanent());
+}

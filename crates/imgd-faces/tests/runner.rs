@@ -52,6 +52,7 @@ fn commit(store: &mut Store, rows: &[(String, (u32, u32), ResultRow)]) {
             modules: &[Module::Faces],
             max_images: 1000,
             lease: Duration::from_secs(60),
+            idle: true,
         })
         .unwrap();
     let outcomes: Vec<ImageOutcome> = claimed
@@ -63,6 +64,7 @@ fn commit(store: &mut Store, rows: &[(String, (u32, u32), ResultRow)]) {
                 dimensions: Some(*size),
                 done: vec![(image.jobs[0].job_id, row.clone())],
                 failed: vec![],
+                missing: false,
             })
         })
         .collect();

@@ -8,30 +8,43 @@
 //!
 //! Every channel is bounded, so a slow stage holds the ones before it back instead of letting
 //! memory grow. The scheduler claims only when the decode queue has room, extends the leases of
-//! images in flight, and on stop claims nothing more, closes the decode queue and waits for the
-//! stages to finish what they hold; the writer flushes last. Anything still leased afterwards
-//! (a commit that kept failing) is released back to the queue.
+//! images in flight, and takes back at once the leases of daemons of this host that died
+//! ([`crate::owner`]); images they held come back as suspects, run apart from all others
+//! until the one that kills the daemon is found (see [`imgd_store::queue`]).
+//!
+//! **Stopping.** On stop the scheduler claims nothing more, closes the decode queue and gives
+//! the stages `stop_timeout` to finish what they hold; past it they abandon the rest, the
+//! writer commits what it has, and every lease still held is released, unacked and without an
+//! attempt counted, for the next run.
+//!
+//! **Supervision.** Every stage runs under a supervisor: a stage thread (or the scheduler) that
+//! panics outside the per-image guards ends the run at once: no more claims, no more `Alive`
+//! events (so systemd's watchdog stops being fed), [`Event::Failed`] for the health endpoint,
+//! every lease released, and [`PipelineError::StageFailed`] naming the stage and the panic.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Sender, bounded};
 use imgd_core::Module;
 use imgd_decode::{DecodeCache, DecodeOptions};
-use imgd_store::queue::ClaimRequest;
+use imgd_store::queue::{ClaimRequest, ClaimedImage};
 use imgd_store::{Store, StoreError, StoreOptions};
 use serde::Serialize;
 
-use crate::decode_stage::DecodeStage;
-use crate::infer_stage::InferStage;
+use crate::decode_stage::{DecodeStage, panic_text};
+use crate::fault::{self, Fault};
+use crate::infer_stage::{InferStage, InferStats};
 use crate::metrics::{Metrics, QueueState};
+use crate::owner;
 use crate::runner::{ModelRunner, SharedPrepare};
 pub use crate::writer_stage::WriterConfig;
-use crate::writer_stage::WriterStage;
+use crate::writer_stage::{WriterStage, WriterStats};
 
 /// The pipeline's settings.
 #[derive(Debug, Clone)]
@@ -58,6 +71,9 @@ pub struct PipelineConfig {
     /// The most images claimed and not yet written. Slow modules (the cloud API) hold images
     /// for seconds; this bounds the memory their decoded tiers take and the leases kept alive.
     pub max_in_flight: usize,
+    /// How long a stop may take: the work in flight that finishes within it is committed, the
+    /// rest is released to the queue.
+    pub stop_timeout: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -73,17 +89,27 @@ impl Default for PipelineConfig {
             decode: DecodeOptions::default(),
             ocr_needs_text: true,
             max_in_flight: 1024,
+            stop_timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// Whether to stop when the queue is empty.
+/// When the run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
-    /// Drain the queue, then return.
+    /// Drain the queue, wait for images other live daemons hold, then return.
     Once,
+    /// Drain the queue, then return at once; [`RunSummary::leased_elsewhere`] counts the jobs
+    /// other live daemons still hold.
+    OnceNoWait,
     /// Keep looking for work until stopped.
     Forever,
+}
+
+impl RunMode {
+    fn drains(self) -> bool {
+        self != RunMode::Forever
+    }
 }
 
 /// What a run did.
@@ -112,6 +138,12 @@ pub struct RunSummary {
     /// Seconds spent inside the models' batched calls, a part of `infer_busy_seconds` (the
     /// rest is the inference thread's own work: queues, tensors in and out, results).
     pub model_seconds: f64,
+    /// Jobs taken back from daemons of this host that had died.
+    pub reclaimed: u64,
+    /// Jobs released unfinished at the end (a stop past `stop_timeout`).
+    pub released: u64,
+    /// Jobs other live daemons still held when a [`RunMode::OnceNoWait`] run ended.
+    pub leased_elsewhere: u64,
     /// Wall-clock seconds of the run.
     pub seconds: f64,
 }
@@ -125,6 +157,8 @@ pub enum Event {
     Alive,
     /// A stop was requested; stages are finishing.
     Stopping,
+    /// A stage died: the run is ending with [`PipelineError::StageFailed`].
+    Failed,
 }
 
 /// Errors that stop the pipeline.
@@ -136,9 +170,15 @@ pub enum PipelineError {
     /// A stage thread could not be started.
     #[error("cannot start the {0} thread: {1}")]
     Spawn(&'static str, std::io::Error),
-    /// A stage thread panicked.
-    #[error("the {0} thread panicked")]
-    StagePanicked(&'static str),
+    /// A stage ended unexpectedly (it panicked outside the per-image guards). The leases of
+    /// the images in flight were released.
+    #[error("the {stage} stage failed: {message}")]
+    StageFailed {
+        /// The stage: `decode`, `inference`, `writer` or `scheduler`.
+        stage: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// The modules this pipeline can run: the CPU modules plus one per runner.
@@ -150,42 +190,97 @@ pub fn runnable_modules(runners: &[Box<dyn ModelRunner>]) -> Vec<Module> {
     modules
 }
 
-/// A lease owner name unique to this process: `host:pid:nonce`.
-pub fn lease_owner() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{host}:{}:{nonce:08x}", std::process::id())
+pub use crate::owner::lease_owner;
+
+/// Watches the stage threads: the first one to die records why, and the scheduler ends the
+/// run on it.
+#[derive(Default)]
+struct Supervisor {
+    failure: Mutex<Option<(&'static str, String)>>,
+    failed: AtomicBool,
 }
 
-/// Runs the pipeline on the database at `db` until the queue is empty (`Once`) or `stop` is
-/// set. The caller's thread is the scheduler.
-pub fn run(
+impl Supervisor {
+    fn record(&self, stage: &'static str, message: String) {
+        tracing::error!("the {stage} stage failed: {message}");
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.get_or_insert((stage, message));
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    fn error(&self) -> Option<PipelineError> {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure
+            .as_ref()
+            .map(|(stage, message)| PipelineError::StageFailed {
+                stage,
+                message: message.clone(),
+            })
+    }
+
+    /// Starts a stage thread whose panic is recorded instead of lost.
+    fn spawn<T: Send + 'static>(
+        self: &Arc<Self>,
+        name: String,
+        stage: &'static str,
+        body: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<JoinHandle<Option<T>>, PipelineError> {
+        let supervisor = Arc::clone(self);
+        thread::Builder::new()
+            .name(name)
+            .spawn(move || match catch_unwind(AssertUnwindSafe(body)) {
+                Ok(value) => Some(value),
+                Err(payload) => {
+                    supervisor.record(stage, panic_text(payload.as_ref()));
+                    None
+                }
+            })
+            .map_err(|e| PipelineError::Spawn(stage, e))
+    }
+}
+
+/// Waits for `handle` until `deadline`; `None` when it is still running then.
+fn join_by<T>(handle: JoinHandle<Option<T>>, deadline: Instant) -> Option<Option<T>> {
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    handle.join().ok()
+}
+
+/// The running stages, as the scheduler sees them.
+struct Stages {
+    claim_tx: Option<Sender<ClaimedImage>>,
+    decode: Vec<JoinHandle<Option<()>>>,
+    infer: Option<JoinHandle<Option<InferStats>>>,
+    writer: Option<JoinHandle<Option<WriterStats>>>,
+    /// Set past the stop budget (or on a failure): stages drop what they still hold.
+    abandon: Arc<AtomicBool>,
+    decodes: Arc<AtomicU64>,
+    in_flight: Arc<Mutex<HashMap<i64, Vec<i64>>>>,
+    batch_totals: Arc<BatchTotals>,
+}
+
+/// Starts the writer, the inference thread and the decode threads.
+fn start_stages(
     db: &Path,
     config: &PipelineConfig,
     runners: Vec<Box<dyn ModelRunner>>,
-    metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
-    mode: RunMode,
-    on_event: &mut dyn FnMut(Event),
-) -> Result<RunSummary, PipelineError> {
-    let started = Instant::now();
+    metrics: &Arc<Metrics>,
+    owner: &str,
+    supervisor: &Arc<Supervisor>,
+) -> Result<Stages, PipelineError> {
     let store_options = StoreOptions {
         max_attempts: config.max_attempts,
         ..StoreOptions::default()
     };
-    let mut scheduler_store = Store::open(db, store_options.clone())?;
     let writer_store = Store::open(db, store_options)?;
-    let owner = lease_owner();
-    let modules = runnable_modules(&runners);
-    for runner in &runners {
-        metrics.register_model(runner.model_name());
-    }
     let decode_threads = if config.decode_threads == 0 {
         thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -194,6 +289,7 @@ pub fn run(
     let cache = Arc::new(DecodeCache::new(config.cache_bytes));
     let decodes = Arc::new(AtomicU64::new(0));
     let in_flight: Arc<Mutex<HashMap<i64, Vec<i64>>>> = Arc::default();
+    let abandon = Arc::new(AtomicBool::new(false));
 
     let (claim_tx, claim_rx) = bounded(decode_threads * 2);
     let (decoded_tx, decoded_rx) = bounded(config.claim_batch.max(8) * 2);
@@ -201,15 +297,15 @@ pub fn run(
 
     let writer = WriterStage {
         store: writer_store,
-        owner: owner.clone(),
+        owner: owner.to_string(),
         config: config.writer,
-        metrics: Arc::clone(&metrics),
+        metrics: Arc::clone(metrics),
         in_flight: Arc::clone(&in_flight),
+        abandon: Arc::clone(&abandon),
     };
-    let writer_handle = thread::Builder::new()
-        .name("imgd-writer".into())
-        .spawn(move || writer.run(finished_rx))
-        .map_err(|e| PipelineError::Spawn("writer", e))?;
+    let writer = supervisor.spawn("imgd-writer".into(), "writer", move || {
+        writer.run(finished_rx)
+    })?;
 
     let preparers: Arc<HashMap<Module, SharedPrepare>> = Arc::new(
         runners
@@ -220,7 +316,7 @@ pub fn run(
     let mut runners = runners;
     let batch_totals = Arc::new(BatchTotals::default());
     for runner in &mut runners {
-        let metrics = Arc::clone(&metrics);
+        let metrics = Arc::clone(metrics);
         let totals = Arc::clone(&batch_totals);
         runner.set_observer(Box::new(move |stats| {
             metrics.record_batch(stats);
@@ -236,118 +332,147 @@ pub fn run(
     let infer = InferStage {
         runners,
         cache: Arc::clone(&cache),
-        metrics: Arc::clone(&metrics),
+        metrics: Arc::clone(metrics),
         ocr_needs_text: config.ocr_needs_text,
+        abandon: Arc::clone(&abandon),
     };
     let infer_finished_tx = finished_tx.clone();
-    let infer_handle = thread::Builder::new()
-        .name("imgd-infer".into())
-        .spawn(move || infer.run(decoded_rx, infer_finished_tx))
-        .map_err(|e| PipelineError::Spawn("inference", e))?;
+    let infer = supervisor.spawn("imgd-infer".into(), "inference", move || {
+        infer.run(decoded_rx, infer_finished_tx)
+    })?;
     drop(finished_tx);
 
-    let mut decode_handles = Vec::new();
+    let mut decode = Vec::new();
     for i in 0..decode_threads {
         let stage = DecodeStage {
             options: config.decode,
             cache: Arc::clone(&cache),
-            metrics: Arc::clone(&metrics),
+            metrics: Arc::clone(metrics),
             decodes: Arc::clone(&decodes),
             ocr_needs_text: config.ocr_needs_text,
             preparers: Arc::clone(&preparers),
+            abandon: Arc::clone(&abandon),
         };
         let rx = claim_rx.clone();
         let tx = decoded_tx.clone();
-        decode_handles.push(
-            thread::Builder::new()
-                .name(format!("imgd-decode-{i}"))
-                .spawn(move || stage.run(rx, tx))
-                .map_err(|e| PipelineError::Spawn("decode", e))?,
-        );
+        decode.push(supervisor.spawn(format!("imgd-decode-{i}"), "decode", move || {
+            stage.run(rx, tx)
+        })?);
     }
-    drop(claim_rx);
-    drop(decoded_tx);
-    on_event(Event::Ready);
+    Ok(Stages {
+        claim_tx: Some(claim_tx),
+        decode,
+        infer: Some(infer),
+        writer: Some(writer),
+        abandon,
+        decodes,
+        in_flight,
+        batch_totals,
+    })
+}
 
-    // The scheduler loop.
-    let mut images = 0u64;
-    let mut last_extend = Instant::now();
-    let mut last_alive = Instant::now();
-    let mut last_gauges = Instant::now() - Duration::from_secs(60);
-    let mut scheduler_error = None;
-    while !stop.load(Ordering::Relaxed) {
-        if last_alive.elapsed() >= Duration::from_secs(1) {
-            on_event(Event::Alive);
-            last_alive = Instant::now();
-        }
-        if last_gauges.elapsed() >= Duration::from_secs(10) {
-            if let Ok(status) = scheduler_store.queue_status(0) {
-                let mut totals = [0i64; 4];
-                for counts in status.modules.values() {
-                    totals[0] += counts.queued;
-                    totals[1] += counts.leased;
-                    totals[2] += counts.done;
-                    totals[3] += counts.failed;
-                }
-                for (state, total) in QueueState::ALL.iter().zip(totals) {
-                    metrics.set_queue_jobs(*state, total.max(0) as u64);
+/// Why the scheduler loop ended.
+enum LoopEnd {
+    /// Stopped, or the queue is drained in a `Once` mode.
+    Done,
+    /// A stage died.
+    StageFailed,
+    /// The database failed.
+    Store(StoreError),
+}
+
+/// The scheduler: the caller's thread. It claims, extends leases, refreshes the queue gauges
+/// and reports liveness, until stopped, drained or a stage fails.
+struct Scheduler<'a> {
+    store: Store,
+    owner: &'a str,
+    config: &'a PipelineConfig,
+    modules: Vec<Module>,
+    metrics: &'a Metrics,
+    supervisor: &'a Supervisor,
+    stop: &'a AtomicBool,
+    mode: RunMode,
+    images: u64,
+    reclaimed: u64,
+    leased_elsewhere: u64,
+    /// Suspect images in flight: nothing else is claimed while any is.
+    probation: HashSet<i64>,
+    waiting_logged: bool,
+}
+
+impl Scheduler<'_> {
+    fn run(&mut self, stages: &Stages, on_event: &mut dyn FnMut(Event)) -> LoopEnd {
+        let mut last_extend = Instant::now();
+        let mut last_alive = Instant::now() - Duration::from_secs(1);
+        let mut last_gauges = Instant::now() - Duration::from_secs(60);
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.supervisor.failed() {
+                return LoopEnd::StageFailed;
+            }
+            fault::point(Fault::Scheduler);
+            if last_alive.elapsed() >= Duration::from_secs(1) {
+                on_event(Event::Alive);
+                last_alive = Instant::now();
+            }
+            if last_gauges.elapsed() >= Duration::from_secs(10) {
+                self.refresh_gauges();
+                last_gauges = Instant::now();
+            }
+            if last_extend.elapsed() >= self.config.lease / 3 {
+                self.extend_leases(stages);
+                last_extend = Instant::now();
+            }
+            match self.turn(stages) {
+                Ok(true) => {}
+                Ok(false) => return LoopEnd::Done,
+                Err(err) => {
+                    tracing::error!("claim failed: {err}");
+                    return LoopEnd::Store(err);
                 }
             }
-            last_gauges = Instant::now();
         }
-        if last_extend.elapsed() >= config.lease / 3 {
-            let jobs: Vec<i64> = in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .flatten()
-                .copied()
-                .collect();
-            if let Err(err) = scheduler_store.extend_lease(&owner, &jobs, config.lease) {
-                tracing::warn!("cannot extend leases: {err}");
-            }
-            last_extend = Instant::now();
-        }
-        let held = in_flight.lock().unwrap_or_else(|e| e.into_inner()).len();
+        LoopEnd::Done
+    }
+
+    /// One claim round; `false` when a `Once` run is complete.
+    fn turn(&mut self, stages: &Stages) -> Result<bool, StoreError> {
+        let in_flight = lock(&stages.in_flight);
+        self.probation.retain(|id| in_flight.contains_key(id));
+        let held = in_flight.len();
+        drop(in_flight);
+        let claim_tx = stages.claim_tx.as_ref().expect("open until the loop ends");
         let room = (claim_tx.capacity().unwrap_or(1) - claim_tx.len())
-            .min(config.max_in_flight.max(1).saturating_sub(held));
-        if room == 0 {
+            .min(self.config.max_in_flight.max(1).saturating_sub(held));
+        if room == 0 || !self.probation.is_empty() {
             thread::sleep(Duration::from_millis(5));
-            continue;
+            return Ok(true);
         }
-        let request = ClaimRequest {
-            owner: &owner,
-            modules: &modules,
-            max_images: room.min(config.claim_batch.max(1)),
-            lease: config.lease,
-        };
-        let claimed = match scheduler_store.claim(&request) {
-            Ok(claimed) => claimed,
-            Err(err) => {
-                tracing::error!("claim failed: {err}");
-                scheduler_error = Some(err);
-                break;
-            }
-        };
+        self.reclaim_dead()?;
+        let claimed = self.store.claim(&ClaimRequest {
+            owner: self.owner,
+            modules: &self.modules,
+            max_images: room.min(self.config.claim_batch.max(1)),
+            lease: self.config.lease,
+            idle: held == 0,
+        })?;
         if claimed.is_empty() {
-            let idle = in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty();
-            if mode == RunMode::Once && idle {
-                break;
+            if self.mode.drains() && held == 0 {
+                return self.drained();
             }
-            let pause = if mode == RunMode::Once {
+            let pause = if self.mode.drains() {
                 Duration::from_millis(20)
             } else {
-                config.poll_interval
+                self.config.poll_interval
             };
-            sleep_unless_stopped(pause, &stop);
-            continue;
+            sleep_unless_stopped(pause, self.stop);
+            return Ok(true);
         }
         for image in claimed {
-            images += 1;
-            in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            self.images += 1;
+            if image.lease_expiries > 0 {
+                self.probation.insert(image.image_id);
+            }
+            lock(&stages.in_flight).insert(
                 image.image_id,
                 image.jobs.iter().map(|j| j.job_id).collect(),
             );
@@ -355,46 +480,220 @@ pub fn run(
                 break;
             }
         }
+        Ok(true)
+    }
+
+    /// Takes back the leases of daemons of this host that died.
+    fn reclaim_dead(&mut self) -> Result<(), StoreError> {
+        let reclaimed = self
+            .store
+            .reclaim_dead_owners(self.owner, owner::is_dead_here)?;
+        if reclaimed > 0 {
+            tracing::warn!(
+                "took back {reclaimed} jobs from a daemon of this host that died; their images \
+                 run apart from others until the one that kills the daemon is found"
+            );
+            self.reclaimed += reclaimed as u64;
+        }
+        Ok(())
+    }
+
+    /// The queue has nothing for this daemon and it holds nothing: whether a `Once` run ends
+    /// now (`false`) or waits for images other live daemons hold.
+    fn drained(&mut self) -> Result<bool, StoreError> {
+        let holders = self.store.lease_holders(self.owner)?;
+        if holders.is_empty() {
+            return Ok(false);
+        }
+        let jobs: i64 = holders.iter().map(|h| h.jobs).sum();
+        let owners: Vec<&str> = holders.iter().map(|h| h.owner.as_str()).collect();
+        if self.mode == RunMode::OnceNoWait {
+            tracing::warn!(
+                "{jobs} jobs are still leased by other daemons ({})",
+                owners.join(", ")
+            );
+            self.leased_elsewhere = jobs.max(0) as u64;
+            return Ok(false);
+        }
+        if !self.waiting_logged {
+            tracing::info!(
+                "the queue is empty; waiting for {jobs} jobs leased by other daemons ({}) to \
+                 finish or their leases to expire (--no-wait does not wait)",
+                owners.join(", ")
+            );
+            self.waiting_logged = true;
+        }
+        sleep_unless_stopped(Duration::from_millis(250), self.stop);
+        Ok(true)
+    }
+
+    fn extend_leases(&self, stages: &Stages) {
+        let jobs: Vec<i64> = lock(&stages.in_flight)
+            .values()
+            .flatten()
+            .copied()
+            .collect();
+        if let Err(err) = self
+            .store
+            .extend_lease(self.owner, &jobs, self.config.lease)
+        {
+            tracing::warn!("cannot extend leases: {err}");
+        }
+    }
+
+    fn refresh_gauges(&self) {
+        if let Ok(status) = self.store.queue_status(0) {
+            let mut totals = [0i64; 4];
+            for counts in status.modules.values() {
+                totals[0] += counts.queued;
+                totals[1] += counts.leased;
+                totals[2] += counts.done;
+                totals[3] += counts.failed;
+            }
+            for (state, total) in QueueState::ALL.iter().zip(totals) {
+                self.metrics.set_queue_jobs(*state, total.max(0) as u64);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the pipeline on the database at `db` until the queue is empty (`Once`), `stop` is set
+/// or a stage fails. The caller's thread is the scheduler.
+pub fn run(
+    db: &Path,
+    config: &PipelineConfig,
+    runners: Vec<Box<dyn ModelRunner>>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    mode: RunMode,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<RunSummary, PipelineError> {
+    let started = Instant::now();
+    let store_options = StoreOptions {
+        max_attempts: config.max_attempts,
+        ..StoreOptions::default()
+    };
+    let owner = owner::lease_owner();
+    let modules = runnable_modules(&runners);
+    for runner in &runners {
+        metrics.register_model(runner.model_name());
+    }
+    let supervisor = Arc::new(Supervisor::default());
+    let mut scheduler = Scheduler {
+        store: Store::open(db, store_options)?,
+        owner: &owner,
+        config,
+        modules,
+        metrics: &metrics,
+        supervisor: &supervisor,
+        stop: &stop,
+        mode,
+        images: 0,
+        reclaimed: 0,
+        leased_elsewhere: 0,
+        probation: HashSet::new(),
+        waiting_logged: false,
+    };
+    // Daemons of this host that died before this start: their images are not left waiting
+    // for their leases to run out.
+    scheduler.reclaim_dead()?;
+    let mut stages = start_stages(db, config, runners, &metrics, &owner, &supervisor)?;
+    on_event(Event::Ready);
+
+    let end = catch_unwind(AssertUnwindSafe(|| scheduler.run(&stages, on_event)))
+        .unwrap_or_else(|payload| {
+            supervisor.record("scheduler", panic_text(payload.as_ref()));
+            LoopEnd::StageFailed
+        });
+    if let LoopEnd::StageFailed = end {
+        on_event(Event::Failed);
+        stages.abandon.store(true, Ordering::SeqCst);
+        let released = scheduler.store.release_all(&owner)?;
+        tracing::error!("released the {released} jobs in flight");
+        return Err(supervisor.error().unwrap_or(PipelineError::StageFailed {
+            stage: "scheduler",
+            message: "ended unexpectedly".into(),
+        }));
     }
     if stop.load(Ordering::Relaxed) {
         on_event(Event::Stopping);
     }
-
-    // Stop in order: decode threads finish their queue, then inference drains, then the
-    // writer flushes.
-    drop(claim_tx);
-    for handle in decode_handles {
-        handle
-            .join()
-            .map_err(|_| PipelineError::StagePanicked("decode"))?;
+    let (infer_stats, writer_stats) = finish_stages(&mut stages, config.stop_timeout);
+    if supervisor.failed() {
+        on_event(Event::Failed);
+        scheduler.store.release_all(&owner)?;
+        return Err(supervisor.error().expect("recorded"));
     }
-    let infer_stats = infer_handle
-        .join()
-        .map_err(|_| PipelineError::StagePanicked("inference"))?;
-    let writer_stats = writer_handle
-        .join()
-        .map_err(|_| PipelineError::StagePanicked("writer"))?;
-    let released = scheduler_store.release_all(&owner)?;
+    let released = scheduler.store.release_all(&owner)?;
     if released > 0 {
-        tracing::warn!("released {released} jobs that were still leased at shutdown");
+        tracing::warn!(
+            "released {released} jobs still in flight at the end of the stop budget; they run \
+             again next time"
+        );
     }
-    if let Some(err) = scheduler_error {
+    if let LoopEnd::Store(err) = end {
         return Err(err.into());
     }
+    let totals = &stages.batch_totals;
     Ok(RunSummary {
-        images,
-        decodes: decodes.load(Ordering::Relaxed),
+        images: scheduler.images,
+        decodes: stages.decodes.load(Ordering::Relaxed),
         jobs_done: writer_stats.jobs_done,
         jobs_failed: writer_stats.jobs_failed,
         stale: writer_stats.stale,
         transactions: writer_stats.transactions,
         infer_busy_seconds: infer_stats.busy.as_secs_f64(),
         infer_wall_seconds: infer_stats.wall.as_secs_f64(),
-        batches: batch_totals.batches.load(Ordering::Relaxed),
-        batched_items: batch_totals.items.load(Ordering::Relaxed),
-        model_seconds: batch_totals.model_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        batches: totals.batches.load(Ordering::Relaxed),
+        batched_items: totals.items.load(Ordering::Relaxed),
+        model_seconds: totals.model_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        reclaimed: scheduler.reclaimed,
+        released: released as u64,
+        leased_elsewhere: scheduler.leased_elsewhere,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Closes the decode queue and lets the stages finish what they hold within `budget`; past it
+/// they abandon the rest (the inference thread may still be inside one model call: it is not
+/// waited for more than a moment) and the writer commits what it has.
+fn finish_stages(stages: &mut Stages, budget: Duration) -> (InferStats, WriterStats) {
+    drop(stages.claim_tx.take());
+    let deadline = Instant::now() + budget;
+    let all_done = |s: &Stages| {
+        s.decode.iter().all(JoinHandle::is_finished)
+            && s.infer.as_ref().is_none_or(JoinHandle::is_finished)
+            && s.writer.as_ref().is_none_or(JoinHandle::is_finished)
+    };
+    while !all_done(stages) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    if !all_done(stages) {
+        tracing::warn!("the stop budget of {budget:?} ran out: releasing the work still in flight");
+        stages.abandon.store(true, Ordering::SeqCst);
+    }
+    let grace = Instant::now() + Duration::from_secs(2);
+    for handle in std::mem::take(&mut stages.decode) {
+        join_by(handle, grace);
+    }
+    let infer_stats = stages
+        .infer
+        .take()
+        .and_then(|handle| join_by(handle, grace).flatten())
+        .unwrap_or_default();
+    // The writer ends once its input closes, or at once when abandoning; either way it
+    // commits what it holds first.
+    stages.abandon.store(true, Ordering::SeqCst);
+    let writer_stats = stages
+        .writer
+        .take()
+        .and_then(|handle| handle.join().ok().flatten())
+        .unwrap_or_default();
+    (infer_stats, writer_stats)
 }
 
 /// What the runners' batch observers add up for [`RunSummary`].

@@ -5,16 +5,17 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use imgd_core::{Module, ResultRow};
 use imgd_decode::{DecodeCache, DecodeError, DecodeOptions, DecodePath, RgbImage};
 use imgd_modules::{metadata, technical};
 use imgd_store::queue::{ClaimedImage, ClaimedJob, JobFailure};
 use imgd_store::results::ImageOutcome;
 
+use crate::fault::{self, Fault};
 use crate::metrics::Metrics;
 use crate::runner::{ImageInput, Prepared, SharedPrepare};
 
@@ -46,6 +47,8 @@ pub(crate) struct DecodeStage {
     /// The model runners' input preparations (resize, crop, normalise), run here so the
     /// inference thread only runs models.
     pub preparers: Arc<HashMap<Module, SharedPrepare>>,
+    /// Set when a stop runs out of time: drop what is left.
+    pub abandon: Arc<AtomicBool>,
 }
 
 /// The `result_ocr` row of an image OCR was skipped on: no lines, and why in `data.skipped`.
@@ -108,17 +111,44 @@ fn run_module(
     result
 }
 
+/// Fails `jobs` with `error`.
+fn fail_jobs<'a>(
+    outcome: &mut ImageOutcome,
+    jobs: impl Iterator<Item = &'a ClaimedJob>,
+    error: &str,
+    permanent: bool,
+) {
+    for job in jobs {
+        outcome.failed.push(JobFailure {
+            job_id: job.job_id,
+            error: error.to_string(),
+            permanent,
+        });
+    }
+}
+
 fn describe(err: &DecodeError, path: &str) -> String {
     format!("cannot decode {path}: {err}")
 }
 
 impl DecodeStage {
-    /// The decode thread's loop: until the channel closes.
+    /// The decode thread's loop: until the channel closes or the stop runs out of time.
     pub fn run(&self, input: Receiver<ClaimedImage>, output: Sender<DecodedImage>) {
         for image in input {
-            let decoded = self.process(image);
-            if output.send(decoded).is_err() {
-                break;
+            if self.abandon.load(Ordering::Relaxed) {
+                return;
+            }
+            fault::point(Fault::Decode);
+            let mut decoded = self.process(image);
+            // Never blocked for good on a full queue: a stop past its budget ends the wait.
+            loop {
+                match output.send_timeout(decoded, Duration::from_millis(50)) {
+                    Ok(()) => break,
+                    Err(SendTimeoutError::Timeout(back)) if !self.abandon.load(Ordering::Relaxed) => {
+                        decoded = back;
+                    }
+                    Err(_) => return,
+                }
             }
         }
     }
@@ -141,23 +171,18 @@ impl DecodeStage {
             });
         }
         let tiers_needed: Vec<u32> = image.jobs.iter().filter_map(|j| j.module.tier()).collect();
-        let mut fail = |jobs: &mut dyn Iterator<Item = &ClaimedJob>, error: &str| {
-            for job in jobs {
-                outcome.failed.push(JobFailure {
-                    job_id: job.job_id,
-                    error: error.to_string(),
-                });
-            }
-        };
         let mut model_jobs = Vec::new();
         let mut tiers = Vec::new();
 
-        // Read the header (and, when pixels are needed, the whole file) once.
-        let path = std::path::Path::new(&image.path);
+        // Read the header (and, when pixels are needed, the whole file) once, bounded: a
+        // FIFO, a device or an oversized file fails before a byte is read.
+        fault::abort_on_path(&image.path);
+        let path = imgd_core::stored_path::decode(&image.path);
+        let path = path.as_path();
         let (header, bytes) = if tiers_needed.is_empty() {
             (imgd_decode::read_header(path, &self.options), None)
         } else {
-            match std::fs::read(path) {
+            match imgd_decode::read_image_file(path, &self.options) {
                 Ok(bytes) => (
                     imgd_decode::read_header_bytes(&bytes, &self.options),
                     Some(bytes),
@@ -168,8 +193,18 @@ impl DecodeStage {
         let header = match header {
             Ok(header) => header,
             Err(err) => {
-                self.metrics.bad_image();
-                fail(&mut image.jobs.iter(), &describe(&err, &image.path));
+                if err.is_missing() {
+                    // Gone since it was registered: missing, not failed.
+                    outcome.missing = true;
+                } else {
+                    self.metrics.bad_image();
+                    fail_jobs(
+                        &mut outcome,
+                        image.jobs.iter(),
+                        &describe(&err, &image.path),
+                        err.is_permanent(),
+                    );
+                }
                 return DecodedImage {
                     image_id: image.image_id,
                     path: image.path,
@@ -196,9 +231,11 @@ impl DecodeStage {
                 Err(err) => {
                     self.metrics.bad_image();
                     let message = describe(&err, &image.path);
-                    fail(
-                        &mut image.jobs.iter().filter(|j| j.module.tier().is_some()),
+                    fail_jobs(
+                        &mut outcome,
+                        image.jobs.iter().filter(|j| j.module.tier().is_some()),
                         &message,
+                        err.is_permanent(),
                     );
                 }
             }
@@ -238,6 +275,7 @@ impl DecodeStage {
                 Some(Err(error)) => outcome.failed.push(JobFailure {
                     job_id: job.job_id,
                     error,
+                    permanent: false,
                 }),
                 None => {}
             }
@@ -270,6 +308,7 @@ impl DecodeStage {
                         outcome.failed.push(JobFailure {
                             job_id: job.job_id,
                             error,
+                            permanent: false,
                         });
                         false
                     }

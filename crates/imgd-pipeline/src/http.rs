@@ -1,4 +1,4 @@
-//! The daemon's small HTTP server: Prometheus scrapes, health checks and a JSON status.
+//! The daemon's HTTP server: Prometheus scrapes, health checks and a JSON status.
 //!
 //! | route | answer |
 //! |---|---|
@@ -8,7 +8,13 @@
 //! | anything else | `404`; a known route with a method other than GET or HEAD: `405` |
 //!
 //! [`serve`] binds the address (the daemon's default is [`DEFAULT_ADDR`]) and answers on one
-//! background thread named `imgd-http`; the returned [`HttpServer`] stops it on
+//! background thread named `imgd-http`, which runs hyper on a single-threaded tokio runtime:
+//! connections are tasks, not threads. What a client can make the server do is bounded by
+//! [`HttpLimits`]: every request that declares a body is refused with 413 before a byte of it
+//! is read, the header block has a size, count and time limit, each connection a lifetime
+//! (which also bounds a client that never reads its answer), and at most
+//! `max_connections` are open at once. Failed accepts (out of file descriptors, for one)
+//! are retried with a backoff, never fatal. The returned [`HttpServer`] stops on
 //! [`HttpServer::stop`] or when dropped.
 //!
 //! ```
@@ -23,14 +29,23 @@
 //! server.stop();
 //! ```
 
+use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tiny_http::{Header, Method, Request, Response, Server};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
 
@@ -88,6 +103,37 @@ impl fmt::Debug for HttpState {
     }
 }
 
+/// What one client can make the server do.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections open at once; past it the server accepts no more until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send its request line and headers.
+    pub header_timeout: Duration,
+    /// How long a connection may live, request and answer together (a client that stops
+    /// reading its answer is cut off here).
+    pub connection_timeout: Duration,
+    /// The most bytes of request line and headers (hyper's floor is 8 KiB).
+    pub max_header_bytes: usize,
+    /// The most header fields in one request.
+    pub max_headers: usize,
+    /// `/status` requests answered at once (each reads the database).
+    pub max_status_requests: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(3),
+            connection_timeout: Duration::from_secs(15),
+            max_header_bytes: 16 * 1024,
+            max_headers: 32,
+            max_status_requests: 2,
+        }
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -99,21 +145,14 @@ pub enum HttpError {
         /// What the socket layer said.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The bound listener has no IP address (a Unix socket).
-    #[error("HTTP listener on {addr} has no IP address")]
-    NotIp {
-        /// The address asked for.
-        addr: String,
-    },
-    /// The server thread could not be started.
+    /// The server thread or its runtime could not be started.
     #[error("cannot start the {THREAD_NAME} thread: {0}")]
     Spawn(#[source] std::io::Error),
 }
 
 /// A running server. It stops on [`stop`](Self::stop) or when dropped.
 pub struct HttpServer {
-    server: Arc<Server>,
-    stopping: Arc<AtomicBool>,
+    shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
@@ -124,7 +163,7 @@ impl HttpServer {
         self.local_addr
     }
 
-    /// Stops answering and waits for the server thread to end.
+    /// Stops answering, closes the listener and waits for the server thread to end.
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -133,8 +172,7 @@ impl HttpServer {
         let Some(thread) = self.thread.take() else {
             return;
         };
-        self.stopping.store(true, Ordering::SeqCst);
-        self.server.unblock();
+        let _ = self.shutdown.send(true);
         if thread.join().is_err() {
             tracing::error!("the {THREAD_NAME} thread panicked");
         }
@@ -157,52 +195,119 @@ impl Drop for HttpServer {
 }
 
 /// Binds `addr` (e.g. [`DEFAULT_ADDR`], or `127.0.0.1:0` for any free port) and answers the
-/// routes of the [module docs](self) on a thread named `imgd-http`.
+/// routes of the [module docs](self) on a thread named `imgd-http`, with the default
+/// [`HttpLimits`].
 pub fn serve(addr: &str, state: HttpState) -> Result<HttpServer, HttpError> {
-    let server = Server::http(addr).map_err(|source| HttpError::Bind {
+    serve_with_limits(addr, state, HttpLimits::default())
+}
+
+/// [`serve`] with explicit limits.
+pub fn serve_with_limits(
+    addr: &str,
+    state: HttpState,
+    limits: HttpLimits,
+) -> Result<HttpServer, HttpError> {
+    let bind_error = |source: Box<dyn std::error::Error + Send + Sync>| HttpError::Bind {
         addr: addr.to_string(),
         source,
-    })?;
-    let local_addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| HttpError::NotIp {
-            addr: addr.to_string(),
-        })?;
-    let server = Arc::new(server);
-    let stopping = Arc::new(AtomicBool::new(false));
-
+    };
+    let socket_addr: SocketAddr = addr.parse().map_err(|e| bind_error(Box::new(e)))?;
+    let listener =
+        std::net::TcpListener::bind(socket_addr).map_err(|e| bind_error(Box::new(e)))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| bind_error(Box::new(e)))?;
+    let local_addr = listener.local_addr().map_err(|e| bind_error(Box::new(e)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(THREAD_NAME)
+        .max_blocking_threads(limits.max_status_requests.max(1))
+        .build()
+        .map_err(HttpError::Spawn)?;
+    let (shutdown, stopped) = watch::channel(false);
     let thread = std::thread::Builder::new()
         .name(THREAD_NAME.to_string())
-        .spawn({
-            let server = Arc::clone(&server);
-            let stopping = Arc::clone(&stopping);
-            move || answer_until_stopped(&server, &stopping, &state)
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => accept_until_stopped(listener, state, limits, stopped).await,
+                    Err(error) => tracing::error!(%error, "cannot register the HTTP listener"),
+                }
+            });
+            // Dropping the runtime ends every connection task.
         })
         .map_err(HttpError::Spawn)?;
-    tracing::info!(%local_addr, "serving /metrics, /healthz and /status");
-
+    tracing::debug!(%local_addr, "serving /metrics, /healthz and /status");
     Ok(HttpServer {
-        server,
-        stopping,
+        shutdown,
         thread: Some(thread),
         local_addr,
     })
 }
 
-fn answer_until_stopped(server: &Server, stopping: &AtomicBool, state: &HttpState) {
+async fn accept_until_stopped(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    limits: HttpLimits,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let status_slots = Arc::new(Semaphore::new(limits.max_status_requests.max(1)));
+    let mut backoff = Duration::ZERO;
     loop {
-        match server.recv() {
-            Ok(request) => answer(request, state),
-            Err(_) if stopping.load(Ordering::SeqCst) => break,
-            // The listener failed; `recv` now blocks until `stop` unblocks it.
-            Err(error) => tracing::error!(%error, "HTTP listener failed"),
-        }
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = stopped.changed() => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff = Duration::ZERO;
+                stream
+            }
+            Err(error) => {
+                // Out of file descriptors, a connection reset before it was accepted, ...:
+                // wait a little and go on; the listener itself stays open.
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tracing::warn!(%error, "cannot accept an HTTP connection; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => continue,
+                    _ = stopped.changed() => return,
+                }
+            }
+        };
+        let state = state.clone();
+        let status_slots = Arc::clone(&status_slots);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                let status_slots = Arc::clone(&status_slots);
+                async move { Ok::<_, Infallible>(answer(request, state, status_slots).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .keep_alive(false)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .max_headers(limits.max_headers)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(limits.connection_timeout, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "HTTP connection ended with an error"),
+                Err(_) => tracing::debug!("HTTP connection cut off after its time limit"),
+            }
+        });
     }
-    tracing::debug!("HTTP server stopped");
 }
 
-/// An answer before it becomes a `tiny_http` response.
+/// An answer before it becomes a hyper response.
 #[derive(Debug, PartialEq, Eq)]
 struct Reply {
     status: u16,
@@ -224,22 +329,70 @@ impl Reply {
     }
 }
 
-fn answer(request: Request, state: &HttpState) {
-    let path = request.url().split('?').next().unwrap_or_default();
-    let reply = route(request.method(), path, state);
-    tracing::debug!(method = %request.method(), url = request.url(), status = reply.status, "HTTP request");
+/// Whether a request says a body follows (no route takes one).
+fn declares_body(request: &Request<Incoming>) -> bool {
+    let length = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<u64>().map_or(true, |n| n > 0));
+    length.unwrap_or(false) || request.headers().contains_key(TRANSFER_ENCODING)
+}
 
-    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
-    if let Ok(header) = Header::from_bytes("Content-Type", reply.content_type) {
-        response.add_header(header);
+async fn answer(
+    request: Request<Incoming>,
+    state: HttpState,
+    status_slots: Arc<Semaphore>,
+) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let reply = if declares_body(&request) {
+        // Answered before a byte of the body is read; the connection then closes.
+        Reply::text(413, "request bodies are not accepted\n")
+    } else if path == "/status" && matches!(method, Method::GET | Method::HEAD) {
+        match status_slots.acquire_owned().await {
+            Ok(slot) => {
+                let status = Arc::clone(&state.status);
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    status_reply(&status)
+                })
+                .await
+                .unwrap_or_else(|_| Reply::text(500, "status unavailable\n"))
+            }
+            Err(_) => Reply::text(503, "shutting down\n"),
+        }
+    } else {
+        route(&method, &path, &state)
+    };
+    tracing::debug!(%method, path, status = reply.status, "HTTP request");
+    let mut response = Response::builder()
+        .status(reply.status)
+        .header(CONTENT_TYPE, reply.content_type);
+    if reply.status == 405 {
+        response = response.header(ALLOW, "GET, HEAD");
     }
-    if reply.status == 405
-        && let Ok(header) = Header::from_bytes("Allow", "GET, HEAD")
-    {
-        response.add_header(header);
-    }
-    if let Err(error) = request.respond(response) {
-        tracing::debug!(%error, "could not send an HTTP response");
+    let body = if method == Method::HEAD {
+        Vec::new()
+    } else {
+        reply.body
+    };
+    response
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn status_reply(status: &StatusFn) -> Reply {
+    match catch_unwind(AssertUnwindSafe(|| status())) {
+        Ok(value) => Reply {
+            status: 200,
+            content_type: JSON,
+            body: format!("{value}\n").into_bytes(),
+        },
+        Err(_) => {
+            tracing::error!("the status closure panicked");
+            Reply::text(500, "status unavailable\n")
+        }
     }
 }
 
@@ -247,7 +400,7 @@ fn route(method: &Method, path: &str, state: &HttpState) -> Reply {
     if !ROUTES.contains(&path) {
         return Reply::text(404, "not found\n");
     }
-    if !matches!(method, Method::Get | Method::Head) {
+    if !matches!(*method, Method::GET | Method::HEAD) {
         return Reply::text(405, "method not allowed\n");
     }
     match path {
@@ -258,17 +411,7 @@ fn route(method: &Method, path: &str, state: &HttpState) -> Reply {
         },
         "/healthz" if state.healthy.load(Ordering::SeqCst) => Reply::text(200, "ok\n"),
         "/healthz" => Reply::text(503, "unhealthy\n"),
-        _ => match catch_unwind(AssertUnwindSafe(|| (state.status)())) {
-            Ok(value) => Reply {
-                status: 200,
-                content_type: JSON,
-                body: format!("{value}\n").into_bytes(),
-            },
-            Err(_) => {
-                tracing::error!("the status closure panicked");
-                Reply::text(500, "status unavailable\n")
-            }
-        },
+        _ => status_reply(&state.status),
     }
 }
 
@@ -366,7 +509,10 @@ mod tests {
         assert_eq!(fetch(addr, "GET", "/metricsx").0, 404);
         let (status, head, _) = fetch(addr, "POST", "/metrics");
         assert_eq!(status, 405);
-        assert!(head.contains("Allow: GET, HEAD"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("allow: get, head"),
+            "{head}"
+        );
         assert_eq!(fetch(addr, "DELETE", "/healthz").0, 405);
         let (status, _, body) = fetch(addr, "HEAD", "/healthz");
         assert_eq!((status, body.as_str()), (200, ""));
@@ -393,8 +539,7 @@ mod tests {
         assert!(eventually_refused(addr), "{addr} still accepts after drop");
     }
 
-    /// Whether connections to `addr` are refused within a few seconds (the listener closes on
-    /// tiny_http's accept thread, just after `stop` returns).
+    /// Whether connections to `addr` are refused within a few seconds of `stop`.
     fn eventually_refused(addr: SocketAddr) -> bool {
         (0..200).any(|_| {
             let refused = TcpStream::connect(addr).is_err();
@@ -403,6 +548,91 @@ mod tests {
             }
             refused
         })
+    }
+
+    /// Sends raw bytes, then reads the whole answer (the server closes after one request).
+    fn raw(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[test]
+    fn a_huge_declared_body_is_refused_without_reading_it() {
+        let (server, _, _) = started();
+        let addr = server.local_addr();
+        let answer = raw(
+            addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        let chunked = raw(
+            addr,
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+        assert_eq!(fetch(addr, "GET", "/healthz").0, 200);
+    }
+
+    #[test]
+    fn a_body_that_never_comes_does_not_block_other_clients() {
+        let (server, _, _) = started();
+        let addr = server.local_addr();
+        // Declares 5000 bytes and sends none, holding the connection open.
+        let mut held = TcpStream::connect(addr).unwrap();
+        held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(fetch(addr, "GET", "/healthz").0, 200);
+        }
+        // The held client got its refusal too, at once.
+        held.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = [0u8; 12];
+        held.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 413");
+    }
+
+    #[test]
+    fn a_thousand_idle_connections_leave_healthz_answering() {
+        let (server, _, _) = started();
+        let addr = server.local_addr();
+        let idle: Vec<TcpStream> = (0..1000).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        // A slowloris client: half a header block, never finished.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .unwrap();
+        assert_eq!(fetch(addr, "GET", "/healthz").0, 200);
+        assert_eq!(fetch(addr, "GET", "/metrics").0, 200);
+        // Idle clients are cut off once the header time limit passes: the server closes them.
+        slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut rest = Vec::new();
+        let _ = slow.read_to_end(&mut rest);
+        drop(idle);
+        assert_eq!(fetch(addr, "GET", "/healthz").0, 200);
+    }
+
+    #[test]
+    fn oversized_or_too_many_headers_are_refused() {
+        let (server, _, _) = started();
+        let addr = server.local_addr();
+        let big = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(64 * 1024)
+        );
+        let answer = raw(addr, big.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 431") || answer.is_empty(), "{answer}");
+        let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let answer = raw(
+            addr,
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 431") || answer.is_empty(), "{answer}");
+        assert_eq!(fetch(addr, "GET", "/healthz").0, 200);
     }
 
     #[test]

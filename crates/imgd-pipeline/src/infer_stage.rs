@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -20,6 +21,7 @@ use imgd_core::{ResultRow, SqlValue};
 
 use crate::batcher::CloseReason;
 use crate::decode_stage::{DecodedImage, skipped_ocr_row};
+use crate::fault::{self, Fault};
 use crate::metrics::Metrics;
 use crate::runner::{ImageInput, JobKey, ModelRunner, Prepared, RunnerResults};
 
@@ -45,6 +47,8 @@ pub(crate) struct InferStage {
     pub metrics: Arc<Metrics>,
     /// Run OCR only where the objects job of the same image found text.
     pub ocr_needs_text: bool,
+    /// Set when a stop runs out of time: drop what is left.
+    pub abandon: Arc<AtomicBool>,
 }
 
 /// Whether an objects row says the image shows text (a row without the column counts as yes:
@@ -57,7 +61,8 @@ fn shows_text(row: &ResultRow) -> bool {
 }
 
 impl InferStage {
-    /// The inference thread's loop: until the input closes and every batch has drained.
+    /// The inference thread's loop: until the input closes and every batch has drained, or a
+    /// stop runs out of time (what is left is dropped: its leases are released).
     pub fn run(
         mut self,
         input: Receiver<DecodedImage>,
@@ -74,7 +79,7 @@ impl InferStage {
             .map(|(i, r)| (r.module(), i))
             .collect();
         let mut open = true;
-        while open || !waiting.is_empty() {
+        while (open || !waiting.is_empty()) && !self.abandon.load(Ordering::Relaxed) {
             let deadline = self.runners.iter().filter_map(|r| r.next_deadline()).min();
             let message = if !open {
                 Err(RecvTimeoutError::Disconnected)
@@ -105,6 +110,7 @@ impl InferStage {
                     let t = Instant::now();
                     let results = self.runners[i].run(reason);
                     busy += t.elapsed();
+                    fault::point(Fault::InferFinish);
                     self.scatter(results, &by_module, &mut waiting, &output);
                 }
             }
@@ -116,6 +122,7 @@ impl InferStage {
                         w.image.outcome.failed.push(JobFailure {
                             job_id: job.job_id,
                             error: "the model returned no result for this image".into(),
+                            permanent: false,
                         });
                     }
                     self.cache.remove_image(w.image.image_id);
@@ -136,6 +143,7 @@ impl InferStage {
         waiting: &mut HashMap<i64, Waiting>,
         output: &Sender<DecodedImage>,
     ) {
+        fault::point(Fault::InferSubmit);
         let mut remaining = 0;
         let jobs = std::mem::take(&mut image.model_jobs);
         let objects_job = jobs
@@ -168,6 +176,7 @@ impl InferStage {
                     Err(error) => image.outcome.failed.push(JobFailure {
                         job_id: job.job_id,
                         error,
+                        permanent: false,
                     }),
                 }
                 continue;
@@ -201,6 +210,7 @@ impl InferStage {
                 Err(error) => image.outcome.failed.push(JobFailure {
                     job_id: job.job_id,
                     error,
+                    permanent: false,
                 }),
             }
         }
@@ -219,6 +229,7 @@ impl InferStage {
                 Err(error) => image.outcome.failed.push(JobFailure {
                     job_id: key.job_id,
                     error,
+                    permanent: false,
                 }),
             }
         }
@@ -271,6 +282,7 @@ impl InferStage {
                     w.image.outcome.failed.push(JobFailure {
                         job_id: ocr_key.job_id,
                         error,
+                        permanent: false,
                     });
                     w.remaining -= 1;
                 }
@@ -280,6 +292,7 @@ impl InferStage {
                 Err(error) => w.image.outcome.failed.push(JobFailure {
                     job_id: key.job_id,
                     error,
+                    permanent: false,
                 }),
             }
             w.remaining -= 1;
@@ -409,6 +422,7 @@ mod tests {
             cache: Arc::new(DecodeCache::new(1 << 20)),
             metrics: Arc::new(Metrics::new()),
             ocr_needs_text,
+            abandon: Arc::default(),
         };
         let (in_tx, in_rx) = crossbeam_channel::unbounded();
         let (out_tx, out_rx) = crossbeam_channel::unbounded();

@@ -7,13 +7,17 @@
 //! - [`runner`] and [`batcher`] (re-exported from `imgd-infer`): the model-runner interface
 //!   and the per-model micro-batcher.
 //! - [`metrics`]: the Prometheus registry; [`http`]: `/metrics`, `/healthz`, `/status`.
+//! - [`owner`]: lease owner names and whether a daemon of this host is dead; [`fault`]:
+//!   fault-injection points for the supervision tests.
 
 #![deny(missing_docs)]
 
 pub use imgd_infer::{batcher, runner};
 pub mod daemon;
 mod decode_stage;
+pub mod fault;
 pub mod http;
 mod infer_stage;
 pub mod metrics;
+pub mod owner;
 mod writer_stage;

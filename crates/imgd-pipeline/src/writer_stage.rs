@@ -3,6 +3,7 @@
 //! rows written. It is the only thread that writes results.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use imgd_store::Store;
 use imgd_store::results::ImageOutcome;
 
 use crate::decode_stage::DecodedImage;
+use crate::fault::{self, Fault};
 use crate::metrics::Metrics;
 
 /// When the writer commits.
@@ -48,7 +50,12 @@ pub(crate) struct WriterStage {
     pub metrics: Arc<Metrics>,
     /// Job ids of images in flight, by image; the writer removes an image once committed.
     pub in_flight: Arc<Mutex<HashMap<i64, Vec<i64>>>>,
+    /// Set when a stop runs out of time: commit what is here and end.
+    pub abandon: Arc<AtomicBool>,
 }
+
+/// How often an idle writer looks at the abandon flag.
+const TICK: Duration = Duration::from_millis(100);
 
 impl WriterStage {
     pub fn run(mut self, input: Receiver<DecodedImage>) -> WriterStats {
@@ -56,24 +63,29 @@ impl WriterStage {
         let mut buffer: Vec<DecodedImage> = Vec::new();
         let mut oldest: Option<Instant> = None;
         loop {
-            let message = match oldest {
-                Some(t) => {
-                    input.recv_timeout(self.config.flush_interval.saturating_sub(t.elapsed()))
-                }
-                None => input.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            match message {
+            if self.abandon.load(Ordering::Relaxed) {
+                self.flush(&mut buffer, &mut stats);
+                return stats;
+            }
+            let wait = oldest.map_or(TICK, |t| {
+                self.config.flush_interval.saturating_sub(t.elapsed()).min(TICK)
+            });
+            match input.recv_timeout(wait) {
                 Ok(image) => {
                     oldest.get_or_insert_with(Instant::now);
                     buffer.push(image);
-                    if buffer.len() >= self.config.flush_images {
+                    // Flush on count, or at once when every image in flight is here (the
+                    // tail of a run, a lull): nothing else is coming to share the commit.
+                    if buffer.len() >= self.config.flush_images || self.holds_all(buffer.len()) {
                         self.flush(&mut buffer, &mut stats);
                         oldest = None;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    self.flush(&mut buffer, &mut stats);
-                    oldest = None;
+                    if oldest.is_some_and(|t| t.elapsed() >= self.config.flush_interval) {
+                        self.flush(&mut buffer, &mut stats);
+                        oldest = None;
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush(&mut buffer, &mut stats);
@@ -83,10 +95,20 @@ impl WriterStage {
         }
     }
 
+    /// Whether `buffered` images are every image in flight.
+    fn holds_all(&self, buffered: usize) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+            <= buffered
+    }
+
     fn flush(&mut self, buffer: &mut Vec<DecodedImage>, stats: &mut WriterStats) {
         if buffer.is_empty() {
             return;
         }
+        fault::point(Fault::WriterCommit);
         let started = Instant::now();
         let outcomes: Vec<ImageOutcome> = buffer.iter().map(|i| i.outcome.clone()).collect();
         let mut attempt = 0;

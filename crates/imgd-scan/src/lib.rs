@@ -137,9 +137,10 @@ pub enum ScanError {
         #[source]
         source: std::io::Error,
     },
-    /// A path is not valid UTF-8 (the database stores UTF-8 paths).
-    #[error("cannot scan {0}: the path is not valid UTF-8")]
-    NotUtf8(PathBuf),
+    /// A root's name holds a character imgd reserves to store non-UTF-8 bytes (see
+    /// [`imgd_core::stored_path`]).
+    #[error("cannot scan {0}: {1}")]
+    UnstorablePath(PathBuf, imgd_core::stored_path::ReservedCharacter),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -232,13 +233,14 @@ impl ThreadBuffer<'_> {
             local.skipped += 1;
             return;
         };
-        let Some(path_str) = path.to_str() else {
-            local.problem(
-                Some(path.display().to_string()),
-                "the path is not valid UTF-8".into(),
-            );
-            return;
+        let path_str = match imgd_core::stored_path::encode(path) {
+            Ok(stored) => stored,
+            Err(err) => {
+                local.problem(Some(path.display().to_string()), err.to_string());
+                return;
+            }
         };
+        let path_str = path_str.as_str();
         match entry.metadata() {
             Err(err) => local.problem(Some(path_str.to_string()), err.to_string()),
             Ok(meta) => {
@@ -311,7 +313,7 @@ fn hash_all(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(path) = paths.get(i) else { break };
-                    let hash = hash_file(Path::new(path));
+                    let hash = hash_file(&imgd_core::stored_path::decode(path));
                     bar.inc(1);
                     results
                         .lock()
@@ -336,10 +338,8 @@ pub fn scan(
             path: root.clone(),
             source,
         })?;
-        let root_str = root
-            .to_str()
-            .ok_or_else(|| ScanError::NotUtf8(root.clone()))?
-            .to_string();
+        let root_str = imgd_core::stored_path::encode(&root)
+            .map_err(|e| ScanError::UnstorablePath(root.clone(), e))?;
         scan_root(store, &root, &root_str, options, &mut report)?;
     }
     if options.hash {

@@ -113,6 +113,7 @@ fn prepare(db: &Path) -> (Store, Vec<ClaimedImage>) {
                 modules: &MODULES,
                 max_images: 256,
                 lease: Duration::from_secs(3600),
+                idle: true,
             })
             .expect("claiming");
         if batch.is_empty() {
@@ -240,6 +241,7 @@ fn full_outcome(index: usize, image: &ClaimedImage) -> ImageOutcome {
         dimensions: Some((6000, 4000)),
         done,
         failed: vec![],
+        missing: false,
     }
 }
 
@@ -278,6 +280,7 @@ fn run(variant: Variant, tweak: &dyn Fn(&Store)) -> (Duration, usize) {
                 dimensions: if k == 0 { o.dimensions } else { None },
                 done: vec![done.clone()],
                 failed: vec![],
+                missing: false,
             })
         })
         .collect();

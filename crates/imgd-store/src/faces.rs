@@ -104,7 +104,7 @@ fn f64_at(value: &Value, index: usize) -> Option<f64> {
 /// Rewrites the `faces` rows of one image from its `result_faces` data (see the module docs)
 /// and stores the data back without embeddings and in full-image coordinates.
 pub(crate) fn replace_faces(
-    tx: &Transaction<'_>,
+    tx: &rusqlite::Connection,
     image_id: i64,
     data: &Value,
 ) -> Result<(), StoreError> {
@@ -233,7 +233,7 @@ fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
 }
 
 /// Sets `face_count` of these identities from the faces table.
-fn recount(tx: &Transaction<'_>, identities: &BTreeSet<i64>) -> Result<(), StoreError> {
+fn recount(tx: &rusqlite::Connection, identities: &BTreeSet<i64>) -> Result<(), StoreError> {
     for id in identities {
         tx.prepare_cached(
             "UPDATE identities SET face_count =
@@ -249,7 +249,7 @@ fn recount(tx: &Transaction<'_>, identities: &BTreeSet<i64>) -> Result<(), Store
 
 /// Rewrites the search rows of the images with faces of these identities, for those with no
 /// job in flight (the others get theirs when their jobs finish).
-fn refresh_names(tx: &Transaction<'_>, image_ids: &BTreeSet<i64>) -> Result<(), StoreError> {
+fn refresh_names(tx: &rusqlite::Connection, image_ids: &BTreeSet<i64>) -> Result<(), StoreError> {
     for &image_id in image_ids {
         let unfinished: i64 = tx
             .prepare_cached("SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'")
@@ -263,7 +263,7 @@ fn refresh_names(tx: &Transaction<'_>, image_ids: &BTreeSet<i64>) -> Result<(), 
     Ok(())
 }
 
-fn images_of(tx: &Transaction<'_>, sql: &str, param: i64) -> Result<BTreeSet<i64>, StoreError> {
+fn images_of(tx: &rusqlite::Connection, sql: &str, param: i64) -> Result<BTreeSet<i64>, StoreError> {
     tx.prepare_cached(sql)
         .ctx("preparing an image lookup")?
         .query_map([param], |r| r.get(0))

@@ -72,6 +72,59 @@ pub enum StoreError {
     /// Stored JSON could not be parsed.
     #[error("corrupt JSON in the database: {0}")]
     Json(#[from] serde_json::Error),
+    /// SQLite found the database file damaged (or not a database at all). Nothing more is read
+    /// from or written to it.
+    #[error(
+        "the database is corrupt (found while {context}): {source}; stop every imgd using it \
+         and restore it from a backup (`imgd validate` runs SQLite's integrity check)"
+    )]
+    Corrupt {
+        /// What the store was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether the error is the database's as a whole (corrupt, full disk, I/O, locked), not
+    /// one row's: such an error fails the whole transaction, never one image's jobs.
+    pub fn affects_whole_database(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Corrupt { .. } => true,
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => matches!(
+                e.code,
+                C::DiskFull
+                    | C::SystemIoFailure
+                    | C::ReadOnly
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::CannotOpen
+                    | C::OutOfMemory
+                    | C::FileLockingProtocolFailed
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether SQLite found the database file damaged.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. })
+    }
+}
+
+/// Whether a SQLite error says the file is damaged or not a database.
+fn is_corruption(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 /// Adds a context to rusqlite results.
@@ -81,7 +134,13 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for Result<T, rusqlite::Error> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Sqlite { context, source })
+        self.map_err(|source| {
+            if is_corruption(&source) {
+                StoreError::Corrupt { context, source }
+            } else {
+                StoreError::Sqlite { context, source }
+            }
+        })
     }
 }
 

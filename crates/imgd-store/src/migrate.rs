@@ -31,6 +31,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_embedding_model_index",
         sql: include_str!("../../../migrations/0003_embedding_model_index.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_suspects",
+        sql: include_str!("../../../migrations/0004_suspects.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -4,8 +4,18 @@
 //! for the modules the worker can run, so one decode serves every module of an image. A claim
 //! is a lease (owner + expiry) taken inside one `BEGIN IMMEDIATE` transaction, so two processes
 //! claiming from one database never get the same job. A job leaves the lease by being acked
-//! (see [`crate::results`]), failed ([`Store::fail_jobs`]), released ([`Store::release_jobs`])
-//! or by its lease expiring, which puts it back in the queue.
+//! (see [`crate::results`]), failed ([`Store::fail_jobs`]), released ([`Store::release_jobs`]),
+//! taken back from a daemon proven dead ([`Store::reclaim_dead_owners`]) or by its lease
+//! expiring; the last two put it back in the queue as a *suspect*.
+//!
+//! **Suspects.** A daemon that dies (a crash, a kill, the out-of-memory killer) takes down every
+//! image it held, and only one of them may be to blame. Each such job comes back with its
+//! `lease_expiries` raised, and suspect images are claimed apart: only by a worker holding no
+//! other image ([`ClaimRequest::idle`]), most suspect first, in groups that shrink with the
+//! count ([`probation_group`]: 64, 16, 4, then one at a time). A group that runs clean is
+//! done; one that kills the daemon again is split further, so a file that kills the daemon on
+//! every start ends up alone and is failed alone after `max_lease_expiries` deaths, while the
+//! images that were merely claimed with it run to completion.
 
 use std::time::Duration;
 
@@ -41,6 +51,9 @@ pub struct ClaimedImage {
     pub jobs: Vec<ClaimedJob>,
     /// What the objects module found, when it has run: whether the image shows text.
     pub objects_has_text: Option<bool>,
+    /// How many daemons died holding this image (the most of its jobs); above zero it is a
+    /// suspect, claimed apart from other images.
+    pub lease_expiries: u32,
 }
 
 /// A job to fail, with its error text.
@@ -50,6 +63,9 @@ pub struct JobFailure {
     pub job_id: i64,
     /// What went wrong, for `imgd status` and `imgd show`.
     pub error: String,
+    /// Trying again cannot help (the file is corrupt, unsupported, too large, not a file): the
+    /// job fails at once instead of using up its attempts.
+    pub permanent: bool,
 }
 
 /// What a claim asks for.
@@ -63,6 +79,25 @@ pub struct ClaimRequest<'a> {
     pub max_images: usize,
     /// How long the lease lasts unless extended.
     pub lease: Duration,
+    /// The worker holds no image now. Suspect images are claimed only then, and while any is
+    /// queued for these modules nothing else is claimed by a busy worker.
+    pub idle: bool,
+}
+
+/// How many suspect images are claimed together when the most suspect of them has died with
+/// `lease_expiries` daemons: 64, 16, 4, then 1.
+pub fn probation_group(lease_expiries: u32) -> usize {
+    let shift = 2 * lease_expiries.saturating_sub(1).min(3);
+    (64usize >> shift).max(1)
+}
+
+/// A lease owner holding jobs, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    /// The owner name (`host:pid:start`).
+    pub owner: String,
+    /// Jobs it holds.
+    pub jobs: i64,
 }
 
 /// The SQL list `('metadata','technical')` for a set of modules. Module names are fixed
@@ -101,9 +136,26 @@ impl Store {
             return Ok(Vec::new());
         }
 
-        // Walk queued jobs in claim order and collect distinct images until we have enough.
+        // Suspects first, alone; nothing else while any waits.
         let mut image_ids: Vec<i64> = Vec::with_capacity(request.max_images);
-        {
+        let suspects = queued_suspects(&tx, &modules)?;
+        if let Some(&(_, most)) = suspects.first() {
+            if !request.idle {
+                tx.commit().ctx("committing a claim")?;
+                return Ok(Vec::new());
+            }
+            let group = probation_group(most).min(request.max_images);
+            for (id, _) in suspects {
+                if !image_ids.contains(&id) {
+                    image_ids.push(id);
+                    if image_ids.len() == group {
+                        break;
+                    }
+                }
+            }
+        }
+        // Walk queued jobs in claim order and collect distinct images until we have enough.
+        if image_ids.is_empty() {
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "SELECT j.image_id FROM jobs j JOIN images i ON i.id = j.image_id
@@ -133,7 +185,7 @@ impl Store {
                     "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires_ms = ?3,
                                      updated_ms = ?4
                      WHERE image_id = ?1 AND state = 'queued' AND module IN {modules}
-                     RETURNING id, module"
+                     RETURNING id, module, lease_expiries"
                 ))
                 .ctx("preparing the lease update")?;
             let mut has_text_stmt = tx
@@ -144,12 +196,14 @@ impl Store {
                     .query_row([image_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .ctx("reading a claimed image")?;
                 let mut jobs = Vec::new();
+                let mut lease_expiries = 0u32;
                 let mut rows = jobs_stmt
                     .query(params![image_id, request.owner, expires, now])
                     .ctx("leasing jobs")?;
                 while let Some(row) = rows.next().ctx("leasing jobs")? {
                     let job_id: i64 = row.get(0).ctx("leasing jobs")?;
                     let module: String = row.get(1).ctx("leasing jobs")?;
+                    lease_expiries = lease_expiries.max(row.get(2).ctx("leasing jobs")?);
                     // Rows of modules this build does not know are never selected: the IN list
                     // only holds known modules.
                     if let Ok(module) = module.parse() {
@@ -169,6 +223,7 @@ impl Store {
                     size,
                     jobs,
                     objects_has_text,
+                    lease_expiries,
                 });
             }
         }
@@ -248,6 +303,73 @@ impl Store {
         tx.commit().ctx("committing failed jobs")
     }
 
+    /// The owners holding leased jobs other than `owner`, and how many each holds.
+    pub fn lease_holders(&self, except: &str) -> Result<Vec<LeaseHolder>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT lease_owner, COUNT(*) FROM jobs
+                 WHERE state = 'leased' AND lease_owner IS NOT NULL AND lease_owner != ?1
+                 GROUP BY lease_owner ORDER BY lease_owner",
+            )
+            .ctx("preparing the lease holders")?;
+        let rows = stmt
+            .query_map([except], |r| {
+                Ok(LeaseHolder {
+                    owner: r.get(0)?,
+                    jobs: r.get(1)?,
+                })
+            })
+            .ctx("reading the lease holders")?;
+        rows.collect::<Result<_, _>>().ctx("reading the lease holders")
+    }
+
+    /// Takes back at once every lease held by an owner that `is_dead` proves dead (a daemon
+    /// of this host that no longer runs), instead of waiting for the leases to expire. Each job
+    /// comes back as a suspect: its `lease_expiries` counts the death, and after
+    /// `max_lease_expiries` deaths it is failed. `except` (the caller itself) is never asked
+    /// about. Returns how many jobs were taken back.
+    pub fn reclaim_dead_owners(
+        &self,
+        except: &str,
+        is_dead: impl Fn(&str) -> bool,
+    ) -> Result<usize, StoreError> {
+        let dead: Vec<String> = self
+            .lease_holders(except)?
+            .into_iter()
+            .map(|holder| holder.owner)
+            .filter(|owner| is_dead(owner))
+            .collect();
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.write_tx().ctx("starting a dead-owner reclaim")?;
+        let mut reclaimed = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE jobs SET
+                         lease_expiries = lease_expiries + 1,
+                         state = CASE WHEN lease_expiries + 1 >= ?3 THEN 'failed' ELSE 'queued' END,
+                         last_error = CASE WHEN lease_expiries + 1 >= ?3
+                             THEN 'the daemon died ' || (lease_expiries + 1)
+                                  || ' times while processing this image (the last times with no other image in flight)'
+                             ELSE last_error END,
+                         lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?2
+                     WHERE state = 'leased' AND lease_owner = ?1",
+                )
+                .ctx("preparing a dead-owner reclaim")?;
+            let now = now_ms();
+            for owner in &dead {
+                reclaimed += stmt
+                    .execute(params![owner, now, self.options.max_lease_expiries])
+                    .ctx("reclaiming a dead owner's leases")?;
+            }
+        }
+        tx.commit().ctx("committing a dead-owner reclaim")?;
+        Ok(reclaimed)
+    }
+
     /// Returns expired leases to the queue now (claims also do this). Returns how many.
     pub fn reclaim_expired(&self) -> Result<usize, StoreError> {
         let tx = self.write_tx().ctx("starting a reclaim")?;
@@ -280,32 +402,55 @@ impl Store {
 
 /// Fails jobs inside an open transaction (shared with the writer's commit).
 pub(crate) fn fail_jobs_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     owner: &str,
     failures: &[JobFailure],
     max_attempts: u32,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let mut stmt = tx
         .prepare_cached(
             "UPDATE jobs SET
                  attempts = attempts + 1,
-                 state = CASE WHEN attempts + 1 >= ?4 THEN 'failed' ELSE 'queued' END,
+                 state = CASE WHEN ?6 OR attempts + 1 >= ?4 THEN 'failed' ELSE 'queued' END,
                  last_error = ?3, lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?5
              WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
         )
         .ctx("preparing to fail jobs")?;
     let now = now_ms();
+    let mut failed = 0;
     for failure in failures {
-        stmt.execute(params![
-            failure.job_id,
-            owner,
-            failure.error,
-            max_attempts,
-            now
-        ])
-        .ctx("failing a job")?;
+        failed += stmt
+            .execute(params![
+                failure.job_id,
+                owner,
+                failure.error,
+                max_attempts,
+                now,
+                failure.permanent
+            ])
+            .ctx("failing a job")?;
     }
-    Ok(())
+    Ok(failed)
+}
+
+/// Queued suspect jobs for `modules` (SQL list), most suspect first: image id and count.
+fn queued_suspects(
+    tx: &rusqlite::Transaction<'_>,
+    modules: &str,
+) -> Result<Vec<(i64, u32)>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT j.image_id, j.lease_expiries FROM jobs j JOIN images i ON i.id = j.image_id
+             WHERE j.state = 'queued' AND j.lease_expiries > 0 AND j.module IN {modules}
+                   AND i.state = 'present'
+             ORDER BY j.lease_expiries DESC, j.priority DESC, j.image_id
+             LIMIT 256"
+        ))
+        .ctx("preparing the suspect scan")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .ctx("scanning for suspects")?;
+    rows.collect::<Result<_, _>>().ctx("scanning for suspects")
 }
 
 /// Puts jobs whose lease ran out back in the queue; after too many expiries (a worker that

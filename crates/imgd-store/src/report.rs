@@ -181,7 +181,7 @@ impl Store {
         stmt.query_map(params![fts, limit as i64], |r| {
             Ok(SearchHit {
                 image_id: r.get(0)?,
-                path: r.get(1)?,
+                path: imgd_core::stored_path::display(&r.get::<_, String>(1)?),
                 score: r.get(2)?,
                 snippet: r.get(3)?,
             })
@@ -217,7 +217,12 @@ impl Store {
     pub fn show(&self, image: &ImageRef<'_>) -> Result<Value, StoreError> {
         let id = self.image_id(image)?;
         let mut out = Map::new();
-        let image_row = self.row_json("SELECT * FROM images WHERE id = ?1", id)?;
+        let mut image_row = self.row_json("SELECT * FROM images WHERE id = ?1", id)?;
+        for row in &mut image_row {
+            if let Some(Value::String(path)) = row.get_mut("path") {
+                *path = imgd_core::stored_path::display(path);
+            }
+        }
         out.insert(
             "image".into(),
             image_row.into_iter().next().unwrap_or(Value::Null),

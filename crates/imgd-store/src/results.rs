@@ -7,7 +7,7 @@
 //! embeddings): replaying a job never duplicates a row.
 
 use imgd_core::{Module, ResultRow, SqlValue};
-use rusqlite::{ToSql, Transaction, params, types::ToSqlOutput};
+use rusqlite::{Connection, ToSql, params, types::ToSqlOutput};
 
 use crate::queue::{JobFailure, fail_jobs_in};
 use crate::{Context, Store, StoreError, now_ms};
@@ -23,6 +23,9 @@ pub struct ImageOutcome {
     pub done: Vec<(i64, ResultRow)>,
     /// Failed jobs.
     pub failed: Vec<JobFailure>,
+    /// The file is gone (deleted or renamed since it was registered): the image is marked
+    /// missing and its jobs go back to the queue without an attempt, to run if it returns.
+    pub missing: bool,
 }
 
 /// What one commit did.
@@ -36,6 +39,11 @@ pub struct CommitSummary {
     pub failed: usize,
     /// Search rows written (images whose modules are all finished).
     pub search_rows: usize,
+    /// Images whose rows could not be written: their jobs were failed with the database's
+    /// error, and the rest of the commit went on.
+    pub rejected_images: usize,
+    /// Images marked missing.
+    pub missing: usize,
 }
 
 struct Sql<'a>(&'a SqlValue);
@@ -61,54 +69,41 @@ impl Store {
         owner: &str,
         outcomes: &[ImageOutcome],
     ) -> Result<CommitSummary, StoreError> {
-        let tx = self.write_tx().ctx("starting a result commit")?;
+        let mut tx = self.write_tx().ctx("starting a result commit")?;
         let mut summary = CommitSummary::default();
         let now = now_ms();
         for outcome in outcomes {
-            if let Some((w, h)) = outcome.dimensions {
-                tx.prepare_cached("UPDATE images SET width = ?2, height = ?3 WHERE id = ?1")
-                    .ctx("preparing a dimensions update")?
-                    .execute(params![outcome.image_id, w, h])
-                    .ctx("updating dimensions")?;
-            }
-            for (job_id, row) in &outcome.done {
-                let acked = tx
-                    .prepare_cached(
-                        "UPDATE jobs SET state = 'done', model_id = ?3, model_version = ?4,
-                             last_error = NULL, lease_owner = NULL, lease_expires_ms = NULL,
-                             updated_ms = ?5
-                         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
-                    )
-                    .ctx("preparing an ack")?
-                    .execute(params![job_id, owner, row.model_id, row.model_version, now])
-                    .ctx("acking a job")?;
-                if acked == 0 {
-                    summary.stale += 1;
-                    continue;
+            // One savepoint per image: a row that cannot be written fails its own image's jobs
+            // and the rest of the transaction commits.
+            let mut image = tx.savepoint().ctx("starting an image's savepoint")?;
+            match write_outcome(&image, owner, outcome, now, self.options.max_attempts) {
+                Ok(written) => {
+                    image.commit().ctx("releasing an image's savepoint")?;
+                    summary.acked += written.acked;
+                    summary.stale += written.stale;
+                    summary.failed += written.failed;
+                    summary.search_rows += written.search_rows;
+                    summary.missing += usize::from(outcome.missing);
                 }
-                upsert_result(&tx, outcome.image_id, row, now)?;
-                if row.module == Module::Faces {
-                    crate::faces::replace_faces(&tx, outcome.image_id, &row.data)?;
+                Err(error) if !error.affects_whole_database() => {
+                    image.rollback().ctx("rolling an image back")?;
+                    drop(image);
+                    let message = format!("cannot store the result: {error}");
+                    let failures: Vec<JobFailure> = outcome
+                        .done
+                        .iter()
+                        .map(|(job_id, _)| *job_id)
+                        .chain(outcome.failed.iter().map(|f| f.job_id))
+                        .map(|job_id| JobFailure {
+                            job_id,
+                            error: message.clone(),
+                            permanent: false,
+                        })
+                        .collect();
+                    summary.failed += fail_jobs_in(&tx, owner, &failures, self.options.max_attempts)?;
+                    summary.rejected_images += 1;
                 }
-                summary.acked += 1;
-            }
-            fail_jobs_in(&tx, owner, &outcome.failed, self.options.max_attempts)?;
-            summary.failed += outcome.failed.len();
-        }
-        for outcome in outcomes {
-            let unfinished: i64 = tx
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'",
-                )
-                .ctx("preparing the in-flight-jobs count")?
-                .query_row([outcome.image_id], |r| r.get(0))
-                .ctx("counting in-flight jobs")?;
-            // Once per image and pass: when none of its jobs is still in flight. Jobs queued
-            // for a module whose model is not installed do not hold the row back; they refresh
-            // it when they run.
-            if unfinished == 0 {
-                refresh_search_row(&tx, outcome.image_id)?;
-                summary.search_rows += 1;
+                Err(error) => return Err(error),
             }
         }
         tx.commit().ctx("committing results")?;
@@ -123,9 +118,86 @@ impl Store {
     }
 }
 
+/// What one image's part of a commit wrote.
+#[derive(Default)]
+struct Written {
+    acked: usize,
+    stale: usize,
+    failed: usize,
+    search_rows: usize,
+}
+
+/// Writes one image's outcome: dimensions, results with their acks, failures, and its search
+/// row once none of its jobs is still in flight.
+fn write_outcome(
+    tx: &Connection,
+    owner: &str,
+    outcome: &ImageOutcome,
+    now: i64,
+    max_attempts: u32,
+) -> Result<Written, StoreError> {
+    let mut written = Written::default();
+    if outcome.missing {
+        tx.prepare_cached("UPDATE images SET state = 'missing' WHERE id = ?1")
+            .ctx("preparing to mark an image missing")?
+            .execute([outcome.image_id])
+            .ctx("marking an image missing")?;
+        tx.prepare_cached(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL,
+                             last_error = 'the file is missing', updated_ms = ?3
+             WHERE image_id = ?1 AND state = 'leased' AND lease_owner = ?2",
+        )
+        .ctx("preparing to requeue a missing image")?
+        .execute(params![outcome.image_id, owner, now])
+        .ctx("requeuing a missing image's jobs")?;
+        return Ok(written);
+    }
+    if let Some((w, h)) = outcome.dimensions {
+        tx.prepare_cached("UPDATE images SET width = ?2, height = ?3 WHERE id = ?1")
+            .ctx("preparing a dimensions update")?
+            .execute(params![outcome.image_id, w, h])
+            .ctx("updating dimensions")?;
+    }
+    for (job_id, row) in &outcome.done {
+        let acked = tx
+            .prepare_cached(
+                "UPDATE jobs SET state = 'done', model_id = ?3, model_version = ?4,
+                     last_error = NULL, lease_owner = NULL, lease_expires_ms = NULL,
+                     updated_ms = ?5
+                 WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+            )
+            .ctx("preparing an ack")?
+            .execute(params![job_id, owner, row.model_id, row.model_version, now])
+            .ctx("acking a job")?;
+        if acked == 0 {
+            written.stale += 1;
+            continue;
+        }
+        upsert_result(tx, outcome.image_id, row, now)?;
+        if row.module == Module::Faces {
+            crate::faces::replace_faces(tx, outcome.image_id, &row.data)?;
+        }
+        written.acked += 1;
+    }
+    written.failed = fail_jobs_in(tx, owner, &outcome.failed, max_attempts)?;
+    let unfinished: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'")
+        .ctx("preparing the in-flight-jobs count")?
+        .query_row([outcome.image_id], |r| r.get(0))
+        .ctx("counting in-flight jobs")?;
+    // Once per image and pass: when none of its jobs is still in flight. Jobs queued for a
+    // module whose model is not installed do not hold the row back; they refresh it when they
+    // run.
+    if unfinished == 0 {
+        refresh_search_row(tx, outcome.image_id)?;
+        written.search_rows += 1;
+    }
+    Ok(written)
+}
+
 /// Upserts one result row into its module's table.
 fn upsert_result(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     image_id: i64,
     row: &ResultRow,
     now: i64,
@@ -200,7 +272,7 @@ fn date_words(taken_at: &str) -> String {
 
 /// Builds the search row of an image from its path and every module's searchable output, and
 /// replaces the old one.
-pub(crate) fn refresh_search_row(tx: &Transaction<'_>, image_id: i64) -> Result<(), StoreError> {
+pub(crate) fn refresh_search_row(tx: &Connection, image_id: i64) -> Result<(), StoreError> {
     let text = |sql: &str| -> Result<String, StoreError> {
         let mut stmt = tx
             .prepare_cached(sql)

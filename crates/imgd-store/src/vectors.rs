@@ -625,7 +625,7 @@ impl Store {
                 .optional()
                 .ctx("reading a path")?
             {
-                out.insert(id, path);
+                out.insert(id, imgd_core::stored_path::display(&path));
             }
         }
         Ok(out)

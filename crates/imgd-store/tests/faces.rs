@@ -68,6 +68,7 @@ fn commit_all(store: &mut Store, row_for: impl Fn(&str) -> ResultRow) {
             modules: &[Module::Faces],
             max_images: 100,
             lease: Duration::from_secs(60),
+            idle: true,
         })
         .unwrap();
     let outcomes: Vec<ImageOutcome> = claimed
@@ -77,6 +78,7 @@ fn commit_all(store: &mut Store, row_for: impl Fn(&str) -> ResultRow) {
             dimensions: Some((1280, 960)),
             done: vec![(image.jobs[0].job_id, row_for(&image.path))],
             failed: vec![],
+            missing: false,
         })
         .collect();
     store.commit_outcomes("test", &outcomes).unwrap();

@@ -40,6 +40,7 @@ fn request<'a>(owner: &'a str, modules: &'a [Module], max_images: usize) -> Clai
         modules,
         max_images,
         lease: Duration::from_secs(60),
+        idle: true,
     }
 }
 
@@ -106,6 +107,7 @@ fn an_ack_writes_the_result_in_the_same_transaction_and_replays_do_not_duplicate
         dimensions: Some((640, 480)),
         done: vec![(job, metadata_row("Canon"))],
         failed: vec![],
+        missing: false,
     };
     let summary = store
         .commit_outcomes("w", std::slice::from_ref(&outcome))
@@ -160,6 +162,7 @@ fn an_ack_writes_the_result_in_the_same_transaction_and_replays_do_not_duplicate
                 dimensions: None,
                 done,
                 failed: vec![],
+                missing: false,
             }],
         )
         .unwrap();
@@ -202,6 +205,7 @@ fn failures_retry_until_the_attempt_limit_then_fail_and_retry_requeues() {
                 &[JobFailure {
                     job_id: claimed[0].jobs[0].job_id,
                     error: format!("corrupt JPEG (attempt {attempt})"),
+                    permanent: false,
                 }],
             )
             .unwrap();
@@ -263,6 +267,7 @@ fn expired_leases_return_to_the_queue_and_extensions_keep_them() {
                 dimensions: None,
                 done: vec![(dead[0].jobs[0].job_id, metadata_row("Late"))],
                 failed: vec![],
+                missing: false,
             }],
         )
         .unwrap();
@@ -362,6 +367,7 @@ fn claim_child() {
                 dimensions: None,
                 done,
                 failed: vec![],
+                missing: false,
             });
         }
         let summary = store.commit_outcomes(&owner, &outcomes).unwrap();
@@ -499,7 +505,9 @@ fn a_claimed_ocr_job_carries_what_objects_found() {
                 failed: vec![JobFailure {
                     job_id: job(Module::Ocr),
                     error: "try again".into(),
+                    permanent: false,
                 }],
+                missing: false,
             }
         })
         .collect();
@@ -518,4 +526,212 @@ fn a_claimed_ocr_job_carries_what_objects_found() {
             image.path
         );
     }
+}
+
+/// Acks every job of `images` with a metadata row.
+fn ack_all(store: &Store, owner: &str, images: &[imgd_store::queue::ClaimedImage]) {
+    let outcomes: Vec<ImageOutcome> = images
+        .iter()
+        .map(|image| ImageOutcome {
+            image_id: image.image_id,
+            dimensions: None,
+            done: image
+                .jobs
+                .iter()
+                .map(|job| (job.job_id, metadata_row("Ok")))
+                .collect(),
+            failed: vec![],
+            missing: false,
+        })
+        .collect();
+    store.commit_outcomes(owner, &outcomes).unwrap();
+}
+
+#[test]
+fn dead_owners_are_reclaimed_at_once_and_live_ones_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let mut store = store_with_images(&db, 3, 0);
+    store.claim(&request("dead", &BOTH, 2)).unwrap();
+    store.claim(&request("alive", &BOTH, 1)).unwrap();
+    let holders = store.lease_holders("me").unwrap();
+    assert_eq!(
+        holders
+            .iter()
+            .map(|h| (h.owner.as_str(), h.jobs))
+            .collect::<Vec<_>>(),
+        [("alive", 2), ("dead", 4)]
+    );
+    let reclaimed = store
+        .reclaim_dead_owners("me", |owner| owner == "dead")
+        .unwrap();
+    assert_eq!(reclaimed, 4);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM jobs WHERE state = 'leased'"),
+        2
+    );
+    // The dead daemon's images come back as suspects, one death each, no attempt counted.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND lease_expiries = 1"
+        ),
+        4
+    );
+    assert_eq!(count(&store, "SELECT MAX(attempts) FROM jobs"), 0);
+    // A busy worker claims nothing while suspects wait; an idle one claims them.
+    let busy = ClaimRequest {
+        idle: false,
+        ..request("me", &BOTH, 10)
+    };
+    assert!(store.claim(&busy).unwrap().is_empty());
+    let suspects = store.claim(&request("me", &BOTH, 10)).unwrap();
+    assert_eq!(suspects.len(), 2);
+    assert!(suspects.iter().all(|s| s.lease_expiries == 1));
+}
+
+#[test]
+fn probation_groups_shrink_to_one() {
+    use imgd_store::queue::probation_group;
+    let sizes: Vec<usize> = (1..=6).map(probation_group).collect();
+    assert_eq!(sizes, [64, 16, 4, 1, 1, 1]);
+}
+
+/// Regression: every crash counted a lease expiry against every image the dead daemon had
+/// claimed, so a file that crashed the daemon on every start failed the images claimed with
+/// it too once `max_lease_expiries` was reached.
+#[test]
+fn a_file_that_kills_every_daemon_fails_alone_and_its_companions_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let mut store = store_with_images(&db, 200, 0);
+    let poison: i64 = 137;
+    let metadata = [Module::Metadata];
+    let mut deaths = 0;
+    for daemon in 0.. {
+        assert!(daemon < 200, "the queue never drained");
+        let owner = format!("daemon-{daemon}");
+        store.reclaim_dead_owners(&owner, |_| true).unwrap();
+        // One daemon's life: claim up to 64 images in flight, then process them; it dies
+        // when the poison is among them.
+        let mut died = false;
+        loop {
+            let mut in_flight = Vec::new();
+            loop {
+                let claimed = store
+                    .claim(&ClaimRequest {
+                        idle: in_flight.is_empty(),
+                        ..request(&owner, &metadata, 16)
+                    })
+                    .unwrap();
+                let empty = claimed.is_empty();
+                in_flight.extend(claimed);
+                // As the daemon's scheduler does: suspects in flight are never joined by
+                // other images.
+                let probation = in_flight.iter().any(|image| image.lease_expiries > 0);
+                if empty || probation || in_flight.len() >= 64 {
+                    break;
+                }
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            if in_flight.iter().any(|image| image.image_id == poison) {
+                died = true;
+                deaths += 1;
+                break;
+            }
+            ack_all(&store, &owner, &in_flight);
+        }
+        if !died {
+            break;
+        }
+    }
+    let max_lease_expiries = StoreOptions::default().max_lease_expiries as i64;
+    assert_eq!(deaths, max_lease_expiries);
+    let failed: Vec<i64> = {
+        let mut stmt = store
+            .connection()
+            .prepare("SELECT image_id FROM jobs WHERE module = 'metadata' AND state = 'failed'")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(failed, [poison]);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM jobs WHERE module = 'metadata' AND state = 'done'"
+        ),
+        199
+    );
+    let error: String = store
+        .connection()
+        .query_row(
+            "SELECT last_error FROM jobs WHERE image_id = ?1 AND module = 'metadata'",
+            [poison],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(error.contains("the daemon died 10 times"), "{error}");
+}
+
+/// Regression: one row that failed to write failed the whole transaction of up to 64 images,
+/// which were retried 5 times and then dropped.
+#[test]
+fn a_row_that_cannot_be_written_fails_only_its_own_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let mut store = store_with_images(&db, 3, 0);
+    let claimed = store.claim(&request("w", &[Module::Metadata], 3)).unwrap();
+    assert_eq!(claimed.len(), 3);
+    let mut broken = metadata_row("Broken");
+    broken
+        .columns
+        .push(("no_such_column", SqlValue::Text("x".into())));
+    let outcomes: Vec<ImageOutcome> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, image)| ImageOutcome {
+            image_id: image.image_id,
+            dimensions: Some((10, 10)),
+            done: vec![(
+                image.jobs[0].job_id,
+                if i == 1 {
+                    broken.clone()
+                } else {
+                    metadata_row("Fine")
+                },
+            )],
+            failed: vec![],
+            missing: false,
+        })
+        .collect();
+    let summary = store.commit_outcomes("w", &outcomes).unwrap();
+    assert_eq!(summary.acked, 2);
+    assert_eq!(summary.rejected_images, 1);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM result_metadata"), 2);
+    let (state, attempts, error): (String, i64, String) = store
+        .connection()
+        .query_row(
+            "SELECT state, attempts, last_error FROM jobs WHERE id = ?1",
+            [claimed[1].jobs[0].job_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), attempts), ("queued", 1));
+    assert!(error.contains("cannot store the result"), "{error}");
+    assert!(error.contains("no_such_column"), "{error}");
+    // Nothing of the rejected image was half-written: not even its dimensions.
+    let width: Option<i64> = store
+        .connection()
+        .query_row(
+            "SELECT width FROM images WHERE id = ?1",
+            [claimed[1].image_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(width, None);
 }

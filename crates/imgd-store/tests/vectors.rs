@@ -433,6 +433,7 @@ fn run_embedding_jobs(
             modules: &[Module::Embedding],
             max_images: n,
             lease: Duration::from_secs(60),
+            idle: true,
         })
         .unwrap();
     let outcomes: Vec<ImageOutcome> = claimed
@@ -446,6 +447,7 @@ fn run_embedding_jobs(
                 .map(|j| (j.job_id, embedding_row(model, &vector(image.image_id))))
                 .collect(),
             failed: Vec::new(),
+            missing: false,
         })
         .collect();
     store.commit_outcomes("test", &outcomes).unwrap().acked

@@ -162,9 +162,14 @@ pub enum FacesCommand {
 /// Arguments of `imgd run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Drain the queue and exit instead of waiting for new work.
+    /// Drain the queue and exit instead of waiting for new work. Images another running
+    /// daemon holds are waited for (saying so); jobs of a daemon of this host that died are
+    /// taken back and run at once. Exits 0 only when nothing is left for it.
     #[arg(long)]
     pub once: bool,
+    /// With --once: do not wait for images other running daemons hold; report them and exit 1.
+    #[arg(long, requires = "once")]
+    pub no_wait: bool,
     /// A TOML configuration file (see dist/imgd.toml). Settings: file < environment < flags.
     #[arg(long, env = "IMGD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -11,6 +11,9 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     settle_cpu_threads();
     let cli = cli::Cli::parse();
+    if !matches!(cli.command, cli::Command::Run(_)) {
+        end_quietly_on_broken_pipe();
+    }
     match cmd::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -34,4 +37,16 @@ fn settle_cpu_threads() {
     // SAFETY: this runs first in `main`, before the process has any other thread, so nothing
     // reads or writes the environment at the same time.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+}
+
+/// Lets a command whose reader went away (`imgd status | head`) end quietly, as Unix tools do,
+/// instead of panicking on the broken pipe. Not for `imgd run`: there a client that hangs up
+/// must stay an error on one connection, never a signal to the daemon.
+#[allow(unsafe_code)]
+fn end_quietly_on_broken_pipe() {
+    // SAFETY: this runs in `main` before any thread is started; restoring the default action
+    // of SIGPIPE touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

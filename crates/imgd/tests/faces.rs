@@ -74,6 +74,7 @@ fn analyse_queued_faces(db: &Path, tier: u32) {
             modules: &[Module::Faces],
             max_images: 100,
             lease: Duration::from_secs(60),
+            idle: true,
         })
         .unwrap();
     let mut sizes = Vec::new();
@@ -119,6 +120,7 @@ fn analyse_queued_faces(db: &Path, tier: u32) {
                 dimensions: Some(sizes[i]),
                 done: vec![(key.job_id, row.unwrap())],
                 failed: vec![],
+                missing: false,
             }
         })
         .collect();

@@ -240,32 +240,45 @@ impl FileConfig {
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         let config: FileConfig = toml::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
-        config.check()?;
+        config
+            .check()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         Ok(config)
     }
 
-    /// Rejects values that cannot work.
-    fn check(&self) -> Result<()> {
+    /// Rejects values that cannot work: every number within its range, addresses that parse,
+    /// model paths that exist. `imgd validate` and `imgd run` both call this, `run` after the
+    /// environment and flags are applied, so neither accepts what the other refuses.
+    pub fn check(&self) -> Result<()> {
+        let d = &self.daemon;
+        in_range("daemon.decode_threads", d.decode_threads, 0, 256)?;
+        in_range("daemon.claim_batch", d.claim_batch, 1, 1024)?;
+        in_range("daemon.lease_seconds", d.lease_seconds, 5, 86_400)?;
+        in_range("daemon.max_attempts", d.max_attempts, 1, 100)?;
+        in_range("daemon.cache_mb", d.cache_mb, 0, 1 << 20)?;
+        in_range("daemon.stop_timeout_seconds", d.stop_timeout_seconds, 0, 3600)?;
+        in_range("daemon.max_in_flight", d.max_in_flight, 1, 100_000)?;
         anyhow::ensure!(
-            self.daemon.claim_batch > 0,
-            "daemon.claim_batch must be at least 1"
+            d.poll_seconds.is_finite() && (0.05..=3600.0).contains(&d.poll_seconds),
+            "daemon.poll_seconds must be between 0.05 and 3600, not {}",
+            d.poll_seconds
         );
-        anyhow::ensure!(
-            self.daemon.lease_seconds >= 1,
-            "daemon.lease_seconds must be at least 1"
-        );
-        anyhow::ensure!(
-            self.daemon.max_attempts > 0,
-            "daemon.max_attempts must be at least 1"
-        );
-        anyhow::ensure!(
-            self.writer.flush_images > 0,
-            "writer.flush_images must be at least 1"
-        );
-        anyhow::ensure!(
-            self.models.trocr_max_tokens > 0,
-            "models.trocr_max_tokens must be at least 1"
-        );
+        if !matches!(d.metrics_addr.as_str(), "" | "off") {
+            d.metrics_addr
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| {
+                    format!(
+                        "daemon.metrics_addr {:?} is not an address such as 127.0.0.1:9187 \
+                         (or \"off\")",
+                        d.metrics_addr
+                    )
+                })?;
+        }
+        in_range("writer.flush_images", self.writer.flush_images, 1, 10_000)?;
+        in_range("writer.flush_ms", self.writer.flush_ms, 1, 60_000)?;
+        in_range("models.intra_threads", self.models.intra_threads, 0, 256)?;
+        in_range("models.trocr_max_tokens", self.models.trocr_max_tokens, 1, 512)?;
+        self.check_model_paths()?;
         let objects = &self.objects;
         for (name, value) in [
             ("box_threshold", objects.box_threshold),
@@ -277,27 +290,56 @@ impl FileConfig {
                 "objects.{name} must be between 0 and 1, not {value}"
             );
         }
-        anyhow::ensure!(
-            objects.size >= 32,
-            "objects.size must be at least 32 pixels"
-        );
-        anyhow::ensure!(
-            objects.max_detections > 0,
-            "objects.max_detections must be at least 1"
-        );
+        in_range("objects.size", objects.size, 32, 4096)?;
+        in_range("objects.max_detections", objects.max_detections, 1, 10_000)?;
         for name in &self.models.disabled {
             name.parse::<imgd_core::Module>()
                 .with_context(|| format!("models.disabled: {name:?} names no module"))?;
         }
         for (name, batch) in &self.batch {
-            anyhow::ensure!(
-                batch.max_items > 0,
-                "batch.{name}.max_items must be at least 1"
-            );
+            in_range(&format!("batch.{name}.max_items"), batch.max_items, 1, 4096)?;
+            in_range(&format!("batch.{name}.max_wait_ms"), batch.max_wait_ms, 0, 60_000)?;
             if name != "default" {
                 name.parse::<imgd_core::Module>()
                     .with_context(|| format!("[batch.{name}] names no module"))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Paths the user wrote in `[models]` must exist: the folder, the ONNX Runtime library,
+    /// the OCR folder and any absolute model path. A model named relative to the folder that
+    /// is not there yet is not an error: its module waits for `imgd models fetch`.
+    fn check_model_paths(&self) -> Result<()> {
+        let m = &self.models;
+        let named = [
+            ("models.dir", m.dir.as_deref()),
+            ("models.onnxruntime", m.onnxruntime.as_deref()),
+            ("models.ocr", m.ocr.as_deref()),
+        ];
+        let absolute = [
+            ("models.embedding", &m.embedding),
+            ("models.aesthetic_clip", &m.aesthetic_clip),
+            ("models.aesthetic_mlp", &m.aesthetic_mlp),
+            ("models.caption", &m.caption),
+            ("models.objects", &m.objects),
+            ("models.trocr", &m.trocr),
+        ];
+        let paths = named
+            .into_iter()
+            .filter_map(|(key, path)| path.map(|p| (key, p)))
+            .chain(
+                absolute
+                    .into_iter()
+                    .filter(|(_, p)| p.is_absolute())
+                    .map(|(key, p)| (key, p.as_path())),
+            );
+        for (key, path) in paths {
+            anyhow::ensure!(
+                path.exists(),
+                "{key}: {} does not exist",
+                path.display()
+            );
         }
         Ok(())
     }
@@ -310,13 +352,14 @@ impl FileConfig {
             lease: Duration::from_secs(self.daemon.lease_seconds),
             max_attempts: self.daemon.max_attempts,
             cache_bytes: self.daemon.cache_mb << 20,
-            poll_interval: Duration::from_secs_f64(self.daemon.poll_seconds.max(0.05)),
+            poll_interval: Duration::from_secs_f64(self.daemon.poll_seconds.clamp(0.05, 3600.0)),
             writer: WriterConfig {
                 flush_images: self.writer.flush_images,
                 flush_interval: Duration::from_millis(self.writer.flush_ms),
             },
             ocr_needs_text: self.models.ocr_needs_text,
             max_in_flight: self.daemon.max_in_flight.max(1),
+            stop_timeout: Duration::from_secs(self.daemon.stop_timeout_seconds),
             ..PipelineConfig::default()
         }
     }
@@ -331,6 +374,18 @@ impl FileConfig {
                 BatchConfig::new(b.max_items, Duration::from_millis(b.max_wait_ms))
             })
     }
+}
+
+/// Fails unless `min <= value <= max`, naming the key.
+fn in_range<T>(key: &str, value: T, min: T, max: T) -> Result<()>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    anyhow::ensure!(
+        value >= min && value <= max,
+        "{key} must be between {min} and {max}, not {value}"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -368,5 +423,30 @@ mod tests {
         let objects: FileConfig = toml::from_str("[objects]\nbox_threshold = 1.5\n").unwrap();
         let err = objects.check().unwrap_err().to_string();
         assert!(err.contains("objects.box_threshold"), "{err}");
+    }
+
+    /// Regression: `imgd validate` accepted settings that `imgd run` could not use (a panic,
+    /// 16 096 threads, every lease born expired, an address only `run` refused).
+    #[test]
+    fn settings_run_cannot_use_are_refused_naming_the_key() {
+        for (text, key) in [
+            ("[daemon]\npoll_seconds = inf\n", "daemon.poll_seconds"),
+            ("[daemon]\npoll_seconds = nan\n", "daemon.poll_seconds"),
+            ("[daemon]\ndecode_threads = 100000\n", "daemon.decode_threads"),
+            ("[daemon]\nlease_seconds = 9300000000000000\n", "daemon.lease_seconds"),
+            ("[daemon]\nmetrics_addr = \"localhost:nope\"\n", "daemon.metrics_addr"),
+            ("[daemon]\nmax_in_flight = 0\n", "daemon.max_in_flight"),
+            ("[writer]\nflush_ms = 0\n", "writer.flush_ms"),
+            ("[models]\ndir = \"/nonexistent/imgd-models\"\n", "models.dir"),
+            ("[models]\nembedding = \"/nonexistent/clip\"\n", "models.embedding"),
+            ("[batch.default]\nmax_items = 0\nmax_wait_ms = 1\n", "batch.default.max_items"),
+        ] {
+            let config: FileConfig = toml::from_str(text).unwrap();
+            let err = format!("{:#}", config.check().unwrap_err());
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let fine: FileConfig =
+            toml::from_str("[daemon]\nmetrics_addr = \"off\"\nlease_seconds = 300\n").unwrap();
+        fine.check().unwrap();
     }
 }

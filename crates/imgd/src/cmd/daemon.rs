@@ -41,19 +41,31 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let file = FileConfig::load(args.config.as_deref())?;
-    let db = resolve_db(db_flag, &file)?;
-    let mut config = file.pipeline();
+    let mut file = FileConfig::load(args.config.as_deref())?;
+    // The environment and flags override the file; the result passes the same checks as
+    // `imgd validate`.
     if let Some(n) = args.decode_threads {
-        config.decode_threads = n;
+        file.daemon.decode_threads = n;
     }
     if let Some(n) = args.claim_batch {
-        config.claim_batch = n.max(1);
+        file.daemon.claim_batch = n;
     }
-    let metrics_addr = args
-        .metrics_addr
-        .clone()
-        .unwrap_or_else(|| file.daemon.metrics_addr.clone());
+    if let Some(addr) = &args.metrics_addr {
+        file.daemon.metrics_addr.clone_from(addr);
+    }
+    file.check().context("invalid settings")?;
+    let db = resolve_db(db_flag, &file)?;
+    let config = file.pipeline();
+    let metrics_addr = file.daemon.metrics_addr.clone();
+    raise_file_limit();
+    #[cfg(feature = "fault-injection")]
+    if let Ok(point) = std::env::var("IMGD_FAULT") {
+        let fault = point
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("IMGD_FAULT: {e}"))?;
+        tracing::warn!("fault injection armed: {fault:?}");
+        imgd_pipeline::fault::arm(fault);
+    }
     // Open once up front so a bad database fails before any thread starts.
     drop(open_store(&db)?);
 
@@ -115,6 +127,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         db.display(),
         modules.join(", ")
     );
+    let failed_flag = Arc::clone(&healthy);
     let watchdog = sd_notify::watchdog_enabled();
     let mut last_watchdog = Instant::now();
     let mut on_event = |event: Event| match event {
@@ -131,14 +144,21 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             }
         }
         Event::Stopping => {
-            tracing::info!("stopping: finishing the work in flight");
+            tracing::info!(
+                "stopping: finishing the work in flight (at most {}s, then the rest is released)",
+                config.stop_timeout.as_secs()
+            );
             notify(&[NotifyState::Stopping]);
         }
+        Event::Failed => {
+            failed_flag.store(false, Ordering::SeqCst);
+            notify(&[NotifyState::Status("failing: a pipeline stage died")]);
+        }
     };
-    let mode = if args.once {
-        RunMode::Once
-    } else {
-        RunMode::Forever
+    let mode = match (args.once, args.no_wait) {
+        (true, false) => RunMode::Once,
+        (true, true) => RunMode::OnceNoWait,
+        (false, _) => RunMode::Forever,
     };
     let result = run_pipeline(
         &db,
@@ -153,7 +173,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     if let Some(server) = server {
         server.stop();
     }
-    let summary = result?;
+    let summary = result.context("the daemon stopped")?;
     let vision_encodes = vision_encodes.map(|n| n.load(std::sync::atomic::Ordering::Relaxed));
     if args.json {
         let mut value = serde_json::to_value(summary)?;
@@ -179,7 +199,27 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
+    if summary.leased_elsewhere > 0 {
+        eprintln!(
+            "imgd: {} jobs are still leased by other running daemons (--no-wait)",
+            summary.leased_elsewhere
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises this process's soft limit of open files to its hard limit: the HTTP server may
+/// hold many connections at once, and systemd's default soft limit is 1024.
+fn raise_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!(%error, "cannot raise the open-file limit");
+        }
+    }
 }
 
 /// Re-queues, for each versioned module, the images whose result came from another model than

@@ -74,5 +74,10 @@ pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
             elapsed.as_secs_f64()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    // Errors were reported above; a script sees them in the exit status too.
+    Ok(if report.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
