@@ -1,6 +1,8 @@
 //! The library side of `imgd probe FILE... [--json]`.
 
-use crate::{DecodeOptions, ImageFormat, decode_tiers_bytes, guard, read_header_bytes, read_image_file};
+use crate::{
+    DecodeOptions, ImageFormat, decode_tiers_bytes, guard, read_header_bytes, read_image_file,
+};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;

@@ -355,9 +355,11 @@ fn start_stages(
         };
         let rx = claim_rx.clone();
         let tx = decoded_tx.clone();
-        decode.push(supervisor.spawn(format!("imgd-decode-{i}"), "decode", move || {
-            stage.run(rx, tx)
-        })?);
+        decode.push(
+            supervisor.spawn(format!("imgd-decode-{i}"), "decode", move || {
+                stage.run(rx, tx)
+            })?,
+        );
     }
     Ok(Stages {
         claim_tx: Some(claim_tx),
@@ -604,11 +606,12 @@ pub fn run(
     let mut stages = start_stages(db, config, runners, &metrics, &owner, &supervisor)?;
     on_event(Event::Ready);
 
-    let end = catch_unwind(AssertUnwindSafe(|| scheduler.run(&stages, on_event)))
-        .unwrap_or_else(|payload| {
+    let end = catch_unwind(AssertUnwindSafe(|| scheduler.run(&stages, on_event))).unwrap_or_else(
+        |payload| {
             supervisor.record("scheduler", panic_text(payload.as_ref()));
             LoopEnd::StageFailed
-        });
+        },
+    );
     if let LoopEnd::StageFailed = end {
         on_event(Event::Failed);
         stages.abandon.store(true, Ordering::SeqCst);

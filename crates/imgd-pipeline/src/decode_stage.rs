@@ -144,7 +144,9 @@ impl DecodeStage {
             loop {
                 match output.send_timeout(decoded, Duration::from_millis(50)) {
                     Ok(()) => break,
-                    Err(SendTimeoutError::Timeout(back)) if !self.abandon.load(Ordering::Relaxed) => {
+                    Err(SendTimeoutError::Timeout(back))
+                        if !self.abandon.load(Ordering::Relaxed) =>
+                    {
                         decoded = back;
                     }
                     Err(_) => return,

@@ -212,8 +212,7 @@ pub fn serve_with_limits(
         source,
     };
     let socket_addr: SocketAddr = addr.parse().map_err(|e| bind_error(Box::new(e)))?;
-    let listener =
-        std::net::TcpListener::bind(socket_addr).map_err(|e| bind_error(Box::new(e)))?;
+    let listener = std::net::TcpListener::bind(socket_addr).map_err(|e| bind_error(Box::new(e)))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| bind_error(Box::new(e)))?;
@@ -591,7 +590,8 @@ mod tests {
             assert_eq!(fetch(addr, "GET", "/healthz").0, 200);
         }
         // The held client got its refusal too, at once.
-        held.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        held.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut answer = [0u8; 12];
         held.read_exact(&mut answer).unwrap();
         assert_eq!(&answer, b"HTTP/1.1 413");
@@ -601,7 +601,9 @@ mod tests {
     fn a_thousand_idle_connections_leave_healthz_answering() {
         let (server, _, _) = started();
         let addr = server.local_addr();
-        let idle: Vec<TcpStream> = (0..1000).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let idle: Vec<TcpStream> = (0..1000)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
         // A slowloris client: half a header block, never finished.
         let mut slow = TcpStream::connect(addr).unwrap();
         slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -609,7 +611,8 @@ mod tests {
         assert_eq!(fetch(addr, "GET", "/healthz").0, 200);
         assert_eq!(fetch(addr, "GET", "/metrics").0, 200);
         // Idle clients are cut off once the header time limit passes: the server closes them.
-        slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let mut rest = Vec::new();
         let _ = slow.read_to_end(&mut rest);
         drop(idle);
@@ -625,13 +628,19 @@ mod tests {
             "a".repeat(64 * 1024)
         );
         let answer = raw(addr, big.as_bytes());
-        assert!(answer.starts_with("HTTP/1.1 431") || answer.is_empty(), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 431") || answer.is_empty(),
+            "{answer}"
+        );
         let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
         let answer = raw(
             addr,
             format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
         );
-        assert!(answer.starts_with("HTTP/1.1 431") || answer.is_empty(), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 431") || answer.is_empty(),
+            "{answer}"
+        );
         assert_eq!(fetch(addr, "GET", "/healthz").0, 200);
     }
 

@@ -86,7 +86,12 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         let start = process_start_ticks(pid);
-        let owner = format!("{}:{pid}:s{}-{}", host_name(), start.unwrap_or(1), boot_id());
+        let owner = format!(
+            "{}:{pid}:s{}-{}",
+            host_name(),
+            start.unwrap_or(1),
+            boot_id()
+        );
         child.wait().unwrap();
         assert!(is_dead_here(&owner), "{owner}");
         // The same pid with another start time is another process.

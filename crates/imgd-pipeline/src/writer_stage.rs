@@ -68,7 +68,10 @@ impl WriterStage {
                 return stats;
             }
             let wait = oldest.map_or(TICK, |t| {
-                self.config.flush_interval.saturating_sub(t.elapsed()).min(TICK)
+                self.config
+                    .flush_interval
+                    .saturating_sub(t.elapsed())
+                    .min(TICK)
             });
             match input.recv_timeout(wait) {
                 Ok(image) => {

@@ -14,7 +14,9 @@ use rustix::process::{Resource, getrlimit, setrlimit};
 
 fn healthz(addr: std::net::SocketAddr) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .ok()?;
@@ -48,10 +50,12 @@ fn running_out_of_file_descriptors_never_ends_the_accept_loop() {
 
     let answer = (0..50)
         .find_map(|_| {
-            healthz(addr).filter(|a| a.starts_with("HTTP/1.1 200")).or_else(|| {
-                std::thread::sleep(Duration::from_millis(100));
-                None
-            })
+            healthz(addr)
+                .filter(|a| a.starts_with("HTTP/1.1 200"))
+                .or_else(|| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    None
+                })
         })
         .expect("/healthz never answered again after the descriptors came back");
     assert!(answer.ends_with("ok\n"), "{answer}");

@@ -263,7 +263,11 @@ fn refresh_names(tx: &rusqlite::Connection, image_ids: &BTreeSet<i64>) -> Result
     Ok(())
 }
 
-fn images_of(tx: &rusqlite::Connection, sql: &str, param: i64) -> Result<BTreeSet<i64>, StoreError> {
+fn images_of(
+    tx: &rusqlite::Connection,
+    sql: &str,
+    param: i64,
+) -> Result<BTreeSet<i64>, StoreError> {
     tx.prepare_cached(sql)
         .ctx("preparing an image lookup")?
         .query_map([param], |r| r.get(0))

@@ -72,6 +72,18 @@ pub enum StoreError {
     /// Stored JSON could not be parsed.
     #[error("corrupt JSON in the database: {0}")]
     Json(#[from] serde_json::Error),
+    /// The database was found corrupt earlier (a marker file beside it says so): nothing reads
+    /// or writes it until `imgd validate` finds it whole again.
+    #[error(
+        "the database {path} is corrupt (found earlier: {note}); nothing reads or writes it \
+         until it is restored from a backup, or `imgd validate` finds it whole again"
+    )]
+    MarkedCorrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What the marker file says.
+        note: String,
+    },
     /// SQLite found the database file damaged (or not a database at all). Nothing more is read
     /// from or written to it.
     #[error(
@@ -93,7 +105,7 @@ impl StoreError {
     pub fn affects_whole_database(&self) -> bool {
         use rusqlite::ErrorCode as C;
         match self {
-            StoreError::Corrupt { .. } => true,
+            StoreError::Corrupt { .. } | StoreError::MarkedCorrupt { .. } => true,
             StoreError::Sqlite {
                 source: rusqlite::Error::SqliteFailure(e, _),
                 ..
@@ -114,7 +126,10 @@ impl StoreError {
 
     /// Whether SQLite found the database file damaged.
     pub fn is_corrupt(&self) -> bool {
-        matches!(self, StoreError::Corrupt { .. })
+        matches!(
+            self,
+            StoreError::Corrupt { .. } | StoreError::MarkedCorrupt { .. }
+        )
     }
 }
 
@@ -153,6 +168,8 @@ pub struct StoreOptions {
     pub max_attempts: u32,
     /// How many expired leases (a worker that died holding the job) before it is `failed`.
     pub max_lease_expiries: u32,
+    /// Open even when the database is marked corrupt (for `imgd validate`, which checks it).
+    pub ignore_corrupt_marker: bool,
 }
 
 impl Default for StoreOptions {
@@ -161,6 +178,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(30),
             max_attempts: 3,
             max_lease_expiries: 10,
+            ignore_corrupt_marker: false,
         }
     }
 }
@@ -176,6 +194,14 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, enables WAL, foreign keys and the busy
     /// timeout, and applies pending migrations.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        if !options.ignore_corrupt_marker
+            && let Ok(note) = std::fs::read_to_string(Self::corrupt_marker(path))
+        {
+            return Err(StoreError::MarkedCorrupt {
+                path: path.to_path_buf(),
+                note: note.trim().to_string(),
+            });
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
@@ -201,6 +227,28 @@ impl Store {
         };
         migrate::apply(&mut store.conn, &store.path)?;
         Ok(store)
+    }
+
+    /// The marker file beside a database found corrupt: `<db>-corrupt`, like SQLite's own
+    /// `-wal` and `-shm` files.
+    pub fn corrupt_marker(db: &Path) -> PathBuf {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-corrupt");
+        PathBuf::from(name)
+    }
+
+    /// Records that the database at `db` was found corrupt (`note` says how), so that every
+    /// later open refuses it until [`Store::clear_corrupt_marker`].
+    pub fn mark_corrupt(db: &Path, note: &str) -> std::io::Result<()> {
+        std::fs::write(Self::corrupt_marker(db), format!("{note}\n"))
+    }
+
+    /// Removes the corrupt marker (after an integrity check came out clean).
+    pub fn clear_corrupt_marker(db: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(Self::corrupt_marker(db)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The database file.

@@ -321,7 +321,8 @@ impl Store {
                 })
             })
             .ctx("reading the lease holders")?;
-        rows.collect::<Result<_, _>>().ctx("reading the lease holders")
+        rows.collect::<Result<_, _>>()
+            .ctx("reading the lease holders")
     }
 
     /// Takes back at once every lease held by an owner that `is_dead` proves dead (a daemon

@@ -100,7 +100,8 @@ impl Store {
                             permanent: false,
                         })
                         .collect();
-                    summary.failed += fail_jobs_in(&tx, owner, &failures, self.options.max_attempts)?;
+                    summary.failed +=
+                        fail_jobs_in(&tx, owner, &failures, self.options.max_attempts)?;
                     summary.rejected_images += 1;
                 }
                 Err(error) => return Err(error),

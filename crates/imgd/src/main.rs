@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
     match cmd::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
+            cmd::mark_if_corrupt(&err);
             eprintln!("imgd: error: {err:#}");
             std::process::ExitCode::from(1)
         }

@@ -256,7 +256,12 @@ impl FileConfig {
         in_range("daemon.lease_seconds", d.lease_seconds, 5, 86_400)?;
         in_range("daemon.max_attempts", d.max_attempts, 1, 100)?;
         in_range("daemon.cache_mb", d.cache_mb, 0, 1 << 20)?;
-        in_range("daemon.stop_timeout_seconds", d.stop_timeout_seconds, 0, 3600)?;
+        in_range(
+            "daemon.stop_timeout_seconds",
+            d.stop_timeout_seconds,
+            0,
+            3600,
+        )?;
         in_range("daemon.max_in_flight", d.max_in_flight, 1, 100_000)?;
         anyhow::ensure!(
             d.poll_seconds.is_finite() && (0.05..=3600.0).contains(&d.poll_seconds),
@@ -277,7 +282,12 @@ impl FileConfig {
         in_range("writer.flush_images", self.writer.flush_images, 1, 10_000)?;
         in_range("writer.flush_ms", self.writer.flush_ms, 1, 60_000)?;
         in_range("models.intra_threads", self.models.intra_threads, 0, 256)?;
-        in_range("models.trocr_max_tokens", self.models.trocr_max_tokens, 1, 512)?;
+        in_range(
+            "models.trocr_max_tokens",
+            self.models.trocr_max_tokens,
+            1,
+            512,
+        )?;
         self.check_model_paths()?;
         let objects = &self.objects;
         for (name, value) in [
@@ -298,7 +308,12 @@ impl FileConfig {
         }
         for (name, batch) in &self.batch {
             in_range(&format!("batch.{name}.max_items"), batch.max_items, 1, 4096)?;
-            in_range(&format!("batch.{name}.max_wait_ms"), batch.max_wait_ms, 0, 60_000)?;
+            in_range(
+                &format!("batch.{name}.max_wait_ms"),
+                batch.max_wait_ms,
+                0,
+                60_000,
+            )?;
             if name != "default" {
                 name.parse::<imgd_core::Module>()
                     .with_context(|| format!("[batch.{name}] names no module"))?;
@@ -335,11 +350,7 @@ impl FileConfig {
                     .map(|(key, p)| (key, p.as_path())),
             );
         for (key, path) in paths {
-            anyhow::ensure!(
-                path.exists(),
-                "{key}: {} does not exist",
-                path.display()
-            );
+            anyhow::ensure!(path.exists(), "{key}: {} does not exist", path.display());
         }
         Ok(())
     }
@@ -432,14 +443,32 @@ mod tests {
         for (text, key) in [
             ("[daemon]\npoll_seconds = inf\n", "daemon.poll_seconds"),
             ("[daemon]\npoll_seconds = nan\n", "daemon.poll_seconds"),
-            ("[daemon]\ndecode_threads = 100000\n", "daemon.decode_threads"),
-            ("[daemon]\nlease_seconds = 9300000000000000\n", "daemon.lease_seconds"),
-            ("[daemon]\nmetrics_addr = \"localhost:nope\"\n", "daemon.metrics_addr"),
+            (
+                "[daemon]\ndecode_threads = 100000\n",
+                "daemon.decode_threads",
+            ),
+            (
+                "[daemon]\nlease_seconds = 9300000000000000\n",
+                "daemon.lease_seconds",
+            ),
+            (
+                "[daemon]\nmetrics_addr = \"localhost:nope\"\n",
+                "daemon.metrics_addr",
+            ),
             ("[daemon]\nmax_in_flight = 0\n", "daemon.max_in_flight"),
             ("[writer]\nflush_ms = 0\n", "writer.flush_ms"),
-            ("[models]\ndir = \"/nonexistent/imgd-models\"\n", "models.dir"),
-            ("[models]\nembedding = \"/nonexistent/clip\"\n", "models.embedding"),
-            ("[batch.default]\nmax_items = 0\nmax_wait_ms = 1\n", "batch.default.max_items"),
+            (
+                "[models]\ndir = \"/nonexistent/imgd-models\"\n",
+                "models.dir",
+            ),
+            (
+                "[models]\nembedding = \"/nonexistent/clip\"\n",
+                "models.embedding",
+            ),
+            (
+                "[batch.default]\nmax_items = 0\nmax_wait_ms = 1\n",
+                "batch.default.max_items",
+            ),
         ] {
             let config: FileConfig = toml::from_str(text).unwrap();
             let err = format!("{:#}", config.check().unwrap_err());

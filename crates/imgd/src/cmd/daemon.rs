@@ -265,7 +265,12 @@ pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode
     };
     let default = FileConfig::default();
     let db = resolve_db(db_flag, file.as_ref().unwrap_or(&default))?;
-    match open_store(&db) {
+    // A database marked corrupt is opened all the same: the integrity check decides.
+    let options = imgd_store::StoreOptions {
+        ignore_corrupt_marker: true,
+        ..imgd_store::StoreOptions::default()
+    };
+    match imgd_store::Store::open(&db, options) {
         Ok(store) => {
             notes.push(format!(
                 "database {} is usable (schema version {})",
@@ -273,7 +278,14 @@ pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode
                 store.schema_version()?
             ));
             match store.integrity_check() {
-                Ok(verdict) if verdict == "ok" => {}
+                Ok(verdict) if verdict == "ok" => {
+                    imgd_store::Store::clear_corrupt_marker(&db).with_context(|| {
+                        format!(
+                            "cannot remove {}",
+                            imgd_store::Store::corrupt_marker(&db).display()
+                        )
+                    })?;
+                }
                 Ok(verdict) => problems.push(format!("database integrity check: {verdict}")),
                 Err(err) => problems.push(format!("{err:#}")),
             }

@@ -57,8 +57,33 @@ pub fn default_db_path() -> Result<PathBuf> {
 
 /// Opens the database with default options, naming the file in errors.
 pub fn open_store(db: &std::path::Path) -> Result<Store> {
+    remember_db(db);
     Store::open(db, StoreOptions::default())
         .with_context(|| format!("cannot open the database {}", db.display()))
+}
+
+/// The database this command opened, for [`mark_if_corrupt`].
+static OPENED_DB: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+fn remember_db(db: &std::path::Path) {
+    *OPENED_DB.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.to_path_buf());
+}
+
+/// When `error` says the database is corrupt, marks it so (see
+/// [`imgd_store::Store::mark_corrupt`]): every later command refuses it instead of reading
+/// pages that may be damaged too, until `imgd validate` finds it whole again.
+pub fn mark_if_corrupt(error: &anyhow::Error) {
+    let found = error.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<imgd_store::StoreError>()
+            .filter(|e| matches!(e, imgd_store::StoreError::Corrupt { .. }))
+    });
+    let db = OPENED_DB.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let (Some(found), Some(db)) = (found, db)
+        && let Err(io) = Store::mark_corrupt(&db, &found.to_string())
+    {
+        eprintln!("imgd: cannot mark {} as corrupt: {io}", db.display());
+    }
 }
 
 /// Prints a value as one line of JSON on stdout.
