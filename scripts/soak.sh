@@ -24,8 +24,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q -p imgd --features fake-model
-IMGD=$PWD/target/release/imgd
+# The test build (dependencies optimised, imgd's own crates not): what the test suite runs.
+cargo build -q -p imgd --features fake-model
+IMGD=$PWD/target/debug/imgd
 export IMGD_DB=$WORK/imgd.db IMGD_FAKE_MODEL=1 IMGD_FAKE_MODEL_FIXED_MS=20 IMGD_FAKE_MODEL_ITEM_MS=2
 TREE=$WORK/tree
 mkdir -p "$TREE"

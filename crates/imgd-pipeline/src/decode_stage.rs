@@ -189,7 +189,7 @@ impl DecodeStage {
                     imgd_decode::read_header_bytes(&bytes, &self.options),
                     Some(bytes),
                 ),
-                Err(err) => (Err(DecodeError::from(err)), None),
+                Err(err) => (Err(err), None),
             }
         };
         let header = match header {

@@ -30,7 +30,7 @@ fn running_out_of_file_descriptors_never_ends_the_accept_loop() {
     let server = serve("127.0.0.1:0", HttpState::new(Arc::new(Metrics::new()))).unwrap();
     let addr = server.local_addr();
     let mut limit = getrlimit(Resource::Nofile);
-    let original = limit.clone();
+    let original = limit;
     limit.current = Some(96);
     setrlimit(Resource::Nofile, limit).unwrap();
 
