@@ -188,8 +188,12 @@ fn symlink_loops_and_unreadable_folders_are_reported_not_fatal() {
     // root can read anything; only expect the error where permissions hold.
     let permissions_hold = fs::read_dir(&locked).is_err();
 
-    let report = enqueue(&env, &[]);
+    let tree = env.tree.to_str().unwrap().to_string();
+    let (ok, stdout, _) = imgd(&env, &["enqueue", "--json", &tree]);
     fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The problems are reported and the rest registered; the exit status says so.
+    assert!(!ok, "enqueue exits 1 after errors");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(count(&report, "new"), 16 + u64::from(!permissions_hold));
     let expected_errors = 1 + u64::from(permissions_hold);
     assert_eq!(count(&report, "errors"), expected_errors, "{report}");
