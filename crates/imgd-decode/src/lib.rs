@@ -22,15 +22,15 @@
 //!
 //! [`read_header`] reads only the format, dimensions, orientation and the EXIF blob (the first
 //! 512 KiB for JPEG/PNG/WebP/GIF/BMP, libheif's box parse for HEIF; TIFF and RAW files are read
-//! whole because their directories may sit anywhere). [`DecodeCache`] holds tiers for the
-//! modules, and [`probe`] is the library side of `imgd probe`.
+//! whole because their directories may sit anywhere), and [`probe`] is the library side of
+//! `imgd probe`. Files are read through [`open_image_file`]: opened without blocking and checked
+//! on the descriptor (a regular file within the size limit) before a byte is read.
 //!
 //! No input makes this crate panic out: every decoder call runs under `catch_unwind` and a
 //! caught panic becomes [`DecodeError::Panicked`]. See `FUZZING.md` for the fuzzing done.
 
 #![deny(missing_docs)]
 
-mod cache;
 mod error;
 mod format;
 mod header;
@@ -43,7 +43,6 @@ mod raw;
 pub mod synth;
 mod tiffwalk;
 
-pub use cache::{CacheStats, DecodeCache};
 pub use error::DecodeError;
 pub use format::ImageFormat;
 pub use header::Header;

@@ -32,11 +32,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded};
 use imgd_core::Module;
-use imgd_decode::{DecodeCache, DecodeOptions};
+use imgd_decode::DecodeOptions;
 use imgd_store::queue::{ClaimRequest, ClaimedImage};
 use imgd_store::{Store, StoreError, StoreOptions};
 use serde::Serialize;
 
+use crate::budget::PixelBudget;
 use crate::decode_stage::{DecodeStage, panic_text};
 use crate::fault::{self, Fault};
 use crate::infer_stage::{InferStage, InferStats};
@@ -57,8 +58,9 @@ pub struct PipelineConfig {
     pub lease: Duration,
     /// Failed attempts before a job is marked failed.
     pub max_attempts: u32,
-    /// Byte budget of the decode cache.
-    pub cache_bytes: u64,
+    /// What the decoded pixels of the images in flight may take, in bytes: the scheduler
+    /// claims only while they take less (one image at a time may always be in flight).
+    pub pixel_budget: u64,
     /// How often an idle daemon looks for new work.
     pub poll_interval: Duration,
     /// When the writer commits.
@@ -83,7 +85,7 @@ impl Default for PipelineConfig {
             claim_batch: 16,
             lease: Duration::from_secs(300),
             max_attempts: 3,
-            cache_bytes: 1 << 30,
+            pixel_budget: 1 << 30,
             poll_interval: Duration::from_secs(2),
             writer: WriterConfig::default(),
             decode: DecodeOptions::default(),
@@ -265,6 +267,7 @@ struct Stages {
     decodes: Arc<AtomicU64>,
     in_flight: Arc<Mutex<HashMap<i64, Vec<i64>>>>,
     batch_totals: Arc<BatchTotals>,
+    budget: Arc<PixelBudget>,
 }
 
 /// Starts the writer, the inference thread and the decode threads.
@@ -286,7 +289,7 @@ fn start_stages(
     } else {
         config.decode_threads
     };
-    let cache = Arc::new(DecodeCache::new(config.cache_bytes));
+    let budget = PixelBudget::new(config.pixel_budget, Arc::clone(metrics));
     let decodes = Arc::new(AtomicU64::new(0));
     let in_flight: Arc<Mutex<HashMap<i64, Vec<i64>>>> = Arc::default();
     let abandon = Arc::new(AtomicBool::new(false));
@@ -331,8 +334,6 @@ fn start_stages(
     }
     let infer = InferStage {
         runners,
-        cache: Arc::clone(&cache),
-        metrics: Arc::clone(metrics),
         ocr_needs_text: config.ocr_needs_text,
         abandon: Arc::clone(&abandon),
     };
@@ -346,7 +347,7 @@ fn start_stages(
     for i in 0..decode_threads {
         let stage = DecodeStage {
             options: config.decode,
-            cache: Arc::clone(&cache),
+            budget: Arc::clone(&budget),
             metrics: Arc::clone(metrics),
             decodes: Arc::clone(&decodes),
             ocr_needs_text: config.ocr_needs_text,
@@ -370,6 +371,7 @@ fn start_stages(
         decodes,
         in_flight,
         batch_totals,
+        budget,
     })
 }
 
@@ -445,7 +447,8 @@ impl Scheduler<'_> {
         let claim_tx = stages.claim_tx.as_ref().expect("open until the loop ends");
         let room = (claim_tx.capacity().unwrap_or(1) - claim_tx.len())
             .min(self.config.max_in_flight.max(1).saturating_sub(held));
-        if room == 0 || !self.probation.is_empty() {
+        let over_budget = held > 0 && !stages.budget.has_room();
+        if room == 0 || over_budget || !self.probation.is_empty() {
             thread::sleep(Duration::from_millis(5));
             return Ok(true);
         }

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use imgd_core::{Module, ResultRow};
-use imgd_decode::{DecodeCache, DecodeError, DecodeOptions, DecodePath, RgbImage};
+use imgd_decode::{DecodeError, DecodeOptions, DecodePath, RgbImage};
 use imgd_modules::{metadata, technical};
 use imgd_store::queue::{ClaimedImage, ClaimedJob, JobFailure};
 use imgd_store::results::ImageOutcome;
 
+use crate::budget::{PixelBudget, PixelCharge};
 use crate::fault::{self, Fault};
 use crate::metrics::Metrics;
 use crate::runner::{ImageInput, Prepared, SharedPrepare};
@@ -33,12 +34,17 @@ pub(crate) struct DecodedImage {
     pub tiers: Vec<(u32, Arc<RgbImage>)>,
     /// Every job of the image: id and module.
     pub jobs: Vec<(i64, Module)>,
+    /// The image's decoded pixels, charged to the budget until the image is dropped (held for
+    /// its `Drop`, never read).
+    #[allow(dead_code)]
+    pub pixels: PixelCharge,
 }
 
 /// Shared state of the decode threads.
 pub(crate) struct DecodeStage {
     pub options: DecodeOptions,
-    pub cache: Arc<DecodeCache>,
+    /// What decoded pixels in flight may take.
+    pub budget: Arc<PixelBudget>,
     pub metrics: Arc<Metrics>,
     /// Pixel decodes done by this pipeline (the once-per-image invariant).
     pub decodes: Arc<AtomicU64>,
@@ -215,6 +221,7 @@ impl DecodeStage {
                     prepared: HashMap::new(),
                     tiers,
                     jobs,
+                    pixels: PixelCharge::default(),
                 };
             }
         };
@@ -242,12 +249,14 @@ impl DecodeStage {
                 }
             }
         }
+        let mut decoded_bytes = 0;
         if let Some(d) = &decoded {
             tiers = d
                 .tiers
                 .iter()
                 .map(|t| (t.long_edge, Arc::clone(&t.image)))
                 .collect();
+            decoded_bytes = d.tiers.iter().map(|t| t.image.as_raw().len() as u64).sum();
         }
 
         for job in &image.jobs {
@@ -321,16 +330,13 @@ impl DecodeStage {
         // there; when every model job is prepared, the pixels are not kept.
         if model_jobs
             .iter()
-            .any(|job| !prepared.contains_key(&job.job_id))
+            .all(|job| prepared.contains_key(&job.job_id))
         {
-            for (edge, pixels) in &tiers {
-                self.cache.insert(image.image_id, *edge, Arc::clone(pixels));
-            }
-            self.metrics
-                .set_decode_cache_bytes(self.cache.stats().bytes);
-        } else {
             tiers.clear();
         }
+        // Charged for as long as the image is in flight: the prepared inputs made from the
+        // pixels live as long as the pixels would.
+        let pixels = self.budget.charge(decoded_bytes);
         DecodedImage {
             image_id: image.image_id,
             path: image.path,
@@ -339,6 +345,7 @@ impl DecodeStage {
             prepared,
             tiers,
             jobs,
+            pixels,
         }
     }
 }

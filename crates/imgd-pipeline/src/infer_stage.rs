@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use imgd_core::Module;
-use imgd_decode::DecodeCache;
 use imgd_store::queue::JobFailure;
 
 use imgd_core::{ResultRow, SqlValue};
@@ -22,7 +21,6 @@ use imgd_core::{ResultRow, SqlValue};
 use crate::batcher::CloseReason;
 use crate::decode_stage::{DecodedImage, skipped_ocr_row};
 use crate::fault::{self, Fault};
-use crate::metrics::Metrics;
 use crate::runner::{ImageInput, JobKey, ModelRunner, Prepared, RunnerResults};
 
 /// How long the thread spent running models, and how long it existed from its first image.
@@ -43,8 +41,6 @@ struct Waiting {
 
 pub(crate) struct InferStage {
     pub runners: Vec<Box<dyn ModelRunner>>,
-    pub cache: Arc<DecodeCache>,
-    pub metrics: Arc<Metrics>,
     /// Run OCR only where the objects job of the same image found text.
     pub ocr_needs_text: bool,
     /// Set when a stop runs out of time: drop what is left.
@@ -125,7 +121,6 @@ impl InferStage {
                             permanent: false,
                         });
                     }
-                    self.cache.remove_image(w.image.image_id);
                     let _ = output.send(w.image);
                 }
             }
@@ -181,25 +176,10 @@ impl InferStage {
                 }
                 continue;
             }
-            // Prefer the shared cache (counted as a hit); the message's own copy is the
-            // fallback, so an eviction never causes a second decode.
-            let mut tiers = Vec::with_capacity(image.tiers.len());
-            for (edge, pixels) in &image.tiers {
-                match self.cache.get(image.image_id, *edge) {
-                    Some(cached) => {
-                        self.metrics.decode_cache_hit();
-                        tiers.push((*edge, cached));
-                    }
-                    None => {
-                        self.metrics.decode_cache_miss();
-                        tiers.push((*edge, Arc::clone(pixels)));
-                    }
-                }
-            }
             let input = ImageInput {
                 image_id: image.image_id,
                 path: &image.path,
-                tiers: &tiers,
+                tiers: &image.tiers,
             };
             let submitted = match by_module.get(&job.module) {
                 Some(&i) => self.runners[i].submit(key, &input),
@@ -234,7 +214,6 @@ impl InferStage {
             }
         }
         if remaining == 0 {
-            self.cache.remove_image(image.image_id);
             let _ = output.send(image);
         } else {
             waiting.insert(
@@ -299,7 +278,6 @@ impl InferStage {
             if w.remaining == 0
                 && let Some(done) = waiting.remove(&key.image_id)
             {
-                self.cache.remove_image(done.image.image_id);
                 let _ = output.send(done.image);
             }
         }
@@ -313,14 +291,12 @@ mod tests {
     use std::time::Instant;
 
     use imgd_core::{Module, ResultRow, SqlValue};
-    use imgd_decode::DecodeCache;
-    use imgd_store::queue::ClaimedJob;
+        use imgd_store::queue::ClaimedJob;
     use imgd_store::results::ImageOutcome;
 
     use super::InferStage;
     use crate::batcher::{BatchStats, CloseReason};
     use crate::decode_stage::DecodedImage;
-    use crate::metrics::Metrics;
     use crate::runner::{ImageInput, JobKey, ModelRunner, Prepared, RunnerResults};
 
     /// Runs whatever it is given at once; the objects one says "text" on even image ids and
@@ -405,6 +381,7 @@ mod tests {
                 .collect::<HashMap<_, _>>(),
             tiers: Vec::new(),
             jobs: jobs.to_vec(),
+            pixels: Default::default(),
         }
     }
 
@@ -419,8 +396,6 @@ mod tests {
         };
         let stage = InferStage {
             runners: vec![runner(Module::Ocr), runner(Module::Objects)],
-            cache: Arc::new(DecodeCache::new(1 << 20)),
-            metrics: Arc::new(Metrics::new()),
             ocr_needs_text,
             abandon: Arc::default(),
         };

@@ -7,12 +7,14 @@
 //! - [`runner`] and [`batcher`] (re-exported from `imgd-infer`): the model-runner interface
 //!   and the per-model micro-batcher.
 //! - [`metrics`]: the Prometheus registry; [`http`]: `/metrics`, `/healthz`, `/status`.
+//! - [`budget`]: the byte budget of decoded pixels in flight, which claims wait for.
 //! - [`owner`]: lease owner names and whether a daemon of this host is dead; [`fault`]:
 //!   fault-injection points for the supervision tests.
 
 #![deny(missing_docs)]
 
 pub use imgd_infer::{batcher, runner};
+pub mod budget;
 pub mod daemon;
 mod decode_stage;
 pub mod fault;

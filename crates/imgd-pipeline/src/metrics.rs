@@ -127,10 +127,8 @@ pub struct Metrics {
     queue_jobs: Family<StateLabel, Gauge>,
     decode_seconds: Histogram,
     decode_images: Family<PathLabel, Counter>,
-    decode_cache_hits: Counter,
-    decode_cache_misses: Counter,
-    decode_cache_evictions: Counter,
-    decode_cache_bytes: Gauge,
+    decode_pixels_in_flight_bytes: Gauge,
+    decode_pixels_budget_bytes: Gauge,
     module_seconds: HistogramFamily<ModuleLabel>,
     infer_batch_seconds: HistogramFamily<ModelLabel>,
     infer_batch_items: HistogramFamily<ModelLabel>,
@@ -176,10 +174,8 @@ impl Metrics {
             queue_jobs: Family::default(),
             decode_seconds: stage_seconds_histogram(),
             decode_images: Family::default(),
-            decode_cache_hits: Counter::default(),
-            decode_cache_misses: Counter::default(),
-            decode_cache_evictions: Counter::default(),
-            decode_cache_bytes: Gauge::default(),
+            decode_pixels_in_flight_bytes: Gauge::default(),
+            decode_pixels_budget_bytes: Gauge::default(),
             module_seconds: Family::new_with_constructor(stage_seconds_histogram),
             infer_batch_seconds: Family::new_with_constructor(stage_seconds_histogram),
             infer_batch_items: Family::new_with_constructor(batch_items_histogram),
@@ -222,24 +218,14 @@ impl Metrics {
             metrics.decode_images.clone(),
         );
         r.register(
-            "decode_cache_hits",
-            "Decode cache look-ups that found the image tier",
-            metrics.decode_cache_hits.clone(),
+            "decode_pixels_in_flight_bytes",
+            "Bytes of decoded pixels held by images in flight (claimed and not yet written)",
+            metrics.decode_pixels_in_flight_bytes.clone(),
         );
         r.register(
-            "decode_cache_misses",
-            "Decode cache look-ups that did not find the image tier",
-            metrics.decode_cache_misses.clone(),
-        );
-        r.register(
-            "decode_cache_evictions",
-            "Image tiers evicted from the decode cache to stay within its memory budget",
-            metrics.decode_cache_evictions.clone(),
-        );
-        r.register(
-            "decode_cache_bytes",
-            "Bytes of pixels held in the decode cache",
-            metrics.decode_cache_bytes.clone(),
+            "decode_pixels_budget_bytes",
+            "The budget of decoded pixels in flight ([decode] memory_mb): no claim past it",
+            metrics.decode_pixels_budget_bytes.clone(),
         );
         r.register(
             "module_seconds",
@@ -372,24 +358,15 @@ impl Metrics {
         self.decode_seconds.observe(elapsed.as_secs_f64());
     }
 
-    /// Counts a decode cache hit.
-    pub fn decode_cache_hit(&self) {
-        self.decode_cache_hits.inc();
+    /// Sets the bytes of decoded pixels in flight.
+    pub fn set_pixels_in_flight(&self, bytes: u64) {
+        self.decode_pixels_in_flight_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// Counts a decode cache miss.
-    pub fn decode_cache_miss(&self) {
-        self.decode_cache_misses.inc();
-    }
-
-    /// Counts `entries` tiers evicted from the decode cache.
-    pub fn decode_cache_evicted(&self, entries: u64) {
-        self.decode_cache_evictions.inc_by(entries);
-    }
-
-    /// Sets the bytes the decode cache holds.
-    pub fn set_decode_cache_bytes(&self, bytes: u64) {
-        self.decode_cache_bytes
+    /// Sets the budget of decoded pixels in flight.
+    pub fn set_pixels_budget(&self, bytes: u64) {
+        self.decode_pixels_budget_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
@@ -540,10 +517,8 @@ mod tests {
         metrics.set_queue_jobs(QueueState::Queued, 1200);
         metrics.set_queue_jobs(QueueState::Leased, 64);
         metrics.record_decode("jpeg-dct-4", Duration::from_millis(12));
-        metrics.decode_cache_hit();
-        metrics.decode_cache_miss();
-        metrics.decode_cache_evicted(3);
-        metrics.set_decode_cache_bytes(512 << 20);
+        metrics.set_pixels_in_flight(3 << 20);
+        metrics.set_pixels_budget(512 << 20);
         metrics.record_module(Module::Technical, Duration::from_millis(4));
         metrics.record_batch(&BatchStats {
             model: "clip-vit-b32".to_string(),
@@ -576,10 +551,8 @@ mod tests {
             "# TYPE imgd_queue_jobs gauge",
             "# TYPE imgd_decode_seconds histogram",
             "# TYPE imgd_decode_images_total counter",
-            "# TYPE imgd_decode_cache_hits_total counter",
-            "# TYPE imgd_decode_cache_misses_total counter",
-            "# TYPE imgd_decode_cache_evictions_total counter",
-            "# TYPE imgd_decode_cache_bytes gauge",
+            "# TYPE imgd_decode_pixels_in_flight_bytes gauge",
+            "# TYPE imgd_decode_pixels_budget_bytes gauge",
             "# TYPE imgd_module_seconds histogram",
             "# TYPE imgd_infer_batch_seconds histogram",
             "# TYPE imgd_infer_batch_items histogram",
@@ -603,8 +576,8 @@ mod tests {
             "imgd_decode_images_total{path=\"jpeg-dct-4\"} 1",
             "imgd_decode_images_total{path=\"raw-preview\"} 0",
             "imgd_decode_seconds_count 1",
-            "imgd_decode_cache_evictions_total 3",
-            "imgd_decode_cache_bytes 536870912",
+            "imgd_decode_pixels_in_flight_bytes 3145728",
+            "imgd_decode_pixels_budget_bytes 536870912",
             "imgd_module_seconds_count{module=\"technical\"} 1",
             "imgd_infer_batches_total{model=\"clip-vit-b32\",reason=\"full\"} 1",
             "imgd_infer_batches_total{model=\"clip-vit-b32\",reason=\"timed_out\"} 1",

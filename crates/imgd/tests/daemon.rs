@@ -642,6 +642,82 @@ mod with_fake_model {
         );
     }
 
+    /// Memory in flight follows the size of the images: with a budget of 16 MiB of decoded
+    /// pixels, a slow model never has more images claimed than fit in it (plus the few the
+    /// decode threads and their queue hold before their size is known).
+    #[test]
+    fn a_slow_model_never_holds_more_decoded_pixels_than_the_budget() {
+        let env = env();
+        for i in 0..200 {
+            env.add(&photo("flower.jpg"), &format!("f{i:03}.jpg"));
+        }
+        env.json(&[
+            "enqueue",
+            "--json",
+            "--modules",
+            "embedding",
+            env.tree.to_str().unwrap(),
+        ]);
+        let config = env.config("[decode]\nmemory_mb = 16\n");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = env.cmd(&[
+            "run",
+            "--once",
+            "--metrics-addr",
+            &addr,
+            "--decode-threads",
+            "2",
+            "--config",
+            &config,
+        ]);
+        fake(&mut cmd, "200", "1");
+        let mut child = Daemon(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        // flower.jpg's 448-px tier: 448 x 336 RGB bytes.
+        let per_image = 448 * 336 * 3;
+        let budget = 16 << 20;
+        let mut most_leased = 0;
+        let mut most_bytes = 0;
+        let until = Instant::now() + Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < until, "the run did not finish");
+            most_leased = most_leased.max(env.count(
+                "SELECT COUNT(DISTINCT image_id) FROM jobs WHERE state = 'leased'",
+            ));
+            if let Some((200, metrics)) = http_get(&addr, "/metrics") {
+                let bytes: i64 = metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix("imgd_decode_pixels_in_flight_bytes "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                most_bytes = most_bytes.max(bytes);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(child.wait().unwrap().success());
+        eprintln!("at most {most_leased} images and {most_bytes} bytes of pixels in flight");
+        // What the budget allows, plus the overshoot: 2 decode threads, their queue of 4 and
+        // one claim of up to 16, claimed before their size was known.
+        assert!(most_leased >= 10, "the budget was never used: {most_leased}");
+        assert!(
+            most_leased <= budget / per_image + 2 + 4 + 16,
+            "{most_leased} images in flight"
+        );
+        assert!(most_bytes > 0, "the gauge never moved");
+        assert!(
+            most_bytes <= budget + (2 + 4 + 16) * per_image,
+            "{most_bytes} bytes in flight"
+        );
+        assert_eq!(
+            env.count("SELECT COUNT(*) FROM jobs WHERE state = 'done'"),
+            200
+        );
+    }
+
     /// Regression: after a SIGKILL, the dead daemon's leases waited 300 s and `run --once`
     /// right after exited 0 with "0 images" while 1 144 jobs stayed leased; the project's own
     /// crash test hid it with `lease_seconds = 1` and a sleep.

@@ -20,6 +20,9 @@ pub struct FileConfig {
     pub daemon: DaemonSection,
     #[serde(default)]
     pub writer: WriterSection,
+    /// `[decode]`: the memory decoded pixels in flight may take.
+    #[serde(default)]
+    pub decode: DecodeSection,
     /// `[batch.default]` and `[batch.<module>]`.
     #[serde(default)]
     pub batch: BTreeMap<String, BatchSection>,
@@ -181,7 +184,8 @@ pub struct DaemonSection {
     pub lease_seconds: u64,
     pub max_attempts: u32,
     pub metrics_addr: String,
-    pub cache_mb: u64,
+    /// The old name of `[decode] memory_mb`, still read when that is not set.
+    pub cache_mb: Option<u64>,
     pub poll_seconds: f64,
     pub stop_timeout_seconds: u64,
     pub max_in_flight: usize,
@@ -196,11 +200,29 @@ impl Default for DaemonSection {
             lease_seconds: defaults.lease.as_secs(),
             max_attempts: defaults.max_attempts,
             metrics_addr: imgd_pipeline::http::DEFAULT_ADDR.to_string(),
-            cache_mb: defaults.cache_bytes >> 20,
+            cache_mb: None,
             poll_seconds: defaults.poll_interval.as_secs_f64(),
             stop_timeout_seconds: 30,
             max_in_flight: defaults.max_in_flight,
         }
+    }
+}
+
+/// `[decode]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodeSection {
+    /// MiB of decoded pixels in flight; default 1024 (or the old `[daemon] cache_mb`).
+    pub memory_mb: Option<u64>,
+}
+
+impl FileConfig {
+    /// The budget of decoded pixels in flight, in MiB.
+    pub fn pixel_budget_mb(&self) -> u64 {
+        self.decode
+            .memory_mb
+            .or(self.daemon.cache_mb)
+            .unwrap_or(PipelineConfig::default().pixel_budget >> 20)
     }
 }
 
@@ -255,7 +277,7 @@ impl FileConfig {
         in_range("daemon.claim_batch", d.claim_batch, 1, 1024)?;
         in_range("daemon.lease_seconds", d.lease_seconds, 5, 86_400)?;
         in_range("daemon.max_attempts", d.max_attempts, 1, 100)?;
-        in_range("daemon.cache_mb", d.cache_mb, 0, 1 << 20)?;
+        in_range("decode.memory_mb", self.pixel_budget_mb(), 16, 1 << 20)?;
         in_range(
             "daemon.stop_timeout_seconds",
             d.stop_timeout_seconds,
@@ -362,7 +384,7 @@ impl FileConfig {
             claim_batch: self.daemon.claim_batch,
             lease: Duration::from_secs(self.daemon.lease_seconds),
             max_attempts: self.daemon.max_attempts,
-            cache_bytes: self.daemon.cache_mb << 20,
+            pixel_budget: self.pixel_budget_mb() << 20,
             poll_interval: Duration::from_secs_f64(self.daemon.poll_seconds.clamp(0.05, 3600.0)),
             writer: WriterConfig {
                 flush_images: self.writer.flush_images,
