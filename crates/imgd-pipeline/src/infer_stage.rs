@@ -291,7 +291,7 @@ mod tests {
     use std::time::Instant;
 
     use imgd_core::{Module, ResultRow, SqlValue};
-        use imgd_store::queue::ClaimedJob;
+    use imgd_store::queue::ClaimedJob;
     use imgd_store::results::ImageOutcome;
 
     use super::InferStage;

@@ -685,9 +685,8 @@ mod with_fake_model {
         let until = Instant::now() + Duration::from_secs(120);
         while child.try_wait().unwrap().is_none() {
             assert!(Instant::now() < until, "the run did not finish");
-            most_leased = most_leased.max(env.count(
-                "SELECT COUNT(DISTINCT image_id) FROM jobs WHERE state = 'leased'",
-            ));
+            most_leased = most_leased
+                .max(env.count("SELECT COUNT(DISTINCT image_id) FROM jobs WHERE state = 'leased'"));
             if let Some((200, metrics)) = http_get(&addr, "/metrics") {
                 let bytes: i64 = metrics
                     .lines()
@@ -702,7 +701,10 @@ mod with_fake_model {
         eprintln!("at most {most_leased} images and {most_bytes} bytes of pixels in flight");
         // What the budget allows, plus the overshoot: 2 decode threads, their queue of 4 and
         // one claim of up to 16, claimed before their size was known.
-        assert!(most_leased >= 10, "the budget was never used: {most_leased}");
+        assert!(
+            most_leased >= 10,
+            "the budget was never used: {most_leased}"
+        );
         assert!(
             most_leased <= budget / per_image + 2 + 4 + 16,
             "{most_leased} images in flight"
