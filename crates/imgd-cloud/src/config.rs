@@ -211,14 +211,10 @@ impl Default for CloudConfig {
 }
 
 impl CloudConfig {
-    /// Applies the environment overrides: `IMGD_CLOUD_BASE_URL`, `IMGD_CLOUD_API_KEY` (else
+    /// Applies the environment overrides, read through `lookup` (the caller reads the
+    /// environment; this crate never does): `IMGD_CLOUD_BASE_URL`, `IMGD_CLOUD_API_KEY` (else
     /// `OPENAI_API_KEY`), `IMGD_CLOUD_MODEL`, `IMGD_CLOUD_RPM`, `IMGD_CLOUD_TPM`,
     /// `IMGD_CLOUD_CONCURRENCY`.
-    pub fn apply_env(&mut self) -> Result<(), CloudError> {
-        self.apply_env_from(|name| std::env::var(name).ok())
-    }
-
-    /// [`apply_env`](Self::apply_env) with a custom lookup (tests).
     pub fn apply_env_from(
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,

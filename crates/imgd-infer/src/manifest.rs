@@ -14,7 +14,7 @@
 //! and reported, but never called verified.
 //!
 //! The manifest is compiled into the binary ([`Manifest::builtin`]); `IMGD_MANIFEST` points at
-//! another file ([`Manifest::load_default`]).
+//! another file ([`Manifest::load_or_builtin`]).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -167,8 +167,8 @@ pub struct Dirs {
 }
 
 impl Dirs {
-    /// [`crate::models_dir()`] and [`crate::registry_dir()`].
-    pub fn from_env() -> Self {
+    /// [`crate::models_dir()`] and [`crate::registry_dir()`], as configured.
+    pub fn current() -> Self {
         Dirs {
             models: crate::models_dir(),
             registry: crate::registry_dir(),
@@ -232,10 +232,10 @@ impl Manifest {
         Self::parse(&text)
     }
 
-    /// `IMGD_MANIFEST` when set, else the built-in manifest.
-    pub fn load_default() -> Result<Self, InferError> {
-        match std::env::var_os("IMGD_MANIFEST").filter(|v| !v.is_empty()) {
-            Some(path) => Self::load(Path::new(&path)),
+    /// The manifest file `path` when given, else the built-in manifest.
+    pub fn load_or_builtin(path: Option<&Path>) -> Result<Self, InferError> {
+        match path {
+            Some(path) => Self::load(path),
             None => Ok(Self::builtin()),
         }
     }

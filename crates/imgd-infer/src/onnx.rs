@@ -223,11 +223,7 @@ type Version = (u32, u32, u32);
 /// Finds the library this config names and checks it exists and is new enough (by its file
 /// name, when the name carries a version) — without loading it.
 fn locate(config: &OrtConfig) -> Result<(PathBuf, Option<Version>), InferError> {
-    let named = config.dylib.clone().or_else(|| {
-        std::env::var_os("ORT_DYLIB_PATH")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
+    let named = config.dylib.clone();
     let library = match named {
         Some(path) if path.is_dir() => best_in_dir(&path).ok_or(InferError::OrtNotFound {
             searched: vec![path],

@@ -190,7 +190,7 @@ registry = "pypi:pkg==1:pkg/shipped.onnx"
 #[test]
 fn the_registry_files_on_disk_match_the_builtin_manifest() {
     let manifest = Manifest::builtin();
-    let dirs = Dirs::from_env();
+    let dirs = Dirs::current();
     for model in manifest
         .models
         .iter()

@@ -32,8 +32,8 @@
 //! those exactly with the f32 rows, and checks with a proven bound on the int8 error that no
 //! row left out can reach the `k`-th exact score; when it cannot prove it (near-ties), a second
 //! int8 pass scores every row still in doubt. The result is always the f32 scan's, ids and
-//! scores ([`VectorMatrix::top_k_exact_threads`] is that scan); the details are in
-//! `vectors/quantized.rs`. `scripts/bench-vector-search.sh` times both at 1 M vectors.
+//! scores ([`VectorMatrix::top_k_exact_threads`] is that scan); the engine is the
+//! `imgd-vectors` crate. `scripts/bench-vector-search.sh` times both at 1 M vectors.
 //!
 //! Coding the rows costs several f32 scans, so the copy is built when a process searches the
 //! same matrix a second time ([`VectorCache`]); a one-shot `imgd search` scans the f32 rows.
@@ -53,8 +53,6 @@
 //! (SIGIR 2009), which damps the weight of the very top ranks so that neither ranking dominates.
 //! Each ranking contributes its best [`FUSION_DEPTH`] (or `limit`, if larger) results.
 
-mod matrix;
-mod quantized;
 mod search;
 
 use std::sync::Arc;
@@ -65,8 +63,7 @@ use serde::Serialize;
 
 use crate::{Context, Store, StoreError, now_ms};
 
-pub use matrix::{Neighbour, VectorMatrix, dot, normalize, rank_order};
-pub use quantized::ScanStats;
+pub use imgd_vectors::{ModelKey, Neighbour, ScanStats, VectorMatrix, dot, normalize, rank_order};
 pub use search::{RankedHit, SearchMode, SearchRequest, SearchResponse, SortOrder};
 
 /// The `k` of reciprocal rank fusion.
@@ -92,31 +89,6 @@ pub trait TextEmbedder {
     fn model(&self) -> (String, String);
     /// The query's vector (normalised or not: search normalises it).
     fn embed(&mut self, text: &str) -> Result<Vec<f32>, String>;
-}
-
-/// An embedding model: id and version.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct ModelKey {
-    /// The model id (e.g. `clip-vit-b32`).
-    pub id: String,
-    /// Its version.
-    pub version: String,
-}
-
-impl ModelKey {
-    /// A model key.
-    pub fn new(id: impl Into<String>, version: impl Into<String>) -> ModelKey {
-        ModelKey {
-            id: id.into(),
-            version: version.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for ModelKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.id, self.version)
-    }
 }
 
 /// What the database holds for one embedding model, over present images.

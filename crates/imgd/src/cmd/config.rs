@@ -162,7 +162,10 @@ impl ModelsSection {
     /// How ONNX Runtime is loaded and its sessions built.
     pub fn ort(&self) -> imgd_infer::onnx::OrtConfig {
         imgd_infer::onnx::OrtConfig {
-            dylib: self.onnxruntime.clone(),
+            dylib: self
+                .onnxruntime
+                .clone()
+                .or_else(|| env_path("ORT_DYLIB_PATH")),
             intra_threads: self.intra_threads,
             cuda: self.cuda && self.onnx_cuda,
             fixed_shapes: self.cuda && self.onnx_cuda,
@@ -407,6 +410,26 @@ impl FileConfig {
                 BatchConfig::new(b.max_items, Duration::from_millis(b.max_wait_ms))
             })
     }
+}
+
+/// An environment variable, when set and not blank. The binary reads the environment here and
+/// in clap's `env` attributes only; the libraries take values.
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// [`env_var`] as a path.
+pub fn env_path(name: &str) -> Option<PathBuf> {
+    env_var(name).map(PathBuf::from)
+}
+
+/// Hands the model folders the environment names (`IMGD_MODELS`, `IMGD_REGISTRY_MODELS`) to
+/// the libraries; `main` calls it first.
+pub fn configure_model_dirs() {
+    imgd_infer::models_dir::configure(imgd_infer::models_dir::ModelDirs {
+        models: env_path("IMGD_MODELS"),
+        registry: env_path("IMGD_REGISTRY_MODELS"),
+    });
 }
 
 /// Fails unless `min <= value <= max`, naming the key.

@@ -1,6 +1,6 @@
 //! One function per subcommand.
 
-mod config;
+pub mod config;
 mod daemon;
 mod duplicates;
 mod embedder;

@@ -11,8 +11,8 @@ use crate::cli::{ModelsArgs, ModelsCommand};
 
 /// Runs `imgd models …`.
 pub fn run(args: ModelsArgs) -> Result<ExitCode> {
-    let manifest = Manifest::load_default()?;
-    let dirs = Dirs::from_env();
+    let manifest = Manifest::load_or_builtin(super::config::env_path("IMGD_MANIFEST").as_deref())?;
+    let dirs = Dirs::current();
     match args.command {
         ModelsCommand::List { json } => list(&manifest, &dirs, json),
         ModelsCommand::Fetch { ids } => fetch(&manifest, &dirs, &ids),

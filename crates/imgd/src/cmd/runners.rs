@@ -89,8 +89,7 @@ fn trocr_folder(config: &FileConfig) -> Option<PathBuf> {
 
 /// Whether the cloud module is configured: a `[cloud]` section or `IMGD_CLOUD_BASE_URL`.
 fn cloud_configured(config: &FileConfig) -> bool {
-    config.cloud.is_some()
-        || std::env::var("IMGD_CLOUD_BASE_URL").is_ok_and(|v| !v.trim().is_empty())
+    config.cloud.is_some() || super::config::env_var("IMGD_CLOUD_BASE_URL").is_some()
 }
 
 /// Whether `module` can run with `config`, from the files on disk (nothing is loaded).
@@ -388,7 +387,7 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
     if installed(Module::Cloud) {
         let mut cloud = config.cloud.clone().unwrap_or_default();
         let result = cloud
-            .apply_env()
+            .apply_env_from(super::config::env_var)
             .and_then(|()| imgd_cloud::runner_with_stats(cloud, batch(Module::Cloud)));
         match result {
             Ok((runner, stats)) => {

@@ -11,7 +11,7 @@
 //! [`VectorMatrix::top_k_exact_threads`], it is the plain f32 scan, where each thread keeps a
 //! bounded min-heap of its best `k` and the per-thread heaps are merged at the end. Both return
 //! the same neighbours and scores. Coding the rows costs several f32 scans, so a process that
-//! searches once (`imgd search`) never builds the copy; [`super::VectorCache`] builds it when a
+//! searches once (`imgd search`) never builds the copy; the store's vector cache builds it when a
 //! process searches the same matrix again.
 //!
 //! Rankings are deterministic: higher score first, and on equal scores the smaller image id
@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use serde::Serialize;
 
-use super::ModelKey;
-use super::quantized::{self, Quantized, ScanStats};
+use crate::ModelKey;
+use crate::quantized::{self, Quantized, ScanStats};
 
 /// Below this many rows a search runs on the calling thread: spawning costs more than it saves.
 const PARALLEL_MIN_ROWS: usize = 16_384;

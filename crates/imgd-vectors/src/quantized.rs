@@ -1,4 +1,4 @@
-//! The int8 copy of a [`VectorMatrix`](super::VectorMatrix) and the exact two-pass search
+//! The int8 copy of a [`VectorMatrix`](crate::VectorMatrix) and the exact two-pass search
 //! over it.
 //!
 //! # The int8 copy
@@ -44,7 +44,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::matrix::{Neighbour, Worst, dot, offer, rank_order};
+use crate::matrix::{Neighbour, Worst, dot, offer, rank_order};
 
 /// The largest magnitude of a row's int8 code.
 const ROW_MAX: f32 = 127.0;
@@ -671,7 +671,7 @@ mod tests {
 
     fn unit(rng: &mut Rng, dim: usize) -> Vec<f32> {
         let mut v = rng.vector(dim);
-        crate::vectors::normalize(&mut v);
+        crate::normalize(&mut v);
         v
     }
 
@@ -692,7 +692,7 @@ mod tests {
         stats
     }
 
-    use crate::vectors::{ModelKey, VectorMatrix};
+    use crate::{ModelKey, VectorMatrix};
 
     fn matrix(dim: usize) -> VectorMatrix {
         VectorMatrix::new(ModelKey::new("m", "1"), dim)
@@ -740,7 +740,7 @@ mod tests {
             let c = &centres[i % centres.len()];
             let spread = if i % 3 == 0 { 0.002 } else { 0.05 };
             let mut v: Vec<f32> = c.iter().map(|x| x + spread * rng.next()).collect();
-            crate::vectors::normalize(&mut v);
+            crate::normalize(&mut v);
             m.push(i as i64, &v);
         }
         // Exact duplicates too (ties broken by id).
@@ -750,7 +750,7 @@ mod tests {
         let mut second = 0;
         for (j, c) in centres.iter().enumerate().take(6) {
             let mut q: Vec<f32> = c.iter().map(|x| x + 0.01 * rng.next()).collect();
-            crate::vectors::normalize(&mut q);
+            crate::normalize(&mut q);
             for (k, threads) in [(1, 1), (10, 2), (100, 2), (10, 3)] {
                 second += usize::from(assert_exact(&m, &q, k, threads).second_pass);
             }
