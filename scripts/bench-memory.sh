@@ -68,11 +68,15 @@ EOF
   while kill -0 "$pid" 2>/dev/null; do
     v=$(curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null \
         | awk '/^imgd_decode_pixels_in_flight_bytes /{print $2}')
-    [ -n "$v" ] && [ "$v" -gt "$peak" ] && peak=$v
+    if [ -n "$v" ] && [ "$v" -gt "$peak" ]; then peak=$v; fi
     sleep 0.2
   done
-  wait "$pid"
-  echo "$(cat "$WORK/rss") $peak $((SECONDS - start))"
+  if ! wait "$pid"; then
+    echo "imgd run failed:" >&2
+    tail -5 "$WORK/run.log" >&2
+    exit 1
+  fi
+  echo "$(tail -1 "$WORK/rss") $peak $((SECONDS - start))"
 }
 
 mkdir -p "$WORK/one"

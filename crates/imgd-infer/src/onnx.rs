@@ -48,8 +48,9 @@ pub const MIN_ORT_MINOR: u32 = 31;
 /// How to load ONNX Runtime and build sessions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrtConfig {
-    /// The `libonnxruntime.so.1.x` file (or a folder holding one). `None`: `ORT_DYLIB_PATH`,
-    /// else `<models_dir>/registry/onnxruntime/`, else `<repo>/models/registry/onnxruntime/`.
+    /// The `libonnxruntime.so.1.x` file (or a folder holding one; the binary fills it from
+    /// `[models] onnxruntime`, else `ORT_DYLIB_PATH`). `None`:
+    /// `<models_dir>/registry/onnxruntime/`, else `<repo>/models/registry/onnxruntime/`.
     pub dylib: Option<PathBuf>,
     /// Intra-op threads per session; 0 leaves ONNX Runtime's default (one per physical core).
     pub intra_threads: usize,
@@ -254,7 +255,7 @@ fn locate(config: &OrtConfig) -> Result<(PathBuf, Option<Version>), InferError> 
     Ok((library, version))
 }
 
-/// The folders searched when neither the config nor `ORT_DYLIB_PATH` names a library.
+/// The folders searched when the config names no library.
 pub fn default_library_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![models_dir().join("registry").join("onnxruntime")];
     let registry = registry_dir().join("onnxruntime");
