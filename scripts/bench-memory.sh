@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 N=${N:-80}
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
 cargo build -q -p imgd
 IMGD=$PWD/target/debug/imgd
@@ -57,6 +57,9 @@ run() { # run BUDGET_MB DB PHOTOS -> "peak_rss_kb peak_pixels_bytes seconds"
 [models]
 aesthetic_clip = "clip-vit-b32"
 aesthetic_mlp = "$IMGD_MODELS/aesthetic"
+[objects]
+# The tiny fixture's text side holds four phrases, not the sixteen defaults.
+prompts = ["cat", "dog", "text", "street sign"]
 [decode]
 memory_mb = $budget
 EOF
@@ -66,7 +69,7 @@ EOF
     --metrics-addr "127.0.0.1:$port" 2> "$WORK/run.log" &
   local pid=$! peak=0
   while kill -0 "$pid" 2>/dev/null; do
-    v=$(curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null \
+    v=$({ curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null || true; } \
         | awk '/^imgd_decode_pixels_in_flight_bytes /{print $2}')
     if [ -n "$v" ] && [ "$v" -gt "$peak" ]; then peak=$v; fi
     sleep 0.2

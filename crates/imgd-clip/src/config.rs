@@ -2,13 +2,11 @@
 //! image processor (`preprocessor_config.json`), and the id and version stored on each result.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig};
 use candle_transformers::models::clip::vision_model::ClipVisionConfig;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::ClipError;
 use crate::preprocess::{OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocess};
@@ -500,36 +498,13 @@ impl ModelInfo {
     }
 }
 
-/// The weights fingerprint of [`ModelInfo::resolve`]: 16 hex digits.
+/// The weights fingerprint of [`ModelInfo::resolve`]: 16 hex digits
+/// ([`imgd_vision::fingerprint`]).
 pub fn fingerprint(path: &Path) -> Result<String, ClipError> {
-    const HEAD: u64 = 1 << 20;
-    const SAMPLE: u64 = 64 << 10;
-    const SAMPLES: u64 = 16;
-    let io = |e: std::io::Error| ClipError::Io {
+    imgd_vision::fingerprint(path).map_err(|source| ClipError::Io {
         path: path.to_path_buf(),
-        source: e,
-    };
-    let mut file = fs::File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    let mut hasher = Sha256::new();
-    hasher.update(len.to_le_bytes());
-    let mut buf = Vec::new();
-    let mut read_at = |offset: u64, count: u64, hasher: &mut Sha256| -> Result<(), ClipError> {
-        buf.clear();
-        file.seek(SeekFrom::Start(offset)).map_err(io)?;
-        (&mut file).take(count).read_to_end(&mut buf).map_err(io)?;
-        hasher.update(&buf);
-        Ok(())
-    };
-    read_at(0, HEAD, &mut hasher)?;
-    if len > HEAD {
-        for i in 0..SAMPLES {
-            let offset = HEAD + (len - HEAD) * i / SAMPLES;
-            read_at(offset, SAMPLE, &mut hasher)?;
-        }
-    }
-    let digest = hasher.finalize();
-    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+        source,
+    })
 }
 
 /// `dir/name`, or an error naming it when it does not exist.

@@ -169,7 +169,7 @@ impl GroundingDino {
         let id = dir.file_name().map_or("grounding-dino".into(), |n| {
             n.to_string_lossy().into_owned()
         });
-        let weights = imgd_clip::config::fingerprint(&model).map_err(|e| ObjectsError::Model {
+        let weights = imgd_vision::fingerprint(&model).map_err(|e| ObjectsError::Model {
             model: model.clone(),
             message: e.to_string(),
         })?;

@@ -13,7 +13,7 @@
 //! tier at 800 px on the long edge and runs the model at that size.
 
 use image::RgbImage;
-use imgd_clip::preprocess::{PilFilter, resize_pil};
+use imgd_vision::pil::{PilFilter, resize_pil};
 
 /// ImageNet's per-channel mean, RGB.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
