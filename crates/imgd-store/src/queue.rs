@@ -348,22 +348,16 @@ impl Store {
         let mut reclaimed = 0;
         {
             let mut stmt = tx
-                .prepare_cached(
-                    "UPDATE jobs SET
-                         lease_expiries = lease_expiries + 1,
-                         state = CASE WHEN lease_expiries + 1 >= ?3 THEN 'failed' ELSE 'queued' END,
-                         last_error = CASE WHEN lease_expiries + 1 >= ?3
-                             THEN 'the daemon died ' || (lease_expiries + 1)
-                                  || ' times while processing this image (the last times with no other image in flight)'
-                             ELSE last_error END,
-                         lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?2
-                     WHERE state = 'leased' AND lease_owner = ?1",
-                )
+                .prepare_cached(&take_back_sql(
+                    "lease_owner = ?3",
+                    "'the daemon died ' || (lease_expiries + 1) || ' times while processing this \
+                     image (the last times with no other image in flight)'",
+                ))
                 .ctx("preparing a dead-owner reclaim")?;
             let now = now_ms();
             for owner in &dead {
                 reclaimed += stmt
-                    .execute(params![owner, now, self.options.max_lease_expiries])
+                    .execute(params![now, self.options.max_lease_expiries, owner])
                     .ctx("reclaiming a dead owner's leases")?;
             }
         }
@@ -454,6 +448,20 @@ fn queued_suspects(
     rows.collect::<Result<_, _>>().ctx("scanning for suspects")
 }
 
+/// The statement that takes leased jobs back as suspects: one more death counted and back in
+/// the queue, or, at the `max_lease_expiries`-th (`?2`), failed with the error `death` (an SQL
+/// expression). `?1` is now; `condition` picks the jobs.
+fn take_back_sql(condition: &str, death: &str) -> String {
+    format!(
+        "UPDATE jobs SET
+             lease_expiries = lease_expiries + 1,
+             state = CASE WHEN lease_expiries + 1 >= ?2 THEN 'failed' ELSE 'queued' END,
+             last_error = CASE WHEN lease_expiries + 1 >= ?2 THEN {death} ELSE last_error END,
+             lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?1
+         WHERE state = 'leased' AND {condition}"
+    )
+}
+
 /// Puts jobs whose lease ran out back in the queue; after too many expiries (a worker that
 /// keeps dying on this image) the job fails instead, so one poisonous file cannot stall the
 /// queue forever.
@@ -462,17 +470,11 @@ fn reclaim_expired(
     now: i64,
     max_lease_expiries: u32,
 ) -> Result<usize, StoreError> {
-    tx.prepare_cached(
-        "UPDATE jobs SET
-             lease_expiries = lease_expiries + 1,
-             state = CASE WHEN lease_expiries + 1 >= ?2 THEN 'failed' ELSE 'queued' END,
-             last_error = CASE WHEN lease_expiries + 1 >= ?2
-                 THEN 'the worker stopped while processing this image ' || (lease_expiries + 1)
-                      || ' times (lease expired)'
-                 ELSE last_error END,
-             lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?1
-         WHERE state = 'leased' AND lease_expires_ms < ?1",
-    )
+    tx.prepare_cached(&take_back_sql(
+        "lease_expires_ms < ?1",
+        "'the worker stopped while processing this image ' || (lease_expiries + 1) \
+         || ' times (lease expired)'",
+    ))
     .ctx("preparing the reclaim")?
     .execute(params![now, max_lease_expiries])
     .ctx("reclaiming expired leases")

@@ -72,6 +72,27 @@ impl Env {
         let conn = rusqlite::Connection::open(&self.db).unwrap();
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
+
+    /// `imgd enqueue --json --modules MODULES` of the whole tree.
+    fn enqueue(&self, modules: &str) -> Value {
+        self.json(&[
+            "enqueue",
+            "--json",
+            "--modules",
+            modules,
+            self.tree.to_str().unwrap(),
+        ])
+    }
+}
+
+/// Starts `cmd` with its output discarded; the child is killed if the test ends first.
+fn quiet(cmd: &mut Command) -> Daemon {
+    Daemon(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn photo(name: &str) -> String {
@@ -194,13 +215,7 @@ fn bad_files_fail_their_own_jobs_with_readable_errors_and_the_run_goes_on() {
     env.add(&format!("{DECODE}/bad/bomb.jpg"), "bomb.jpg");
     fs::write(env.tree.join("notes.jpg"), "this is text, not a JPEG").unwrap();
     let doomed = env.add(&photo("hopper.jpg"), "deleted.jpg");
-    env.json(&[
-        "enqueue",
-        "--json",
-        "--modules",
-        "metadata,technical",
-        env.tree.to_str().unwrap(),
-    ]);
+    env.enqueue("metadata,technical");
     fs::remove_file(doomed).unwrap();
     // The default settings (three attempts): errors that cannot change on retry still fail
     // on the first one.
@@ -264,13 +279,7 @@ fn a_fifo_a_device_or_a_huge_sparse_file_fails_at_once_without_retry() {
     let zero = env.add(&photo("flower.jpg"), "zero.jpg");
     let huge = env.add(&photo("flower.jpg"), "huge.jpg");
     env.add(&photo("hopper.jpg"), "fine.jpg");
-    env.json(&[
-        "enqueue",
-        "--json",
-        "--modules",
-        "metadata,technical",
-        env.tree.to_str().unwrap(),
-    ]);
+    env.enqueue("metadata,technical");
     fs::remove_file(&fifo).unwrap();
     assert!(
         Command::new("mkfifo")
@@ -453,13 +462,7 @@ mod with_fake_model {
             tree_of_copies(&env, 11);
             env.add(&photo("hopper.jpg"), "poison.jpg");
             env.add(&photo("hopper.jpg"), "panic.jpg");
-            env.json(&[
-                "enqueue",
-                "--json",
-                "--modules",
-                "metadata,technical,embedding",
-                env.tree.to_str().unwrap(),
-            ]);
+            env.enqueue("metadata,technical,embedding");
             let mut cmd = env.cmd(&[
                 "run",
                 "--once",
@@ -532,22 +535,11 @@ mod with_fake_model {
     fn sigterm_on_a_busy_daemon_exits_zero_quickly_and_loses_nothing() {
         let env = env();
         tree_of_copies(&env, 60);
-        env.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            "metadata,technical,embedding",
-            env.tree.to_str().unwrap(),
-        ]);
+        env.enqueue("metadata,technical,embedding");
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = env.cmd(&["run", "--metrics-addr", &addr, "--batch-size", "4"]);
         fake(&mut cmd, "40", "10");
-        let mut child = Daemon(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = quiet(&mut cmd);
         let until = Instant::now() + Duration::from_secs(20);
         while http_get(&addr, "/healthz").is_none_or(|(s, _)| s != 200) {
             assert!(Instant::now() < until, "the daemon did not come up");
@@ -603,13 +595,7 @@ mod with_fake_model {
     fn a_slow_model_never_holds_more_images_than_max_in_flight() {
         let env = env();
         tree_of_copies(&env, 40);
-        env.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            "embedding",
-            env.tree.to_str().unwrap(),
-        ]);
+        env.enqueue("embedding");
         let config = env.config("[daemon]\nclaim_batch = 16\nmax_in_flight = 3\n");
         let mut cmd = env.cmd(&[
             "run",
@@ -620,12 +606,7 @@ mod with_fake_model {
             &config,
         ]);
         fake(&mut cmd, "30", "1");
-        let mut child = Daemon(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = quiet(&mut cmd);
         let mut most = 0;
         let until = Instant::now() + Duration::from_secs(60);
         while child.try_wait().unwrap().is_none() {
@@ -651,13 +632,7 @@ mod with_fake_model {
         for i in 0..200 {
             env.add(&photo("flower.jpg"), &format!("f{i:03}.jpg"));
         }
-        env.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            "embedding",
-            env.tree.to_str().unwrap(),
-        ]);
+        env.enqueue("embedding");
         let config = env.config("[decode]\nmemory_mb = 16\n");
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = env.cmd(&[
@@ -671,12 +646,7 @@ mod with_fake_model {
             &config,
         ]);
         fake(&mut cmd, "200", "1");
-        let mut child = Daemon(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = quiet(&mut cmd);
         // flower.jpg's 448-px tier: 448 x 336 RGB bytes.
         let per_image = 448 * 336 * 3;
         let budget = 16 << 20;
@@ -730,13 +700,7 @@ mod with_fake_model {
         for i in 0..images {
             env.add(&photo("hopper.jpg"), &format!("h{i:04}.jpg"));
         }
-        env.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            "metadata,technical,embedding",
-            env.tree.to_str().unwrap(),
-        ]);
+        env.enqueue("metadata,technical,embedding");
         // The settings a user runs: leases of 300 s. A restart must not wait for them.
         let config = env.config("[daemon]\nclaim_batch = 8\n");
         let mut seed = std::time::SystemTime::now()
@@ -830,13 +794,7 @@ mod with_fake_model {
         ] {
             let env = env();
             tree_of_copies(&env, 20);
-            env.json(&[
-                "enqueue",
-                "--json",
-                "--modules",
-                "metadata,embedding",
-                env.tree.to_str().unwrap(),
-            ]);
+            env.enqueue("metadata,embedding");
             let (exit, took, stderr) = run_with_fault(&env, fault);
             assert!(!exit.success(), "{fault}: exit {exit}");
             assert!(
@@ -869,13 +827,7 @@ mod with_fake_model {
         let env = env();
         tree_of_copies(&env, 40);
         env.add(&photo("hopper.jpg"), "img0017-poison.jpg");
-        env.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            "metadata,technical,embedding",
-            env.tree.to_str().unwrap(),
-        ]);
+        env.enqueue("metadata,technical,embedding");
         let mut crashes = 0;
         loop {
             let (exit, _, stderr) = run_with_fault(&env, "abort-on:poison");
@@ -926,23 +878,12 @@ mod with_fake_model {
     fn sigterm_honours_stop_timeout_and_releases_the_rest() {
         let env = env();
         tree_of_copies(&env, 40);
-        env.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            "embedding",
-            env.tree.to_str().unwrap(),
-        ]);
+        env.enqueue("embedding");
         let config = env.config("[daemon]\nstop_timeout_seconds = 1\n");
         let mut cmd = env.cmd(&["run", "--metrics-addr", "off", "--config", &config]);
         // A slow model: 1.5 s per batch of up to 8 images.
         fake(&mut cmd, "1500", "0");
-        let mut child = Daemon(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = quiet(&mut cmd);
         let until = Instant::now() + Duration::from_secs(30);
         while env.count("SELECT COUNT(*) FROM jobs WHERE state = 'leased'") == 0 {
             assert!(Instant::now() < until, "nothing was claimed");
@@ -976,21 +917,10 @@ mod with_fake_model {
     fn once_waits_for_a_live_daemon_or_reports_it_with_no_wait() {
         let env = env();
         tree_of_copies(&env, 12);
-        env.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            "embedding",
-            env.tree.to_str().unwrap(),
-        ]);
+        env.enqueue("embedding");
         let mut cmd = env.cmd(&["run", "--metrics-addr", "off"]);
         fake(&mut cmd, "400", "0");
-        let mut holder = Daemon(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut holder = quiet(&mut cmd);
         let until = Instant::now() + Duration::from_secs(30);
         while env.count("SELECT COUNT(*) FROM jobs WHERE state = 'queued'") > 0 {
             assert!(
@@ -1037,22 +967,11 @@ mod with_fake_model {
         use std::net::TcpStream;
         let env = env();
         tree_of_copies(&env, 30);
-        env.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            "embedding",
-            env.tree.to_str().unwrap(),
-        ]);
+        env.enqueue("embedding");
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = env.cmd(&["run", "--metrics-addr", &addr]);
         fake(&mut cmd, "50", "5");
-        let mut child = Daemon(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = quiet(&mut cmd);
         let until = Instant::now() + Duration::from_secs(20);
         while http_get(&addr, "/healthz").is_none_or(|(s, _)| s != 200) {
             assert!(Instant::now() < until, "the daemon did not come up");
