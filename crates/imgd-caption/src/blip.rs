@@ -58,6 +58,7 @@ use crate::CaptionError;
 use crate::config::{BlipConfig, CaptionSettings, ModelInfo, load_preprocess, require};
 use crate::decoder::{ImageContext, TextDecoder};
 use crate::preprocess::Preprocess;
+use imgd_candle::processor::pixel_batch;
 
 /// The weights file of a model folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -292,22 +293,8 @@ impl BlipCaptioner {
     /// The image embeddings of preprocessed images, in one batch: the vision tower's last
     /// hidden state after its final layer norm, `(n, tokens, width)`.
     pub fn encode_pixels(&self, pixels: &[Vec<f32>]) -> Result<Tensor, CaptionError> {
-        let per_image = self.preprocess.len();
-        if pixels.is_empty() {
-            return Err(CaptionError::Input("no images to encode".into()));
-        }
-        if let Some(bad) = pixels.iter().find(|p| p.len() != per_image) {
-            return Err(CaptionError::Input(format!(
-                "a preprocessed image has {} values, the model takes {per_image}",
-                bad.len()
-            )));
-        }
-        let (h, w) = (
-            self.preprocess.height as usize,
-            self.preprocess.width as usize,
-        );
-        let flat: Vec<f32> = pixels.iter().flatten().copied().collect();
-        let batch = Tensor::from_vec(flat, (pixels.len(), 3, h, w), &self.device)?;
+        let (height, width) = (self.preprocess.height, self.preprocess.width);
+        let batch = pixel_batch(pixels, height as usize, width as usize, &self.device)?;
         let embeds = self.vision.forward(&batch)?;
         self.vision_encodes
             .fetch_add(pixels.len() as u64, Ordering::Relaxed);

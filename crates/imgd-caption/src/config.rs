@@ -2,8 +2,7 @@
 //! processor (`preprocessor_config.json`), the questions, and the id and version stored on
 //! each result.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_nn::Activation;
 use candle_transformers::models::{blip, blip_text};
@@ -12,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::CaptionError;
 use crate::preprocess::Preprocess;
 
-pub use imgd_clip::config::ModelInfo;
+pub use imgd_candle::model_info::{ModelInfo, require};
 
 /// The vision tower's shape (a ViT).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,67 +375,7 @@ impl Default for HfVision {
 /// Reads HF's `preprocessor_config.json` when the model folder has one; otherwise the
 /// released BLIP processor for the model's input size. The output size must be the model's.
 pub fn load_preprocess(dir: &Path, image_size: usize) -> Result<Preprocess, CaptionError> {
-    let path = dir.join("preprocessor_config.json");
-    let default = Preprocess::blip(image_size as u32);
-    let Ok(text) = fs::read_to_string(&path) else {
-        return Ok(default);
-    };
-    #[derive(Deserialize)]
-    struct Raw {
-        size: Option<serde_json::Value>,
-        rescale_factor: Option<f64>,
-        image_mean: Option<[f32; 3]>,
-        image_std: Option<[f32; 3]>,
-        resample: Option<u32>,
-        do_resize: Option<bool>,
-        do_rescale: Option<bool>,
-        do_normalize: Option<bool>,
-    }
-    let raw: Raw = serde_json::from_str(&text)
-        .map_err(|e| CaptionError::Config(format!("{}: {e}", path.display())))?;
-    let refuse = |what: &str| {
-        Err(CaptionError::Config(format!(
-            "{}: {what} is not supported",
-            path.display()
-        )))
-    };
-    if raw.resample.is_some_and(|r| r != 3) {
-        return refuse("a resample filter other than bicubic (3)");
-    }
-    if raw.do_resize == Some(false)
-        || raw.do_rescale == Some(false)
-        || raw.do_normalize == Some(false)
-    {
-        return refuse("turning off the resize, rescale or normalisation");
-    }
-    // `size` is `{"height": H, "width": W}` (or a bare number in old files).
-    let (height, width) = match raw.size.as_ref() {
-        None => (default.height, default.width),
-        Some(v) => {
-            let get = |key: &str| {
-                v.as_u64()
-                    .or_else(|| v.get(key).and_then(serde_json::Value::as_u64))
-                    .and_then(|n| u32::try_from(n).ok())
-            };
-            match (get("height"), get("width")) {
-                (Some(h), Some(w)) => (h, w),
-                _ => return refuse("a `size` without height and width"),
-            }
-        }
-    };
-    if height as usize != image_size || width as usize != image_size {
-        return Err(CaptionError::Config(format!(
-            "{}: size {width}x{height} differs from the model's image_size {image_size}",
-            path.display()
-        )));
-    }
-    Ok(Preprocess {
-        height,
-        width,
-        rescale: raw.rescale_factor.unwrap_or(default.rescale),
-        mean: raw.image_mean.unwrap_or(default.mean),
-        std: raw.image_std.unwrap_or(default.std),
-    })
+    Preprocess::load(dir, image_size, crate::preprocess::blip(image_size as u32))
 }
 
 /// One configured question: a name (the key of its answer in `data.answers`) and the text
@@ -526,16 +465,6 @@ impl CaptionSettings {
             }
         }
         Ok(())
-    }
-}
-
-/// `dir/name`, or an error naming it when it does not exist.
-pub(crate) fn require(dir: &Path, name: &str) -> Result<PathBuf, CaptionError> {
-    let path = dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(CaptionError::MissingFile(path))
     }
 }
 

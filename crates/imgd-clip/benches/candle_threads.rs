@@ -1,6 +1,6 @@
 //! What `RAYON_NUM_THREADS` saves candle's CPU matmuls: candle asks for its thread count on
 //! every matmul, and without the variable it parses `/proc/cpuinfo` each time. The `imgd`
-//! binary sets the variable at start (`imgd_clip::device::candle_cpu_threads`).
+//! binary sets the variable at start (`imgd_candle::device::candle_cpu_threads`).
 //!
 //! Times a 1×384 by 384×384 f32 matmul (one row through a decoder projection of TrOCR-small's
 //! or BLIP's width) without and with the variable, in this process, twice after a warm-up;
@@ -27,7 +27,7 @@ fn microseconds_per_matmul() -> f64 {
 }
 
 fn main() {
-    let threads = imgd_clip::device::candle_cpu_threads();
+    let threads = imgd_candle::device::candle_cpu_threads();
     if std::env::var_os("RAYON_NUM_THREADS").is_some() {
         eprintln!("unset RAYON_NUM_THREADS to measure the difference");
         return;

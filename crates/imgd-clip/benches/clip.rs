@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use candle_core::DType;
 use candle_nn::{Init, VarBuilder, VarMap};
 use image::RgbImage;
+use imgd_candle::device::{device_name, select_device};
 use imgd_clip::clip::ClipImageEncoder;
 use imgd_clip::config::{ClipConfig, ModelInfo};
-use imgd_clip::device::{device_name, select_device};
 use imgd_clip::preprocess::{Preprocess, center_crop, resize_bicubic_pil, resize_output_size};
 
 struct Args {

@@ -1,15 +1,17 @@
 //! Model configurations: the CLIP architectures (named presets and HF `config.json`), the
 //! image processor (`preprocessor_config.json`), and the id and version stored on each result.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig};
 use candle_transformers::models::clip::vision_model::ClipVisionConfig;
 use serde::Deserialize;
 
+pub use imgd_candle::model_info::{ModelInfo, fingerprint, require};
+use imgd_candle::processor::{PilFilter, ProcessorConfig};
+
 use crate::ClipError;
-use crate::preprocess::{OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocess};
+use crate::preprocess::Preprocess;
 
 /// The text tower's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,140 +383,37 @@ impl Default for HfVision {
 }
 
 /// Reads HF's `preprocessor_config.json` when the model folder has one; otherwise the OpenAI
-/// processor for the model's input size.
+/// processor for the model's input size. The crop must be the model's input.
 pub fn load_preprocess(dir: &Path, image_size: usize) -> Result<Preprocess, ClipError> {
-    let path = dir.join("preprocessor_config.json");
     let default = Preprocess::openai(image_size as u32);
-    let Ok(text) = fs::read_to_string(&path) else {
+    let Some(config) = ProcessorConfig::read(dir)? else {
         return Ok(default);
     };
-    #[derive(Deserialize)]
-    struct Raw {
-        size: Option<serde_json::Value>,
-        crop_size: Option<serde_json::Value>,
-        rescale_factor: Option<f64>,
-        image_mean: Option<[f32; 3]>,
-        image_std: Option<[f32; 3]>,
-        resample: Option<u32>,
-        do_center_crop: Option<bool>,
+    if config.filter(PilFilter::Bicubic)? != PilFilter::Bicubic {
+        return Err(config.unsupported("a resample filter other than bicubic (3)"));
     }
-    let raw: Raw = serde_json::from_str(&text)
-        .map_err(|e| ClipError::Config(format!("{}: {e}", path.display())))?;
-    // `size` is `{"shortest_edge": N}` (or a bare number in old files); `crop_size` is
-    // `{"height": H, "width": W}` (or a number).
-    let edge = |v: &serde_json::Value, keys: &[&str]| -> Option<u32> {
-        if let Some(n) = v.as_u64() {
-            return u32::try_from(n).ok();
-        }
-        keys.iter()
-            .find_map(|k| v.get(*k).and_then(serde_json::Value::as_u64))
-            .and_then(|n| u32::try_from(n).ok())
-    };
-    if raw.resample.is_some_and(|r| r != 3) {
-        return Err(ClipError::Config(format!(
-            "{}: resample {} is not bicubic (3), the only filter implemented",
-            path.display(),
-            raw.resample.unwrap_or_default()
-        )));
+    config.require_every_step()?;
+    if config.do_center_crop == Some(false) {
+        return Err(config.unsupported("do_center_crop=false"));
     }
-    if raw.do_center_crop == Some(false) {
-        return Err(ClipError::Config(format!(
-            "{}: do_center_crop=false is not supported",
-            path.display()
-        )));
-    }
-    let shortest_edge = raw
+    let shortest_edge = config
         .size
-        .as_ref()
-        .and_then(|v| edge(v, &["shortest_edge"]))
+        .and_then(|size| size.shortest_edge)
         .unwrap_or(default.shortest_edge);
-    let crop = raw
+    let crop = config
         .crop_size
-        .as_ref()
-        .and_then(|v| edge(v, &["height", "width"]))
+        .and_then(|crop| crop.height.or(crop.width))
         .unwrap_or(default.crop);
     if crop as usize != image_size {
-        return Err(ClipError::Config(format!(
-            "{}: crop size {crop} differs from the model's image_size {image_size}",
-            path.display()
+        return Err(config.mismatch(&format!(
+            "crop size {crop} differs from the model's image_size {image_size}"
         )));
     }
     Ok(Preprocess {
         shortest_edge,
         crop,
-        rescale: raw.rescale_factor.unwrap_or(default.rescale),
-        mean: raw.image_mean.unwrap_or(OPENAI_CLIP_MEAN),
-        std: raw.image_std.unwrap_or(OPENAI_CLIP_STD),
+        normalize: config.normalize(&default.normalize),
     })
-}
-
-/// The model id and version stored with every result a model produces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelInfo {
-    /// A short stable name (`clip-vit-b32`).
-    pub id: String,
-    /// Changes whenever the weights change.
-    pub version: String,
-}
-
-impl ModelInfo {
-    /// The id and version of the model in `dir` whose weights are `weights`:
-    ///
-    /// - the id is `imgd_model_id` in `config.json` when set (what `imgd models fetch`
-    ///   writes), else the preset id the architecture matches (`fallback_id`), else the
-    ///   folder's name;
-    /// - the version is `imgd_model_version` in `config.json` when set, else `fp-` and a
-    ///   fingerprint of the weights: SHA-256 over the file's length, its first MiB (the
-    ///   safetensors header with every tensor's name, shape and offset) and 64 KiB at 16 evenly
-    ///   spaced offsets, so different weights of one shape get different versions without
-    ///   reading a whole file of hundreds of MB at start-up.
-    pub fn resolve(
-        dir: &Path,
-        weights: &Path,
-        fallback_id: Option<&str>,
-    ) -> Result<Self, ClipError> {
-        let config: serde_json::Value = fs::read_to_string(dir.join("config.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or(serde_json::Value::Null);
-        let field = |key: &str| {
-            config
-                .get(key)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_string)
-        };
-        let id = field("imgd_model_id")
-            .or_else(|| fallback_id.map(str::to_string))
-            .or_else(|| {
-                dir.file_name()
-                    .map(|name| name.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "clip".to_string());
-        let version = match field("imgd_model_version") {
-            Some(version) => version,
-            None => format!("fp-{}", fingerprint(weights)?),
-        };
-        Ok(ModelInfo { id, version })
-    }
-}
-
-/// The weights fingerprint of [`ModelInfo::resolve`]: 16 hex digits
-/// ([`imgd_vision::fingerprint`]).
-pub fn fingerprint(path: &Path) -> Result<String, ClipError> {
-    imgd_vision::fingerprint(path).map_err(|source| ClipError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// `dir/name`, or an error naming it when it does not exist.
-pub(crate) fn require(dir: &Path, name: &str) -> Result<PathBuf, ClipError> {
-    let path = dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(ClipError::MissingFile(path))
-    }
 }
 
 #[cfg(test)]

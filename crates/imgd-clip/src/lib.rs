@@ -8,7 +8,9 @@
 //! - [`config`]: architectures with named presets ([`config::PRESETS`], ViT-B/32 by default),
 //!   HF `config.json` parsing, and the model id and version stored on each result.
 //! - [`runner`]: the `embedding` and `aesthetic` [`imgd_infer::runner::ModelRunner`]s.
-//! - [`device`](mod@device): CPU, or CUDA behind the `cuda` feature, probed without panicking.
+//!
+//! The device, the image-processor reader, the model ids and the error type are
+//! [`imgd_candle`]'s, shared with the other candle models.
 //!
 //! Parity with the reference implementation (HF `transformers`) is tested against tiny
 //! random-weight models that `scripts/make-fixtures.py` builds into `fixtures/clip/`.
@@ -18,12 +20,10 @@
 pub mod aesthetic;
 pub mod clip;
 pub mod config;
-pub mod device;
 mod error;
 pub mod preprocess;
 pub mod runner;
 
 pub use candle_core::{DType, Device};
-pub use device::{DeviceChoice, device, select_device};
 pub use error::ClipError;
 pub use runner::{aesthetic_runner, embedding_runner};

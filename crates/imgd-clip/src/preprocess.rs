@@ -16,12 +16,10 @@
 //! parity fixtures check it on real photos).
 
 use image::RgbImage;
-pub use imgd_vision::pil::{PilFilter, resize_bicubic_pil, resize_pil, resize_pil_window};
-
-/// The OpenAI CLIP channel means (RGB), as in `CLIPImageProcessor`.
-pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// The OpenAI CLIP channel standard deviations (RGB), as in `CLIPImageProcessor`.
-pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_55, 0.261_302_6, 0.275_777_1];
+pub use imgd_candle::processor::{
+    Normalize, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PilFilter, PreprocessError, resize_bicubic_pil,
+    resize_pil, resize_pil_window,
+};
 
 /// What the image processor does: the fields of HF's `preprocessor_config.json` that CLIP
 /// uses.
@@ -31,12 +29,8 @@ pub struct Preprocess {
     pub shortest_edge: u32,
     /// The crop's height and width (`crop_size`).
     pub crop: u32,
-    /// The rescale factor (`rescale_factor`, 1/255).
-    pub rescale: f64,
-    /// Channel means (`image_mean`).
-    pub mean: [f32; 3],
-    /// Channel standard deviations (`image_std`).
-    pub std: [f32; 3],
+    /// Steps 3 and 4: the rescale and normalisation.
+    pub normalize: Normalize,
 }
 
 impl Preprocess {
@@ -45,9 +39,7 @@ impl Preprocess {
         Preprocess {
             shortest_edge: size,
             crop: size,
-            rescale: 1.0 / 255.0,
-            mean: OPENAI_CLIP_MEAN,
-            std: OPENAI_CLIP_STD,
+            normalize: Normalize::openai_clip(),
         }
     }
 
@@ -96,39 +88,15 @@ impl Preprocess {
     }
 
     /// Steps 3 and 4 as a table: the normalised value of each byte, per channel (RGB), in the
-    /// reference's precision (the rescale in f64 rounded to f32, the normalisation in f32).
+    /// reference's precision ([`Normalize::table`]).
     pub fn normalize_table(&self) -> [[f32; 256]; 3] {
-        let mut table = [[0f32; 256]; 3];
-        for (c, row) in table.iter_mut().enumerate() {
-            for (v, entry) in row.iter_mut().enumerate() {
-                let rescaled = (v as f64 * self.rescale) as f32;
-                *entry = (rescaled - self.mean[c]) / self.std[c];
-            }
-        }
-        table
+        self.normalize.table()
     }
 
-    /// Steps 3 and 4 on an already cropped image, through [`Self::normalize_table`].
+    /// Steps 3 and 4 on an already cropped image ([`Normalize::apply`]).
     pub fn normalize(&self, image: &RgbImage) -> Vec<f32> {
-        let (width, height) = image.dimensions();
-        let plane = width as usize * height as usize;
-        let mut out = vec![0f32; 3 * plane];
-        let table = self.normalize_table();
-        for (i, pixel) in image.pixels().enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = table[c][pixel.0[c] as usize];
-            }
-        }
-        out
+        self.normalize.apply(image)
     }
-}
-
-/// Why an image could not be preprocessed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PreprocessError {
-    /// The image has no pixels.
-    #[error("the image is empty (0 pixels wide or high)")]
-    Empty,
 }
 
 /// The size HF's `get_resize_output_image_size(default_to_square=False)` gives: the short side

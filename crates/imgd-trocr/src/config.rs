@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::TrocrError;
 
-pub use imgd_clip::config::ModelInfo;
+pub use imgd_candle::model_info::ModelInfo;
 
 /// Which image encoder the checkpoint has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,20 +36,10 @@ pub mod preprocess;
 pub mod runner;
 pub mod tokenizer;
 
-use std::path::{Path, PathBuf};
-
 pub use candle_core::Device;
 pub use config::TrocrSettings;
 pub use error::TrocrError;
 pub use model::{Reading, TrocrRecognizer, is_installed};
 pub use runner::runner;
 
-/// `dir/name` when that file exists.
-pub(crate) fn require(dir: &Path, name: &str) -> Result<PathBuf, TrocrError> {
-    let path = dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(TrocrError::MissingFile(path))
-    }
-}
+pub(crate) use imgd_candle::model_info::require;

@@ -40,6 +40,7 @@ use crate::decoder::{EncoderContext, Generated, TextDecoder};
 use crate::encoder::ImageEncoder;
 use crate::preprocess::{Preprocess, load_preprocess};
 use crate::tokenizer::load_tokenizer;
+use imgd_candle::processor::pixel_batch;
 
 /// `data.recognizer` of the OCR rows TrOCR reads.
 pub const KIND: &str = "trocr";
@@ -215,27 +216,13 @@ impl TrocrRecognizer {
 
     /// One crop's model input (`3 × S × S`, channel first), as `TrOCRProcessor` makes it.
     pub fn preprocess(&self, crop: &RgbImage) -> Result<Vec<f32>, TrocrError> {
-        self.preprocess.apply(crop)
+        Ok(self.preprocess.apply(crop)?)
     }
 
     /// The encoder states of preprocessed crops, in one pass: `(n, tokens, width)`.
     pub fn encode_pixels(&self, pixels: &[Vec<f32>]) -> Result<Tensor, TrocrError> {
-        let per_crop = self.preprocess.len();
-        if pixels.is_empty() {
-            return Err(TrocrError::Input("no crops to encode".into()));
-        }
-        if let Some(bad) = pixels.iter().find(|p| p.len() != per_crop) {
-            return Err(TrocrError::Input(format!(
-                "a preprocessed crop has {} values, the model takes {per_crop}",
-                bad.len()
-            )));
-        }
-        let (h, w) = (
-            self.preprocess.height as usize,
-            self.preprocess.width as usize,
-        );
-        let flat: Vec<f32> = pixels.iter().flatten().copied().collect();
-        let batch = Tensor::from_vec(flat, (pixels.len(), 3, h, w), &self.device)?;
+        let (height, width) = (self.preprocess.height, self.preprocess.width);
+        let batch = pixel_batch(pixels, height as usize, width as usize, &self.device)?;
         let states = self.encoder.forward(&batch)?;
         self.encodes
             .fetch_add(pixels.len() as u64, Ordering::Relaxed);
@@ -341,7 +328,8 @@ impl LineRecognizer for TrocrRecognizer {
 
     fn read(&mut self, crops: &[&RgbImage]) -> Result<Vec<(String, f32)>, OcrError> {
         Ok(self
-            .read_images(crops)?
+            .read_images(crops)
+            .map_err(crate::error::into_ocr_error)?
             .into_iter()
             .map(|reading| (reading.text, reading.confidence))
             .collect())

@@ -14,10 +14,10 @@ use candle_core::Device;
 use imgd_infer::OrtConfig;
 use imgd_infer::batcher::BatchConfig;
 use imgd_infer::runner::ModelRunner;
-use imgd_ocr::{CLS_FILE, DET_FILE, Ocr, OcrConfig};
+use imgd_ocr::{CLS_FILE, DET_FILE, Ocr, OcrConfig, OcrError};
 
-use crate::TrocrError;
 use crate::config::TrocrSettings;
+use crate::error::into_ocr_error;
 use crate::model::TrocrRecognizer;
 
 /// The PP-OCR files the TrOCR path needs in the PP-OCR folder: the detector and the direction
@@ -31,13 +31,8 @@ pub fn ocr(
     ort: &OrtConfig,
     config: OcrConfig,
     recognizer: TrocrRecognizer,
-) -> Result<Ocr, TrocrError> {
-    Ok(Ocr::with_recognizer(
-        ppocr,
-        ort,
-        config,
-        Box::new(recognizer),
-    )?)
+) -> Result<Ocr, OcrError> {
+    Ocr::with_recognizer(ppocr, ort, config, Box::new(recognizer))
 }
 
 /// The `ocr` runner: PP-OCR detection from `ppocr` (the folder of [`PPOCR_FILES`]), TrOCR from
@@ -50,8 +45,8 @@ pub fn runner(
     device: &Device,
     settings: TrocrSettings,
     batch: BatchConfig,
-) -> Result<(Box<dyn ModelRunner>, Arc<AtomicU64>), TrocrError> {
-    let recognizer = TrocrRecognizer::load_with(trocr, device, settings)?;
+) -> Result<(Box<dyn ModelRunner>, Arc<AtomicU64>), OcrError> {
+    let recognizer = TrocrRecognizer::load_with(trocr, device, settings).map_err(into_ocr_error)?;
     let encodes = recognizer.encodes();
     let ocr = ocr(ppocr, ort, imgd_ocr::runner_config(), recognizer)?;
     Ok((imgd_ocr::runner_with(ocr, batch), encodes))

@@ -26,7 +26,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Sets `RAYON_NUM_THREADS`, when the user has not, to the thread count candle picks anyway
-/// ([`imgd_clip::device::candle_cpu_threads`]). candle asks for that count on every matmul,
+/// ([`imgd_candle::device::candle_cpu_threads`]). candle asks for that count on every matmul,
 /// and without the variable each answer parses `/proc/cpuinfo`: with it, a 1×384 by 384×384
 /// matmul is 2.7x faster on a 2-core machine (the decoders of BLIP and TrOCR run thousands of
 /// such matmuls per image).
@@ -35,7 +35,7 @@ fn settle_cpu_threads() {
     if std::env::var_os("RAYON_NUM_THREADS").is_some_and(|value| !value.is_empty()) {
         return;
     }
-    let threads = imgd_clip::device::candle_cpu_threads();
+    let threads = imgd_candle::device::candle_cpu_threads();
     // SAFETY: this runs first in `main`, before the process has any other thread, so nothing
     // reads or writes the environment at the same time.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };

@@ -258,28 +258,14 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
         || installed(Module::Aesthetic)
         || installed(Module::Caption)
         || trocr.is_some();
-    let device = if needs_candle {
-        match imgd_clip::device(models.cuda) {
-            Ok(device) => {
-                tracing::info!(
-                    "candle models (CLIP, BLIP, TrOCR) run on {}",
-                    imgd_clip::device::device_name(&device)
-                );
-                Some(device)
-            }
-            Err(err) => {
-                for module in [Module::Embedding, Module::Aesthetic, Module::Caption] {
-                    loaded.problems.push((module, err.to_string()));
-                }
-                if trocr.is_some() {
-                    loaded.problems.push((Module::Ocr, err.to_string()));
-                }
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let device = needs_candle.then(|| {
+        let device = imgd_candle::device(models.cuda);
+        tracing::info!(
+            "candle models (CLIP, BLIP, TrOCR) run on {}",
+            imgd_candle::device::device_name(&device)
+        );
+        device
+    });
     let mut add = |module: Module, result: Result<Box<dyn ModelRunner>, String>| match result {
         Ok(runner) => {
             tracing::info!("module {module}: {} loaded", runner.model_name());

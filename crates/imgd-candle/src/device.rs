@@ -8,8 +8,6 @@
 
 use candle_core::Device;
 
-use crate::ClipError;
-
 /// The device picked and, when CUDA was asked for but not used, why.
 #[derive(Debug, Clone)]
 pub struct DeviceChoice {
@@ -42,15 +40,12 @@ pub fn select_device(cuda: bool) -> DeviceChoice {
 }
 
 /// The device to run on: [`select_device`], with a fallback to the CPU logged as a warning.
-///
-/// Returns an error only for a failure that should stop start-up; today every CUDA problem
-/// falls back to the CPU, so it always returns a device.
-pub fn device(cuda: bool) -> Result<Device, ClipError> {
+pub fn device(cuda: bool) -> Device {
     let choice = select_device(cuda);
     if let Some(why) = &choice.fallback {
         tracing::warn!("CUDA requested but unavailable, running on the CPU: {why}");
     }
-    Ok(choice.device)
+    choice.device
 }
 
 /// The CPU threads candle's operations use: `RAYON_NUM_THREADS` when set, else candle's own
@@ -75,7 +70,7 @@ pub fn device_name(device: &Device) -> String {
 
 #[cfg(not(feature = "cuda"))]
 fn try_cuda() -> Result<Device, String> {
-    Err("this build has no CUDA support (build imgd-clip with the `cuda` feature)".to_string())
+    Err("this build has no CUDA support (build imgd with the `cuda` feature)".to_string())
 }
 
 #[cfg(feature = "cuda")]
@@ -115,6 +110,6 @@ mod tests {
             assert!(choice.fallback.is_some());
         }
         assert_eq!(device_name(&Device::Cpu), "cpu");
-        assert!(device(false).unwrap().is_cpu());
+        assert!(device(false).is_cpu());
     }
 }
