@@ -23,7 +23,7 @@
 //! ```
 //!
 //! The runner measures in the pixels of the analysed tier (`frame`, ≤ 1280 px long edge);
-//! when the writer stores the row, `imgd_store::faces::replace_faces` scales boxes and
+//! when the writer stores the row, the store's `replace_faces` scales boxes and
 //! landmarks to the pixels of the full-size image (as displayed, EXIF orientation applied:
 //! `images.width` × `images.height`) and records `"coords": "image"` (or `"tier"` when the
 //! image's size is unknown). Landmarks are left eye, right eye, nose, left and right mouth
@@ -98,9 +98,6 @@ pub enum FacesError {
         /// Files looked for SCRFD.
         scrfd: Vec<PathBuf>,
     },
-    /// The database failed (clustering, identities).
-    #[error(transparent)]
-    Store(#[from] imgd_store::StoreError),
 }
 
 fn show(paths: &[PathBuf]) -> String {

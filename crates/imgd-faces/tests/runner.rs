@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{mtcnn_models, ort, photo, repo};
 use image::RgbImage;
 use imgd_core::{Module, ResultRow};
-use imgd_faces::cluster::ClusterConfig;
-use imgd_faces::identities::cluster;
+use imgd_faces::cluster::{ClusterConfig, FaceVector};
+use imgd_faces::identities::{ClusterReport, plan_by_model};
 use imgd_faces::{FacesConfig, runner_with};
 use imgd_infer::batcher::{BatchConfig, CloseReason};
 use imgd_infer::runner::{ImageInput, JobKey};
@@ -41,6 +41,33 @@ fn store_with(db: &Path, paths: &[String]) -> Store {
         .collect();
     store.apply_scan(&actions, &[Module::Faces], 0).unwrap();
     store
+}
+
+/// One clustering run on `store`, as `imgd faces cluster` makes it.
+fn cluster(store: &Store, config: &ClusterConfig, reset: bool) -> Result<ClusterReport, String> {
+    let mut report = ClusterReport::default();
+    if reset {
+        report.reset = store
+            .reset_unnamed_identities()
+            .map_err(|e| e.to_string())?;
+    }
+    let faces = store.face_embeddings().map_err(|e| e.to_string())?;
+    let faces = faces.into_iter().map(|f| {
+        let vector = FaceVector {
+            id: f.face_id,
+            identity: f.identity_id,
+            vector: f.vector,
+        };
+        (f.model, vector)
+    });
+    for written in plan_by_model(faces, config) {
+        let plan = &written.plan;
+        let created = store
+            .apply_clusters(&plan.joins, &plan.new_identities)
+            .map_err(|e| e.to_string())?;
+        report.record(&written, created.len());
+    }
+    Ok(report)
 }
 
 /// Claims the queued faces jobs and commits `rows[path]` for each, with each image's full

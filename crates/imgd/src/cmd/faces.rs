@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use imgd_faces::cluster::ClusterConfig;
+use imgd_faces::cluster::{ClusterConfig, FaceVector};
+use imgd_faces::identities::{ClusterReport, plan_by_model};
+use imgd_store::Store;
 use serde_json::json;
 
 use super::{open_store, print_json};
@@ -105,7 +107,7 @@ pub fn run(db: &Path, args: FacesArgs) -> Result<ExitCode> {
                 max_distance,
                 min_faces,
             };
-            let report = imgd_faces::identities::cluster(&store, &config, reset)?;
+            let report = cluster_identities(&store, &config, reset)?;
             if json {
                 print_json(&report)?;
             } else {
@@ -122,4 +124,30 @@ pub fn run(db: &Path, args: FacesArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One clustering run on the database: dissolves the unnamed identities first when `reset`,
+/// plans every embedding model's faces, and writes each plan in one transaction.
+pub fn cluster_identities(
+    store: &Store,
+    config: &ClusterConfig,
+    reset: bool,
+) -> Result<ClusterReport> {
+    let mut report = ClusterReport::default();
+    if reset {
+        report.reset = store.reset_unnamed_identities()?;
+    }
+    let faces = store.face_embeddings()?.into_iter().map(|face| {
+        let vector = FaceVector {
+            id: face.face_id,
+            identity: face.identity_id,
+            vector: face.vector,
+        };
+        (face.model, vector)
+    });
+    for written in plan_by_model(faces, config) {
+        let created = store.apply_clusters(&written.plan.joins, &written.plan.new_identities)?;
+        report.record(&written, created.len());
+    }
+    Ok(report)
 }
