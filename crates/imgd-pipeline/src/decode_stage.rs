@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use imgd_core::{Module, ResultRow};
-use imgd_decode::{DecodeError, DecodeOptions, DecodePath, RgbImage};
+use imgd_decode::{DecodeError, DecodeOptions, DecodePath, Decoded, Header, RgbImage};
 use imgd_modules::{metadata, technical};
 use imgd_store::queue::{ClaimedImage, ClaimedJob, JobFailure};
 use imgd_store::results::ImageOutcome;
@@ -169,110 +169,139 @@ impl DecodeStage {
         };
         let jobs: Vec<(i64, Module)> = image.jobs.iter().map(|j| (j.job_id, j.module)).collect();
         if self.ocr_needs_text && image.objects_has_text == Some(false) {
-            // Done without decoding for it or running a model.
-            image.jobs.retain(|job| {
-                let skip = job.module == Module::Ocr;
-                if skip {
-                    outcome.done.push((job.job_id, skipped_ocr_row()));
-                }
-                !skip
-            });
+            skip_gated_ocr(&mut image, &mut outcome);
         }
         let tiers_needed: Vec<u32> = image.jobs.iter().filter_map(|j| j.module.tier()).collect();
-        let mut model_jobs = Vec::new();
-        let mut tiers = Vec::new();
-
-        // Read the header (and, when pixels are needed, the whole file) once, bounded: a
-        // FIFO, a device or an oversized file fails before a byte is read.
-        fault::abort_on_path(&image.path);
-        let path = imgd_core::stored_path::decode(&image.path);
-        let path = path.as_path();
-        let (header, bytes) = if tiers_needed.is_empty() {
-            (imgd_decode::read_header(path, &self.options), None)
-        } else {
-            match imgd_decode::read_image_file(path, &self.options) {
-                Ok(bytes) => (
-                    imgd_decode::read_header_bytes(&bytes, &self.options),
-                    Some(bytes),
-                ),
-                Err(err) => (Err(err), None),
-            }
-        };
-        let header = match header {
-            Ok(header) => header,
+        let (header, bytes) = match self.read(&image.path, &tiers_needed) {
+            Ok(read) => read,
             Err(err) => {
                 if err.is_missing() {
                     // Gone since it was registered: missing, not failed.
                     outcome.missing = true;
                 } else {
                     self.metrics.bad_image();
-                    fail_jobs(
-                        &mut outcome,
-                        image.jobs.iter(),
-                        &describe(&err, &image.path),
-                        err.is_permanent(),
-                    );
+                    let error = describe(&err, &image.path);
+                    fail_jobs(&mut outcome, image.jobs.iter(), &error, err.is_permanent());
                 }
                 return DecodedImage {
                     image_id: image.image_id,
                     path: image.path,
                     outcome,
-                    model_jobs,
+                    model_jobs: Vec::new(),
                     prepared: HashMap::new(),
-                    tiers,
+                    tiers: Vec::new(),
                     jobs,
                     pixels: PixelCharge::default(),
                 };
             }
         };
         outcome.dimensions = Some(header.oriented_dimensions());
+        let decoded =
+            bytes.and_then(|bytes| self.decode(&bytes, &tiers_needed, &image, &mut outcome));
+        let mut model_jobs =
+            self.run_cpu_modules(&image.jobs, &header, decoded.as_ref(), &mut outcome);
+        let (mut tiers, decoded_bytes) = match &decoded {
+            Some(d) => (
+                d.tiers
+                    .iter()
+                    .map(|t| (t.long_edge, Arc::clone(&t.image)))
+                    .collect(),
+                d.tiers.iter().map(|t| t.image.as_raw().len() as u64).sum(),
+            ),
+            None => (Vec::new(), 0),
+        };
+        let prepared = self.prepare_inputs(&image, &tiers, &mut model_jobs, &mut outcome);
+        // Only runners that prepare their own inputs on the inference thread read the tiers
+        // there; when every model job is prepared, the pixels are not kept.
+        if model_jobs
+            .iter()
+            .all(|job| prepared.contains_key(&job.job_id))
+        {
+            tiers.clear();
+        }
+        DecodedImage {
+            image_id: image.image_id,
+            path: image.path,
+            outcome,
+            model_jobs,
+            prepared,
+            tiers,
+            jobs,
+            // Charged for as long as the image is in flight: the prepared inputs made from
+            // the pixels live as long as the pixels would.
+            pixels: self.budget.charge(decoded_bytes),
+        }
+    }
 
-        let mut decoded = None;
-        if let Some(bytes) = bytes {
-            let started = Instant::now();
-            self.decodes.fetch_add(1, Ordering::Relaxed);
-            match imgd_decode::decode_tiers_bytes(&bytes, &tiers_needed, &self.options) {
-                Ok(d) => {
-                    self.metrics
-                        .record_decode(decode_label(d.decode_path), started.elapsed());
-                    decoded = Some(d);
-                }
-                Err(err) => {
-                    self.metrics.bad_image();
-                    let message = describe(&err, &image.path);
-                    fail_jobs(
-                        &mut outcome,
-                        image.jobs.iter().filter(|j| j.module.tier().is_some()),
-                        &message,
-                        err.is_permanent(),
-                    );
-                }
+    /// The header and, when pixels are needed, the whole file, read once and bounded: a FIFO,
+    /// a device or an oversized file fails before a byte is read.
+    fn read(
+        &self,
+        stored_path: &str,
+        tiers_needed: &[u32],
+    ) -> Result<(Header, Option<Vec<u8>>), DecodeError> {
+        fault::abort_on_path(stored_path);
+        let path = imgd_core::stored_path::decode(stored_path);
+        if tiers_needed.is_empty() {
+            return Ok((imgd_decode::read_header(&path, &self.options)?, None));
+        }
+        let bytes = imgd_decode::read_image_file(&path, &self.options)?;
+        let header = imgd_decode::read_header_bytes(&bytes, &self.options)?;
+        Ok((header, Some(bytes)))
+    }
+
+    /// The tiers of one image, decoded once; a failure fails the jobs that needed pixels.
+    fn decode(
+        &self,
+        bytes: &[u8],
+        tiers_needed: &[u32],
+        image: &ClaimedImage,
+        outcome: &mut ImageOutcome,
+    ) -> Option<Decoded> {
+        let started = Instant::now();
+        self.decodes.fetch_add(1, Ordering::Relaxed);
+        match imgd_decode::decode_tiers_bytes(bytes, tiers_needed, &self.options) {
+            Ok(decoded) => {
+                self.metrics
+                    .record_decode(decode_label(decoded.decode_path), started.elapsed());
+                Some(decoded)
+            }
+            Err(err) => {
+                self.metrics.bad_image();
+                fail_jobs(
+                    outcome,
+                    image.jobs.iter().filter(|j| j.module.tier().is_some()),
+                    &describe(&err, &image.path),
+                    err.is_permanent(),
+                );
+                None
             }
         }
-        let mut decoded_bytes = 0;
-        if let Some(d) = &decoded {
-            tiers = d
-                .tiers
-                .iter()
-                .map(|t| (t.long_edge, Arc::clone(&t.image)))
-                .collect();
-            decoded_bytes = d.tiers.iter().map(|t| t.image.as_raw().len() as u64).sum();
-        }
+    }
 
-        for job in &image.jobs {
+    /// Runs the CPU modules (metadata, technical) into `outcome`; returns the model jobs that
+    /// go on to the inference thread (those with their pixels, or that read none).
+    fn run_cpu_modules(
+        &self,
+        jobs: &[ClaimedJob],
+        header: &Header,
+        decoded: Option<&Decoded>,
+        outcome: &mut ImageOutcome,
+    ) -> Vec<ClaimedJob> {
+        let mut model_jobs = Vec::new();
+        for job in jobs {
             let result = match job.module {
                 Module::Metadata => Some(run_module(Module::Metadata, &self.metrics, || {
                     metadata::extract(header.exif.as_deref(), header.width, header.height).to_row()
                 })),
-                Module::Technical => decoded.as_ref().map(|d| {
-                    let tier = Module::Technical.tier().and_then(|t| d.tier(t));
-                    match tier {
+                Module::Technical => {
+                    decoded.map(|d| match Module::Technical.tier().and_then(|t| d.tier(t)) {
                         Some(tier) => run_module(Module::Technical, &self.metrics, || {
                             technical::analyze(tier).to_row()
                         }),
                         None => Err("no decoded tier for technical".to_string()),
-                    }
-                }),
+                    })
+                }
                 _ => {
                     // Model modules need their tier, unless they read no pixels.
                     if job.module.tier().is_none() || decoded.is_some() {
@@ -291,61 +320,65 @@ impl DecodeStage {
                 None => {}
             }
         }
-        let mut prepared = HashMap::new();
-        if !model_jobs.is_empty() && !self.preparers.is_empty() {
-            let input = ImageInput {
-                image_id: image.image_id,
-                path: &image.path,
-                tiers: &tiers,
-            };
-            model_jobs.retain(|job| {
-                let Some(prepare) = self.preparers.get(&job.module) else {
-                    return true;
-                };
-                let result =
-                    catch_unwind(AssertUnwindSafe(|| prepare(&input))).unwrap_or_else(|p| {
-                        Err(format!(
-                            "preparing the {} input panicked: {}",
-                            job.module,
-                            panic_text(p.as_ref())
-                        ))
-                    });
-                match result {
-                    Ok(ready) => {
-                        prepared.insert(job.job_id, ready);
-                        true
-                    }
-                    Err(error) => {
-                        outcome.failed.push(JobFailure {
-                            job_id: job.job_id,
-                            error,
-                            permanent: false,
-                        });
-                        false
-                    }
-                }
-            });
-        }
-        // Only runners that prepare their own inputs on the inference thread read the tiers
-        // there; when every model job is prepared, the pixels are not kept.
-        if model_jobs
-            .iter()
-            .all(|job| prepared.contains_key(&job.job_id))
-        {
-            tiers.clear();
-        }
-        // Charged for as long as the image is in flight: the prepared inputs made from the
-        // pixels live as long as the pixels would.
-        let pixels = self.budget.charge(decoded_bytes);
-        DecodedImage {
-            image_id: image.image_id,
-            path: image.path,
-            outcome,
-            model_jobs,
-            prepared,
-            tiers,
-            jobs,
-            pixels,
-        }
+        model_jobs
     }
+
+    /// Runs the preparation of every runner that offers one here, on the decode thread; a job
+    /// whose preparation fails (or panics) fails alone and leaves `model_jobs`.
+    fn prepare_inputs(
+        &self,
+        image: &ClaimedImage,
+        tiers: &[(u32, Arc<RgbImage>)],
+        model_jobs: &mut Vec<ClaimedJob>,
+        outcome: &mut ImageOutcome,
+    ) -> HashMap<i64, Prepared> {
+        let mut prepared = HashMap::new();
+        if model_jobs.is_empty() || self.preparers.is_empty() {
+            return prepared;
+        }
+        let input = ImageInput {
+            image_id: image.image_id,
+            path: &image.path,
+            tiers,
+        };
+        model_jobs.retain(|job| {
+            let Some(prepare) = self.preparers.get(&job.module) else {
+                return true;
+            };
+            let result = catch_unwind(AssertUnwindSafe(|| prepare(&input))).unwrap_or_else(|p| {
+                Err(format!(
+                    "preparing the {} input panicked: {}",
+                    job.module,
+                    panic_text(p.as_ref())
+                ))
+            });
+            match result {
+                Ok(ready) => {
+                    prepared.insert(job.job_id, ready);
+                    true
+                }
+                Err(error) => {
+                    outcome.failed.push(JobFailure {
+                        job_id: job.job_id,
+                        error,
+                        permanent: false,
+                    });
+                    false
+                }
+            }
+        });
+        prepared
+    }
+}
+
+/// Marks the image's OCR job done as skipped, without decoding for it or running a model:
+/// its objects found no text.
+fn skip_gated_ocr(image: &mut ClaimedImage, outcome: &mut ImageOutcome) {
+    image.jobs.retain(|job| {
+        let skip = job.module == Module::Ocr;
+        if skip {
+            outcome.done.push((job.job_id, skipped_ocr_row()));
+        }
+        !skip
+    });
 }

@@ -189,122 +189,134 @@ impl Metrics {
             images_processed: Counter::default(),
             bad_images: Counter::default(),
         };
+        metrics.register_queue_and_decode();
+        metrics.register_inference_and_writer();
+        metrics.create_known_labels();
+        metrics
+    }
 
-        // Counters are registered without `_total`: the encoder appends it.
-        let r = &mut metrics.registry;
+    /// Registers the job, queue and decode metrics. Counters are registered without `_total`:
+    /// the encoder appends it.
+    fn register_queue_and_decode(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "jobs_done",
             "Jobs finished with a stored result, per module",
-            metrics.jobs_done.clone(),
+            self.jobs_done.clone(),
         );
         r.register(
             "jobs_failed",
             "Jobs that failed, per module",
-            metrics.jobs_failed.clone(),
+            self.jobs_failed.clone(),
         );
         r.register(
             "queue_jobs",
             "Jobs in the queue per state, as last read from the database",
-            metrics.queue_jobs.clone(),
+            self.queue_jobs.clone(),
         );
         r.register(
             "decode_seconds",
             "Time to decode one image and derive its resolution tiers",
-            metrics.decode_seconds.clone(),
+            self.decode_seconds.clone(),
         );
         r.register(
             "decode_images",
             "Images whose pixels were decoded, per decode path",
-            metrics.decode_images.clone(),
+            self.decode_images.clone(),
         );
         r.register(
             "decode_pixels_in_flight_bytes",
             "Bytes of decoded pixels held by images in flight (claimed and not yet written)",
-            metrics.decode_pixels_in_flight_bytes.clone(),
+            self.decode_pixels_in_flight_bytes.clone(),
         );
         r.register(
             "decode_pixels_budget_bytes",
             "The budget of decoded pixels in flight ([decode] memory_mb): no claim past it",
-            metrics.decode_pixels_budget_bytes.clone(),
+            self.decode_pixels_budget_bytes.clone(),
         );
         r.register(
             "module_seconds",
             "Time a CPU module spent on one image on a decode thread",
-            metrics.module_seconds.clone(),
+            self.module_seconds.clone(),
         );
+    }
+
+    /// Registers the inference thread's and the writer's self.
+    fn register_inference_and_writer(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "infer_batch_seconds",
             "Time the inference thread spent on one batch of one model, single retries included",
-            metrics.infer_batch_seconds.clone(),
+            self.infer_batch_seconds.clone(),
         );
         r.register(
             "infer_batch_items",
             "Requests per model batch",
-            metrics.infer_batch_items.clone(),
+            self.infer_batch_items.clone(),
         );
         r.register(
             "infer_batches",
             "Model batches run, per model and close reason (full, timed_out, draining)",
-            metrics.infer_batches.clone(),
+            self.infer_batches.clone(),
         );
         r.register(
             "infer_busy_seconds",
             "Seconds the inference thread spent running models",
-            metrics.infer_busy_seconds.clone(),
+            self.infer_busy_seconds.clone(),
         );
         r.register(
             "infer_failed_items",
             "Model requests that ended with an error, per model",
-            metrics.infer_failed_items.clone(),
+            self.infer_failed_items.clone(),
         );
         r.register(
             "writer_flush_seconds",
             "Time the writer spent committing one transaction",
-            metrics.writer_flush_seconds.clone(),
+            self.writer_flush_seconds.clone(),
         );
         r.register(
             "writer_images",
             "Images whose results the writer committed",
-            metrics.writer_images.clone(),
+            self.writer_images.clone(),
         );
         r.register(
             "writer_transactions",
             "Transactions the writer committed",
-            metrics.writer_transactions.clone(),
+            self.writer_transactions.clone(),
         );
         r.register(
             "images_processed",
             "Images that went through every queued module",
-            metrics.images_processed.clone(),
+            self.images_processed.clone(),
         );
         r.register(
             "bad_images",
             "Images that could not be read or decoded",
-            metrics.bad_images.clone(),
+            self.bad_images.clone(),
         );
+    }
 
+    /// Creates every series whose labels are known up front at zero, so rates exist from
+    /// start-up.
+    fn create_known_labels(&self) {
         for module in Module::ALL {
             let label = ModuleLabel {
                 module: module.name(),
             };
-            metrics.jobs_done.get_or_create_owned(&label);
-            metrics.jobs_failed.get_or_create_owned(&label);
+            self.jobs_done.get_or_create_owned(&label);
+            self.jobs_failed.get_or_create_owned(&label);
             if !module.needs_model() {
-                metrics.module_seconds.get_or_create_owned(&label);
+                self.module_seconds.get_or_create_owned(&label);
             }
         }
         for state in QueueState::ALL {
-            metrics.queue_jobs.get_or_create_owned(&StateLabel {
+            self.queue_jobs.get_or_create_owned(&StateLabel {
                 state: state.as_str(),
             });
         }
         for path in DECODE_PATHS {
-            metrics
-                .decode_images
-                .get_or_create_owned(&PathLabel { path });
+            self.decode_images.get_or_create_owned(&PathLabel { path });
         }
-
-        metrics
     }
 
     /// Creates the per-model series of `model` at zero, so a model's rates exist from

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use imgd_core::Module;
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
 use crate::{Context, Store, StoreError, now_ms};
 
@@ -151,148 +151,15 @@ impl Store {
         if actions.is_empty() {
             return Ok(());
         }
-        let requested = Module::mask_of(modules);
-        let now = now_ms();
+        let scan = ScanWrite {
+            modules,
+            requested: Module::mask_of(modules),
+            priority,
+            now: now_ms(),
+        };
         let tx = self.write_tx().ctx("starting a scan transaction")?;
-        {
-            let mut insert_image = tx
-                .prepare_cached(
-                    "INSERT INTO images (path, size, mtime_ns, inode, content_hash, format,
-                                         modules_mask, first_seen_ms, last_seen_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
-                     ON CONFLICT (path) DO UPDATE SET
-                         size = excluded.size, mtime_ns = excluded.mtime_ns,
-                         inode = excluded.inode, content_hash = excluded.content_hash,
-                         format = excluded.format, state = 'present',
-                         modules_mask = images.modules_mask | excluded.modules_mask,
-                         last_seen_ms = excluded.last_seen_ms
-                     RETURNING id",
-                )
-                .ctx("preparing the image insert")?;
-            let mut update_image = tx
-                .prepare_cached(
-                    "UPDATE images SET size = ?2, mtime_ns = ?3, inode = ?4,
-                         content_hash = coalesce(?5, content_hash), format = ?6,
-                         state = 'present', modules_mask = ?7, last_seen_ms = ?8,
-                         width = NULL, height = NULL
-                     WHERE id = ?1",
-                )
-                .ctx("preparing the image update")?;
-            let mut set_mask = tx
-                .prepare_cached(
-                    "UPDATE images SET modules_mask = modules_mask | ?2, state = 'present',
-                                       last_seen_ms = ?3
-                     WHERE id = ?1",
-                )
-                .ctx("preparing the mask update")?;
-            let mut insert_job = tx
-                .prepare_cached(
-                    "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?4)
-                     ON CONFLICT (image_id, module) DO NOTHING",
-                )
-                .ctx("preparing the job insert")?;
-            let mut requeue_job = tx
-                .prepare_cached(
-                    "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?4)
-                     ON CONFLICT (image_id, module) DO UPDATE SET
-                         state = 'queued', attempts = 0, lease_expiries = 0, last_error = NULL,
-                         lease_owner = NULL, lease_expires_ms = NULL,
-                         priority = excluded.priority, queued_ms = excluded.queued_ms,
-                         updated_ms = excluded.updated_ms",
-                )
-                .ctx("preparing the job re-queue")?;
-            let mut set_hash = tx
-                .prepare_cached("UPDATE images SET content_hash = ?2 WHERE id = ?1")
-                .ctx("preparing the hash update")?;
-            let mut set_state = tx
-                .prepare_cached("UPDATE images SET state = ?2, last_seen_ms = ?3 WHERE id = ?1")
-                .ctx("preparing the state update")?;
-
-            for action in actions {
-                match action {
-                    ScanAction::New(file) => {
-                        let id: i64 = insert_image
-                            .query_row(
-                                params![
-                                    file.path,
-                                    file.fingerprint.size,
-                                    file.fingerprint.mtime_ns,
-                                    file.fingerprint.inode,
-                                    file.content_hash,
-                                    file.format,
-                                    requested,
-                                    now
-                                ],
-                                |r| r.get(0),
-                            )
-                            .ctx("registering an image")?;
-                        for m in modules {
-                            requeue_job
-                                .execute(params![id, m.name(), priority, now])
-                                .ctx("queuing a job")?;
-                        }
-                    }
-                    ScanAction::Changed {
-                        id,
-                        file,
-                        modules_mask,
-                    } => {
-                        let mask = modules_mask | requested;
-                        update_image
-                            .execute(params![
-                                id,
-                                file.fingerprint.size,
-                                file.fingerprint.mtime_ns,
-                                file.fingerprint.inode,
-                                file.content_hash,
-                                file.format,
-                                mask,
-                                now
-                            ])
-                            .ctx("updating a changed image")?;
-                        for m in Module::from_mask(mask) {
-                            requeue_job
-                                .execute(params![id, m.name(), priority, now])
-                                .ctx("re-queuing a job")?;
-                        }
-                    }
-                    ScanAction::AddModules { id, modules_mask } => {
-                        set_mask
-                            .execute(params![id, requested, now])
-                            .ctx("updating a module mask")?;
-                        for m in Module::from_mask(requested & !modules_mask) {
-                            insert_job
-                                .execute(params![id, m.name(), priority, now])
-                                .ctx("queuing a job")?;
-                        }
-                    }
-                    ScanAction::Requeue { id, .. } => {
-                        set_mask
-                            .execute(params![id, requested, now])
-                            .ctx("updating a module mask")?;
-                        for m in modules {
-                            requeue_job
-                                .execute(params![id, m.name(), priority, now])
-                                .ctx("re-queuing a job")?;
-                        }
-                    }
-                    ScanAction::Reappeared { id } => {
-                        set_state
-                            .execute(params![id, "present", now])
-                            .ctx("marking an image present")?;
-                    }
-                    ScanAction::SetHash { id, hash } => {
-                        set_hash.execute(params![id, hash]).ctx("storing a hash")?;
-                    }
-                    ScanAction::Missing { id } => {
-                        set_state
-                            .execute(params![id, "missing", now])
-                            .ctx("marking an image missing")?;
-                    }
-                }
-            }
+        for action in actions {
+            scan.apply(&tx, action)?;
         }
         tx.commit().ctx("committing a scan")
     }
@@ -325,6 +192,161 @@ impl Store {
         }
         Ok(groups)
     }
+}
+
+/// Registers an image, or refreshes the one at its path (a file seen again after it went
+/// missing keeps its id and its modules).
+const INSERT_IMAGE: &str = "INSERT INTO images (path, size, mtime_ns, inode, content_hash,
+                                format, modules_mask, first_seen_ms, last_seen_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+     ON CONFLICT (path) DO UPDATE SET
+         size = excluded.size, mtime_ns = excluded.mtime_ns,
+         inode = excluded.inode, content_hash = excluded.content_hash,
+         format = excluded.format, state = 'present',
+         modules_mask = images.modules_mask | excluded.modules_mask,
+         last_seen_ms = excluded.last_seen_ms
+     RETURNING id";
+
+/// A changed file: new fingerprint, its size unknown until it is decoded again.
+const UPDATE_CHANGED_IMAGE: &str = "UPDATE images SET size = ?2, mtime_ns = ?3, inode = ?4,
+         content_hash = coalesce(?5, content_hash), format = ?6,
+         state = 'present', modules_mask = ?7, last_seen_ms = ?8,
+         width = NULL, height = NULL
+     WHERE id = ?1";
+
+const ADD_TO_MASK: &str = "UPDATE images SET modules_mask = modules_mask | ?2,
+         state = 'present', last_seen_ms = ?3
+     WHERE id = ?1";
+
+/// Queues a job unless the image already has one for the module.
+const INSERT_JOB: &str = "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms)
+     VALUES (?1, ?2, ?3, ?4, ?4)
+     ON CONFLICT (image_id, module) DO NOTHING";
+
+/// Queues a job, or queues the existing one again from scratch.
+const REQUEUE_JOB: &str = "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms)
+     VALUES (?1, ?2, ?3, ?4, ?4)
+     ON CONFLICT (image_id, module) DO UPDATE SET
+         state = 'queued', attempts = 0, lease_expiries = 0, last_error = NULL,
+         lease_owner = NULL, lease_expires_ms = NULL,
+         priority = excluded.priority, queued_ms = excluded.queued_ms,
+         updated_ms = excluded.updated_ms";
+
+const SET_HASH: &str = "UPDATE images SET content_hash = ?2 WHERE id = ?1";
+
+const SET_STATE: &str = "UPDATE images SET state = ?2, last_seen_ms = ?3 WHERE id = ?1";
+
+/// One scan transaction's settings: what [`Store::apply_scan`] was asked to queue.
+struct ScanWrite<'a> {
+    modules: &'a [Module],
+    requested: i64,
+    priority: i64,
+    now: i64,
+}
+
+impl ScanWrite<'_> {
+    /// Writes one scan decision (statements are prepared once per connection and cached).
+    fn apply(&self, tx: &Connection, action: &ScanAction) -> Result<(), StoreError> {
+        let (requested, now) = (self.requested, self.now);
+        match action {
+            ScanAction::New(file) => {
+                let fp = &file.fingerprint;
+                let id: i64 = tx
+                    .prepare_cached(INSERT_IMAGE)
+                    .ctx("preparing the image insert")?
+                    .query_row(
+                        params![
+                            file.path,
+                            fp.size,
+                            fp.mtime_ns,
+                            fp.inode,
+                            file.content_hash,
+                            file.format,
+                            requested,
+                            now
+                        ],
+                        |r| r.get(0),
+                    )
+                    .ctx("registering an image")?;
+                self.queue(tx, REQUEUE_JOB, id, self.modules.iter().copied())
+            }
+            ScanAction::Changed {
+                id,
+                file,
+                modules_mask,
+            } => {
+                let fp = &file.fingerprint;
+                let mask = modules_mask | requested;
+                tx.prepare_cached(UPDATE_CHANGED_IMAGE)
+                    .ctx("preparing the image update")?
+                    .execute(params![
+                        id,
+                        fp.size,
+                        fp.mtime_ns,
+                        fp.inode,
+                        file.content_hash,
+                        file.format,
+                        mask,
+                        now
+                    ])
+                    .ctx("updating a changed image")?;
+                self.queue(tx, REQUEUE_JOB, *id, Module::from_mask(mask))
+            }
+            ScanAction::AddModules { id, modules_mask } => {
+                self.add_to_mask(tx, *id)?;
+                let added = Module::from_mask(requested & !modules_mask);
+                self.queue(tx, INSERT_JOB, *id, added)
+            }
+            ScanAction::Requeue { id, .. } => {
+                self.add_to_mask(tx, *id)?;
+                self.queue(tx, REQUEUE_JOB, *id, self.modules.iter().copied())
+            }
+            ScanAction::Reappeared { id } => set_state(tx, *id, "present", now),
+            ScanAction::SetHash { id, hash } => {
+                tx.prepare_cached(SET_HASH)
+                    .ctx("preparing the hash update")?
+                    .execute(params![id, hash])
+                    .ctx("storing a hash")?;
+                Ok(())
+            }
+            ScanAction::Missing { id } => set_state(tx, *id, "missing", now),
+        }
+    }
+
+    /// Runs `sql` (a job insert) for each of `modules` of image `id`.
+    fn queue(
+        &self,
+        tx: &Connection,
+        sql: &str,
+        id: i64,
+        modules: impl Iterator<Item = Module>,
+    ) -> Result<(), StoreError> {
+        let mut statement = tx.prepare_cached(sql).ctx("preparing a job insert")?;
+        for module in modules {
+            statement
+                .execute(params![id, module.name(), self.priority, self.now])
+                .ctx("queuing a job")?;
+        }
+        Ok(())
+    }
+
+    /// Adds the requested modules to image `id`'s mask.
+    fn add_to_mask(&self, tx: &Connection, id: i64) -> Result<(), StoreError> {
+        tx.prepare_cached(ADD_TO_MASK)
+            .ctx("preparing the mask update")?
+            .execute(params![id, self.requested, self.now])
+            .ctx("updating a module mask")?;
+        Ok(())
+    }
+}
+
+/// Marks image `id` present or missing.
+fn set_state(tx: &Connection, id: i64, state: &str, now: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(SET_STATE)
+        .ctx("preparing the state update")?
+        .execute(params![id, state, now])
+        .ctx("marking an image present or missing")?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::{
-    AESTHETIC_POOL, FUSION_DEPTH, ModelKey, Neighbour, RRF_K, TextEmbedder, VectorCache,
-    VectorError, choose_serving_model, normalize, rrf,
+    AESTHETIC_POOL, FUSION_DEPTH, ModelCoverage, ModelKey, Neighbour, RRF_K, TextEmbedder,
+    VectorCache, VectorError, choose_serving_model, normalize, rrf,
 };
 use crate::Store;
-use crate::report::fts_query;
+use crate::report::{SearchHit, fts_query};
 
 /// Which rankings a search uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -126,119 +126,33 @@ impl Store {
         let models = self.embedding_models_cached(cache)?;
         let serving = choose_serving_model(&models).map(|m| m.model.clone());
         let has_query_vector = request.similar_to.is_some() || embedder.is_some();
-        let mut note = None;
-        let mode = match request.mode {
-            Some(SearchMode::Text) => {
-                if !has_words {
-                    return Err(VectorError::BadRequest(
-                        "--mode text needs query words".into(),
-                    ));
-                }
-                SearchMode::Text
-            }
-            Some(wanted) => {
-                if !has_query_vector {
-                    return Err(VectorError::NoTextEncoder);
-                }
-                if serving.is_none() {
-                    return Err(VectorError::NoVectors);
-                }
-                if has_words {
-                    wanted
-                } else {
-                    SearchMode::Semantic
-                }
-            }
-            None if serving.is_some() && has_query_vector => {
-                if has_words {
-                    SearchMode::Hybrid
-                } else {
-                    SearchMode::Semantic
-                }
-            }
-            None if has_words => {
-                if serving.is_some() {
-                    note = Some(
-                        "semantic search is off: no text encoder installed \
-                         (imgd models fetch clip-vit-b32); text search only"
-                            .to_string(),
-                    );
-                }
-                SearchMode::Text
-            }
-            None => return Err(VectorError::NoVectors),
-        };
-
+        let (mode, mut note) =
+            choose_mode(request.mode, has_words, serving.is_some(), has_query_vector)?;
         let depth = match (request.sort, mode) {
             (SortOrder::Aesthetic, _) => AESTHETIC_POOL.max(limit),
             (SortOrder::Relevance, SearchMode::Hybrid) => FUSION_DEPTH.max(limit),
             (SortOrder::Relevance, _) => limit,
         };
 
-        // The vector ranking.
-        let mut model = None;
-        let mut neighbours: Vec<Neighbour> = Vec::new();
-        if mode != SearchMode::Text {
-            let serving = serving.clone().ok_or(VectorError::NoVectors)?;
-            let (used, mut query) = match (request.similar_to, embedder) {
-                (Some(image_id), _) => {
-                    let vector = self.image_vector(image_id, &serving)?.ok_or_else(|| {
-                        VectorError::NoVectorForImage {
-                            path: self
-                                .image_paths(&[image_id])
-                                .ok()
-                                .and_then(|mut p| p.remove(&image_id))
-                                .unwrap_or_else(|| format!("image {image_id}")),
-                            model: serving.clone(),
-                        }
-                    })?;
-                    (serving, vector)
-                }
-                (None, Some(embedder)) => {
-                    let (id, version) = embedder.model();
-                    let encoder = ModelKey::new(id, version);
-                    if encoder != serving {
-                        if !models.iter().any(|m| m.model == encoder && m.vectors > 0) {
-                            return Err(VectorError::EncoderModelMismatch { encoder, serving });
-                        }
-                        note = Some(format!(
-                            "the images are served from {serving}, but the text encoder is \
-                             {encoder}: searching only the images {encoder} has embedded"
-                        ));
-                    }
-                    let vector = embedder
-                        .embed(text)
-                        .map_err(|message| VectorError::Embedder {
-                            model: encoder.clone(),
-                            message,
-                        })?;
-                    (encoder, vector)
-                }
-                (None, None) => return Err(VectorError::NoTextEncoder),
+        let (model, neighbours) = if mode == SearchMode::Text {
+            (None, Vec::new())
+        } else {
+            let serving = serving.ok_or(VectorError::NoVectors)?;
+            let query = VectorQuery {
+                text,
+                similar_to: request.similar_to,
+                serving,
+                depth,
             };
-            normalize(&mut query);
-            let matrix = self.load_vectors_cached(cache, &used)?;
-            if query.len() != matrix.dim() {
-                return Err(VectorError::DimensionMismatch {
-                    model: used,
-                    want: matrix.dim(),
-                    got: query.len(),
-                });
-            }
-            let extra = usize::from(request.similar_to.is_some());
-            neighbours = matrix.top_k(&query, depth + extra);
-            neighbours.retain(|n| Some(n.image_id) != request.similar_to);
-            neighbours.truncate(depth);
-            model = Some(used);
-        }
-
-        // The text ranking.
+            let (used, neighbours) =
+                self.vector_ranking(&query, embedder, &models, cache, &mut note)?;
+            (Some(used), neighbours)
+        };
         let text_hits = if mode == SearchMode::Semantic {
             Vec::new()
         } else {
             self.search_text(text, depth)?
         };
-
         let ranked: Vec<(i64, f64)> = match mode {
             SearchMode::Text => text_hits.iter().map(|h| (h.image_id, h.score)).collect(),
             SearchMode::Semantic => neighbours
@@ -251,43 +165,134 @@ impl Store {
                 rrf(&[&text_ids, &vector_ids], RRF_K)
             }
         };
-
         let ranked = if request.sort == SortOrder::Aesthetic {
-            let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
-            let scored = self.aesthetic_scores(Some(&ids), ids.len())?;
-            let relevance: HashMap<i64, f64> = ranked.iter().copied().collect();
-            let mut seen = std::collections::HashSet::new();
-            let mut out: Vec<(i64, f64)> = scored
-                .iter()
-                .map(|&(id, _)| {
-                    seen.insert(id);
-                    (id, relevance[&id])
-                })
-                .collect();
-            out.extend(ranked.iter().filter(|r| !seen.contains(&r.0)).copied());
-            out
+            self.order_by_aesthetic(ranked)?
         } else {
             ranked
         };
+        let rankings = Rankings {
+            mode,
+            model: model.clone(),
+            text_hits: &text_hits,
+            neighbours: &neighbours,
+        };
+        let hits = self.ranked_hits(ranked.into_iter().take(limit).collect(), &rankings)?;
+        Ok(SearchResponse {
+            mode: Some(mode),
+            model,
+            note,
+            hits,
+        })
+    }
 
-        let text_pos: HashMap<i64, usize> = text_hits
+    /// The nearest images to the query's vector (an image's own, or the text's through
+    /// `embedder`) among the vectors of the model that serves it, closest first.
+    fn vector_ranking(
+        &self,
+        query: &VectorQuery<'_>,
+        embedder: Option<&mut dyn TextEmbedder>,
+        models: &[ModelCoverage],
+        cache: &mut VectorCache,
+        note: &mut Option<String>,
+    ) -> Result<(ModelKey, Vec<Neighbour>), VectorError> {
+        let serving = query.serving.clone();
+        let (used, mut vector) = match (query.similar_to, embedder) {
+            (Some(image_id), _) => {
+                let vector = self.image_vector(image_id, &serving)?.ok_or_else(|| {
+                    VectorError::NoVectorForImage {
+                        path: self
+                            .image_paths(&[image_id])
+                            .ok()
+                            .and_then(|mut p| p.remove(&image_id))
+                            .unwrap_or_else(|| format!("image {image_id}")),
+                        model: serving.clone(),
+                    }
+                })?;
+                (serving, vector)
+            }
+            (None, Some(embedder)) => {
+                let (id, version) = embedder.model();
+                let encoder = ModelKey::new(id, version);
+                if encoder != serving {
+                    if !models.iter().any(|m| m.model == encoder && m.vectors > 0) {
+                        return Err(VectorError::EncoderModelMismatch { encoder, serving });
+                    }
+                    *note = Some(format!(
+                        "the images are served from {serving}, but the text encoder is \
+                         {encoder}: searching only the images {encoder} has embedded"
+                    ));
+                }
+                let vector =
+                    embedder
+                        .embed(query.text)
+                        .map_err(|message| VectorError::Embedder {
+                            model: encoder.clone(),
+                            message,
+                        })?;
+                (encoder, vector)
+            }
+            (None, None) => return Err(VectorError::NoTextEncoder),
+        };
+        normalize(&mut vector);
+        let matrix = self.load_vectors_cached(cache, &used)?;
+        if vector.len() != matrix.dim() {
+            return Err(VectorError::DimensionMismatch {
+                model: used,
+                want: matrix.dim(),
+                got: vector.len(),
+            });
+        }
+        let extra = usize::from(query.similar_to.is_some());
+        let mut neighbours = matrix.top_k(&vector, query.depth + extra);
+        neighbours.retain(|n| Some(n.image_id) != query.similar_to);
+        neighbours.truncate(query.depth);
+        Ok((used, neighbours))
+    }
+
+    /// `ranked` reordered by aesthetic score, best first; images without a score keep their
+    /// relevance order after the scored ones.
+    fn order_by_aesthetic(&self, ranked: Vec<(i64, f64)>) -> Result<Vec<(i64, f64)>, VectorError> {
+        let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+        let scored = self.aesthetic_scores(Some(&ids), ids.len())?;
+        let relevance: HashMap<i64, f64> = ranked.iter().copied().collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<(i64, f64)> = scored
+            .iter()
+            .map(|&(id, _)| {
+                seen.insert(id);
+                (id, relevance[&id])
+            })
+            .collect();
+        out.extend(ranked.iter().filter(|r| !seen.contains(&r.0)).copied());
+        Ok(out)
+    }
+
+    /// The hits of the `top` images, with their paths, snippets, ranks in each ranking and
+    /// aesthetic scores.
+    fn ranked_hits(
+        &self,
+        top: Vec<(i64, f64)>,
+        rankings: &Rankings<'_>,
+    ) -> Result<Vec<RankedHit>, VectorError> {
+        let text_pos: HashMap<i64, usize> = rankings
+            .text_hits
             .iter()
             .enumerate()
             .map(|(i, h)| (h.image_id, i))
             .collect();
-        let vector_pos: HashMap<i64, usize> = neighbours
+        let vector_pos: HashMap<i64, usize> = rankings
+            .neighbours
             .iter()
             .enumerate()
             .map(|(i, n)| (n.image_id, i))
             .collect();
-        let top: Vec<(i64, f64)> = ranked.into_iter().take(limit).collect();
         let ids: Vec<i64> = top.iter().map(|r| r.0).collect();
         let paths = self.image_paths(&ids)?;
         let aesthetic: HashMap<i64, f64> = self
             .aesthetic_scores(Some(&ids), ids.len())?
             .into_iter()
             .collect();
-        let hits = top
+        Ok(top
             .into_iter()
             .filter_map(|(image_id, score)| {
                 let path = paths.get(&image_id)?.clone();
@@ -297,22 +302,18 @@ impl Store {
                     image_id,
                     path,
                     score,
-                    snippet: t.map(|i| text_hits[i].snippet.clone()).unwrap_or_default(),
-                    mode: Some(mode),
-                    model: model.clone(),
+                    snippet: t
+                        .map(|i| rankings.text_hits[i].snippet.clone())
+                        .unwrap_or_default(),
+                    mode: Some(rankings.mode),
+                    model: rankings.model.clone(),
                     text_rank: t.map(|i| i + 1),
                     vector_rank: v.map(|i| i + 1),
-                    similarity: v.map(|i| neighbours[i].score),
+                    similarity: v.map(|i| rankings.neighbours[i].score),
                     aesthetic: aesthetic.get(&image_id).copied(),
                 })
             })
-            .collect();
-        Ok(SearchResponse {
-            mode: Some(mode),
-            model,
-            note,
-            hits,
-        })
+            .collect())
     }
 
     /// The best-scored images by aesthetic score, with no query.
@@ -343,5 +344,62 @@ impl Store {
             note: None,
             hits,
         })
+    }
+}
+
+/// What the vector ranking searches for.
+struct VectorQuery<'a> {
+    /// The query text (for a text encoder).
+    text: &'a str,
+    /// The image whose neighbours are wanted, instead of the text's.
+    similar_to: Option<i64>,
+    /// The model whose vectors serve searches.
+    serving: ModelKey,
+    /// How many neighbours to keep.
+    depth: usize,
+}
+
+/// The rankings a search's hits are described from.
+struct Rankings<'a> {
+    mode: SearchMode,
+    model: Option<ModelKey>,
+    text_hits: &'a [SearchHit],
+    neighbours: &'a [Neighbour],
+}
+
+/// The search mode a request gets, and a note when semantic search is off for want of a text
+/// encoder: the asked-for mode when it can run, else hybrid when words and a query vector
+/// both exist, semantic with a vector alone, text with words alone.
+fn choose_mode(
+    asked: Option<SearchMode>,
+    has_words: bool,
+    has_vectors: bool,
+    has_query_vector: bool,
+) -> Result<(SearchMode, Option<String>), VectorError> {
+    let by_words = |mode| {
+        if has_words {
+            mode
+        } else {
+            SearchMode::Semantic
+        }
+    };
+    match asked {
+        Some(SearchMode::Text) if !has_words => Err(VectorError::BadRequest(
+            "--mode text needs query words".into(),
+        )),
+        Some(SearchMode::Text) => Ok((SearchMode::Text, None)),
+        Some(_) if !has_query_vector => Err(VectorError::NoTextEncoder),
+        Some(_) if !has_vectors => Err(VectorError::NoVectors),
+        Some(wanted) => Ok((by_words(wanted), None)),
+        None if has_vectors && has_query_vector => Ok((by_words(SearchMode::Hybrid), None)),
+        None if has_words => {
+            let note = has_vectors.then(|| {
+                "semantic search is off: no text encoder installed \
+                 (imgd models fetch clip-vit-b32); text search only"
+                    .to_string()
+            });
+            Ok((SearchMode::Text, note))
+        }
+        None => Err(VectorError::NoVectors),
     }
 }

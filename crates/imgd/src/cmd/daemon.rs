@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use imgd_core::Module;
-use imgd_pipeline::daemon::{Event, RunMode, run as run_pipeline, runnable_modules};
+use imgd_pipeline::daemon::{Event, RunMode, RunSummary, run as run_pipeline, runnable_modules};
 use imgd_pipeline::http::{self, HttpState};
 use imgd_pipeline::metrics::Metrics;
 use sd_notify::NotifyState;
@@ -41,31 +41,11 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let mut file = FileConfig::load(args.config.as_deref())?;
-    // The environment and flags override the file; the result passes the same checks as
-    // `imgd validate`.
-    if let Some(n) = args.decode_threads {
-        file.daemon.decode_threads = n;
-    }
-    if let Some(n) = args.claim_batch {
-        file.daemon.claim_batch = n;
-    }
-    if let Some(addr) = &args.metrics_addr {
-        file.daemon.metrics_addr.clone_from(addr);
-    }
-    file.check().context("invalid settings")?;
+    let file = settings(&args)?;
     let db = resolve_db(db_flag, &file)?;
     let config = file.pipeline();
-    let metrics_addr = file.daemon.metrics_addr.clone();
     raise_file_limit();
-    #[cfg(feature = "fault-injection")]
-    if let Ok(point) = std::env::var("IMGD_FAULT") {
-        let fault = point
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("IMGD_FAULT: {e}"))?;
-        tracing::warn!("fault injection armed: {fault:?}");
-        imgd_pipeline::fault::arm(fault);
-    }
+    arm_fault_injection()?;
     // Open once up front so a bad database fails before any thread starts.
     drop(open_store(&db)?);
 
@@ -76,47 +56,12 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     }
     let metrics = Arc::new(Metrics::new());
     let healthy = Arc::new(AtomicBool::new(true));
-    let server = if metrics_addr.is_empty() || metrics_addr == "off" {
-        None
-    } else {
-        let status_db = db.clone();
-        let status_config = args.config.clone();
-        let state = HttpState::new(Arc::clone(&metrics))
-            .with_health(Arc::clone(&healthy))
-            .with_status(move || {
-                FileConfig::load(status_config.as_deref())
-                    .and_then(|config| status_json(&status_db, &config))
-                    .unwrap_or_else(|e| json!({ "error": e.to_string() }))
-            });
-        let server = http::serve(&metrics_addr, state)
-            .with_context(|| format!("cannot serve metrics on {metrics_addr}"))?;
-        tracing::info!(
-            "serving /metrics, /healthz and /status on http://{}",
-            server.local_addr()
-        );
-        Some(server)
-    };
+    let server = serve_http(&file.daemon.metrics_addr, &db, &args, &metrics, &healthy)?;
 
     let loaded = runners::load(&file, args.batch_size);
-    if let Some(stats) = loaded.cloud_stats.clone() {
-        let model = file
-            .cloud
-            .as_ref()
-            .map_or_else(|| "cloud".to_string(), |c| c.model.clone());
-        metrics.add_text_source(Box::new(move || stats.snapshot().prometheus_text(&model)));
-    }
+    add_model_metrics(&metrics, &loaded, &file);
     requeue_for_new_models(&db, &loaded.models)?;
     let vision_encodes = loaded.vision_encodes.clone();
-    if let Some(encodes) = loaded.vision_encodes.clone() {
-        metrics.add_text_source(Box::new(move || {
-            format!(
-                "# HELP imgd_caption_vision_encodes Images the caption module's vision encoder ran on (one per image, whatever the number of questions).\n\
-                 # TYPE imgd_caption_vision_encodes counter\n\
-                 imgd_caption_vision_encodes_total {}\n",
-                encodes.load(std::sync::atomic::Ordering::Relaxed)
-            )
-        }));
-    }
     let runners = loaded.runners;
     let modules: Vec<&str> = runnable_modules(&runners)
         .iter()
@@ -127,34 +72,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         db.display(),
         modules.join(", ")
     );
-    let failed_flag = Arc::clone(&healthy);
-    let watchdog = sd_notify::watchdog_enabled();
-    let mut last_watchdog = Instant::now();
-    let mut on_event = |event: Event| match event {
-        Event::Ready => notify(&[
-            NotifyState::Ready,
-            NotifyState::Status("processing the queue"),
-        ]),
-        Event::Alive => {
-            if let Some(interval) = watchdog
-                && last_watchdog.elapsed() >= interval / 2
-            {
-                notify(&[NotifyState::Watchdog]);
-                last_watchdog = Instant::now();
-            }
-        }
-        Event::Stopping => {
-            tracing::info!(
-                "stopping: finishing the work in flight (at most {}s, then the rest is released)",
-                config.stop_timeout.as_secs()
-            );
-            notify(&[NotifyState::Stopping]);
-        }
-        Event::Failed => {
-            failed_flag.store(false, Ordering::SeqCst);
-            notify(&[NotifyState::Status("failing: a pipeline stage died")]);
-        }
-    };
+    let mut on_event = systemd_events(Arc::clone(&healthy), config.stop_timeout);
     let mode = match (args.once, args.no_wait) {
         (true, false) => RunMode::Once,
         (true, true) => RunMode::OnceNoWait,
@@ -174,31 +92,8 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         server.stop();
     }
     let summary = result.context("the daemon stopped")?;
-    let vision_encodes = vision_encodes.map(|n| n.load(std::sync::atomic::Ordering::Relaxed));
-    if args.json {
-        let mut value = serde_json::to_value(summary)?;
-        if let Some(encodes) = vision_encodes {
-            value["vision_encodes"] = json!(encodes);
-        }
-        print_json(&value)?;
-    } else {
-        eprintln!(
-            "imgd: {} images, {} jobs done, {} failed attempts, {} decodes, in {:.1}s",
-            summary.images,
-            summary.jobs_done,
-            summary.jobs_failed,
-            summary.decodes,
-            summary.seconds
-        );
-        if summary.batches > 0 {
-            eprintln!(
-                "imgd: {} model batches of {:.1} on average, {:.1}s in the models",
-                summary.batches,
-                summary.batched_items as f64 / summary.batches as f64,
-                summary.model_seconds
-            );
-        }
-    }
+    let vision_encodes = vision_encodes.map(|n| n.load(Ordering::Relaxed));
+    print_summary(&summary, vision_encodes, args.json)?;
     if summary.leased_elsewhere > 0 {
         eprintln!(
             "imgd: {} jobs are still leased by other running daemons (--no-wait)",
@@ -207,6 +102,143 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The settings `imgd run` runs with: the file, overridden by the environment and the flags,
+/// checked as `imgd validate` checks them.
+fn settings(args: &RunArgs) -> Result<FileConfig> {
+    let mut file = FileConfig::load(args.config.as_deref())?;
+    if let Some(n) = args.decode_threads {
+        file.daemon.decode_threads = n;
+    }
+    if let Some(n) = args.claim_batch {
+        file.daemon.claim_batch = n;
+    }
+    if let Some(addr) = &args.metrics_addr {
+        file.daemon.metrics_addr.clone_from(addr);
+    }
+    file.check().context("invalid settings")?;
+    Ok(file)
+}
+
+/// Arms the fault named by `IMGD_FAULT` in builds with the `fault-injection` feature.
+fn arm_fault_injection() -> Result<()> {
+    #[cfg(feature = "fault-injection")]
+    if let Ok(point) = std::env::var("IMGD_FAULT") {
+        let fault = point
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("IMGD_FAULT: {e}"))?;
+        tracing::warn!("fault injection armed: {fault:?}");
+        imgd_pipeline::fault::arm(fault);
+    }
+    Ok(())
+}
+
+/// Serves `/metrics`, `/healthz` and `/status` on `addr`, unless it is empty or `off`.
+fn serve_http(
+    addr: &str,
+    db: &std::path::Path,
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    healthy: &Arc<AtomicBool>,
+) -> Result<Option<http::HttpServer>> {
+    if addr.is_empty() || addr == "off" {
+        return Ok(None);
+    }
+    let status_db = db.to_path_buf();
+    let status_config = args.config.clone();
+    let state = HttpState::new(Arc::clone(metrics))
+        .with_health(Arc::clone(healthy))
+        .with_status(move || {
+            FileConfig::load(status_config.as_deref())
+                .and_then(|config| status_json(&status_db, &config))
+                .unwrap_or_else(|e| json!({ "error": e.to_string() }))
+        });
+    let server =
+        http::serve(addr, state).with_context(|| format!("cannot serve metrics on {addr}"))?;
+    tracing::info!(
+        "serving /metrics, /healthz and /status on http://{}",
+        server.local_addr()
+    );
+    Ok(Some(server))
+}
+
+/// The metrics the loaded models add: the cloud API's counters and the caption module's
+/// vision encodes.
+fn add_model_metrics(metrics: &Metrics, loaded: &runners::Loaded, file: &FileConfig) {
+    if let Some(stats) = loaded.cloud_stats.clone() {
+        let model = file
+            .cloud
+            .as_ref()
+            .map_or_else(|| "cloud".to_string(), |c| c.model.clone());
+        metrics.add_text_source(Box::new(move || stats.snapshot().prometheus_text(&model)));
+    }
+    if let Some(encodes) = loaded.vision_encodes.clone() {
+        metrics.add_text_source(Box::new(move || {
+            format!(
+                "# HELP imgd_caption_vision_encodes Images the caption module's vision encoder ran on (one per image, whatever the number of questions).\n\
+                 # TYPE imgd_caption_vision_encodes counter\n\
+                 imgd_caption_vision_encodes_total {}\n",
+                encodes.load(Ordering::Relaxed)
+            )
+        }));
+    }
+}
+
+/// The pipeline's events told to systemd (ready, watchdog, stopping, failing); a failure also
+/// turns `/healthz` unhealthy.
+fn systemd_events(healthy: Arc<AtomicBool>, stop_timeout: Duration) -> impl FnMut(Event) {
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut last_watchdog = Instant::now();
+    move |event: Event| match event {
+        Event::Ready => notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("processing the queue"),
+        ]),
+        Event::Alive => {
+            if let Some(interval) = watchdog
+                && last_watchdog.elapsed() >= interval / 2
+            {
+                notify(&[NotifyState::Watchdog]);
+                last_watchdog = Instant::now();
+            }
+        }
+        Event::Stopping => {
+            tracing::info!(
+                "stopping: finishing the work in flight (at most {}s, then the rest is released)",
+                stop_timeout.as_secs()
+            );
+            notify(&[NotifyState::Stopping]);
+        }
+        Event::Failed => {
+            healthy.store(false, Ordering::SeqCst);
+            notify(&[NotifyState::Status("failing: a pipeline stage died")]);
+        }
+    }
+}
+
+/// The run's summary: JSON on stdout with `--json`, two lines on stderr otherwise.
+fn print_summary(summary: &RunSummary, vision_encodes: Option<u64>, json: bool) -> Result<()> {
+    if json {
+        let mut value = serde_json::to_value(summary)?;
+        if let Some(encodes) = vision_encodes {
+            value["vision_encodes"] = json!(encodes);
+        }
+        return print_json(&value);
+    }
+    eprintln!(
+        "imgd: {} images, {} jobs done, {} failed attempts, {} decodes, in {:.1}s",
+        summary.images, summary.jobs_done, summary.jobs_failed, summary.decodes, summary.seconds
+    );
+    if summary.batches > 0 {
+        eprintln!(
+            "imgd: {} model batches of {:.1} on average, {:.1}s in the models",
+            summary.batches,
+            summary.batched_items as f64 / summary.batches as f64,
+            summary.model_seconds
+        );
+    }
+    Ok(())
 }
 
 /// Raises this process's soft limit of open files to its hard limit: the HTTP server may
