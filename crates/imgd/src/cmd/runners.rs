@@ -2,7 +2,8 @@
 //!
 //! A module runs when its weights are installed (see `imgd models list`) and it is not listed
 //! in `[models] disabled`; otherwise its jobs stay queued and `imgd status` says why. Loading
-//! happens once, at daemon start, on the thread that then owns the models.
+//! happens once, at daemon start, on the main thread; the runners then move into the inference
+//! thread, the only one that calls them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
