@@ -44,3 +44,31 @@ pub use candle_core::Device;
 pub use config::{CaptionSettings, Question};
 pub use error::CaptionError;
 pub use runner::{runner, runner_from};
+
+use imgd_core::{Module, ModuleSpec, ResultKey, RunsOn, SearchText};
+
+/// The `caption` module's declaration.
+pub static CAPTION_SPEC: ModuleSpec = ModuleSpec {
+    name: "caption",
+    bit: 5,
+    summary: "a caption and answers to the configured questions (BLIP)",
+    tier: Some(384),
+    runs_on: RunsOn::InferenceThread,
+    queued_by_default: true,
+    result_table: "result_caption",
+    result_key: ResultKey::Image,
+    // Its table is in the store's first migrations.
+    migrations: &[],
+    search_text: &[SearchText {
+        column: "caption",
+        sql: "SELECT caption || ' ' || coalesce((SELECT group_concat(value, ' ')
+                                 FROM json_each(data, '$.answers')), '')
+              FROM result_caption WHERE image_id = ?1",
+        words: None,
+    }],
+    gate: None,
+    store_hook: None,
+};
+
+/// The `caption` module.
+pub const CAPTION: Module = Module::of(&CAPTION_SPEC);

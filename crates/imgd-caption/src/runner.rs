@@ -1,6 +1,6 @@
 //! The `caption` runner the inference thread drives.
 //!
-//! It takes the image's 384-px tier ([`Module::Caption`]'s), preprocesses it on submit (so a
+//! It takes the image's 384-px tier ([`crate::CAPTION`]'s), preprocesses it on submit (so a
 //! bad image fails alone, before batching), and on each batch runs the vision tower once over
 //! all images, then decodes the caption and every configured question from those cached
 //! image embeddings. The count of images through the vision tower is shared with the caller,
@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 
 use candle_core::Device;
 use image::RgbImage;
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{ResultRow, SqlValue};
 use imgd_infer::batcher::{BatchConfig, BatchModel};
 use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
 
@@ -24,7 +24,7 @@ use crate::preprocess::Preprocess;
 
 /// The tier the runner reads: the caption module's long edge (384 px).
 pub fn input_tier() -> u32 {
-    Module::Caption.tier().unwrap_or(384)
+    crate::CAPTION.tier().unwrap_or(384)
 }
 
 /// The runner's input image: the 384-px tier, else the largest tier decoded.
@@ -89,7 +89,7 @@ pub fn caption_row(info: &ModelInfo, description: &Description) -> ResultRow {
         .map(|(name, answer)| (name.clone(), serde_json::Value::from(answer.as_str())))
         .collect();
     ResultRow {
-        module: Module::Caption,
+        module: crate::CAPTION,
         model_id: Some(info.id.clone()),
         model_version: Some(info.version.clone()),
         columns: vec![("caption", SqlValue::Text(description.caption.clone()))],
@@ -126,7 +126,7 @@ pub fn runner_from(
     let counter = captioner.vision_encodes();
     let model = CaptionModel::new(captioner, settings)?;
     let runner = Batched::new(
-        Module::Caption,
+        crate::CAPTION,
         model,
         batch,
         move |image| prepare(&preprocess, image),

@@ -13,7 +13,7 @@ use image::RgbImage;
 use imgd_caption::blip::BlipCaptioner;
 use imgd_caption::config::{CaptionSettings, Question, load_preprocess};
 use imgd_caption::{runner, runner_from};
-use imgd_core::{Module, SqlValue};
+use imgd_core::SqlValue;
 use imgd_infer::batcher::{BatchConfig, CloseReason};
 use imgd_infer::runner::{ImageInput, JobKey};
 
@@ -284,7 +284,7 @@ fn the_runner_encodes_each_image_once_whatever_the_number_of_questions() {
     // Batches of 2 over 3 images: two model calls, three vision encodes.
     let batch = BatchConfig::new(2, Duration::from_secs(60));
     let (mut runner, encodes) = runner(&blip_dir(), &Device::Cpu, batch, &questions).unwrap();
-    assert_eq!(runner.module(), Module::Caption);
+    assert_eq!(runner.module(), imgd_caption::CAPTION);
     assert_eq!(runner.model_name(), "tiny-blip");
 
     let names = [
@@ -320,7 +320,7 @@ fn the_runner_encodes_each_image_once_whatever_the_number_of_questions() {
     for (i, (key, row)) in rows.iter().enumerate() {
         assert_eq!(key.image_id, i as i64);
         let row = row.as_ref().unwrap();
-        assert_eq!(row.module, Module::Caption);
+        assert_eq!(row.module, imgd_caption::CAPTION);
         assert_eq!(row.model_id.as_deref(), Some("tiny-blip"));
         assert_eq!(row.model_version.as_deref(), Some("fixture-1"));
         assert!(matches!(row.columns[..], [("caption", SqlValue::Text(_))]));

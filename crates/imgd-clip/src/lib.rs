@@ -27,3 +27,47 @@ pub mod runner;
 pub use candle_core::{DType, Device};
 pub use error::ClipError;
 pub use runner::{aesthetic_runner, embedding_runner};
+
+use imgd_core::{Module, ModuleSpec, ResultKey, RunsOn};
+
+/// The `embedding` module's declaration: a CLIP image vector per image and model.
+pub static EMBEDDING_SPEC: ModuleSpec = ModuleSpec {
+    name: "embedding",
+    bit: 2,
+    summary: "CLIP image embedding, for semantic search and near-duplicates",
+    // CLIP resizes the short side to 224 and centre-crops; a 448 long edge keeps the short
+    // side >= 224 for aspect ratios up to 2:1.
+    tier: Some(448),
+    runs_on: RunsOn::InferenceThread,
+    queued_by_default: true,
+    result_table: "result_embedding",
+    result_key: ResultKey::ImageAndModel,
+    // Its table is in the store's first migrations.
+    migrations: &[],
+    search_text: &[],
+    gate: None,
+    store_hook: None,
+};
+
+/// The `embedding` module.
+pub const EMBEDDING: Module = Module::of(&EMBEDDING_SPEC);
+
+/// The `aesthetic` module's declaration: the LAION predictor over a CLIP ViT-L/14 vector.
+pub static AESTHETIC_SPEC: ModuleSpec = ModuleSpec {
+    name: "aesthetic",
+    bit: 3,
+    summary: "aesthetic score (LAION predictor over CLIP ViT-L/14)",
+    // Its own CLIP vector, from the embedding's tier.
+    tier: Some(448),
+    runs_on: RunsOn::InferenceThread,
+    queued_by_default: true,
+    result_table: "result_aesthetic",
+    result_key: ResultKey::Image,
+    migrations: &[],
+    search_text: &[],
+    gate: None,
+    store_hook: None,
+};
+
+/// The `aesthetic` module.
+pub const AESTHETIC: Module = Module::of(&AESTHETIC_SPEC);

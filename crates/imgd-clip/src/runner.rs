@@ -1,6 +1,6 @@
 //! The model runners the inference thread drives: `embedding` and `aesthetic`.
 //!
-//! Both take the image's 448-px tier ([`Module::Embedding`]'s), resize and centre-crop it when
+//! Both take the image's 448-px tier ([`crate::EMBEDDING`]'s), resize and centre-crop it when
 //! the input is prepared (on a decode thread, so a bad image fails alone, before batching), and
 //! run the CLIP image tower on whole batches of 8-bit crops, normalised on the model's device
 //! ([`ClipImageEncoder::embed_crops`]).
@@ -15,7 +15,7 @@ use std::path::Path;
 
 use candle_core::Device;
 use image::RgbImage;
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{ResultRow, SqlValue};
 use imgd_infer::batcher::{BatchConfig, BatchModel};
 use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
 
@@ -27,7 +27,7 @@ use crate::preprocess::Preprocess;
 
 /// The tier the runners read: the embedding module's long edge (448 px).
 pub fn input_tier() -> u32 {
-    Module::Embedding.tier().unwrap_or(448)
+    crate::EMBEDDING.tier().unwrap_or(448)
 }
 
 /// The runners' input image: the 448-px tier, else the largest tier decoded.
@@ -128,7 +128,7 @@ impl BatchModel for AestheticScorer {
 pub fn embedding_row(info: &ModelInfo, vector: &[f32]) -> ResultRow {
     let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
     ResultRow {
-        module: Module::Embedding,
+        module: crate::EMBEDDING,
         model_id: Some(info.id.clone()),
         model_version: Some(info.version.clone()),
         columns: vec![
@@ -156,7 +156,7 @@ pub fn vector_from_blob(blob: &[u8]) -> Option<Vec<f32>> {
 /// `data.raw`.
 pub fn aesthetic_row(info: &ModelInfo, raw: f32) -> ResultRow {
     ResultRow {
-        module: Module::Aesthetic,
+        module: crate::AESTHETIC,
         model_id: Some(info.id.clone()),
         model_version: Some(info.version.clone()),
         columns: vec![("score", SqlValue::Real(f64::from(stored_score(raw))))],
@@ -185,7 +185,7 @@ pub fn embedding_runner_from(
     let info = encoder.info().clone();
     let preprocess = encoder.preprocessor().clone();
     Box::new(Batched::new(
-        Module::Embedding,
+        crate::EMBEDDING,
         ImageEmbedder::new(encoder),
         batch,
         move |image| prepare(&preprocess, image),
@@ -217,7 +217,7 @@ pub fn aesthetic_runner_from(
     let preprocess = encoder.preprocessor().clone();
     let scorer = AestheticScorer::new(encoder, mlp, info.id.clone())?;
     Ok(Box::new(Batched::new(
-        Module::Aesthetic,
+        crate::AESTHETIC,
         scorer,
         batch,
         move |image| prepare(&preprocess, image),

@@ -13,7 +13,7 @@ use imgd_clip::clip::{ClipImageEncoder, ClipModel, ClipTextEncoder};
 use imgd_clip::config::{ModelInfo, load_preprocess};
 use imgd_clip::runner::vector_from_blob;
 use imgd_clip::{aesthetic_runner, embedding_runner};
-use imgd_core::{Module, SqlValue};
+use imgd_core::SqlValue;
 use imgd_infer::batcher::{BatchConfig, CloseReason};
 use imgd_infer::runner::{ImageInput, JobKey};
 
@@ -242,8 +242,8 @@ fn runners_produce_result_rows_matching_the_reference() {
         batch,
     )
     .unwrap();
-    assert_eq!(embedding.module(), Module::Embedding);
-    assert_eq!(aesthetic.module(), Module::Aesthetic);
+    assert_eq!(embedding.module(), imgd_clip::EMBEDDING);
+    assert_eq!(aesthetic.module(), imgd_clip::AESTHETIC);
     assert_eq!(embedding.model_name(), "tiny-clip");
 
     let tiers: Vec<Vec<(u32, Arc<RgbImage>)>> = reference
@@ -279,7 +279,7 @@ fn runners_produce_result_rows_matching_the_reference() {
     for (i, (key, row)) in rows.into_iter().enumerate() {
         assert_eq!(key.image_id, i as i64);
         let row = row.unwrap();
-        assert_eq!(row.module, Module::Embedding);
+        assert_eq!(row.module, imgd_clip::EMBEDDING);
         assert_eq!(row.model_id.as_deref(), Some("tiny-clip"));
         assert_eq!(row.model_version.as_deref(), Some("fixture-1"));
         let column = |name: &str| {

@@ -19,7 +19,7 @@
 //!   limits and injects failures, for tests and `scripts/bench-cloud.sh`.
 //!
 //! Wiring: `imgd_cloud::runner(config, batch)` gives the `Box<dyn ModelRunner>` for
-//! [`Module::Cloud`](imgd_core::Module::Cloud).
+//! [`CLOUD`].
 
 #![deny(missing_docs)]
 
@@ -36,11 +36,38 @@ pub mod stats;
 use std::sync::Arc;
 
 pub use config::{CloudConfig, Detail, Price, PromptConfig};
+use imgd_core::{Module, ModuleSpec, ResultKey, RunsOn, SearchText};
 use imgd_infer::batcher::BatchConfig;
 use imgd_infer::runner::ModelRunner;
 pub use runner::CloudRunner;
 pub use secret::Secret;
 pub use stats::{CloudSnapshot, CloudStats};
+
+/// The `cloud` module's declaration.
+pub static CLOUD_SPEC: ModuleSpec = ModuleSpec {
+    name: "cloud",
+    bit: 8,
+    summary: "answers from an OpenAI-compatible vision API (paid per call: queued only when asked)",
+    tier: Some(1568),
+    runs_on: RunsOn::InferenceThread,
+    queued_by_default: false,
+    result_table: "result_cloud",
+    result_key: ResultKey::Image,
+    // Its table is in the store's first migrations.
+    migrations: &[],
+    search_text: &[SearchText {
+        column: "cloud",
+        sql: "SELECT group_concat(value, ' ')
+              FROM json_tree((SELECT data FROM result_cloud WHERE image_id = ?1))
+              WHERE type = 'text'",
+        words: None,
+    }],
+    gate: None,
+    store_hook: None,
+};
+
+/// The `cloud` module.
+pub const CLOUD: Module = Module::of(&CLOUD_SPEC);
 
 /// Errors of setting the cloud module up. (Per-image failures are job errors, not these.)
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +83,7 @@ pub enum CloudError {
     Http(String),
 }
 
-/// The runner for [`Module::Cloud`](imgd_core::Module::Cloud): validates `config`, starts the
+/// The runner for [`CLOUD`]: validates `config`, starts the
 /// module's async worker and returns it as the inference thread's [`ModelRunner`].
 pub fn runner(config: CloudConfig, batch: BatchConfig) -> Result<Box<dyn ModelRunner>, CloudError> {
     Ok(Box::new(CloudRunner::new(config, batch)?))

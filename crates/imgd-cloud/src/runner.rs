@@ -214,7 +214,7 @@ impl CloudRunner {
 
 impl ModelRunner for CloudRunner {
     fn module(&self) -> Module {
-        Module::Cloud
+        crate::CLOUD
     }
 
     fn model_name(&self) -> &str {
@@ -222,7 +222,7 @@ impl ModelRunner for CloudRunner {
     }
 
     fn submit(&mut self, key: JobKey, image: &ImageInput<'_>) -> Result<(), String> {
-        let tier = Module::Cloud.tier().unwrap_or(1568);
+        let tier = crate::CLOUD.tier().unwrap_or(1568);
         let Some(pixels) = image.tier_or_largest(tier) else {
             return Err("no decoded image for the cloud module".into());
         };
@@ -418,7 +418,7 @@ fn build_row(config: &CloudConfig, model_version: &str, answered: &[(&str, Answe
         cost = cost.zip(answer.cost_usd).map(|(a, b)| a + b);
     }
     ResultRow {
-        module: Module::Cloud,
+        module: crate::CLOUD,
         model_id: Some(config.model.clone()),
         model_version: Some(model_version.to_string()),
         columns: vec![

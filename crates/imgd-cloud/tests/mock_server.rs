@@ -11,7 +11,7 @@ use imgd_cloud::config::{Price, PromptConfig};
 use imgd_cloud::mock::{MockConfig, MockServer, expected_answer};
 use imgd_cloud::request::encode_jpeg;
 use imgd_cloud::{CloudConfig, CloudRunner, Secret};
-use imgd_core::{Module, SqlValue};
+use imgd_core::SqlValue;
 use imgd_infer::batcher::{BatchConfig, CloseReason};
 use imgd_infer::runner::{ImageInput, JobKey, ModelRunner, RunnerResults};
 
@@ -175,7 +175,7 @@ fn two_hundred_images_three_prompts_within_the_mock_limits_with_failures_injecte
     for (key, result) in &results {
         assert_eq!(key.job_id, 1000 + key.image_id);
         let row = result.as_ref().unwrap_or_else(|e| panic!("{key:?}: {e}"));
-        assert_eq!(row.module, Module::Cloud);
+        assert_eq!(row.module, imgd_cloud::CLOUD);
         assert_eq!(row.model_id.as_deref(), Some("mock-vision"));
         let data_url = encode_jpeg(&test_image(key.image_id), config.jpeg_quality)
             .unwrap()

@@ -10,7 +10,7 @@
 //!   it faces are detected but not embedded: the result says `"embedding_model": null`.
 //! - [`cluster`]: identities by incremental DBSCAN-like clustering of the embeddings;
 //!   [`identities`] runs it on the database.
-//! - [`runner`]: the [`ModelRunner`] of [`Module::Faces`] for the inference thread.
+//! - [`runner`]: the [`ModelRunner`] of [`FACES`] for the inference thread.
 //!
 //! # The result
 //!
@@ -57,11 +57,38 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use image::RgbImage;
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{
+    Module, ModuleSpec, ResultKey, ResultRow, RunsOn, SearchText, SqlValue, StoreHook,
+};
 use imgd_infer::InferError;
 use imgd_infer::batcher::{BatchConfig, BatchModel};
 use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
 use serde_json::json;
+
+/// The `faces` module's declaration.
+pub static FACES_SPEC: ModuleSpec = ModuleSpec {
+    name: "faces",
+    bit: 7,
+    summary: "faces with landmarks, embeddings and identities",
+    tier: Some(1280),
+    runs_on: RunsOn::InferenceThread,
+    queued_by_default: true,
+    result_table: "result_faces",
+    result_key: ResultKey::Image,
+    // Its table is in the store's first migrations.
+    migrations: &[],
+    search_text: &[SearchText {
+        column: "names",
+        sql: "SELECT DISTINCT i.name FROM faces f JOIN identities i ON i.id = f.identity_id
+              WHERE f.image_id = ?1 AND i.name IS NOT NULL ORDER BY i.name",
+        words: None,
+    }],
+    gate: None,
+    store_hook: Some(StoreHook::FaceRows),
+};
+
+/// The `faces` module.
+pub const FACES: Module = Module::of(&FACES_SPEC);
 
 pub use geometry::Rect;
 /// ONNX Runtime settings, as [`runner`] takes them.
@@ -380,7 +407,7 @@ pub fn to_row(
         })
         .collect();
     ResultRow {
-        module: Module::Faces,
+        module: FACES,
         model_id: Some(detector.0.to_string()),
         model_version: Some(detector.1.to_string()),
         columns: vec![("face_count", SqlValue::Integer(output.faces.len() as i64))],
@@ -396,14 +423,14 @@ pub fn to_row(
 
 /// The input of one image: its faces tier (1280 px long edge), else its largest tier.
 pub fn prepare(image: &ImageInput<'_>) -> Result<Arc<RgbImage>, String> {
-    let tier = Module::Faces.tier().unwrap_or(1280);
+    let tier = FACES.tier().unwrap_or(1280);
     image
         .tier_or_largest(tier)
         .cloned()
         .ok_or_else(|| "no decoded tier for the faces module".to_string())
 }
 
-/// The runner of [`Module::Faces`] with the default settings: models found under `models`
+/// The runner of [`FACES`] with the default settings: models found under `models`
 /// (see [`FaceModels::locate`]), ONNX Runtime as `ort` says, batches as `batch` says.
 pub fn runner(
     models: &Path,
@@ -434,7 +461,7 @@ pub fn runner_with(
         "faces module loaded"
     );
     Ok(Box::new(Batched::new(
-        Module::Faces,
+        FACES,
         model,
         batch,
         prepare,

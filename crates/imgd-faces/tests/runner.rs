@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{mtcnn_models, ort, photo, repo};
 use image::RgbImage;
-use imgd_core::{Module, ResultRow};
+use imgd_core::ResultRow;
 use imgd_faces::cluster::{ClusterConfig, FaceVector};
 use imgd_faces::identities::{ClusterReport, plan_by_model};
 use imgd_faces::{FacesConfig, runner_with};
@@ -22,7 +22,14 @@ use imgd_store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
 fn store_with(db: &Path, paths: &[String]) -> Store {
-    let store = Store::open(db, StoreOptions::default()).unwrap();
+    let store = Store::open(
+        db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     let actions: Vec<ScanAction> = paths
         .iter()
         .enumerate()
@@ -39,7 +46,7 @@ fn store_with(db: &Path, paths: &[String]) -> Store {
             })
         })
         .collect();
-    store.apply_scan(&actions, &[Module::Faces], 0).unwrap();
+    store.apply_scan(&actions, &[imgd_faces::FACES], 0).unwrap();
     store
 }
 
@@ -76,7 +83,7 @@ fn commit(store: &mut Store, rows: &[(String, (u32, u32), ResultRow)]) {
     let claimed = store
         .claim(&ClaimRequest {
             owner: "test",
-            modules: &[Module::Faces],
+            modules: &[imgd_faces::FACES],
             max_images: 1000,
             lease: Duration::from_secs(60),
             idle: true,
@@ -134,7 +141,7 @@ fn rows_carry_boxes_scores_and_landmarks_and_say_when_faces_are_not_embedded() {
         &FacesConfig::default(),
     )
     .unwrap();
-    assert_eq!(runner.module(), Module::Faces);
+    assert_eq!(runner.module(), imgd_faces::FACES);
     assert_eq!(runner.model_name(), "mtcnn");
     // The runner sees a half-size tier of zidane.jpg; the image itself is 1280×720.
     let full = photo("zidane.jpg");
@@ -142,7 +149,7 @@ fn rows_carry_boxes_scores_and_landmarks_and_say_when_faces_are_not_embedded() {
     let images = vec![("/p/zidane.jpg".to_string(), Arc::new(half))];
     let rows = run_runner(runner.as_mut(), &images);
     let row = &rows[0];
-    assert_eq!(row.module, Module::Faces);
+    assert_eq!(row.module, imgd_faces::FACES);
     assert_eq!(row.model_id.as_deref(), Some("mtcnn"));
     assert_eq!(row.columns[0].0, "face_count");
     assert_eq!(row.data["embedding_model"], Value::Null);
@@ -267,7 +274,7 @@ fn person(k: usize) -> Vec<f32> {
 
 fn face_row(embedding: &[f32]) -> ResultRow {
     ResultRow {
-        module: Module::Faces,
+        module: imgd_faces::FACES,
         model_id: Some("test".into()),
         model_version: Some("1".into()),
         columns: vec![("face_count", imgd_core::SqlValue::Integer(1))],
@@ -342,7 +349,7 @@ fn a_named_identity_keeps_its_name_and_faces_through_reclustering() {
             })
         })
         .collect();
-    store.apply_scan(&actions, &[Module::Faces], 0).unwrap();
+    store.apply_scan(&actions, &[imgd_faces::FACES], 0).unwrap();
     let rows: Vec<_> = second
         .iter()
         .enumerate()

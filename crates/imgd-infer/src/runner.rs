@@ -56,6 +56,29 @@ impl ImageInput<'_> {
     }
 }
 
+/// What a CPU module reads: the file's header facts and, when its spec names a tier, that
+/// decoded tier.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuInput<'a> {
+    /// The raw EXIF block, when the file has one.
+    pub exif: Option<&'a [u8]>,
+    /// The stored width, before EXIF orientation.
+    pub width: u32,
+    /// The stored height, before EXIF orientation.
+    pub height: u32,
+    /// The module's tier, when its spec names one and the image was decoded.
+    pub tier: Option<&'a RgbImage>,
+}
+
+/// A module computed on the decode threads without a model
+/// ([`imgd_core::RunsOn::DecodeThreads`]): pure CPU work on the header and one tier.
+pub trait CpuAnalysis: Send + Sync {
+    /// The module it computes.
+    fn module(&self) -> Module;
+    /// The module's row for one image; an error fails its job alone.
+    fn analyse(&self, input: &CpuInput<'_>) -> Result<ResultRow, String>;
+}
+
 /// The results of one batch: each job with its row or its error text.
 pub type RunnerResults = Vec<(JobKey, Result<ResultRow, String>)>;
 
@@ -191,10 +214,12 @@ where
 
 /// A test-only runner around [`crate::batcher::fake::FakeModel`], standing in for a model
 /// module to test the pipeline's plumbing (batching, overlap, failure isolation). It serves
-/// the `embedding` module with model id `fake`; an image whose path contains `poison` makes
-/// its batch fail, and `panic` makes the model panic.
+/// `module` (whose result table takes `dim` and `vector` columns, as the embedding's does) with
+/// model id `fake`; an image whose path contains `poison` makes its batch fail, and `panic`
+/// makes the model panic.
 #[cfg(any(test, feature = "fake-model"))]
 pub fn fake_runner(
+    module: Module,
     config: BatchConfig,
     fixed: std::time::Duration,
     per_item: std::time::Duration,
@@ -204,7 +229,7 @@ pub fn fake_runner(
 
     let model = FakeModel::new("fake").with_latency(fixed, per_item);
     Box::new(Batched::new(
-        Module::Embedding,
+        module,
         model,
         config,
         |image| {
@@ -223,8 +248,8 @@ pub fn fake_runner(
             });
             Ok(sum)
         },
-        |output: u64| ResultRow {
-            module: Module::Embedding,
+        move |output: u64| ResultRow {
+            module,
             model_id: Some("fake".into()),
             model_version: Some("1".into()),
             columns: vec![
@@ -238,7 +263,24 @@ pub fn fake_runner(
 
 #[cfg(test)]
 mod tests {
+    use imgd_core::{ModuleSpec, ResultKey, RunsOn};
+
     use super::*;
+
+    static FAKE: ModuleSpec = ModuleSpec {
+        name: "fake",
+        bit: 2,
+        summary: "",
+        tier: Some(448),
+        runs_on: RunsOn::InferenceThread,
+        queued_by_default: false,
+        result_table: "result_embedding",
+        result_key: ResultKey::ImageAndModel,
+        migrations: &[],
+        search_text: &[],
+        gate: None,
+        store_hook: None,
+    };
 
     fn image(seed: u8) -> Arc<RgbImage> {
         Arc::new(RgbImage::from_fn(16, 12, |x, y| {
@@ -249,6 +291,7 @@ mod tests {
     /// The rows of `n` images through `submit`, or through `preparer` + `submit_prepared`.
     fn rows(prepared_elsewhere: bool) -> Vec<(JobKey, Result<ResultRow, String>)> {
         let mut runner = fake_runner(
+            Module::of(&FAKE),
             BatchConfig::new(8, std::time::Duration::from_millis(1)),
             std::time::Duration::ZERO,
             std::time::Duration::ZERO,
@@ -294,6 +337,7 @@ mod tests {
     #[test]
     fn a_prepared_input_of_the_wrong_type_fails_its_job() {
         let mut runner = fake_runner(
+            Module::of(&FAKE),
             BatchConfig::new(8, std::time::Duration::from_millis(1)),
             std::time::Duration::ZERO,
             std::time::Duration::ZERO,

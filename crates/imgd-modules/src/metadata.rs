@@ -26,7 +26,7 @@
 use std::fmt::Write as _;
 
 use exif::{Exif, In, Reader, Tag, Value};
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{ResultRow, SqlValue};
 use serde::{Deserialize, Serialize};
 
 /// Everything the metadata module extracts from one image. Serialised as-is (flat, `None`
@@ -117,7 +117,7 @@ impl Metadata {
         let text = |v: &Option<String>| SqlValue::from(v.clone());
         let int = |v: Option<i64>| SqlValue::from(v);
         ResultRow {
-            module: Module::Metadata,
+            module: crate::METADATA,
             model_id: None,
             model_version: None,
             columns: vec![
@@ -596,9 +596,50 @@ impl<'a> Fields<'a> {
     }
 }
 
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// Words that make a capture date findable: `2024 07 14 2024-07-14 july`.
+pub fn date_words(taken_at: &str) -> String {
+    let date = taken_at.get(..10).unwrap_or(taken_at);
+    let mut words = date.replace('-', " ");
+    words.push(' ');
+    words.push_str(date);
+    if let Some(month) = taken_at
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+    {
+        words.push(' ');
+        words.push_str(month);
+    }
+    words
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_words_cover_year_month_day_and_month_name() {
+        assert_eq!(
+            date_words("2003-12-14T12:01:44"),
+            "2003 12 14 2003-12-14 december"
+        );
+        assert_eq!(date_words("junk"), "junk junk");
+    }
 
     #[test]
     fn dates_validate_and_convert() {

@@ -33,7 +33,7 @@
 //! the 50 ms budget.
 
 use image::RgbImage;
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{ResultRow, SqlValue};
 use serde::{Deserialize, Serialize};
 
 /// Laplacian variance under which the image as a whole is soft. On the 1024-px tier, sharp
@@ -129,7 +129,7 @@ impl Technical {
     /// The row for `result_technical`: the typed columns, and the whole struct as `data`.
     pub fn to_row(&self) -> ResultRow {
         ResultRow {
-            module: Module::Technical,
+            module: crate::TECHNICAL,
             model_id: None,
             model_version: None,
             columns: vec![

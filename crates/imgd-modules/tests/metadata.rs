@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 
-use imgd_core::{Module, SqlValue};
+use imgd_core::SqlValue;
 use imgd_modules::metadata::{Metadata, extract};
 
 fn fixture(rel: &str) -> PathBuf {
@@ -207,7 +207,7 @@ fn damaged_blocks_never_panic() {
 fn row_columns_match_the_table_and_data_round_trips() {
     let m = extract(Some(&raw_exif("modules/ultrahdr.jpg")), 1512, 2688);
     let row = m.to_row();
-    assert_eq!(row.module, Module::Metadata);
+    assert_eq!(row.module, imgd_modules::METADATA);
     assert_eq!(row.model_id, None);
     let names: Vec<&str> = row.columns.iter().map(|(n, _)| *n).collect();
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use image::{Rgb, RgbImage, imageops};
-use imgd_core::{Module, SqlValue};
+use imgd_core::SqlValue;
 use imgd_modules::technical::{
     BLURRY_SHARPNESS, BLURRY_TILE_SHARPNESS, DominantColor, Technical, analyze,
 };
@@ -184,7 +184,7 @@ fn deterministic_and_row_matches_the_table() {
     let b = analyze(&flower());
     assert_eq!(a, b);
     let row = a.to_row();
-    assert_eq!(row.module, Module::Technical);
+    assert_eq!(row.module, imgd_modules::TECHNICAL);
     assert_eq!(row, b.to_row());
     let names: Vec<&str> = row.columns.iter().map(|(n, _)| *n).collect();
     assert_eq!(

@@ -19,12 +19,36 @@ pub mod prompt;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{Module, ModuleSpec, ResultKey, ResultRow, RunsOn, SearchText, SqlValue};
 use imgd_infer::batcher::{BatchConfig, BatchModel};
 use imgd_infer::ort::value::TensorRef;
 use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
 use imgd_infer::{InferError, OrtConfig, ShapedSessions};
 use serde::{Deserialize, Serialize};
+
+/// The `objects` module's declaration.
+pub static OBJECTS_SPEC: ModuleSpec = ModuleSpec {
+    name: "objects",
+    bit: 4,
+    summary: "open-vocabulary objects with boxes (GroundingDINO)",
+    tier: Some(800),
+    runs_on: RunsOn::InferenceThread,
+    queued_by_default: true,
+    result_table: "result_objects",
+    result_key: ResultKey::Image,
+    // Its table is in the store's first migrations.
+    migrations: &[],
+    search_text: &[SearchText {
+        column: "labels",
+        sql: "SELECT labels FROM result_objects WHERE image_id = ?1",
+        words: None,
+    }],
+    gate: None,
+    store_hook: None,
+};
+
+/// The `objects` module.
+pub const OBJECTS: Module = Module::of(&OBJECTS_SPEC);
 
 pub use postprocess::{Detection, Thresholds};
 pub use preprocess::Prepared;
@@ -91,7 +115,7 @@ impl Default for ObjectsConfig {
             text_threshold: 0.25,
             nms_iou: 0.5,
             max_detections: 50,
-            size: Module::Objects.tier().unwrap_or(800),
+            size: OBJECTS.tier().unwrap_or(800),
         }
     }
 }
@@ -367,7 +391,7 @@ pub fn objects_row(id: &str, version: &str, output: &ObjectsOutput) -> ResultRow
         }
     }
     ResultRow {
-        module: Module::Objects,
+        module: OBJECTS,
         model_id: Some(id.to_string()),
         model_version: Some(version.to_string()),
         columns: vec![
@@ -379,7 +403,7 @@ pub fn objects_row(id: &str, version: &str, output: &ObjectsOutput) -> ResultRow
 }
 
 /// The objects module's runner: GroundingDINO from `dir` on each image's objects tier
-/// (`Module::Objects.tier()`, 800 px), batched up to `batch`; with the model id and version
+/// (`OBJECTS.tier()`, 800 px), batched up to `batch`; with the model id and version
 /// its rows carry ([`GroundingDino::info`]).
 pub fn runner(
     dir: &Path,
@@ -387,14 +411,14 @@ pub fn runner(
     config: ObjectsConfig,
     batch: BatchConfig,
 ) -> Result<(Box<dyn ModelRunner>, String, String), ObjectsError> {
-    let tier = Module::Objects.tier().unwrap_or(800);
+    let tier = OBJECTS.tier().unwrap_or(800);
     let size = config.size;
     let model = GroundingDino::load(dir, ort, config)?;
     let (id, version) = model.info();
     let (id, version) = (id.to_string(), version.to_string());
     let (row_id, row_version) = (id.clone(), version.clone());
     let runner = Box::new(Batched::new(
-        Module::Objects,
+        OBJECTS,
         model,
         batch,
         move |image: &ImageInput<'_>| {

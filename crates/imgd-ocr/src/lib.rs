@@ -46,13 +46,58 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{Gate, Module, ModuleSpec, ResultKey, ResultRow, RunsOn, SearchText, SqlValue};
 use imgd_infer::batcher::{BatchConfig, BatchModel};
 use imgd_infer::ndarray::{Array4, ArrayViewMut3, Axis};
 use imgd_infer::ort::value::TensorRef;
 use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
 use imgd_infer::{InferError, OrtConfig, ShapedSessions};
 use serde::{Deserialize, Serialize};
+
+/// The `ocr` module's declaration.
+pub static OCR_SPEC: ModuleSpec = ModuleSpec {
+    name: "ocr",
+    bit: 6,
+    summary: "text lines with boxes (PP-OCR, or TrOCR reading PP-OCR's lines)",
+    tier: Some(960),
+    runs_on: RunsOn::InferenceThread,
+    queued_by_default: true,
+    result_table: "result_ocr",
+    result_key: ResultKey::Image,
+    // Its table is in the store's first migrations.
+    migrations: &[],
+    search_text: &[SearchText {
+        column: "ocr",
+        sql: "SELECT text FROM result_ocr WHERE image_id = ?1",
+        words: None,
+    }],
+    gate: Some(Gate {
+        after: "objects",
+        column: "has_text",
+        skipped_row,
+    }),
+    store_hook: None,
+};
+
+/// The `ocr` module.
+pub const OCR: Module = Module::of(&OCR_SPEC);
+
+/// The row of an image the objects module found no text in: done without running.
+pub fn skipped_row() -> ResultRow {
+    ResultRow {
+        module: OCR,
+        model_id: None,
+        model_version: None,
+        columns: vec![
+            ("text", SqlValue::Text(String::new())),
+            ("line_count", SqlValue::Integer(0)),
+        ],
+        data: serde_json::json!({
+            "lines": [],
+            "skipped": "the objects module found no text in this image",
+        }),
+    }
+}
 
 use crate::geometry::{Point, crop_quad};
 
@@ -231,7 +276,7 @@ impl OcrOutput {
             .collect::<Vec<_>>()
             .join("\n");
         ResultRow {
-            module: Module::Ocr,
+            module: OCR,
             model_id: Some(info.row_model_id()),
             model_version: Some(info.row_model_version()),
             columns: vec![
@@ -617,10 +662,10 @@ impl BatchModel for OcrModel {
     }
 }
 
-/// The OCR tier (`Module::Ocr.tier()`, 960 px): what the runner reads and the detector's input
+/// The OCR tier (`OCR.tier()`, 960 px): what the runner reads and the detector's input
 /// long side.
 pub fn input_tier() -> u32 {
-    Module::Ocr.tier().unwrap_or(960)
+    OCR.tier().unwrap_or(960)
 }
 
 /// The settings the runner uses: the defaults with the detector at [`input_tier`].
@@ -650,7 +695,7 @@ pub fn runner_with(ocr: Ocr, batch: BatchConfig) -> Box<dyn ModelRunner> {
     let model = OcrModel::new(ocr);
     let info = model.info().clone();
     Box::new(Batched::new(
-        Module::Ocr,
+        OCR,
         model,
         batch,
         move |image: &ImageInput<'_>| {

@@ -199,7 +199,7 @@ fn the_runner_produces_result_ocr_rows_with_the_migrations_columns() {
     let fixtures = fixtures();
     let mut runner =
         imgd_ocr::runner(&models(), &OrtConfig::default(), BatchConfig::DEFAULT).unwrap();
-    assert_eq!(runner.module(), imgd_core::Module::Ocr);
+    assert_eq!(runner.module(), imgd_ocr::OCR);
     for (id, (name, image, _)) in fixtures.iter().take(3).enumerate() {
         let tiers = vec![(960u32, Arc::new(image.clone()))];
         let input = ImageInput {
@@ -223,7 +223,7 @@ fn the_runner_produces_result_ocr_rows_with_the_migrations_columns() {
     for ((key, row), (_, _, truth)) in results.into_iter().zip(&fixtures) {
         let row = row.unwrap();
         assert!(key.job_id >= 100);
-        assert_eq!(row.module, imgd_core::Module::Ocr);
+        assert_eq!(row.module, imgd_ocr::OCR);
         for (column, _) in &row.columns {
             assert!(
                 table.contains(&format!("\n    {column} ")),

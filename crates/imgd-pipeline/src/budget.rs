@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn charges_add_up_and_are_released_when_dropped() {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(&[]));
         let budget = PixelBudget::new(100, Arc::clone(&metrics));
         let a = budget.charge(60);
         assert!(budget.has_room());

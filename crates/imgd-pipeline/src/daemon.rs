@@ -31,7 +31,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded};
-use imgd_core::Module;
+use imgd_core::{Module, Registry};
 use imgd_decode::DecodeOptions;
 use imgd_store::queue::{ClaimRequest, ClaimedImage};
 use imgd_store::{Store, StoreError, StoreOptions};
@@ -43,7 +43,7 @@ use crate::fault::{self, Fault};
 use crate::infer_stage::{InferStage, InferStats};
 use crate::metrics::{Metrics, QueueState};
 use crate::owner;
-use crate::runner::{ModelRunner, SharedPrepare};
+use crate::runner::{CpuAnalysis, ModelRunner, SharedPrepare};
 pub use crate::writer_stage::WriterConfig;
 use crate::writer_stage::{WriterStage, WriterStats};
 
@@ -67,9 +67,10 @@ pub struct PipelineConfig {
     pub writer: WriterConfig,
     /// Decoder limits.
     pub decode: DecodeOptions,
-    /// Skip OCR on images where the objects module ran and found no text (OCR then waits
-    /// for objects when this daemon runs both).
-    pub ocr_needs_text: bool,
+    /// Follow the modules' gates ([`imgd_core::Gate`]): a gated job (OCR) whose gate stays
+    /// shut (objects found no text) is settled with its module's skipped row without running,
+    /// and it waits for its gate's result when this daemon runs both.
+    pub follow_gates: bool,
     /// The most images claimed and not yet written. Slow modules (the cloud API) hold images
     /// for seconds; this bounds the memory their decoded tiers take and the leases kept alive.
     pub max_in_flight: usize,
@@ -89,7 +90,7 @@ impl Default for PipelineConfig {
             poll_interval: Duration::from_secs(2),
             writer: WriterConfig::default(),
             decode: DecodeOptions::default(),
-            ocr_needs_text: true,
+            follow_gates: true,
             max_in_flight: 1024,
             stop_timeout: Duration::from_secs(30),
         }
@@ -183,16 +184,37 @@ pub enum PipelineError {
     },
 }
 
-/// The modules this pipeline can run: the CPU modules plus one per runner.
-pub fn runnable_modules(runners: &[Box<dyn ModelRunner>]) -> Vec<Module> {
-    let mut modules = vec![Module::Metadata, Module::Technical];
-    modules.extend(runners.iter().map(|r| r.module()));
-    modules.sort();
-    modules.dedup();
-    modules
+/// The modules a run serves.
+pub struct Modules {
+    /// Every module this build knows: result tables, migrations, search text, gates.
+    pub registry: Registry,
+    /// The CPU modules the decode threads run.
+    pub analyses: Vec<Arc<dyn CpuAnalysis>>,
+    /// The model runners the inference thread owns, one per model module that loaded.
+    pub runners: Vec<Box<dyn ModelRunner>>,
+}
+
+impl Modules {
+    /// The modules this pipeline can run: one per CPU analysis and per runner.
+    pub fn runnable(&self) -> Vec<Module> {
+        let mut modules: Vec<Module> = self.analyses.iter().map(|a| a.module()).collect();
+        modules.extend(self.runners.iter().map(|r| r.module()));
+        modules.sort();
+        modules.dedup();
+        modules
+    }
 }
 
 pub use crate::owner::lease_owner;
+
+/// The store's options for a run with `config` serving `registry`'s modules.
+fn store_options(config: &PipelineConfig, registry: &Registry) -> StoreOptions {
+    StoreOptions {
+        max_attempts: config.max_attempts,
+        modules: registry.clone(),
+        ..StoreOptions::default()
+    }
+}
 
 /// Watches the stage threads: the first one to die records why, and the scheduler ends the
 /// run on it.
@@ -274,16 +296,17 @@ struct Stages {
 fn start_stages(
     db: &Path,
     config: &PipelineConfig,
-    runners: Vec<Box<dyn ModelRunner>>,
+    modules: Modules,
     metrics: &Arc<Metrics>,
     owner: &str,
     supervisor: &Arc<Supervisor>,
 ) -> Result<Stages, PipelineError> {
-    let store_options = StoreOptions {
-        max_attempts: config.max_attempts,
-        ..StoreOptions::default()
-    };
-    let writer_store = Store::open(db, store_options)?;
+    let writer_store = Store::open(db, store_options(config, &modules.registry))?;
+    let Modules {
+        analyses, runners, ..
+    } = modules;
+    let analyses: Arc<HashMap<Module, Arc<dyn CpuAnalysis>>> =
+        Arc::new(analyses.into_iter().map(|a| (a.module(), a)).collect());
     let decode_threads = if config.decode_threads == 0 {
         thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -334,7 +357,7 @@ fn start_stages(
     }
     let infer = InferStage {
         runners,
-        ocr_needs_text: config.ocr_needs_text,
+        follow_gates: config.follow_gates,
         abandon: Arc::clone(&abandon),
     };
     let infer_finished_tx = finished_tx.clone();
@@ -350,7 +373,8 @@ fn start_stages(
             budget: Arc::clone(&budget),
             metrics: Arc::clone(metrics),
             decodes: Arc::clone(&decodes),
-            ocr_needs_text: config.ocr_needs_text,
+            follow_gates: config.follow_gates,
+            analyses: Arc::clone(&analyses),
             preparers: Arc::clone(&preparers),
             abandon: Arc::clone(&abandon),
         };
@@ -571,28 +595,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn run(
     db: &Path,
     config: &PipelineConfig,
-    runners: Vec<Box<dyn ModelRunner>>,
+    modules: Modules,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     mode: RunMode,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
-    let store_options = StoreOptions {
-        max_attempts: config.max_attempts,
-        ..StoreOptions::default()
-    };
     let owner = owner::lease_owner();
-    let modules = runnable_modules(&runners);
-    for runner in &runners {
+    for runner in &modules.runners {
         metrics.register_model(runner.model_name());
     }
     let supervisor = Arc::new(Supervisor::default());
     let mut scheduler = Scheduler {
-        store: Store::open(db, store_options)?,
+        store: Store::open(db, store_options(config, &modules.registry))?,
         owner: &owner,
         config,
-        modules,
+        modules: modules.runnable(),
         metrics: &metrics,
         supervisor: &supervisor,
         stop: &stop,
@@ -606,7 +625,7 @@ pub fn run(
     // Daemons of this host that died before this start: their images are not left waiting
     // for their leases to run out.
     scheduler.reclaim_dead()?;
-    let mut stages = start_stages(db, config, runners, &metrics, &owner, &supervisor)?;
+    let mut stages = start_stages(db, config, modules, &metrics, &owner, &supervisor)?;
     on_event(Event::Ready);
 
     let end = catch_unwind(AssertUnwindSafe(|| scheduler.run(&stages, on_event))).unwrap_or_else(

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use imgd_core::{Module, ResultRow};
 use imgd_decode::{DecodeError, DecodeOptions, DecodePath, Decoded, Header, RgbImage};
-use imgd_modules::{metadata, technical};
 use imgd_store::queue::{ClaimedImage, ClaimedJob, JobFailure};
 use imgd_store::results::ImageOutcome;
 
 use crate::budget::{PixelBudget, PixelCharge};
 use crate::fault::{self, Fault};
 use crate::metrics::Metrics;
-use crate::runner::{ImageInput, Prepared, SharedPrepare};
+use crate::runner::{CpuAnalysis, CpuInput, ImageInput, Prepared, SharedPrepare};
 
 /// An image on its way from the decode threads to the inference thread.
 pub(crate) struct DecodedImage {
@@ -48,30 +47,15 @@ pub(crate) struct DecodeStage {
     pub metrics: Arc<Metrics>,
     /// Pixel decodes done by this pipeline (the once-per-image invariant).
     pub decodes: Arc<AtomicU64>,
-    /// Skip OCR where the objects module found no text.
-    pub ocr_needs_text: bool,
+    /// Settle gated jobs whose gate is shut without running them ([`imgd_core::Gate`]).
+    pub follow_gates: bool,
+    /// The CPU modules, run here.
+    pub analyses: Arc<HashMap<Module, Arc<dyn CpuAnalysis>>>,
     /// The model runners' input preparations (resize, crop, normalise), run here so the
     /// inference thread only runs models.
     pub preparers: Arc<HashMap<Module, SharedPrepare>>,
     /// Set when a stop runs out of time: drop what is left.
     pub abandon: Arc<AtomicBool>,
-}
-
-/// The `result_ocr` row of an image OCR was skipped on: no lines, and why in `data.skipped`.
-pub(crate) fn skipped_ocr_row() -> ResultRow {
-    ResultRow {
-        module: Module::Ocr,
-        model_id: None,
-        model_version: None,
-        columns: vec![
-            ("text", imgd_core::SqlValue::Text(String::new())),
-            ("line_count", imgd_core::SqlValue::Integer(0)),
-        ],
-        data: serde_json::json!({
-            "lines": [],
-            "skipped": "the objects module found no text in this image",
-        }),
-    }
 }
 
 /// The metrics label of a decode path (a bounded set).
@@ -108,11 +92,15 @@ pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 fn run_module(
     module: Module,
     metrics: &Metrics,
-    f: impl FnOnce() -> ResultRow,
+    f: impl FnOnce() -> Result<ResultRow, String>,
 ) -> Result<ResultRow, String> {
     let started = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(f))
-        .map_err(|p| format!("the {module} module panicked: {}", panic_text(p.as_ref())));
+    let result = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(format!(
+            "the {module} module panicked: {}",
+            panic_text(p.as_ref())
+        ))
+    });
     metrics.record_module(module, started.elapsed());
     result
 }
@@ -168,8 +156,8 @@ impl DecodeStage {
             ..ImageOutcome::default()
         };
         let jobs: Vec<(i64, Module)> = image.jobs.iter().map(|j| (j.job_id, j.module)).collect();
-        if self.ocr_needs_text && image.objects_has_text == Some(false) {
-            skip_gated_ocr(&mut image, &mut outcome);
+        if self.follow_gates {
+            settle_shut_gates(&mut image, &mut outcome);
         }
         let tiers_needed: Vec<u32> = image.jobs.iter().filter_map(|j| j.module.tier()).collect();
         let (header, bytes) = match self.read(&image.path, &tiers_needed) {
@@ -279,8 +267,8 @@ impl DecodeStage {
         }
     }
 
-    /// Runs the CPU modules (metadata, technical) into `outcome`; returns the model jobs that
-    /// go on to the inference thread (those with their pixels, or that read none).
+    /// Runs the CPU modules into `outcome`; returns the model jobs that go on to the
+    /// inference thread (those with their pixels, or that read none).
     fn run_cpu_modules(
         &self,
         jobs: &[ClaimedJob],
@@ -290,34 +278,35 @@ impl DecodeStage {
     ) -> Vec<ClaimedJob> {
         let mut model_jobs = Vec::new();
         for job in jobs {
-            let result = match job.module {
-                Module::Metadata => Some(run_module(Module::Metadata, &self.metrics, || {
-                    metadata::extract(header.exif.as_deref(), header.width, header.height).to_row()
-                })),
-                Module::Technical => {
-                    decoded.map(|d| match Module::Technical.tier().and_then(|t| d.tier(t)) {
-                        Some(tier) => run_module(Module::Technical, &self.metrics, || {
-                            technical::analyze(tier).to_row()
-                        }),
-                        None => Err("no decoded tier for technical".to_string()),
-                    })
+            let module = job.module;
+            let Some(analysis) = self.analyses.get(&module) else {
+                // Model modules need their tier, unless they read no pixels.
+                if module.tier().is_none() || decoded.is_some() {
+                    model_jobs.push(job.clone());
                 }
-                _ => {
-                    // Model modules need their tier, unless they read no pixels.
-                    if job.module.tier().is_none() || decoded.is_some() {
-                        model_jobs.push(job.clone());
-                    }
-                    None
-                }
+                continue;
             };
-            match result {
-                Some(Ok(row)) => outcome.done.push((job.job_id, row)),
-                Some(Err(error)) => outcome.failed.push(JobFailure {
+            if module.tier().is_some() && decoded.is_none() {
+                // The decode failed and has failed this job already.
+                continue;
+            }
+            let tier = module
+                .tier()
+                .and_then(|t| decoded.and_then(|d| d.tier(t)))
+                .map(|tier| &**tier);
+            let input = CpuInput {
+                exif: header.exif.as_deref(),
+                width: header.width,
+                height: header.height,
+                tier,
+            };
+            match run_module(module, &self.metrics, || analysis.analyse(&input)) {
+                Ok(row) => outcome.done.push((job.job_id, row)),
+                Err(error) => outcome.failed.push(JobFailure {
                     job_id: job.job_id,
                     error,
                     permanent: false,
                 }),
-                None => {}
             }
         }
         model_jobs
@@ -371,14 +360,17 @@ impl DecodeStage {
     }
 }
 
-/// Marks the image's OCR job done as skipped, without decoding for it or running a model:
-/// its objects found no text.
-fn skip_gated_ocr(image: &mut ClaimedImage, outcome: &mut ImageOutcome) {
+/// Settles the image's gated jobs whose gate is shut ([`ClaimedJob::gate_open`] false) with
+/// their module's skipped row, without decoding for them or running a model.
+fn settle_shut_gates(image: &mut ClaimedImage, outcome: &mut ImageOutcome) {
     image.jobs.retain(|job| {
-        let skip = job.module == Module::Ocr;
-        if skip {
-            outcome.done.push((job.job_id, skipped_ocr_row()));
+        let gate = job.module.spec().gate.as_ref();
+        match gate {
+            Some(gate) if job.gate_open == Some(false) => {
+                outcome.done.push((job.job_id, (gate.skipped_row)()));
+                false
+            }
+            _ => true,
         }
-        !skip
     });
 }

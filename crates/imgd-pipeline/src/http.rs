@@ -22,7 +22,7 @@
 //! use imgd_pipeline::http::{HttpState, serve};
 //! use imgd_pipeline::metrics::Metrics;
 //!
-//! let state = HttpState::new(Arc::new(Metrics::new()))
+//! let state = HttpState::new(Arc::new(Metrics::new(&[])))
 //!     .with_status(|| serde_json::json!({ "queued": 0 }));
 //! let server = serve("127.0.0.1:0", state).unwrap();
 //! println!("scrape http://{}/metrics", server.local_addr());
@@ -420,8 +420,6 @@ mod tests {
     use std::net::TcpStream;
     use std::time::Duration;
 
-    use imgd_core::Module;
-
     use super::*;
 
     /// A plain HTTP/1.1 request; returns the status code, the headers and the body.
@@ -447,7 +445,7 @@ mod tests {
     }
 
     fn started() -> (HttpServer, Arc<Metrics>, Arc<AtomicBool>) {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(&[]));
         let healthy = Arc::new(AtomicBool::new(true));
         let state = HttpState::new(Arc::clone(&metrics))
             .with_health(Arc::clone(&healthy))
@@ -459,7 +457,7 @@ mod tests {
     #[test]
     fn metrics_route_serves_the_registry_as_prometheus_text() {
         let (server, metrics, _) = started();
-        metrics.job_done(Module::Faces);
+        metrics.job_done(imgd_modules::TECHNICAL);
         let (status, head, body) = fetch(server.local_addr(), "GET", "/metrics");
         assert_eq!(status, 200);
         assert!(
@@ -468,7 +466,7 @@ mod tests {
             "{head}"
         );
         assert!(
-            body.contains("imgd_jobs_done_total{module=\"faces\"} 1"),
+            body.contains("imgd_jobs_done_total{module=\"technical\"} 1"),
             "{body}"
         );
         server.stop();
@@ -519,8 +517,8 @@ mod tests {
 
     #[test]
     fn a_panicking_status_closure_answers_500_and_the_server_goes_on() {
-        let state =
-            HttpState::new(Arc::new(Metrics::new())).with_status(|| panic!("status source gone"));
+        let state = HttpState::new(Arc::new(Metrics::new(&[])))
+            .with_status(|| panic!("status source gone"));
         let server = serve("127.0.0.1:0", state).unwrap();
         assert_eq!(fetch(server.local_addr(), "GET", "/status").0, 500);
         assert_eq!(fetch(server.local_addr(), "GET", "/healthz").0, 200);
@@ -646,7 +644,11 @@ mod tests {
 
     #[test]
     fn binding_a_bad_address_is_an_error() {
-        let error = serve("not an address", HttpState::new(Arc::new(Metrics::new()))).unwrap_err();
+        let error = serve(
+            "not an address",
+            HttpState::new(Arc::new(Metrics::new(&[]))),
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("not an address"), "{error}");
     }
 

@@ -2,10 +2,11 @@
 //! requests across images into per-model micro-batches, and scatters the results back. Images
 //! without model jobs pass straight through. It never touches the disk or the database.
 //!
-//! **The OCR gate.** When an image has both an objects and an OCR job (and `ocr_needs_text`),
-//! its prepared OCR input is held until the objects result arrives: submitted when objects saw
-//! a text phrase (or failed), else the OCR job is done with an empty, skipped row. One claim,
-//! one decode, and OCR runs only on images that show text.
+//! **Gates.** A gated module ([`imgd_core::Gate`]: OCR after objects' `has_text`) whose image
+//! also has a job of the gating module here has its prepared input held until that result
+//! arrives: submitted when the gate column is true (or missing, or the gating job failed),
+//! else the job is done with the module's skipped row. One claim, one decode, and OCR runs only
+//! on images that show text.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use imgd_core::Module;
-use imgd_store::queue::JobFailure;
+use imgd_store::queue::{ClaimedJob, JobFailure};
 
 use imgd_core::{ResultRow, SqlValue};
 
 use crate::batcher::CloseReason;
-use crate::decode_stage::{DecodedImage, skipped_ocr_row};
+use crate::decode_stage::DecodedImage;
 use crate::fault::{self, Fault};
 use crate::runner::{ImageInput, JobKey, ModelRunner, Prepared, RunnerResults};
 
@@ -30,29 +31,39 @@ pub(crate) struct InferStats {
     pub wall: Duration,
 }
 
+/// A gated job's prepared input, held until its gate's result.
+struct Held {
+    key: JobKey,
+    module: Module,
+    input: Prepared,
+    /// The gating module's job in the same image.
+    after_job: i64,
+}
+
 struct Waiting {
     image: DecodedImage,
     remaining: usize,
-    /// The OCR job and its prepared input, held until the objects job's result (the OCR gate).
-    held_ocr: Option<(JobKey, Prepared)>,
-    /// The objects job the held OCR input waits for.
-    objects_job: Option<i64>,
+    /// Gated jobs waiting for their gate's result.
+    held: Vec<Held>,
 }
 
 pub(crate) struct InferStage {
     pub runners: Vec<Box<dyn ModelRunner>>,
-    /// Run OCR only where the objects job of the same image found text.
-    pub ocr_needs_text: bool,
+    /// Hold gated jobs until their gate's result, and skip them when it stays shut.
+    pub follow_gates: bool,
     /// Set when a stop runs out of time: drop what is left.
     pub abandon: Arc<AtomicBool>,
 }
 
-/// Whether an objects row says the image shows text (a row without the column counts as yes:
-/// OCR then runs).
-fn shows_text(row: &ResultRow) -> bool {
+/// Whether the gating module's row opens the gate of `module` (a row without the column opens
+/// it: the gated module then runs).
+fn gate_opens(module: Module, row: &ResultRow) -> bool {
+    let Some(gate) = &module.spec().gate else {
+        return true;
+    };
     row.columns
         .iter()
-        .find(|(name, _)| *name == "has_text")
+        .find(|(name, _)| *name == gate.column)
         .is_none_or(|(_, value)| *value != SqlValue::Integer(0))
 }
 
@@ -141,76 +152,54 @@ impl InferStage {
         fault::point(Fault::InferSubmit);
         let mut remaining = 0;
         let jobs = std::mem::take(&mut image.model_jobs);
-        let objects_job = jobs
-            .iter()
-            .find(|job| job.module == Module::Objects && by_module.contains_key(&job.module))
-            .map(|job| job.job_id);
-        let gate = self.ocr_needs_text && objects_job.is_some();
-        let mut held_ocr = None;
+        let mut held = Vec::new();
         for job in &jobs {
             let key = JobKey {
                 image_id: image.image_id,
                 job_id: job.job_id,
             };
-            if gate
-                && job.module == Module::Ocr
-                && by_module.contains_key(&Module::Ocr)
+            if let Some(after_job) = self.gating_job(job.module, &jobs, by_module)
                 && let Some(input) = image.prepared.remove(&job.job_id)
             {
-                held_ocr = Some((key, input));
+                held.push(Held {
+                    key,
+                    module: job.module,
+                    input,
+                    after_job,
+                });
                 remaining += 1;
                 continue;
             }
-            if let Some(input) = image.prepared.remove(&job.job_id) {
-                let submitted = match by_module.get(&job.module) {
-                    Some(&i) => self.runners[i].submit_prepared(key, input),
-                    None => Err(format!("no model loaded for the {} module", job.module)),
-                };
-                match submitted {
-                    Ok(()) => remaining += 1,
-                    Err(error) => image.outcome.failed.push(JobFailure {
-                        job_id: job.job_id,
-                        error,
-                        permanent: false,
-                    }),
+            let submitted = match (
+                image.prepared.remove(&job.job_id),
+                by_module.get(&job.module),
+            ) {
+                (_, None) => Err(format!("no model loaded for the {} module", job.module)),
+                (Some(input), Some(&i)) => self.runners[i].submit_prepared(key, input),
+                (None, Some(&i)) => {
+                    let input = ImageInput {
+                        image_id: image.image_id,
+                        path: &image.path,
+                        tiers: &image.tiers,
+                    };
+                    self.runners[i].submit(key, &input)
                 }
-                continue;
-            }
-            let input = ImageInput {
-                image_id: image.image_id,
-                path: &image.path,
-                tiers: &image.tiers,
-            };
-            let submitted = match by_module.get(&job.module) {
-                Some(&i) => self.runners[i].submit(key, &input),
-                None => Err(format!("no model loaded for the {} module", job.module)),
             };
             match submitted {
                 Ok(()) => remaining += 1,
-                Err(error) => image.outcome.failed.push(JobFailure {
-                    job_id: job.job_id,
-                    error,
-                    permanent: false,
-                }),
+                Err(error) => fail(&mut image, job.job_id, error),
             }
         }
         image.model_jobs = jobs;
-        // An objects job that failed to go in leaves nothing to wait for: OCR goes in now.
-        let objects_failed =
-            objects_job.is_some_and(|id| image.outcome.failed.iter().any(|f| f.job_id == id));
-        if objects_failed && let Some((key, input)) = held_ocr.take() {
+        // A gating job that failed to go in leaves nothing to wait for: its gated jobs go in
+        // now.
+        let (released, kept): (Vec<Held>, Vec<Held>) = held
+            .into_iter()
+            .partition(|h| image.outcome.failed.iter().any(|f| f.job_id == h.after_job));
+        for h in released {
             remaining -= 1;
-            let submitted = match by_module.get(&Module::Ocr) {
-                Some(&i) => self.runners[i].submit_prepared(key, input),
-                None => Err("no model loaded for the ocr module".to_string()),
-            };
-            match submitted {
-                Ok(()) => remaining += 1,
-                Err(error) => image.outcome.failed.push(JobFailure {
-                    job_id: key.job_id,
-                    error,
-                    permanent: false,
-                }),
+            if self.submit_held(h, &mut image, by_module) {
+                remaining += 1;
             }
         }
         if remaining == 0 {
@@ -221,15 +210,51 @@ impl InferStage {
                 Waiting {
                     image,
                     remaining,
-                    objects_job: held_ocr.as_ref().and(objects_job),
-                    held_ocr,
+                    held: kept,
                 },
             );
         }
     }
 
-    /// Files each result with its image and sends on the images that are complete; an
-    /// objects result releases the image's held OCR job (see the module docs).
+    /// The job, among `jobs`, whose result `module`'s gate waits for: when gates are followed,
+    /// `module` is gated, and both it and its gating module have a runner here.
+    fn gating_job(
+        &self,
+        module: Module,
+        jobs: &[ClaimedJob],
+        by_module: &HashMap<Module, usize>,
+    ) -> Option<i64> {
+        let gate = module.spec().gate.as_ref()?;
+        if !self.follow_gates || !by_module.contains_key(&module) {
+            return None;
+        }
+        jobs.iter()
+            .find(|job| job.module.name() == gate.after && by_module.contains_key(&job.module))
+            .map(|job| job.job_id)
+    }
+
+    /// Submits a held input; a failure fails its job. Whether it went in.
+    fn submit_held(
+        &mut self,
+        held: Held,
+        image: &mut DecodedImage,
+        by_module: &HashMap<Module, usize>,
+    ) -> bool {
+        let submitted = match by_module.get(&held.module) {
+            Some(&i) => self.runners[i].submit_prepared(held.key, held.input),
+            None => Err(format!("no model loaded for the {} module", held.module)),
+        };
+        match submitted {
+            Ok(()) => true,
+            Err(error) => {
+                fail(image, held.key.job_id, error);
+                false
+            }
+        }
+    }
+
+    /// Files each result with its image and sends on the images that are complete; a gating
+    /// job's result opens or shuts the gates waiting for it (see the module docs).
     fn scatter(
         &mut self,
         results: RunnerResults,
@@ -241,38 +266,30 @@ impl InferStage {
             let Some(w) = waiting.get_mut(&key.image_id) else {
                 continue;
             };
-            if w.objects_job == Some(key.job_id)
-                && let Some((ocr_key, input)) = w.held_ocr.take()
-            {
-                let text = result.as_ref().map_or(true, shows_text);
-                let submitted = match (text, by_module.get(&Module::Ocr)) {
-                    (false, _) => {
-                        w.image
-                            .outcome
-                            .done
-                            .push((ocr_key.job_id, skipped_ocr_row()));
+            let (opened, still_held): (Vec<Held>, Vec<Held>) = std::mem::take(&mut w.held)
+                .into_iter()
+                .partition(|h| h.after_job == key.job_id);
+            w.held = still_held;
+            for h in opened {
+                let open = result
+                    .as_ref()
+                    .map_or(true, |row| gate_opens(h.module, row));
+                let skipped = h.module.spec().gate.as_ref().map(|gate| gate.skipped_row);
+                match skipped {
+                    Some(skipped_row) if !open => {
+                        w.image.outcome.done.push((h.key.job_id, skipped_row()));
                         w.remaining -= 1;
-                        Ok(())
                     }
-                    (true, Some(&i)) => self.runners[i].submit_prepared(ocr_key, input),
-                    (true, None) => Err("no model loaded for the ocr module".to_string()),
-                };
-                if let Err(error) = submitted {
-                    w.image.outcome.failed.push(JobFailure {
-                        job_id: ocr_key.job_id,
-                        error,
-                        permanent: false,
-                    });
-                    w.remaining -= 1;
+                    _ => {
+                        if !self.submit_held(h, &mut w.image, by_module) {
+                            w.remaining -= 1;
+                        }
+                    }
                 }
             }
             match result {
                 Ok(row) => w.image.outcome.done.push((key.job_id, row)),
-                Err(error) => w.image.outcome.failed.push(JobFailure {
-                    job_id: key.job_id,
-                    error,
-                    permanent: false,
-                }),
+                Err(error) => fail(&mut w.image, key.job_id, error),
             }
             w.remaining -= 1;
             if w.remaining == 0
@@ -284,6 +301,15 @@ impl InferStage {
     }
 }
 
+/// Records a failure of one of the image's jobs.
+fn fail(image: &mut DecodedImage, job_id: i64, error: String) {
+    image.outcome.failed.push(JobFailure {
+        job_id,
+        error,
+        permanent: false,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -291,6 +317,8 @@ mod tests {
     use std::time::Instant;
 
     use imgd_core::{Module, ResultRow, SqlValue};
+    use imgd_objects::OBJECTS;
+    use imgd_ocr::OCR;
     use imgd_store::queue::ClaimedJob;
     use imgd_store::results::ImageOutcome;
 
@@ -334,16 +362,16 @@ mod tests {
                         columns,
                         data: serde_json::json!({}),
                     };
-                    let result = match self.module {
-                        Module::Objects if key.image_id == 5 => Err("objects failed".to_string()),
-                        Module::Objects => Ok(row(vec![(
+                    let result = if self.module != OBJECTS {
+                        self.read.lock().unwrap().push(key.image_id);
+                        Ok(row(vec![]))
+                    } else if key.image_id == 5 {
+                        Err("objects failed".to_string())
+                    } else {
+                        Ok(row(vec![(
                             "has_text",
                             SqlValue::Integer(i64::from(key.image_id % 2 == 0)),
-                        )])),
-                        _ => {
-                            self.read.lock().unwrap().push(key.image_id);
-                            Ok(row(vec![]))
-                        }
+                        )]))
                     };
                     (key, result)
                 })
@@ -360,10 +388,7 @@ mod tests {
     }
 
     fn image(image_id: i64) -> DecodedImage {
-        let jobs = [
-            (image_id * 10, Module::Ocr),
-            (image_id * 10 + 1, Module::Objects),
-        ];
+        let jobs = [(image_id * 10, OCR), (image_id * 10 + 1, OBJECTS)];
         DecodedImage {
             image_id,
             path: format!("/p/{image_id}.jpg"),
@@ -373,7 +398,11 @@ mod tests {
             },
             model_jobs: jobs
                 .iter()
-                .map(|&(job_id, module)| ClaimedJob { job_id, module })
+                .map(|&(job_id, module)| ClaimedJob {
+                    job_id,
+                    module,
+                    gate_open: None,
+                })
                 .collect(),
             prepared: jobs
                 .iter()
@@ -385,7 +414,7 @@ mod tests {
         }
     }
 
-    fn run(ocr_needs_text: bool) -> (Vec<DecodedImage>, Vec<i64>) {
+    fn run(follow_gates: bool) -> (Vec<DecodedImage>, Vec<i64>) {
         let read = Arc::new(Mutex::new(Vec::new()));
         let runner = |module| {
             Box::new(Scripted {
@@ -395,8 +424,8 @@ mod tests {
             }) as Box<dyn ModelRunner>
         };
         let stage = InferStage {
-            runners: vec![runner(Module::Ocr), runner(Module::Objects)],
-            ocr_needs_text,
+            runners: vec![runner(OCR), runner(OBJECTS)],
+            follow_gates,
             abandon: Arc::default(),
         };
         let (in_tx, in_rx) = crossbeam_channel::unbounded();

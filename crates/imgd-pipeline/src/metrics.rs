@@ -5,7 +5,7 @@
 //! The reference of every metric (name, type, labels, meaning) is `docs/METRICS.md`.
 //!
 //! Names follow `imgd_<stage>_<name>_<unit>` (counters end in `_total`). Label values come from
-//! bounded sets only: module names from [`Module::ALL`], close reasons from
+//! bounded sets only: the registered modules' names, close reasons from
 //! [`CloseReason::ALL`], queue states from [`QueueState::ALL`], decode paths as
 //! `&'static str`, and model names from the model manifest. Every known label value is
 //! created at start-up, so rates start at zero instead of appearing on first use.
@@ -165,8 +165,9 @@ impl Metrics {
     pub const OPENMETRICS_CONTENT_TYPE: &'static str =
         "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-    /// A registry holding every metric, each at zero, with every known label value created.
-    pub fn new() -> Self {
+    /// A registry holding every metric, each at zero, with every known label value created
+    /// (those of `modules` among them).
+    pub fn new(modules: &[Module]) -> Self {
         let mut metrics = Metrics {
             registry: Registry::with_prefix("imgd"),
             jobs_done: Family::default(),
@@ -191,7 +192,7 @@ impl Metrics {
         };
         metrics.register_queue_and_decode();
         metrics.register_inference_and_writer();
-        metrics.create_known_labels();
+        metrics.create_known_labels(modules);
         metrics
     }
 
@@ -298,8 +299,8 @@ impl Metrics {
 
     /// Creates every series whose labels are known up front at zero, so rates exist from
     /// start-up.
-    fn create_known_labels(&self) {
-        for module in Module::ALL {
+    fn create_known_labels(&self, modules: &[Module]) {
+        for module in modules {
             let label = ModuleLabel {
                 module: module.name(),
             };
@@ -477,7 +478,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(&[])
     }
 }
 
@@ -521,17 +522,17 @@ mod tests {
     use super::*;
 
     fn recorded() -> Metrics {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(imgd_registry::REGISTRY.all());
         metrics.register_model("clip-vit-b32");
-        metrics.job_done(Module::Embedding);
-        metrics.job_done(Module::Embedding);
-        metrics.job_failed(Module::Ocr);
+        metrics.job_done(imgd_clip::EMBEDDING);
+        metrics.job_done(imgd_clip::EMBEDDING);
+        metrics.job_failed(imgd_ocr::OCR);
         metrics.set_queue_jobs(QueueState::Queued, 1200);
         metrics.set_queue_jobs(QueueState::Leased, 64);
         metrics.record_decode("jpeg-dct-4", Duration::from_millis(12));
         metrics.set_pixels_in_flight(3 << 20);
         metrics.set_pixels_budget(512 << 20);
-        metrics.record_module(Module::Technical, Duration::from_millis(4));
+        metrics.record_module(imgd_modules::TECHNICAL, Duration::from_millis(4));
         metrics.record_batch(&BatchStats {
             model: "clip-vit-b32".to_string(),
             items: 32,
@@ -616,7 +617,7 @@ mod tests {
         use crate::batcher::fake::FakeModel;
         use crate::batcher::{BatchConfig, MicroBatcher};
 
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(&[]));
         metrics.register_model("fake");
         let mut batcher = MicroBatcher::new(
             FakeModel::new("fake"),

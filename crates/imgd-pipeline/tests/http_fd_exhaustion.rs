@@ -27,7 +27,7 @@ fn healthz(addr: std::net::SocketAddr) -> Option<String> {
 
 #[test]
 fn running_out_of_file_descriptors_never_ends_the_accept_loop() {
-    let server = serve("127.0.0.1:0", HttpState::new(Arc::new(Metrics::new()))).unwrap();
+    let server = serve("127.0.0.1:0", HttpState::new(Arc::new(Metrics::new(&[])))).unwrap();
     let addr = server.local_addr();
     let mut limit = getrlimit(Resource::Nofile);
     let original = limit;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use imgd_core::Module;
 use imgd_pipeline::batcher::{BatchConfig, BatchStats, CloseReason};
-use imgd_pipeline::daemon::{PipelineConfig, RunMode, run};
+use imgd_pipeline::daemon::{Modules, PipelineConfig, RunMode, run};
 use imgd_pipeline::metrics::Metrics;
 use imgd_pipeline::runner::{
     ImageInput, JobKey, ModelRunner, Prepared, RunnerResults, SharedPrepare, fake_runner,
@@ -88,9 +88,16 @@ fn register_photos(db: &Path) -> usize {
             }));
         }
     }
-    let store = Store::open(db, StoreOptions::default()).unwrap();
+    let store = Store::open(
+        db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     store
-        .apply_scan(&actions, &[Module::Metadata, Module::Embedding], 0)
+        .apply_scan(&actions, &[imgd_modules::METADATA, imgd_clip::EMBEDDING], 0)
         .unwrap();
     actions.len()
 }
@@ -107,6 +114,7 @@ fn runners_are_called_only_on_the_inference_thread() {
     let callers = Arc::new(Mutex::new(BTreeSet::new()));
     let runner = ThreadRecorder {
         inner: fake_runner(
+            imgd_clip::EMBEDDING,
             BatchConfig::default(),
             Duration::from_millis(1),
             Duration::ZERO,
@@ -120,8 +128,12 @@ fn runners_are_called_only_on_the_inference_thread() {
     let summary = run(
         &db,
         &config,
-        vec![Box::new(runner)],
-        Arc::new(Metrics::new()),
+        Modules {
+            registry: imgd_registry::registry(),
+            analyses: imgd_registry::cpu_analyses(),
+            runners: vec![Box::new(runner)],
+        },
+        Arc::new(Metrics::new(&[])),
         Arc::new(AtomicBool::new(false)),
         RunMode::Once,
         &mut |_| {},

@@ -68,7 +68,7 @@ const FLUSH_IMAGES: usize = 64;
 const RUNS: usize = 3;
 /// The lease owner.
 const OWNER: &str = "bench-host:1:writer";
-const MODULES: [Module; 2] = [Module::Metadata, Module::Technical];
+const MODULES: [Module; 2] = [imgd_modules::METADATA, imgd_modules::TECHNICAL];
 
 const CAMERAS: [(&str, &str, &str); 4] = [
     ("Canon", "Canon EOS R5", "RF24-105mm F4 L IS USM"),
@@ -83,7 +83,14 @@ const CAMERAS: [(&str, &str, &str); 4] = [
 
 /// Registers `IMAGES` images with jobs for both modules and claims them all.
 fn prepare(db: &Path) -> (Store, Vec<ClaimedImage>) {
-    let mut store = Store::open(db, StoreOptions::default()).expect("opening the database");
+    let mut store = Store::open(
+        db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .expect("opening the database");
     let actions: Vec<ScanAction> = (0..IMAGES)
         .map(|i| {
             ScanAction::New(FoundFile {
@@ -165,7 +172,7 @@ fn metadata_row(i: usize) -> ResultRow {
         "warnings": [],
     });
     ResultRow {
-        module: Module::Metadata,
+        module: imgd_modules::METADATA,
         model_id: None,
         model_version: None,
         columns: vec![
@@ -198,7 +205,7 @@ fn metadata_row(i: usize) -> ResultRow {
 fn technical_row(i: usize) -> ResultRow {
     let sharpness = 50.0 + (i % 300) as f64;
     ResultRow {
-        module: Module::Technical,
+        module: imgd_modules::TECHNICAL,
         model_id: None,
         model_version: None,
         columns: vec![
@@ -229,9 +236,10 @@ fn full_outcome(index: usize, image: &ClaimedImage) -> ImageOutcome {
         .jobs
         .iter()
         .map(|job| {
-            let row = match job.module {
-                Module::Metadata => metadata_row(index),
-                _ => technical_row(index),
+            let row = if job.module == imgd_modules::METADATA {
+                metadata_row(index)
+            } else {
+                technical_row(index)
             };
             (job.job_id, row)
         })

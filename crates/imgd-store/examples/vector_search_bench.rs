@@ -14,7 +14,6 @@
 
 use std::time::Instant;
 
-use imgd_core::Module;
 use imgd_store::vectors::{ModelKey, Neighbour, dot, normalize, rank_order};
 use imgd_store::{Store, StoreOptions};
 
@@ -54,7 +53,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = ModelKey::new("clip-vit-b32", "bench");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
 
-    let store = Store::open(std::path::Path::new(db), StoreOptions::default())?;
+    let store = Store::open(
+        std::path::Path::new(db),
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )?;
     let t = Instant::now();
     {
         let conn = store.connection();
@@ -68,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             stmt.execute(rusqlite::params![
                 id,
                 format!("/bench/{:03}/{id:07}.jpg", id % 1000),
-                Module::Embedding.bit()
+                imgd_clip::EMBEDDING.bit()
             ])?;
         }
         drop(stmt);

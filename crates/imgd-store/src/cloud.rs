@@ -51,7 +51,14 @@ mod tests {
     #[test]
     fn totals_sum_the_stored_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("imgd.db"), StoreOptions::default()).unwrap();
+        let store = Store::open(
+            &dir.path().join("imgd.db"),
+            StoreOptions {
+                modules: imgd_registry::registry(),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
         assert_eq!(store.cloud_totals().unwrap(), CloudTotals::default());
         let conn = store.connection();
         for (id, cost, tokens, data) in [

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::results::refresh_search_row;
 use crate::{Context, Store, StoreError, now_ms};
+use imgd_core::Registry;
 
 /// Errors of the identity commands.
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +250,11 @@ fn recount(tx: &rusqlite::Connection, identities: &BTreeSet<i64>) -> Result<(), 
 
 /// Rewrites the search rows of the images with faces of these identities, for those with no
 /// job in flight (the others get theirs when their jobs finish).
-fn refresh_names(tx: &rusqlite::Connection, image_ids: &BTreeSet<i64>) -> Result<(), StoreError> {
+fn refresh_names(
+    tx: &rusqlite::Connection,
+    modules: &Registry,
+    image_ids: &BTreeSet<i64>,
+) -> Result<(), StoreError> {
     for &image_id in image_ids {
         let unfinished: i64 = tx
             .prepare_cached("SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'")
@@ -257,7 +262,7 @@ fn refresh_names(tx: &rusqlite::Connection, image_ids: &BTreeSet<i64>) -> Result
             .query_row([image_id], |r| r.get(0))
             .ctx("counting in-flight jobs")?;
         if unfinished == 0 {
-            refresh_search_row(tx, image_id)?;
+            refresh_search_row(tx, modules, image_id)?;
         }
     }
     Ok(())
@@ -373,7 +378,7 @@ impl Store {
             [],
         )
         .ctx("dropping empty identities")?;
-        refresh_names(&tx, &images)?;
+        refresh_names(&tx, &self.options.modules, &images)?;
         tx.commit().ctx("committing a clustering run")?;
         Ok(created)
     }
@@ -454,7 +459,7 @@ impl Store {
         )
         .ctx("naming an identity")?;
         let images = images_of_identity(&tx, id)?;
-        refresh_names(&tx, &images)?;
+        refresh_names(&tx, &self.options.modules, &images)?;
         tx.commit().ctx("committing a rename")?;
         Ok(())
     }
@@ -487,7 +492,7 @@ impl Store {
         }
         recount(&tx, &BTreeSet::from([into]))?;
         let images = images_of_identity(&tx, into)?;
-        refresh_names(&tx, &images)?;
+        refresh_names(&tx, &self.options.modules, &images)?;
         tx.commit().ctx("committing a merge")?;
         Ok(moved)
     }
@@ -532,7 +537,7 @@ impl Store {
             )
             .ctx("deleting an empty identity")?;
         }
-        refresh_names(&tx, &images)?;
+        refresh_names(&tx, &self.options.modules, &images)?;
         tx.commit().ctx("committing a split")?;
         Ok(detached)
     }

@@ -28,9 +28,10 @@ pub mod vectors;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use imgd_core::Registry;
 use rusqlite::Connection;
 
-pub use migrate::LATEST_SCHEMA_VERSION;
+pub use migrate::latest_schema_version;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +171,9 @@ pub struct StoreOptions {
     pub max_lease_expiries: u32,
     /// Open even when the database is marked corrupt (for `imgd validate`, which checks it).
     pub ignore_corrupt_marker: bool,
+    /// The modules this build serves: their result tables, migrations, search text, gates and
+    /// store hooks. With none, only the store's own tables are known.
+    pub modules: Registry,
 }
 
 impl Default for StoreOptions {
@@ -179,6 +183,7 @@ impl Default for StoreOptions {
             max_attempts: 3,
             max_lease_expiries: 10,
             ignore_corrupt_marker: false,
+            modules: Registry::default(),
         }
     }
 }
@@ -225,7 +230,7 @@ impl Store {
             path: path.to_path_buf(),
             options,
         };
-        migrate::apply(&mut store.conn, &store.path)?;
+        migrate::apply(&mut store.conn, &store.path, &store.options.modules)?;
         Ok(store)
     }
 

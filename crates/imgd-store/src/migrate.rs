@@ -1,20 +1,17 @@
 //! The migrations runner: numbered SQL files applied in order, each recorded in
-//! `schema_version`.
+//! `schema_version`. The store's own migrations (images, jobs, the search index and the tables
+//! of the first modules) and those the registered modules declare share one numbering.
 
 use std::path::Path;
 
 use rusqlite::Connection;
 
+use imgd_core::{Migration, Registry};
+
 use crate::{Context, StoreError, now_ms};
 
-/// A migration: its version and SQL.
-struct Migration {
-    version: i64,
-    name: &'static str,
-    sql: &'static str,
-}
-
-/// Every migration, in order. Append new files here; never edit an applied one.
+/// The store's own migrations, in order. Append new files here; never edit an applied one. A
+/// module's tables come with the module's own migrations ([`imgd_core::ModuleSpec`]).
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -38,8 +35,18 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// The newest schema version this build knows.
-pub const LATEST_SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+/// Every migration the store and `modules` know, in version order.
+fn all_migrations(modules: &Registry) -> Vec<&'static Migration> {
+    let mut all: Vec<&'static Migration> = MIGRATIONS.iter().collect();
+    all.extend(modules.migrations());
+    all.sort_by_key(|m| m.version);
+    all
+}
+
+/// The newest schema version the store and `modules` know.
+pub fn latest_schema_version(modules: &Registry) -> i64 {
+    all_migrations(modules).last().map_or(0, |m| m.version)
+}
 
 pub(crate) fn current_version(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row(
@@ -50,7 +57,11 @@ pub(crate) fn current_version(conn: &Connection) -> Result<i64, StoreError> {
     .ctx("reading the schema version")
 }
 
-pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+pub(crate) fn apply(
+    conn: &mut Connection,
+    path: &Path,
+    modules: &Registry,
+) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
              version    INTEGER PRIMARY KEY,
@@ -60,14 +71,18 @@ pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError
     )
     .ctx("creating the schema_version table")?;
     let found = current_version(conn)?;
-    if found > LATEST_SCHEMA_VERSION {
+    let latest = latest_schema_version(modules);
+    if found > latest {
         return Err(StoreError::NewerSchema {
             path: path.to_path_buf(),
             found,
-            supported: LATEST_SCHEMA_VERSION,
+            supported: latest,
         });
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
+    for migration in all_migrations(modules)
+        .into_iter()
+        .filter(|m| m.version > found)
+    {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .ctx("starting a migration")?;
@@ -103,11 +118,28 @@ mod tests {
     fn a_new_database_gets_every_migration_once() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("sub/imgd.db");
-        let store = Store::open(&db, StoreOptions::default()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA_VERSION);
+        let store = Store::open(
+            &db,
+            StoreOptions {
+                modules: imgd_registry::registry(),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            store.schema_version().unwrap(),
+            latest_schema_version(&Registry::default())
+        );
         drop(store);
         // Opening again applies nothing twice.
-        let store = Store::open(&db, StoreOptions::default()).unwrap();
+        let store = Store::open(
+            &db,
+            StoreOptions {
+                modules: imgd_registry::registry(),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
         let rows: i64 = store
             .connection()
             .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
@@ -130,8 +162,18 @@ mod tests {
             )
             .unwrap();
         }
-        let store = Store::open(&db, StoreOptions::default()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA_VERSION);
+        let store = Store::open(
+            &db,
+            StoreOptions {
+                modules: imgd_registry::registry(),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            store.schema_version().unwrap(),
+            latest_schema_version(&Registry::default())
+        );
         let kept: i64 = store
             .connection()
             .query_row("SELECT x FROM keep_me", [], |r| r.get(0))
@@ -143,22 +185,37 @@ mod tests {
     fn a_database_from_a_newer_imgd_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("imgd.db");
-        drop(Store::open(&db, StoreOptions::default()).unwrap());
+        drop(
+            Store::open(
+                &db,
+                StoreOptions {
+                    modules: imgd_registry::registry(),
+                    ..StoreOptions::default()
+                },
+            )
+            .unwrap(),
+        );
         {
             let conn = Connection::open(&db).unwrap();
             conn.execute(
                 "INSERT INTO schema_version VALUES (?1, 'future', 0)",
-                [LATEST_SCHEMA_VERSION + 1],
+                [latest_schema_version(&Registry::default()) + 1],
             )
             .unwrap();
         }
-        let err = Store::open(&db, StoreOptions::default())
-            .err()
-            .expect("a newer schema must be refused");
+        let err = Store::open(
+            &db,
+            StoreOptions {
+                modules: imgd_registry::registry(),
+                ..StoreOptions::default()
+            },
+        )
+        .err()
+        .expect("a newer schema must be refused");
         let message = err.to_string();
         assert!(message.contains("upgrade imgd"), "{message}");
         assert!(
-            matches!(err, StoreError::NewerSchema { found, .. } if found == LATEST_SCHEMA_VERSION + 1)
+            matches!(err, StoreError::NewerSchema { found, .. } if found == latest_schema_version(&Registry::default()) + 1)
         );
     }
 }

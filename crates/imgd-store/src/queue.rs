@@ -34,6 +34,9 @@ pub struct ClaimedJob {
     pub job_id: i64,
     /// Its module.
     pub module: Module,
+    /// For a gated module ([`imgd_core::Gate`]): what the gating module's stored result says,
+    /// when it has one (`Some(false)`: the gate is shut). `None` otherwise.
+    pub gate_open: Option<bool>,
 }
 
 /// An image handed out by a claim, with its leased jobs.
@@ -49,8 +52,6 @@ pub struct ClaimedImage {
     pub size: i64,
     /// The leased jobs, one per module.
     pub jobs: Vec<ClaimedJob>,
-    /// What the objects module found, when it has run: whether the image shows text.
-    pub objects_has_text: Option<bool>,
     /// How many daemons died holding this image (the most of its jobs); above zero it is a
     /// suspect, claimed apart from other images.
     pub lease_expiries: u32,
@@ -105,6 +106,30 @@ pub struct LeaseHolder {
 pub(crate) fn module_list_sql(modules: &[Module]) -> String {
     let names: Vec<String> = modules.iter().map(|m| format!("'{}'", m.name())).collect();
     format!("({})", names.join(","))
+}
+
+/// What the stored result of `module`'s gate says for image `image_id` (see
+/// [`ClaimedJob::gate_open`]).
+fn gate_value(
+    tx: &rusqlite::Connection,
+    modules: &imgd_core::Registry,
+    module: Module,
+    image_id: i64,
+) -> Result<Option<bool>, StoreError> {
+    let Some((after, column)) = modules.gate_of(module) else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT {column} FROM {} WHERE image_id = ?1",
+        after.result_table()
+    );
+    Ok(tx
+        .prepare_cached(&sql)
+        .ctx("preparing a gate lookup")?
+        .query_row([image_id], |r| r.get::<_, Option<bool>>(0))
+        .optional()
+        .ctx("reading a gate's result")?
+        .flatten())
 }
 
 impl Store {
@@ -188,9 +213,6 @@ impl Store {
                      RETURNING id, module, lease_expiries"
                 ))
                 .ctx("preparing the lease update")?;
-            let mut has_text_stmt = tx
-                .prepare_cached("SELECT has_text FROM result_objects WHERE image_id = ?1")
-                .ctx("preparing the objects lookup")?;
             for image_id in image_ids {
                 let (path, format, size) = image_stmt
                     .query_row([image_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -204,25 +226,26 @@ impl Store {
                     let job_id: i64 = row.get(0).ctx("leasing jobs")?;
                     let module: String = row.get(1).ctx("leasing jobs")?;
                     lease_expiries = lease_expiries.max(row.get(2).ctx("leasing jobs")?);
-                    // Rows of modules this build does not know are never selected: the IN list
-                    // only holds known modules.
-                    if let Ok(module) = module.parse() {
-                        jobs.push(ClaimedJob { job_id, module });
+                    // Rows of other modules are never selected: the IN list holds the
+                    // requested modules only.
+                    if let Some(&module) = request.modules.iter().find(|m| m.name() == module) {
+                        jobs.push(ClaimedJob {
+                            job_id,
+                            module,
+                            gate_open: None,
+                        });
                     }
                 }
                 jobs.sort_by_key(|j| j.module);
-                let objects_has_text = has_text_stmt
-                    .query_row([image_id], |r| r.get::<_, Option<bool>>(0))
-                    .optional()
-                    .ctx("reading the objects result")?
-                    .flatten();
+                for job in &mut jobs {
+                    job.gate_open = gate_value(&tx, &self.options.modules, job.module, image_id)?;
+                }
                 claimed.push(ClaimedImage {
                     image_id,
                     path,
                     format,
                     size,
                     jobs,
-                    objects_has_text,
                     lease_expiries,
                 });
             }

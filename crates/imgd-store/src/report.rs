@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use imgd_core::Module;
 use rusqlite::{OptionalExtension, params, types::ValueRef};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -100,7 +99,10 @@ pub fn fts_query(text: &str) -> Option<String> {
 impl Store {
     /// Counts jobs per module and state, images per state, and the top failure messages.
     pub fn queue_status(&self, top_failures: usize) -> Result<QueueStatus, StoreError> {
-        let mut modules: BTreeMap<String, StateCounts> = Module::ALL
+        let mut modules: BTreeMap<String, StateCounts> = self
+            .options
+            .modules
+            .all()
             .iter()
             .map(|m| (m.name().to_string(), StateCounts::default()))
             .collect();
@@ -239,7 +241,7 @@ impl Store {
             }
         }
         out.insert("jobs".into(), Value::Object(job_map));
-        for module in Module::ALL {
+        for module in self.options.modules.all() {
             let rows = self.row_json(
                 &format!(
                     "SELECT * FROM {} WHERE image_id = ?1",

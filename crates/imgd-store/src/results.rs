@@ -6,7 +6,7 @@
 //! leaves a stale result behind. Results are upserts keyed by image (and model, for
 //! embeddings): replaying a job never duplicates a row.
 
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{Registry, ResultRow, SqlValue, StoreHook};
 use rusqlite::{Connection, ToSql, params, types::ToSqlOutput};
 
 use crate::queue::{JobFailure, fail_jobs_in};
@@ -76,7 +76,13 @@ impl Store {
             // One savepoint per image: a row that cannot be written fails its own image's jobs
             // and the rest of the transaction commits.
             let mut image = tx.savepoint().ctx("starting an image's savepoint")?;
-            match write_outcome(&image, owner, outcome, now, self.options.max_attempts) {
+            let context = WriteContext {
+                owner,
+                now,
+                max_attempts: self.options.max_attempts,
+                modules: &self.options.modules,
+            };
+            match write_outcome(&image, &context, outcome) {
                 Ok(written) => {
                     image.commit().ctx("releasing an image's savepoint")?;
                     summary.acked += written.acked;
@@ -114,7 +120,7 @@ impl Store {
     /// Rewrites the search row of one image from what the database holds now.
     pub fn refresh_search_row(&self, image_id: i64) -> Result<(), StoreError> {
         let tx = self.write_tx().ctx("starting a search refresh")?;
-        refresh_search_row(&tx, image_id)?;
+        refresh_search_row(&tx, &self.options.modules, image_id)?;
         tx.commit().ctx("committing a search refresh")
     }
 }
@@ -128,15 +134,27 @@ struct Written {
     search_rows: usize,
 }
 
+/// What every image of one commit is written with.
+struct WriteContext<'a> {
+    owner: &'a str,
+    now: i64,
+    max_attempts: u32,
+    modules: &'a Registry,
+}
+
 /// Writes one image's outcome: dimensions, results with their acks, failures, and its search
 /// row once none of its jobs is still in flight.
 fn write_outcome(
     tx: &Connection,
-    owner: &str,
+    context: &WriteContext<'_>,
     outcome: &ImageOutcome,
-    now: i64,
-    max_attempts: u32,
 ) -> Result<Written, StoreError> {
+    let WriteContext {
+        owner,
+        now,
+        max_attempts,
+        modules,
+    } = *context;
     let mut written = Written::default();
     if outcome.missing {
         tx.prepare_cached("UPDATE images SET state = 'missing' WHERE id = ?1")
@@ -175,8 +193,11 @@ fn write_outcome(
             continue;
         }
         upsert_result(tx, outcome.image_id, row, now)?;
-        if row.module == Module::Faces {
-            crate::faces::replace_faces(tx, outcome.image_id, &row.data)?;
+        match row.module.spec().store_hook {
+            Some(StoreHook::FaceRows) => {
+                crate::faces::replace_faces(tx, outcome.image_id, &row.data)?;
+            }
+            None => {}
         }
         written.acked += 1;
     }
@@ -190,7 +211,7 @@ fn write_outcome(
     // module whose model is not installed do not hold the row back; they refresh it when they
     // run.
     if unfinished == 0 {
-        refresh_search_row(tx, outcome.image_id)?;
+        refresh_search_row(tx, modules, outcome.image_id)?;
         written.search_rows += 1;
     }
     Ok(written)
@@ -213,10 +234,7 @@ fn upsert_result(
     ];
     names.extend(row.columns.iter().map(|(name, _)| *name));
     let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-    let conflict = match row.module {
-        Module::Embedding => "image_id, model_id",
-        _ => "image_id",
-    };
+    let conflict = row.module.spec().result_key.columns();
     let updates: Vec<String> = names[1..]
         .iter()
         .map(|n| format!("{n} = excluded.{n}"))
@@ -239,41 +257,13 @@ fn upsert_result(
     Ok(())
 }
 
-const MONTHS: [&str; 12] = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-];
-
-/// Words that make a capture date findable: `2024 07 14 2024-07-14 july`.
-fn date_words(taken_at: &str) -> String {
-    let date = taken_at.get(..10).unwrap_or(taken_at);
-    let mut words = date.replace('-', " ");
-    words.push(' ');
-    words.push_str(date);
-    if let Some(month) = taken_at
-        .get(5..7)
-        .and_then(|m| m.parse::<usize>().ok())
-        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
-    {
-        words.push(' ');
-        words.push_str(month);
-    }
-    words
-}
-
-/// Builds the search row of an image from its path and every module's searchable output, and
-/// replaces the old one.
-pub(crate) fn refresh_search_row(tx: &Connection, image_id: i64) -> Result<(), StoreError> {
+/// Builds the search row of an image from its path and what every registered module adds
+/// ([`imgd_core::SearchText`]), and replaces the old one.
+pub(crate) fn refresh_search_row(
+    tx: &Connection,
+    modules: &Registry,
+    image_id: i64,
+) -> Result<(), StoreError> {
     let text = |sql: &str| -> Result<String, StoreError> {
         let mut stmt = tx
             .prepare_cached(sql)
@@ -286,47 +276,47 @@ pub(crate) fn refresh_search_row(tx: &Connection, image_id: i64) -> Result<(), S
         }
         Ok(parts.join(" "))
     };
-    let path = text("SELECT path FROM images WHERE id = ?1")?;
-    let camera = text(
-        "SELECT trim(coalesce(make, '') || ' ' || coalesce(model, '') || ' ' ||
-                     coalesce(lens, '') || ' ' || coalesce(software, ''))
-         FROM result_metadata WHERE image_id = ?1",
-    )?;
-    let taken = text("SELECT taken_at FROM result_metadata WHERE image_id = ?1")?;
-    let taken = if taken.is_empty() {
-        taken
-    } else {
-        date_words(&taken)
-    };
-    let caption = text(
-        "SELECT caption || ' ' || coalesce((SELECT group_concat(value, ' ')
-                                            FROM json_each(data, '$.answers')), '')
-         FROM result_caption WHERE image_id = ?1",
-    )?;
-    let ocr = text("SELECT text FROM result_ocr WHERE image_id = ?1")?;
-    let labels = text("SELECT labels FROM result_objects WHERE image_id = ?1")?;
-    let names = text(
-        "SELECT DISTINCT i.name FROM faces f JOIN identities i ON i.id = f.identity_id
-         WHERE f.image_id = ?1 AND i.name IS NOT NULL ORDER BY i.name",
-    )?;
-    let cloud = text(
-        "SELECT group_concat(value, ' ')
-         FROM json_tree((SELECT data FROM result_cloud WHERE image_id = ?1))
-         WHERE type = 'text'",
-    )?;
+    let mut columns: Vec<(&str, String)> =
+        vec![("path", text("SELECT path FROM images WHERE id = ?1")?)];
+    for module in modules.all() {
+        for part in module.spec().search_text {
+            let found = text(part.sql)?;
+            let words = match part.words {
+                Some(words) if !found.is_empty() => words(&found),
+                _ => found,
+            };
+            match columns
+                .iter_mut()
+                .find(|(column, _)| *column == part.column)
+            {
+                Some((_, text)) if !words.is_empty() => {
+                    if !text.is_empty() {
+                        text.push(' ');
+                    }
+                    text.push_str(&words);
+                }
+                Some(_) => {}
+                None => columns.push((part.column, words)),
+            }
+        }
+    }
     tx.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")
         .ctx("preparing a search-row delete")?
         .execute([image_id])
         .ctx("deleting a search row")?;
-    tx.prepare_cached(
-        "INSERT INTO search_fts (rowid, path, camera, taken, caption, ocr, labels, names, cloud)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .ctx("preparing a search-row insert")?
-    .execute(params![
-        image_id, path, camera, taken, caption, ocr, labels, names, cloud
-    ])
-    .ctx("writing a search row")?;
+    let names: Vec<&str> = columns.iter().map(|(column, _)| *column).collect();
+    let placeholders: Vec<String> = (2..=columns.len() + 1).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "INSERT INTO search_fts (rowid, {}) VALUES (?1, {})",
+        names.join(", "),
+        placeholders.join(", ")
+    );
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&image_id];
+    values.extend(columns.iter().map(|(_, text)| text as &dyn rusqlite::ToSql));
+    tx.prepare_cached(&sql)
+        .ctx("preparing a search-row insert")?
+        .execute(values.as_slice())
+        .ctx("writing a search row")?;
     Ok(())
 }
 
@@ -334,21 +324,19 @@ pub(crate) fn refresh_search_row(tx: &Connection, image_id: i64) -> Result<(), S
 mod tests {
     use super::*;
 
-    #[test]
-    fn date_words_cover_year_month_day_and_month_name() {
-        assert_eq!(
-            date_words("2003-12-14T12:01:44"),
-            "2003 12 14 2003-12-14 december"
-        );
-        assert_eq!(date_words("junk"), "junk junk");
-    }
-
     /// The search-text queries run once per finished image: they must stay prepared. A query
     /// whose plan depends on a bound value is re-parsed and re-planned on every call.
     #[test]
     fn search_rows_carry_cloud_text_and_their_queries_are_never_reprepared() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db"), crate::StoreOptions::default()).unwrap();
+        let store = Store::open(
+            &dir.path().join("s.db"),
+            crate::StoreOptions {
+                modules: imgd_registry::registry(),
+                ..crate::StoreOptions::default()
+            },
+        )
+        .unwrap();
         let conn = store.connection();
         for id in 1..=3 {
             conn.execute(
@@ -374,11 +362,7 @@ mod tests {
             .unwrap();
         assert_eq!(cloud, "lighthouse harbour");
         let stmt = conn
-            .prepare_cached(
-                "SELECT group_concat(value, ' ')
-         FROM json_tree((SELECT data FROM result_cloud WHERE image_id = ?1))
-         WHERE type = 'text'",
-            )
+            .prepare_cached(imgd_cloud::CLOUD_SPEC.search_text[0].sql)
             .unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 3);
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use imgd_core::Module;
+use imgd_core::{Module, Registry};
 use rusqlite::{Connection, params};
 
 use crate::{Context, Store, StoreError, now_ms};
@@ -152,6 +152,7 @@ impl Store {
             return Ok(());
         }
         let scan = ScanWrite {
+            registry: &self.options.modules,
             modules,
             requested: Module::mask_of(modules),
             priority,
@@ -238,6 +239,7 @@ const SET_STATE: &str = "UPDATE images SET state = ?2, last_seen_ms = ?3 WHERE i
 
 /// One scan transaction's settings: what [`Store::apply_scan`] was asked to queue.
 struct ScanWrite<'a> {
+    registry: &'a Registry,
     modules: &'a [Module],
     requested: i64,
     priority: i64,
@@ -290,11 +292,11 @@ impl ScanWrite<'_> {
                         now
                     ])
                     .ctx("updating a changed image")?;
-                self.queue(tx, REQUEUE_JOB, *id, Module::from_mask(mask))
+                self.queue(tx, REQUEUE_JOB, *id, self.registry.from_mask(mask))
             }
             ScanAction::AddModules { id, modules_mask } => {
                 self.add_to_mask(tx, *id)?;
-                let added = Module::from_mask(requested & !modules_mask);
+                let added = self.registry.from_mask(requested & !modules_mask);
                 self.queue(tx, INSERT_JOB, *id, added)
             }
             ScanAction::Requeue { id, .. } => {

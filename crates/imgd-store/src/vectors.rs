@@ -336,7 +336,9 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT COUNT(*) FROM images i
-                 WHERE i.state = 'present' AND (i.modules_mask & ?3) != 0
+                 WHERE i.state = 'present'
+                   AND EXISTS (SELECT 1 FROM jobs j
+                               WHERE j.image_id = i.id AND j.module = 'embedding')
                    AND NOT EXISTS (SELECT 1 FROM result_embedding e
                                    WHERE e.model_id = ?1 AND e.model_version = ?2
                                      AND e.image_id = i.id)",
@@ -345,10 +347,7 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for mut m in rows {
             let n: i64 = missing
-                .query_row(
-                    params![m.model.id, m.model.version, Module::Embedding.bit()],
-                    |r| r.get(0),
-                )
+                .query_row(params![m.model.id, m.model.version], |r| r.get(0))
                 .ctx("measuring a model's coverage")?;
             m.missing = n as usize;
             out.push(m);

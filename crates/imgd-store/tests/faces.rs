@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{ResultRow, SqlValue};
 use imgd_store::faces::IdentityError;
 use imgd_store::queue::ClaimRequest;
 use imgd_store::results::ImageOutcome;
@@ -13,7 +13,14 @@ use imgd_store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
 fn store_with(db: &Path, paths: &[&str]) -> Store {
-    let store = Store::open(db, StoreOptions::default()).unwrap();
+    let store = Store::open(
+        db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     let actions: Vec<ScanAction> = paths
         .iter()
         .enumerate()
@@ -30,7 +37,7 @@ fn store_with(db: &Path, paths: &[&str]) -> Store {
             })
         })
         .collect();
-    store.apply_scan(&actions, &[Module::Faces], 0).unwrap();
+    store.apply_scan(&actions, &[imgd_faces::FACES], 0).unwrap();
     store
 }
 
@@ -48,7 +55,7 @@ fn faces_row(faces: &[([f64; 4], Option<Vec<f32>>)], embedding_model: Option<&st
         })
         .collect();
     ResultRow {
-        module: Module::Faces,
+        module: imgd_faces::FACES,
         model_id: Some("mtcnn".into()),
         model_version: Some("test".into()),
         columns: vec![("face_count", SqlValue::Integer(faces.len() as i64))],
@@ -65,7 +72,7 @@ fn commit_all(store: &mut Store, row_for: impl Fn(&str) -> ResultRow) {
     let claimed = store
         .claim(&ClaimRequest {
             owner: "test",
-            modules: &[Module::Faces],
+            modules: &[imgd_faces::FACES],
             max_images: 100,
             lease: Duration::from_secs(60),
             idle: true,

@@ -12,10 +12,17 @@ use imgd_store::results::ImageOutcome;
 use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
 use imgd_store::{Store, StoreOptions};
 
-const BOTH: [Module; 2] = [Module::Metadata, Module::Technical];
+const BOTH: [Module; 2] = [imgd_modules::METADATA, imgd_modules::TECHNICAL];
 
 fn store_with_images(db: &Path, n: usize, priority: i64) -> Store {
-    let store = Store::open(db, StoreOptions::default()).unwrap();
+    let store = Store::open(
+        db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     let actions: Vec<ScanAction> = (0..n)
         .map(|i| {
             ScanAction::New(FoundFile {
@@ -46,7 +53,7 @@ fn request<'a>(owner: &'a str, modules: &'a [Module], max_images: usize) -> Clai
 
 fn metadata_row(make: &str) -> ResultRow {
     ResultRow {
-        module: Module::Metadata,
+        module: imgd_modules::METADATA,
         model_id: None,
         model_version: None,
         columns: vec![("make", SqlValue::Text(make.into()))],
@@ -82,7 +89,7 @@ fn claims_hand_out_whole_images_in_priority_order() {
 
     // A worker that can only run `technical` leaves `metadata` queued.
     let only_technical = store
-        .claim(&request("w2", &[Module::Technical], 10))
+        .claim(&request("w2", &[imgd_modules::TECHNICAL], 10))
         .unwrap();
     assert_eq!(only_technical.len(), 4);
     assert!(only_technical.iter().all(|i| i.jobs.len() == 1));
@@ -100,7 +107,9 @@ fn an_ack_writes_the_result_in_the_same_transaction_and_replays_do_not_duplicate
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db");
     let mut store = store_with_images(&db, 1, 0);
-    let claimed = store.claim(&request("w", &[Module::Metadata], 1)).unwrap();
+    let claimed = store
+        .claim(&request("w", &[imgd_modules::METADATA], 1))
+        .unwrap();
     let job = claimed[0].jobs[0].job_id;
     let outcome = ImageOutcome {
         image_id: claimed[0].image_id,
@@ -141,11 +150,11 @@ fn an_ack_writes_the_result_in_the_same_transaction_and_replays_do_not_duplicate
         .jobs
         .iter()
         .map(|j| match j.module {
-            Module::Metadata => (j.job_id, metadata_row("Nikon")),
+            m if m == imgd_modules::METADATA => (j.job_id, metadata_row("Nikon")),
             _ => (
                 j.job_id,
                 ResultRow {
-                    module: Module::Technical,
+                    module: imgd_modules::TECHNICAL,
                     model_id: None,
                     model_version: None,
                     columns: vec![("sharpness", SqlValue::Real(12.5))],
@@ -193,11 +202,16 @@ fn failures_retry_until_the_attempt_limit_then_fail_and_retry_requeues() {
     drop(store_with_images(&db, 1, 0));
     let options = StoreOptions {
         max_attempts: 2,
-        ..StoreOptions::default()
+        ..StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        }
     };
     let mut store = Store::open(&db, options).unwrap();
     for attempt in 1..=2 {
-        let claimed = store.claim(&request("w", &[Module::Technical], 1)).unwrap();
+        let claimed = store
+            .claim(&request("w", &[imgd_modules::TECHNICAL], 1))
+            .unwrap();
         assert_eq!(claimed.len(), 1, "attempt {attempt} gets the job again");
         store
             .fail_jobs(
@@ -212,7 +226,7 @@ fn failures_retry_until_the_attempt_limit_then_fail_and_retry_requeues() {
     }
     assert!(
         store
-            .claim(&request("w", &[Module::Technical], 1))
+            .claim(&request("w", &[imgd_modules::TECHNICAL], 1))
             .unwrap()
             .is_empty()
     );
@@ -220,11 +234,14 @@ fn failures_retry_until_the_attempt_limit_then_fail_and_retry_requeues() {
     assert_eq!(status.modules["technical"].failed, 1);
     assert_eq!(status.top_failures[0].error, "corrupt JPEG (attempt 2)");
 
-    assert_eq!(store.retry_failed(Some(Module::Metadata)).unwrap(), 0);
-    assert_eq!(store.retry_failed(Some(Module::Technical)).unwrap(), 1);
+    assert_eq!(store.retry_failed(Some(imgd_modules::METADATA)).unwrap(), 0);
+    assert_eq!(
+        store.retry_failed(Some(imgd_modules::TECHNICAL)).unwrap(),
+        1
+    );
     assert_eq!(
         store
-            .claim(&request("w", &[Module::Technical], 1))
+            .claim(&request("w", &[imgd_modules::TECHNICAL], 1))
             .unwrap()
             .len(),
         1
@@ -285,7 +302,10 @@ fn a_job_whose_worker_keeps_dying_fails_after_the_expiry_limit() {
     drop(store_with_images(&db, 1, 0));
     let options = StoreOptions {
         max_lease_expiries: 3,
-        ..StoreOptions::default()
+        ..StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        }
     };
     let mut store = Store::open(&db, options).unwrap();
     let mut claims = 0;
@@ -293,7 +313,7 @@ fn a_job_whose_worker_keeps_dying_fails_after_the_expiry_limit() {
         let claimed = store
             .claim(&ClaimRequest {
                 lease: Duration::from_millis(1),
-                ..request("crashy", &[Module::Metadata], 1)
+                ..request("crashy", &[imgd_modules::METADATA], 1)
             })
             .unwrap();
         if claimed.is_empty() {
@@ -330,7 +350,14 @@ fn claim_child() {
         return;
     };
     let owner = format!("child-{}", std::process::id());
-    let mut store = Store::open(Path::new(&db), StoreOptions::default()).unwrap();
+    let mut store = Store::open(
+        Path::new(&db),
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     // Start together: announce readiness, then wait for the parent's go.
     let dir = Path::new(&db).parent().unwrap().to_path_buf();
     std::fs::write(dir.join(format!("ready-{}", std::process::id())), "").unwrap();
@@ -347,13 +374,13 @@ fn claim_child() {
             let mut done = Vec::new();
             for job in &image.jobs {
                 println!("JOB {}", job.job_id);
-                if job.module == Module::Metadata {
+                if job.module == imgd_modules::METADATA {
                     done.push((job.job_id, metadata_row(&owner)));
                 } else {
                     done.push((
                         job.job_id,
                         ResultRow {
-                            module: Module::Technical,
+                            module: imgd_modules::TECHNICAL,
                             model_id: None,
                             model_version: None,
                             columns: vec![],
@@ -451,7 +478,14 @@ fn two_processes_never_get_the_same_job() {
 fn a_claimed_ocr_job_carries_what_objects_found() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db");
-    let mut store = Store::open(&db, StoreOptions::default()).unwrap();
+    let mut store = Store::open(
+        &db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     let found = |i: i64| {
         ScanAction::New(FoundFile {
             path: format!("/photos/img{i}.jpg"),
@@ -464,7 +498,7 @@ fn a_claimed_ocr_job_carries_what_objects_found() {
             content_hash: None,
         })
     };
-    let both = [Module::Objects, Module::Ocr];
+    let both = [imgd_objects::OBJECTS, imgd_ocr::OCR];
     store.apply_scan(&[found(1), found(2)], &both, 0).unwrap();
 
     // Objects and OCR of an image go out together (the pipeline gates OCR in the same pass);
@@ -472,7 +506,11 @@ fn a_claimed_ocr_job_carries_what_objects_found() {
     let first = store.claim(&request("w", &both, 10)).unwrap();
     assert_eq!(first.len(), 2);
     assert!(first.iter().all(|i| i.jobs.len() == 2));
-    assert!(first.iter().all(|i| i.objects_has_text.is_none()));
+    assert!(
+        first
+            .iter()
+            .all(|i| i.jobs.iter().all(|j| j.gate_open.is_none()))
+    );
 
     // Objects finds text in image 1 and none in image 2; OCR fails once and is retried.
     let outcomes: Vec<ImageOutcome> = first
@@ -490,9 +528,9 @@ fn a_claimed_ocr_job_carries_what_objects_found() {
                 image_id: image.image_id,
                 dimensions: None,
                 done: vec![(
-                    job(Module::Objects),
+                    job(imgd_objects::OBJECTS),
                     ResultRow {
-                        module: Module::Objects,
+                        module: imgd_objects::OBJECTS,
                         model_id: Some("grounding-dino".into()),
                         model_version: Some("t".into()),
                         columns: vec![(
@@ -503,7 +541,7 @@ fn a_claimed_ocr_job_carries_what_objects_found() {
                     },
                 )],
                 failed: vec![JobFailure {
-                    job_id: job(Module::Ocr),
+                    job_id: job(imgd_ocr::OCR),
                     error: "try again".into(),
                     permanent: false,
                 }],
@@ -518,9 +556,9 @@ fn a_claimed_ocr_job_carries_what_objects_found() {
     assert_eq!(second.len(), 2);
     for image in &second {
         assert_eq!(image.jobs.len(), 1);
-        assert_eq!(image.jobs[0].module, Module::Ocr);
+        assert_eq!(image.jobs[0].module, imgd_ocr::OCR);
         assert_eq!(
-            image.objects_has_text,
+            image.jobs[0].gate_open,
             Some(image.path.ends_with("img1.jpg")),
             "{}",
             image.path
@@ -606,7 +644,7 @@ fn a_file_that_kills_every_daemon_fails_alone_and_its_companions_finish() {
     let db = dir.path().join("q.db");
     let mut store = store_with_images(&db, 200, 0);
     let poison: i64 = 137;
-    let metadata = [Module::Metadata];
+    let metadata = [imgd_modules::METADATA];
     let mut deaths = 0;
     for daemon in 0.. {
         assert!(daemon < 200, "the queue never drained");
@@ -647,7 +685,11 @@ fn a_file_that_kills_every_daemon_fails_alone_and_its_companions_finish() {
             break;
         }
     }
-    let max_lease_expiries = StoreOptions::default().max_lease_expiries as i64;
+    let max_lease_expiries = StoreOptions {
+        modules: imgd_registry::registry(),
+        ..StoreOptions::default()
+    }
+    .max_lease_expiries as i64;
     assert_eq!(deaths, max_lease_expiries);
     let failed: Vec<i64> = {
         let mut stmt = store
@@ -685,7 +727,9 @@ fn a_row_that_cannot_be_written_fails_only_its_own_image() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db");
     let mut store = store_with_images(&db, 3, 0);
-    let claimed = store.claim(&request("w", &[Module::Metadata], 3)).unwrap();
+    let claimed = store
+        .claim(&request("w", &[imgd_modules::METADATA], 3))
+        .unwrap();
     assert_eq!(claimed.len(), 3);
     let mut broken = metadata_row("Broken");
     broken

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_core::{ResultRow, SqlValue};
 use imgd_store::queue::ClaimRequest;
 use imgd_store::results::ImageOutcome;
 use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
@@ -54,7 +54,14 @@ impl Rng {
 /// Registers `names` as present images with an `embedding` job (and `aesthetic`), through the
 /// scanner's own path. Image ids are 1, 2, ... in order.
 fn store_with(db: &Path, names: &[&str]) -> Store {
-    let store = Store::open(db, StoreOptions::default()).unwrap();
+    let store = Store::open(
+        db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     let actions: Vec<ScanAction> = names
         .iter()
         .enumerate()
@@ -72,7 +79,7 @@ fn store_with(db: &Path, names: &[&str]) -> Store {
         })
         .collect();
     store
-        .apply_scan(&actions, &[Module::Embedding, Module::Aesthetic], 0)
+        .apply_scan(&actions, &[imgd_clip::EMBEDDING, imgd_clip::AESTHETIC], 0)
         .unwrap();
     store
 }
@@ -405,7 +412,7 @@ fn top_k_equals_a_naive_full_sort_on_random_data() {
 
 fn embedding_row(model: &ModelKey, v: &[f32]) -> ResultRow {
     ResultRow {
-        module: Module::Embedding,
+        module: imgd_clip::EMBEDDING,
         model_id: Some(model.id.clone()),
         model_version: Some(model.version.clone()),
         columns: vec![
@@ -430,7 +437,7 @@ fn run_embedding_jobs(
     let claimed = store
         .claim(&ClaimRequest {
             owner: "test",
-            modules: &[Module::Embedding],
+            modules: &[imgd_clip::EMBEDDING],
             max_images: n,
             lease: Duration::from_secs(60),
             idle: true,
@@ -503,14 +510,14 @@ fn switching_the_model_requeues_every_image_and_search_never_mixes_models() {
     // The configured model is unchanged: nothing to do.
     assert_eq!(
         store
-            .requeue_missing_for_model(Module::Embedding, "clip-a", "1")
+            .requeue_missing_for_model(imgd_clip::EMBEDDING, "clip-a", "1")
             .unwrap(),
         0
     );
     // Switch: every finished image is queued again, once.
     assert_eq!(
         store
-            .requeue_missing_for_model(Module::Embedding, "clip-b", "1")
+            .requeue_missing_for_model(imgd_clip::EMBEDDING, "clip-b", "1")
             .unwrap(),
         39
     );
@@ -531,7 +538,7 @@ fn switching_the_model_requeues_every_image_and_search_never_mixes_models() {
     );
     assert_eq!(
         store
-            .requeue_missing_for_model(Module::Embedding, "clip-b", "1")
+            .requeue_missing_for_model(imgd_clip::EMBEDDING, "clip-b", "1")
             .unwrap(),
         0
     );
@@ -630,7 +637,7 @@ fn switching_the_model_requeues_every_image_and_search_never_mixes_models() {
     assert_eq!(similar.hits[0].image_id, 2);
     assert_eq!(
         store
-            .requeue_missing_for_model(Module::Embedding, "clip-b", "1")
+            .requeue_missing_for_model(imgd_clip::EMBEDDING, "clip-b", "1")
             .unwrap(),
         0
     );

@@ -127,7 +127,7 @@ fn the_runner_writes_result_ocr_rows_naming_trocr() {
         BatchConfig::DEFAULT,
     )
     .unwrap();
-    assert_eq!(runner.module(), imgd_core::Module::Ocr);
+    assert_eq!(runner.module(), imgd_ocr::OCR);
     assert_eq!(runner.model_name(), "pp-ocrv6-small+tiny-trocr");
     for (id, (name, image)) in images.iter().enumerate() {
         let tiers = vec![(960u32, Arc::new(image.clone()))];

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imgd_core::Module;
 use imgd_faces::{FaceModels, FacesConfig, OrtConfig, Rect, runner_with};
 use imgd_pipeline::batcher::{BatchConfig, CloseReason};
 use imgd_pipeline::runner::{ImageInput, JobKey};
@@ -67,11 +66,18 @@ fn analyse_queued_faces(db: &Path, tier: u32) {
         &FacesConfig::default(),
     )
     .unwrap();
-    let mut store = Store::open(db, StoreOptions::default()).unwrap();
+    let mut store = Store::open(
+        db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     let claimed = store
         .claim(&ClaimRequest {
             owner: "test",
-            modules: &[Module::Faces],
+            modules: &[imgd_faces::FACES],
             max_images: 100,
             lease: Duration::from_secs(60),
             idle: true,

@@ -5,7 +5,6 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use imgd_core::Module;
 use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
 use imgd_store::vectors::{ModelKey, normalize};
 use imgd_store::{Store, StoreOptions};
@@ -78,7 +77,14 @@ fn env() -> Env {
     fs::create_dir_all(&photos).unwrap();
     let photos = fs::canonicalize(&photos).unwrap();
     let db = dir.path().join("imgd.db");
-    let store = Store::open(&db, StoreOptions::default()).unwrap();
+    let store = Store::open(
+        &db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     let mut actions = Vec::new();
     for (i, (name, ..)) in PHOTOS.iter().enumerate() {
         let path = photos.join(name);
@@ -95,7 +101,7 @@ fn env() -> Env {
         }));
     }
     store
-        .apply_scan(&actions, &[Module::Embedding, Module::Aesthetic], 0)
+        .apply_scan(&actions, &[imgd_clip::EMBEDDING, imgd_clip::AESTHETIC], 0)
         .unwrap();
     let model = ModelKey::new("clip-test", "1");
     let vectors: Vec<(i64, Vec<f32>)> = PHOTOS

@@ -328,7 +328,8 @@ impl FileConfig {
         in_range("objects.size", objects.size, 32, 4096)?;
         in_range("objects.max_detections", objects.max_detections, 1, 10_000)?;
         for name in &self.models.disabled {
-            name.parse::<imgd_core::Module>()
+            super::modules::REGISTRY
+                .get(name)
                 .with_context(|| format!("models.disabled: {name:?} names no module"))?;
         }
         for (name, batch) in &self.batch {
@@ -340,7 +341,8 @@ impl FileConfig {
                 60_000,
             )?;
             if name != "default" {
-                name.parse::<imgd_core::Module>()
+                super::modules::REGISTRY
+                    .get(name)
                     .with_context(|| format!("[batch.{name}] names no module"))?;
             }
         }
@@ -393,7 +395,7 @@ impl FileConfig {
                 flush_images: self.writer.flush_images,
                 flush_interval: Duration::from_millis(self.writer.flush_ms),
             },
-            ocr_needs_text: self.models.ocr_needs_text,
+            follow_gates: self.models.ocr_needs_text,
             max_in_flight: self.daemon.max_in_flight.max(1),
             stop_timeout: Duration::from_secs(self.daemon.stop_timeout_seconds),
             ..PipelineConfig::default()

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use imgd_core::Module;
-use imgd_pipeline::daemon::{Event, RunMode, RunSummary, run as run_pipeline, runnable_modules};
+use imgd_pipeline::daemon::{Event, Modules, RunMode, RunSummary, run as run_pipeline};
 use imgd_pipeline::http::{self, HttpState};
 use imgd_pipeline::metrics::Metrics;
 use sd_notify::NotifyState;
 use serde_json::json;
 
 use super::config::FileConfig;
+use super::modules::{REGISTRY, cpu_analyses};
 use super::runners::{self, Availability};
 use super::{default_db_path, open_store, print_json};
 use crate::cli::{RunArgs, ValidateArgs};
@@ -54,7 +55,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install the signal handlers")?;
     }
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(REGISTRY.all()));
     let healthy = Arc::new(AtomicBool::new(true));
     let server = serve_http(&file.daemon.metrics_addr, &db, &args, &metrics, &healthy)?;
 
@@ -62,15 +63,16 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     add_model_metrics(&metrics, &loaded, &file);
     requeue_for_new_models(&db, &loaded.models)?;
     let vision_encodes = loaded.vision_encodes.clone();
-    let runners = loaded.runners;
-    let modules: Vec<&str> = runnable_modules(&runners)
-        .iter()
-        .map(|m| m.name())
-        .collect();
+    let modules = Modules {
+        registry: REGISTRY.clone(),
+        analyses: cpu_analyses(),
+        runners: loaded.runners,
+    };
+    let names: Vec<&str> = modules.runnable().iter().map(|m| m.name()).collect();
     tracing::info!(
         "database {}; running modules: {}",
         db.display(),
-        modules.join(", ")
+        names.join(", ")
     );
     let mut on_event = systemd_events(Arc::clone(&healthy), config.stop_timeout);
     let mode = match (args.once, args.no_wait) {
@@ -81,7 +83,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     let result = run_pipeline(
         &db,
         &config,
-        runners,
+        modules,
         metrics,
         Arc::clone(&stop),
         mode,
@@ -300,7 +302,7 @@ pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode
     // A database marked corrupt is opened all the same: the integrity check decides.
     let options = imgd_store::StoreOptions {
         ignore_corrupt_marker: true,
-        ..imgd_store::StoreOptions::default()
+        ..super::store_options()
     };
     match imgd_store::Store::open(&db, options) {
         Ok(store) => {
@@ -329,8 +331,8 @@ pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode
     for (module, err) in &loaded.problems {
         problems.push(format!("module {module}: its model does not load: {err}"));
     }
-    let runnable = runnable_modules(&loaded.runners);
-    for module in Module::ALL {
+    let runnable: Vec<Module> = loaded.runners.iter().map(|r| r.module()).collect();
+    for &module in REGISTRY.all() {
         match runners::availability(module, file) {
             Availability::BuiltIn => notes.push(format!("module {module}: built in")),
             Availability::Installed(what) if runnable.contains(&module) => {

@@ -6,17 +6,17 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use imgd_core::{Module, parse_module_list};
 use imgd_scan::{ScanOptions, scan};
 use serde_json::json;
 
+use super::modules::REGISTRY;
 use super::{open_store, print_json};
 use crate::cli::EnqueueArgs;
 
 pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
     let modules = match &args.modules {
-        Some(list) => parse_module_list(list)?,
-        None => Module::DEFAULT.to_vec(),
+        Some(list) => REGISTRY.parse_list(list)?,
+        None => REGISTRY.defaults(),
     };
     anyhow::ensure!(!modules.is_empty(), "--modules names no module");
     let store = open_store(db)?;

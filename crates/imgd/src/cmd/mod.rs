@@ -7,6 +7,7 @@ mod embedder;
 mod enqueue;
 mod faces;
 mod models;
+mod modules;
 mod probe;
 mod query;
 mod runners;
@@ -55,10 +56,18 @@ pub fn default_db_path() -> Result<PathBuf> {
     Ok(dirs.data_dir().join("imgd.db"))
 }
 
+/// The store's options for this build's modules.
+pub fn store_options() -> StoreOptions {
+    StoreOptions {
+        modules: modules::REGISTRY.clone(),
+        ..StoreOptions::default()
+    }
+}
+
 /// Opens the database with default options, naming the file in errors.
 pub fn open_store(db: &std::path::Path) -> Result<Store> {
     remember_db(db);
-    Store::open(db, StoreOptions::default())
+    Store::open(db, store_options())
         .with_context(|| format!("cannot open the database {}", db.display()))
 }
 

@@ -3,15 +3,15 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use imgd_core::Module;
 use imgd_decode::{DecodeOptions, probe};
 
+use super::modules::REGISTRY;
 use crate::cli::ProbeArgs;
 
 pub fn run(args: ProbeArgs) -> Result<ExitCode> {
     let tiers: Vec<u32> = args
         .tiers
-        .unwrap_or_else(|| Module::ALL.iter().filter_map(|m| m.tier()).collect());
+        .unwrap_or_else(|| REGISTRY.all().iter().filter_map(|m| m.tier()).collect());
     let options = DecodeOptions::default();
     let mut failures = 0;
     for file in &args.files {

@@ -95,7 +95,7 @@ fn cloud_configured(config: &FileConfig) -> bool {
 
 /// Whether `module` can run with `config`, from the files on disk (nothing is loaded).
 pub fn availability(module: Module, config: &FileConfig) -> Availability {
-    if matches!(module, Module::Metadata | Module::Technical) {
+    if !module.needs_model() {
         return Availability::BuiltIn;
     }
     if config.models.is_disabled(module) {
@@ -103,15 +103,14 @@ pub fn availability(module: Module, config: &FileConfig) -> Availability {
     }
     let models = &config.models;
     match module {
-        Module::Metadata | Module::Technical => Availability::BuiltIn,
-        Module::Embedding => match clip_folder(config, &models.embedding) {
+        m if m == imgd_clip::EMBEDDING => match clip_folder(config, &models.embedding) {
             Some(dir) => Availability::Installed(format!("CLIP from {}", dir.display())),
             None => Availability::Waiting(format!(
                 "waiting: no CLIP model in {} (imgd models fetch clip-vit-b32)",
                 models.resolve(&models.embedding).display()
             )),
         },
-        Module::Aesthetic => {
+        m if m == imgd_clip::AESTHETIC => {
             let mlp = models.resolve(&models.aesthetic_mlp);
             match clip_folder(config, &models.aesthetic_clip) {
                 Some(dir) if mlp.exists() => Availability::Installed(format!(
@@ -129,7 +128,7 @@ pub fn availability(module: Module, config: &FileConfig) -> Availability {
                 )),
             }
         }
-        Module::Caption => match caption_folder(config) {
+        m if m == imgd_caption::CAPTION => match caption_folder(config) {
             Some(dir) => Availability::Installed(format!(
                 "BLIP from {}, {} questions",
                 dir.display(),
@@ -140,7 +139,7 @@ pub fn availability(module: Module, config: &FileConfig) -> Availability {
                 models.resolve(&models.caption).display()
             )),
         },
-        Module::Objects => match objects_folder(config) {
+        m if m == imgd_objects::OBJECTS => match objects_folder(config) {
             Some(dir) => Availability::Installed(format!(
                 "GroundingDINO from {}, {} prompts",
                 dir.display(),
@@ -152,7 +151,7 @@ pub fn availability(module: Module, config: &FileConfig) -> Availability {
                 models.resolve(&models.objects).display()
             )),
         },
-        Module::Ocr => {
+        m if m == imgd_ocr::OCR => {
             let dir = ocr_folder(config);
             match models.ocr_recognizer {
                 OcrRecognizer::Ppocr => {
@@ -191,7 +190,7 @@ pub fn availability(module: Module, config: &FileConfig) -> Availability {
                 }
             }
         }
-        Module::Faces => {
+        m if m == imgd_faces::FACES => {
             let found = imgd_faces::FaceModels::locate(&models.dir());
             let detector = found.scrfd.as_ref().or(found.mtcnn.as_ref());
             match (detector, &found.arcface) {
@@ -211,7 +210,7 @@ pub fn availability(module: Module, config: &FileConfig) -> Availability {
                 ),
             }
         }
-        Module::Cloud => {
+        m if m == imgd_cloud::CLOUD => {
             if cloud_configured(config) {
                 Availability::Installed(format!(
                     "cloud API {}",
@@ -226,6 +225,7 @@ pub fn availability(module: Module, config: &FileConfig) -> Availability {
                 )
             }
         }
+        m => Availability::Waiting(format!("waiting: this build cannot load the {m} module")),
     }
 }
 
@@ -252,12 +252,12 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
     let models = &config.models;
     let installed =
         |module: Module| matches!(availability(module, config), Availability::Installed(_));
-    let trocr = installed(Module::Ocr)
+    let trocr = installed(imgd_ocr::OCR)
         .then(|| trocr_folder(config))
         .flatten();
-    let needs_candle = installed(Module::Embedding)
-        || installed(Module::Aesthetic)
-        || installed(Module::Caption)
+    let needs_candle = installed(imgd_clip::EMBEDDING)
+        || installed(imgd_clip::AESTHETIC)
+        || installed(imgd_caption::CAPTION)
         || trocr.is_some();
     let device = needs_candle.then(|| {
         let device = imgd_candle::device(models.cuda);
@@ -279,7 +279,7 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
     };
     let mut versions = Vec::new();
     if let (true, Some(device), Some(dir)) = (
-        installed(Module::Embedding),
+        installed(imgd_clip::EMBEDDING),
         &device,
         clip_folder(config, &models.embedding),
     ) {
@@ -290,54 +290,59 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
         };
         let runner = ClipImageEncoder::load_as(&dir, device, dtype).map(|encoder| {
             let info = encoder.info();
-            versions.push((Module::Embedding, info.id.clone(), info.version.clone()));
-            imgd_clip::runner::embedding_runner_from(encoder, batch(Module::Embedding))
+            versions.push((imgd_clip::EMBEDDING, info.id.clone(), info.version.clone()));
+            imgd_clip::runner::embedding_runner_from(encoder, batch(imgd_clip::EMBEDDING))
         });
-        add(Module::Embedding, runner.map_err(|e| e.to_string()));
+        add(imgd_clip::EMBEDDING, runner.map_err(|e| e.to_string()));
     }
     if let (true, Some(device), Some(dir)) = (
-        installed(Module::Aesthetic),
+        installed(imgd_clip::AESTHETIC),
         &device,
         clip_folder(config, &models.aesthetic_clip),
     ) {
         let mlp = models.resolve(&models.aesthetic_mlp);
         let runner = ClipImageEncoder::load(&dir, device).and_then(|encoder| {
             let info = aesthetic_info(&mlp, encoder.info())?;
-            let runner =
-                imgd_clip::runner::aesthetic_runner_from(encoder, &mlp, batch(Module::Aesthetic))?;
-            versions.push((Module::Aesthetic, info.id, info.version));
+            let runner = imgd_clip::runner::aesthetic_runner_from(
+                encoder,
+                &mlp,
+                batch(imgd_clip::AESTHETIC),
+            )?;
+            versions.push((imgd_clip::AESTHETIC, info.id, info.version));
             Ok(runner)
         });
-        add(Module::Aesthetic, runner.map_err(|e| e.to_string()));
+        add(imgd_clip::AESTHETIC, runner.map_err(|e| e.to_string()));
     }
     let mut vision_encodes = None;
-    if let (true, Some(device), Some(dir)) =
-        (installed(Module::Caption), &device, caption_folder(config))
-    {
+    if let (true, Some(device), Some(dir)) = (
+        installed(imgd_caption::CAPTION),
+        &device,
+        caption_folder(config),
+    ) {
         let result = imgd_caption::runner(
             &dir,
             device,
-            batch(Module::Caption),
+            batch(imgd_caption::CAPTION),
             &config.caption.questions,
         )
         .map(|(runner, encodes)| {
             vision_encodes = Some(encodes);
             runner
         });
-        add(Module::Caption, result.map_err(|e| e.to_string()));
+        add(imgd_caption::CAPTION, result.map_err(|e| e.to_string()));
     }
-    if let (true, Some(dir)) = (installed(Module::Objects), objects_folder(config)) {
+    if let (true, Some(dir)) = (installed(imgd_objects::OBJECTS), objects_folder(config)) {
         let result = imgd_objects::runner(
             &dir,
             &models.ort(),
             config.objects.clone(),
-            batch(Module::Objects),
+            batch(imgd_objects::OBJECTS),
         )
         .map(|(runner, id, version)| {
-            versions.push((Module::Objects, id, version));
+            versions.push((imgd_objects::OBJECTS, id, version));
             runner
         });
-        add(Module::Objects, result.map_err(|e| e.to_string()));
+        add(imgd_objects::OBJECTS, result.map_err(|e| e.to_string()));
     }
     match (&trocr, &device) {
         (Some(dir), Some(device)) => {
@@ -347,41 +352,41 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
                 dir,
                 device,
                 models.trocr_settings(),
-                batch(Module::Ocr),
+                batch(imgd_ocr::OCR),
             )
             .map(|(runner, _encodes)| runner);
-            add(Module::Ocr, result.map_err(|e| e.to_string()));
+            add(imgd_ocr::OCR, result.map_err(|e| e.to_string()));
         }
         // TrOCR without a candle device: reported with the device's error above.
         (Some(_), None) => {}
-        (None, _) if installed(Module::Ocr) => {
+        (None, _) if installed(imgd_ocr::OCR) => {
             add(
-                Module::Ocr,
-                imgd_ocr::runner(&ocr_folder(config), &models.ort(), batch(Module::Ocr))
+                imgd_ocr::OCR,
+                imgd_ocr::runner(&ocr_folder(config), &models.ort(), batch(imgd_ocr::OCR))
                     .map_err(|e| e.to_string()),
             );
         }
         (None, _) => {}
     }
-    if installed(Module::Faces) {
+    if installed(imgd_faces::FACES) {
         add(
-            Module::Faces,
-            imgd_faces::runner(&models.dir(), &models.ort(), batch(Module::Faces))
+            imgd_faces::FACES,
+            imgd_faces::runner(&models.dir(), &models.ort(), batch(imgd_faces::FACES))
                 .map_err(|e| e.to_string()),
         );
     }
     let mut cloud_stats = None;
-    if installed(Module::Cloud) {
+    if installed(imgd_cloud::CLOUD) {
         let mut cloud = config.cloud.clone().unwrap_or_default();
         let result = cloud
             .apply_env_from(super::config::env_var)
-            .and_then(|()| imgd_cloud::runner_with_stats(cloud, batch(Module::Cloud)));
+            .and_then(|()| imgd_cloud::runner_with_stats(cloud, batch(imgd_cloud::CLOUD)));
         match result {
             Ok((runner, stats)) => {
                 cloud_stats = Some(stats);
-                add(Module::Cloud, Ok(runner));
+                add(imgd_cloud::CLOUD, Ok(runner));
             }
-            Err(err) => add(Module::Cloud, Err(err.to_string())),
+            Err(err) => add(imgd_cloud::CLOUD, Err(err.to_string())),
         }
     }
     loaded.cloud_stats = cloud_stats;
@@ -397,9 +402,10 @@ pub fn load(config: &FileConfig, batch_size: Option<usize>) -> Loaded {
         };
         loaded
             .runners
-            .retain(|runner| runner.module() != Module::Embedding);
+            .retain(|runner| runner.module() != imgd_clip::EMBEDDING);
         loaded.runners.push(imgd_pipeline::runner::fake_runner(
-            batch(Module::Embedding),
+            imgd_clip::EMBEDDING,
+            batch(imgd_clip::EMBEDDING),
             std::time::Duration::from_secs_f64(ms("IMGD_FAKE_MODEL_FIXED_MS", 2.0) / 1000.0),
             std::time::Duration::from_secs_f64(ms("IMGD_FAKE_MODEL_ITEM_MS", 0.2) / 1000.0),
         ));

@@ -4,11 +4,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use imgd_core::Module;
+
 use imgd_store::Store;
 use serde_json::{Value, json};
 
 use super::config::FileConfig;
+use super::modules::REGISTRY;
 use super::runners::waiting_reason;
 use super::{open_store, print_json};
 use crate::cli::{RetryArgs, StatusArgs};
@@ -19,7 +20,8 @@ pub fn status_document(store: &Store, db: &Path, config: &FileConfig) -> Result<
     let status = store.queue_status(5)?;
     let cloud = store.cloud_totals()?;
     let faces = store.faces_summary()?;
-    let waiting: serde_json::Map<String, Value> = Module::ALL
+    let waiting: serde_json::Map<String, Value> = REGISTRY
+        .all()
         .iter()
         .filter_map(|m| {
             let counts = status.modules.get(m.name())?;
@@ -63,7 +65,7 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
         "{:<10} {:>9} {:>9} {:>9} {:>9}  note",
         "module", "queued", "leased", "done", "failed"
     );
-    for module in Module::ALL {
+    for &module in REGISTRY.all() {
         let Some(c) = status.modules.get(module.name()) else {
             continue;
         };
@@ -120,7 +122,7 @@ pub fn retry(db: &Path, args: RetryArgs) -> Result<ExitCode> {
     let module = args
         .module
         .as_deref()
-        .map(str::parse::<Module>)
+        .map(|name| REGISTRY.get(name))
         .transpose()?;
     let store = open_store(db)?;
     let requeued = store.retry_failed(module)?;

@@ -1,0 +1,3 @@
+//! The modules this build serves: `imgd-registry`'s.
+
+pub use imgd_registry::{REGISTRY, cpu_analyses};
