@@ -189,7 +189,7 @@ pub struct Modules {
     /// Every module this build knows: result tables, migrations, search text, gates.
     pub registry: Registry,
     /// The CPU modules the decode threads run.
-    pub analyses: Vec<Arc<dyn CpuAnalysis>>,
+    pub analyses: Vec<&'static dyn CpuAnalysis>,
     /// The model runners the inference thread owns, one per model module that loaded.
     pub runners: Vec<Box<dyn ModelRunner>>,
 }
@@ -305,7 +305,7 @@ fn start_stages(
     let Modules {
         analyses, runners, ..
     } = modules;
-    let analyses: Arc<HashMap<Module, Arc<dyn CpuAnalysis>>> =
+    let analyses: Arc<HashMap<Module, &'static dyn CpuAnalysis>> =
         Arc::new(analyses.into_iter().map(|a| (a.module(), a)).collect());
     let decode_threads = if config.decode_threads == 0 {
         thread::available_parallelism().map_or(2, |n| n.get())

@@ -50,7 +50,7 @@ pub(crate) struct DecodeStage {
     /// Settle gated jobs whose gate is shut without running them ([`imgd_core::Gate`]).
     pub follow_gates: bool,
     /// The CPU modules, run here.
-    pub analyses: Arc<HashMap<Module, Arc<dyn CpuAnalysis>>>,
+    pub analyses: Arc<HashMap<Module, &'static dyn CpuAnalysis>>,
     /// The model runners' input preparations (resize, crop, normalise), run here so the
     /// inference thread only runs models.
     pub preparers: Arc<HashMap<Module, SharedPrepare>>,
