@@ -49,6 +49,7 @@ pub const ENTRIES: &[Entry] = &[
     Entry::model(imgd_ocr::OCR),
     Entry::model(imgd_faces::FACES),
     Entry::model(imgd_cloud::CLOUD),
+    Entry::cpu(imgd_phash::PHASH, &imgd_phash::PerceptualHashes),
 ];
 
 /// The registry of [`ENTRIES`], checked once.
