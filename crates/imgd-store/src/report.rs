@@ -304,6 +304,40 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The integer `columns` of `module`'s result rows, for every present image that has one:
+    /// (image id, one value per column). Column names come from the module's own code, never
+    /// from user input.
+    pub fn result_integers(
+        &self,
+        module: imgd_core::Module,
+        columns: &[&str],
+    ) -> Result<Vec<(i64, Vec<Option<i64>>)>, StoreError> {
+        let sql = format!(
+            "SELECT r.image_id, {} FROM {} r JOIN images i ON i.id = r.image_id
+             WHERE i.state = 'present' ORDER BY r.image_id",
+            columns
+                .iter()
+                .map(|c| format!("r.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            module.result_table()
+        );
+        let mut stmt = self.conn.prepare(&sql).ctx("preparing a result read")?;
+        let rows = stmt
+            .query_map([], |r| {
+                let values = (0..columns.len())
+                    .map(|k| r.get::<_, Option<i64>>(k + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((r.get(0)?, values))
+            })
+            .ctx("reading results")?
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("reading results")?;
+        Ok(rows)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::fts_query;

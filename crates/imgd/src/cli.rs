@@ -320,10 +320,28 @@ pub enum SortArg {
     Aesthetic,
 }
 
+/// How `imgd duplicates` compares images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DuplicateMethod {
+    /// CLIP embeddings (the `embedding` module): also finds re-shot scenes.
+    Clip,
+    /// Perceptual hashes (the `phash` module): copies only, no model needed.
+    Phash,
+}
+
 /// Arguments of `imgd duplicates`.
 #[derive(Debug, Args)]
 pub struct DuplicatesArgs {
-    /// Largest cosine distance (1 - similarity) between two embeddings of near-duplicates.
+    /// What near-duplicates are measured by.
+    #[arg(long, value_enum, default_value_t = DuplicateMethod::Clip)]
+    pub method: DuplicateMethod,
+    /// With `--method phash`: the most bits in which two pHashes of near-duplicates differ
+    /// (0-64). Default 10: resized, recompressed and 5 %-cropped copies stay within 8, while
+    /// different photos differ in 12 or more.
+    #[arg(long, value_name = "BITS")]
+    pub distance: Option<u32>,
+    /// With `--method clip`: the largest cosine distance (1 - similarity) between two
+    /// embeddings of near-duplicates.
     /// Default 0.05: CLIP ViT-B/32 keeps resized, recompressed or lightly cropped copies of a
     /// photo within it, while different shots of one scene mostly fall outside.
     #[arg(long, value_name = "T")]

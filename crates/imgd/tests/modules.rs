@@ -502,7 +502,7 @@ text = "Describe this photo."
         mlp.display(),
         mock.base_url()
     ));
-    let modules = "metadata,technical,embedding,aesthetic,objects,caption,ocr,faces,cloud";
+    let modules = "metadata,technical,embedding,aesthetic,objects,caption,ocr,faces,cloud,phash";
     env.enqueue(modules);
     let status = env.ok(&["status", "--config", &config]);
     assert!(!status.contains("waiting:"), "a module waits: {status}");
@@ -519,7 +519,7 @@ text = "Describe this photo."
     let images = paths.len() as u64;
     assert_eq!(summary["images"], images, "{summary}");
     assert_eq!(summary["decodes"], images, "{summary}");
-    assert_eq!(summary["jobs_done"], images * 9, "{summary}");
+    assert_eq!(summary["jobs_done"], images * 10, "{summary}");
     assert_eq!(summary["jobs_failed"], 0, "{summary}");
     assert_eq!(summary["vision_encodes"], images, "{summary}");
     assert_eq!(
@@ -645,4 +645,116 @@ fn changing_the_objects_settings_requeues_the_objects_module() {
     assert_eq!(after.len(), 1, "{after:?}");
     assert_ne!(before, after);
     assert_eq!(run(&settings(0.6)), 0);
+}
+
+/// `phash` runs on the decode threads without any model, and `imgd duplicates --method phash`
+/// groups each photo with its resized, recompressed and cropped copies, and identical files by
+/// their content hash.
+#[test]
+fn phash_groups_copies_of_a_photo_without_a_model() {
+    use image::codecs::jpeg::JpegEncoder;
+    use image::imageops::FilterType;
+
+    let env = env();
+    let photos = ["photos/flower.jpg", "faces/bus.jpg", "faces/zidane.jpg"];
+    for photo in photos {
+        let name = Path::new(photo).file_stem().unwrap().to_str().unwrap();
+        env.add(&fixture(photo), &format!("{name}.jpg"));
+        let pixels = image::open(fixture(photo)).unwrap().to_rgb8();
+        let (w, h) = pixels.dimensions();
+        let save = |image: &image::RgbImage, quality: u8, suffix: &str| {
+            let file = fs::File::create(env.tree.join(format!("{name}_{suffix}.jpg"))).unwrap();
+            JpegEncoder::new_with_quality(file, quality)
+                .encode_image(image)
+                .unwrap();
+        };
+        save(
+            &image::imageops::resize(&pixels, w / 2, h / 2, FilterType::Lanczos3),
+            90,
+            "half",
+        );
+        save(&pixels, 40, "q40");
+        let (dx, dy) = (w / 40, h / 40);
+        let cropped = image::imageops::crop_imm(&pixels, dx, dy, w - 2 * dx, h - 2 * dy);
+        save(&cropped.to_image(), 90, "crop");
+    }
+    // A byte-for-byte copy, found by its content hash as well.
+    env.add(&fixture("faces/bus.jpg"), "bus_again.jpg");
+    env.json(&[
+        "enqueue",
+        "--json",
+        "--hash",
+        "--modules",
+        "phash",
+        env.tree.to_str().unwrap(),
+    ]);
+    let summary = env.json(&["run", "--once", "--json", "--metrics-addr", "off"]);
+    assert_eq!(summary["jobs_done"], 13, "{summary}");
+
+    let report = env.json(&["duplicates", "--method", "phash", "--json"]);
+    assert_eq!(report["method"], "phash");
+    assert_eq!(report["compared"], 13);
+    let mut groups: Vec<Vec<String>> = report["near"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| {
+            group["paths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let name = Path::new(p.as_str().unwrap()).file_name().unwrap();
+                    name.to_str().unwrap().to_string()
+                })
+                .collect()
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [
+            vec![
+                "bus.jpg",
+                "bus_again.jpg",
+                "bus_crop.jpg",
+                "bus_half.jpg",
+                "bus_q40.jpg"
+            ],
+            vec![
+                "flower.jpg",
+                "flower_crop.jpg",
+                "flower_half.jpg",
+                "flower_q40.jpg"
+            ],
+            vec![
+                "zidane.jpg",
+                "zidane_crop.jpg",
+                "zidane_half.jpg",
+                "zidane_q40.jpg"
+            ],
+        ]
+    );
+    let exact = report["exact"].as_array().unwrap();
+    assert_eq!(exact.len(), 1, "{report}");
+    assert_eq!(exact[0]["paths"].as_array().unwrap().len(), 2);
+    // A distance of 0 bits keeps only identical hashes: the resized and recompressed copies
+    // (pHash ignores them) but not the crops. The two methods' settings are not mixed up.
+    let strict = env.json(&[
+        "duplicates",
+        "--method",
+        "phash",
+        "--distance",
+        "0",
+        "--json",
+    ]);
+    let strict = strict.to_string();
+    assert!(
+        strict.contains("flower_q40.jpg") && !strict.contains("_crop.jpg"),
+        "{strict}"
+    );
+    let (ok, _, stderr) = env.run(&["duplicates", "--method", "phash", "--threshold", "0.1"]);
+    assert!(!ok && stderr.contains("--threshold"), "{stderr}");
+    let (ok, _, stderr) = env.run(&["duplicates", "--method", "phash", "--distance", "65"]);
+    assert!(!ok && stderr.contains("--distance"), "{stderr}");
 }
