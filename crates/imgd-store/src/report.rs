@@ -304,6 +304,9 @@ impl Store {
     }
 }
 
+/// One image's values of some integer result columns: (image id, one value per column).
+pub type IntegerRow = (i64, Vec<Option<i64>>);
+
 impl Store {
     /// The integer `columns` of `module`'s result rows, for every present image that has one:
     /// (image id, one value per column). Column names come from the module's own code, never
@@ -312,7 +315,7 @@ impl Store {
         &self,
         module: imgd_core::Module,
         columns: &[&str],
-    ) -> Result<Vec<(i64, Vec<Option<i64>>)>, StoreError> {
+    ) -> Result<Vec<IntegerRow>, StoreError> {
         let sql = format!(
             "SELECT r.image_id, {} FROM {} r JOIN images i ON i.id = r.image_id
              WHERE i.state = 'present' ORDER BY r.image_id",
