@@ -94,6 +94,7 @@ pub fn caption_row(info: &ModelInfo, description: &Description) -> ResultRow {
         model_version: Some(info.version.clone()),
         columns: vec![("caption", SqlValue::Text(description.caption.clone()))],
         data: serde_json::json!({ "answers": answers }),
+        vectors: Vec::new(),
     }
 }
 

@@ -136,6 +136,7 @@ pub fn embedding_row(info: &ModelInfo, vector: &[f32]) -> ResultRow {
             ("vector", SqlValue::Blob(bytes)),
         ],
         data: serde_json::json!({}),
+        vectors: Vec::new(),
     }
 }
 
@@ -161,6 +162,7 @@ pub fn aesthetic_row(info: &ModelInfo, raw: f32) -> ResultRow {
         model_version: Some(info.version.clone()),
         columns: vec![("score", SqlValue::Real(f64::from(stored_score(raw))))],
         data: serde_json::json!({ "raw": raw }),
+        vectors: Vec::new(),
     }
 }
 

@@ -432,5 +432,6 @@ fn build_row(config: &CloudConfig, model_version: &str, answered: &[(&str, Answe
             "input_tokens": input,
             "output_tokens": output,
         }),
+        vectors: Vec::new(),
     }
 }

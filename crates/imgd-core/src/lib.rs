@@ -66,4 +66,8 @@ pub struct ResultRow {
     pub columns: Vec<(&'static str, SqlValue)>,
     /// Everything else, stored in the `data` JSON column.
     pub data: serde_json::Value,
+    /// Vectors that go with the row's items, in order, for the module's store hook to write as
+    /// blobs, never as JSON numbers (the faces module: one embedding per face of
+    /// `data.faces`, empty for a face that was not embedded).
+    pub vectors: Vec<Vec<f32>>,
 }

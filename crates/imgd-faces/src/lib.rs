@@ -400,11 +400,14 @@ pub fn to_row(
                     .map(|p| [round(f64::from(p[0]), 2), round(f64::from(p[1]), 2)])
                     .collect::<Vec<_>>(),
             });
-            if let Some(v) = &face.embedding {
-                obj["embedding"] = json!(v);
-            }
             obj
         })
+        .collect();
+    // Embeddings travel as vectors beside the JSON, one per face (empty when not embedded).
+    let vectors = output
+        .faces
+        .iter()
+        .map(|face| face.embedding.clone().unwrap_or_default())
         .collect();
     ResultRow {
         module: FACES,
@@ -418,6 +421,7 @@ pub fn to_row(
             "coords": "tier",
             "faces": faces,
         }),
+        vectors,
     }
 }
 

@@ -227,10 +227,10 @@ fn with_an_embedding_model_faces_are_embedded_and_clustered() {
         rows.iter()
             .all(|r| r.data["embedding_model"] == "w600k_r50")
     );
-    assert!(
-        rows.iter()
-            .all(|r| r.data["faces"][0]["embedding"].as_array().unwrap().len() == 128)
-    );
+    assert!(rows.iter().all(
+        |r| r.vectors.len() == r.data["faces"].as_array().unwrap().len()
+            && r.vectors[0].len() == 128
+    ));
     let dir = tempfile::tempdir().unwrap();
     let paths: Vec<String> = images.iter().map(|i| i.0.clone()).collect();
     let mut store = store_with(&dir.path().join("f.db"), &paths);
@@ -281,9 +281,9 @@ fn face_row(embedding: &[f32]) -> ResultRow {
         data: json!({
             "detector": "test", "embedding_model": "m", "frame": [100, 100], "coords": "tier",
             "faces": [{ "box": [10, 10, 50, 50], "score": 0.99,
-                        "landmarks": [[20, 20], [40, 20], [30, 30], [22, 45], [38, 45]],
-                        "embedding": embedding }],
+                        "landmarks": [[20, 20], [40, 20], [30, 30], [22, 45], [38, 45]] }],
         }),
+        vectors: vec![embedding.to_vec()],
     }
 }
 

@@ -257,6 +257,7 @@ pub fn fake_runner(
                 ("vector", SqlValue::Blob(output.to_le_bytes().to_vec())),
             ],
             data: serde_json::json!({ "fake_output": output.to_string() }),
+            vectors: Vec::new(),
         },
     ))
 }

@@ -142,6 +142,7 @@ impl Metadata {
             // Serialising a struct of options, strings and numbers cannot fail (non-finite
             // floats are never stored in it).
             data: serde_json::to_value(self).unwrap_or_default(),
+            vectors: Vec::new(),
         }
     }
 }

@@ -145,6 +145,7 @@ impl Technical {
             ],
             // Every float in the struct is finite, so serialisation cannot fail.
             data: serde_json::to_value(self).unwrap_or_default(),
+            vectors: Vec::new(),
         }
     }
 }

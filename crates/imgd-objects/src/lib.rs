@@ -399,6 +399,7 @@ pub fn objects_row(id: &str, version: &str, output: &ObjectsOutput) -> ResultRow
             ("labels", SqlValue::Text(labels.join(" "))),
         ],
         data: serde_json::json!({ "detections": output.detections }),
+        vectors: Vec::new(),
     }
 }
 

@@ -96,6 +96,7 @@ pub fn skipped_row() -> ResultRow {
             "lines": [],
             "skipped": "the objects module found no text in this image",
         }),
+        vectors: Vec::new(),
     }
 }
 
@@ -284,6 +285,7 @@ impl OcrOutput {
                 ("line_count", SqlValue::Integer(self.lines.len() as i64)),
             ],
             data: serde_json::to_value(self).unwrap_or_default(),
+            vectors: Vec::new(),
         }
     }
 }

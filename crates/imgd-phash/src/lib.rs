@@ -94,6 +94,7 @@ pub fn to_row(phash: u64, dhash: u64) -> ResultRow {
             "phash": format!("{phash:016x}"),
             "dhash": format!("{dhash:016x}"),
         }),
+        vectors: Vec::new(),
     }
 }
 

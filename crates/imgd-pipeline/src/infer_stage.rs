@@ -361,6 +361,7 @@ mod tests {
                         model_version: None,
                         columns,
                         data: serde_json::json!({}),
+                        vectors: Vec::new(),
                     };
                     let result = if self.module != OBJECTS {
                         self.read.lock().unwrap().push(key.image_id);

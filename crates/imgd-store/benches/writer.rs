@@ -198,6 +198,7 @@ fn metadata_row(i: usize) -> ResultRow {
             ("software", text("Firmware Version 1.8.1")),
         ],
         data,
+        vectors: Vec::new(),
     }
 }
 
@@ -227,6 +228,7 @@ fn technical_row(i: usize) -> ResultRow {
             ],
             "tier": 1024,
         }),
+        vectors: Vec::new(),
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! - [`replace_faces`] runs inside the writer's commit, right after an image's
 //!   `result_faces` row is upserted: it rewrites the image's rows in `faces` from the result's
-//!   JSON, scales the coordinates from the analysed tier to the full-size image, moves the
-//!   embeddings out of the JSON into `faces.embedding`, and keeps the identity of a face that
+//!   JSON, scales the coordinates from the analysed tier to the full-size image, stores each
+//!   face's embedding (the row's `vectors`, never JSON) in `faces.embedding` as little-endian
+//!   f32 bytes, and keeps the identity of a face that
 //!   was there before (same place, IoU ≥ 0.5), so re-analysing an image keeps its names.
 //! - Clustering reads [`Store::face_embeddings`] and writes [`Store::apply_clusters`]; the
 //!   algorithm is `imgd_faces::cluster`.
@@ -102,13 +103,14 @@ fn f64_at(value: &Value, index: usize) -> Option<f64> {
     value.get(index).and_then(Value::as_f64)
 }
 
-/// Rewrites the `faces` rows of one image from its `result_faces` data (see the module docs)
-/// and stores the data back without embeddings and in full-image coordinates.
+/// Rewrites the `faces` rows of one image from its `result_faces` row (see the module docs)
+/// and stores the data back in full-image coordinates.
 pub(crate) fn replace_faces(
     tx: &rusqlite::Connection,
     image_id: i64,
-    data: &Value,
+    row: &imgd_core::ResultRow,
 ) -> Result<(), StoreError> {
+    let data = &row.data;
     let size: Option<(Option<f64>, Option<f64>)> = tx
         .prepare_cached("SELECT width, height FROM images WHERE id = ?1")
         .ctx("preparing the image size query")?
@@ -170,11 +172,11 @@ pub(crate) fn replace_faces(
             .filter_map(|p| Some([round(f64_at(p, 0)? * sx), round(f64_at(p, 1)? * sy)]))
             .collect();
         let score = face.get("score").and_then(Value::as_f64).unwrap_or(0.0);
-        let embedding: Option<Vec<u8>> = face.get("embedding").and_then(Value::as_array).map(|v| {
-            v.iter()
-                .flat_map(|x| (x.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
-                .collect()
-        });
+        let embedding: Option<Vec<u8>> = row
+            .vectors
+            .get(idx)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect());
         // The best-overlapping old face with an identity, if it overlaps enough.
         let identity = old
             .iter()

@@ -128,7 +128,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             store.schema_version().unwrap(),
-            latest_schema_version(&Registry::default())
+            latest_schema_version(&imgd_registry::registry())
         );
         drop(store);
         // Opening again applies nothing twice.
@@ -144,7 +144,8 @@ mod tests {
             .connection()
             .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(rows, MIGRATIONS.len() as i64);
+        let module_migrations = imgd_registry::registry().migrations().len();
+        assert_eq!(rows, (MIGRATIONS.len() + module_migrations) as i64);
     }
 
     #[test]
@@ -172,7 +173,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             store.schema_version().unwrap(),
-            latest_schema_version(&Registry::default())
+            latest_schema_version(&imgd_registry::registry())
         );
         let kept: i64 = store
             .connection()
@@ -199,7 +200,7 @@ mod tests {
             let conn = Connection::open(&db).unwrap();
             conn.execute(
                 "INSERT INTO schema_version VALUES (?1, 'future', 0)",
-                [latest_schema_version(&Registry::default()) + 1],
+                [latest_schema_version(&imgd_registry::registry()) + 1],
             )
             .unwrap();
         }
@@ -215,7 +216,7 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("upgrade imgd"), "{message}");
         assert!(
-            matches!(err, StoreError::NewerSchema { found, .. } if found == latest_schema_version(&Registry::default()) + 1)
+            matches!(err, StoreError::NewerSchema { found, .. } if found == latest_schema_version(&imgd_registry::registry()) + 1)
         );
     }
 }

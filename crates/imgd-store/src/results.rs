@@ -195,7 +195,7 @@ fn write_outcome(
         upsert_result(tx, outcome.image_id, row, now)?;
         match row.module.spec().store_hook {
             Some(StoreHook::FaceRows) => {
-                crate::faces::replace_faces(tx, outcome.image_id, &row.data)?;
+                crate::faces::replace_faces(tx, outcome.image_id, row)?;
             }
             None => {}
         }

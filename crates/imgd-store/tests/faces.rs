@@ -41,17 +41,17 @@ fn store_with(db: &Path, paths: &[&str]) -> Store {
     store
 }
 
-/// A faces row as the runner makes it: boxes in a 640×480 tier, embeddings inline.
+/// A faces row as the runner makes it: boxes in a 640×480 tier, embeddings beside the JSON.
 fn faces_row(faces: &[([f64; 4], Option<Vec<f32>>)], embedding_model: Option<&str>) -> ResultRow {
+    let vectors = faces
+        .iter()
+        .map(|(_, e)| e.clone().unwrap_or_default())
+        .collect();
     let faces: Vec<Value> = faces
         .iter()
-        .map(|(b, e)| {
+        .map(|(b, _)| {
             let landmarks = vec![[b[0] + 1.0, b[1] + 1.0]; 5];
-            let mut f = json!({ "box": b, "score": 0.99, "landmarks": landmarks });
-            if let Some(e) = e {
-                f["embedding"] = json!(e);
-            }
-            f
+            json!({ "box": b, "score": 0.99, "landmarks": landmarks })
         })
         .collect();
     ResultRow {
@@ -63,6 +63,7 @@ fn faces_row(faces: &[([f64; 4], Option<Vec<f32>>)], embedding_model: Option<&st
             "detector": "mtcnn", "embedding_model": embedding_model, "frame": [640, 480],
             "coords": "tier", "faces": faces,
         }),
+        vectors,
     }
 }
 

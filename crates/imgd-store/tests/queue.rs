@@ -58,6 +58,7 @@ fn metadata_row(make: &str) -> ResultRow {
         model_version: None,
         columns: vec![("make", SqlValue::Text(make.into()))],
         data: serde_json::json!({ "make": make }),
+        vectors: Vec::new(),
     }
 }
 
@@ -159,6 +160,7 @@ fn an_ack_writes_the_result_in_the_same_transaction_and_replays_do_not_duplicate
                     model_version: None,
                     columns: vec![("sharpness", SqlValue::Real(12.5))],
                     data: serde_json::json!({}),
+                    vectors: Vec::new(),
                 },
             ),
         })
@@ -385,6 +387,7 @@ fn claim_child() {
                             model_version: None,
                             columns: vec![],
                             data: serde_json::json!({}),
+                            vectors: Vec::new(),
                         },
                     ));
                 }
@@ -538,6 +541,7 @@ fn a_claimed_ocr_job_carries_what_objects_found() {
                             SqlValue::Integer(i64::from(image.path.ends_with("img1.jpg"))),
                         )],
                         data: serde_json::json!({}),
+                        vectors: Vec::new(),
                     },
                 )],
                 failed: vec![JobFailure {

@@ -423,6 +423,7 @@ fn embedding_row(model: &ModelKey, v: &[f32]) -> ResultRow {
             ),
         ],
         data: serde_json::json!({}),
+        vectors: Vec::new(),
     }
 }
 
