@@ -393,14 +393,13 @@ pub fn to_row(
         .map(|face| {
             let d = &face.detection;
             let r = d.rect;
-            let mut obj = json!({
+            json!({
                 "box": [round(r.x1, 2), round(r.y1, 2), round(r.width(), 2), round(r.height(), 2)],
                 "score": round(f64::from(d.score), 5),
                 "landmarks": d.landmarks.iter()
                     .map(|p| [round(f64::from(p[0]), 2), round(f64::from(p[1]), 2)])
                     .collect::<Vec<_>>(),
-            });
-            obj
+            })
         })
         .collect();
     // Embeddings travel as vectors beside the JSON, one per face (empty when not embedded).
