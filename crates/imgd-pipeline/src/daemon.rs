@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, bounded};
 use imgd_core::{Module, Registry};
 use imgd_decode::DecodeOptions;
-use imgd_store::queue::{ClaimRequest, ClaimedImage};
+use imgd_store::queue::ClaimRequest;
 use imgd_store::{Store, StoreError, StoreOptions};
 use serde::Serialize;
 
@@ -41,6 +41,7 @@ use crate::budget::PixelBudget;
 use crate::decode_stage::{DecodeStage, panic_text};
 use crate::fault::{self, Fault};
 use crate::infer_stage::{InferStage, InferStats};
+use crate::messages::Work;
 use crate::metrics::{Metrics, QueueState};
 use crate::owner;
 use crate::runner::{CpuAnalysis, ModelRunner, SharedPrepare};
@@ -280,7 +281,7 @@ fn join_by<T>(handle: JoinHandle<Option<T>>, deadline: Instant) -> Option<Option
 
 /// The running stages, as the scheduler sees them.
 struct Stages {
-    claim_tx: Option<Sender<ClaimedImage>>,
+    claim_tx: Option<Sender<Work>>,
     decode: Vec<JoinHandle<Option<()>>>,
     infer: Option<JoinHandle<Option<InferStats>>>,
     writer: Option<JoinHandle<Option<WriterStats>>>,
@@ -505,7 +506,7 @@ impl Scheduler<'_> {
                 image.image_id,
                 image.jobs.iter().map(|j| j.job_id).collect(),
             );
-            if claim_tx.send(image).is_err() {
+            if claim_tx.send(Work::from(image)).is_err() {
                 break;
             }
         }

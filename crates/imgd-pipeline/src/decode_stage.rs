@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use imgd_core::{Module, ResultRow};
 use imgd_decode::{DecodeError, DecodeOptions, DecodePath, Decoded, Header, RgbImage};
-use imgd_store::queue::{ClaimedImage, ClaimedJob, JobFailure};
-use imgd_store::results::ImageOutcome;
 
 use crate::budget::{PixelBudget, PixelCharge};
 use crate::fault::{self, Fault};
+use crate::messages::{Failure, Job, Outcome, Work};
 use crate::metrics::Metrics;
 use crate::runner::{CpuAnalysis, CpuInput, ImageInput, Prepared, SharedPrepare};
 
@@ -24,9 +23,9 @@ pub(crate) struct DecodedImage {
     pub image_id: i64,
     pub path: String,
     /// Results and failures gathered so far.
-    pub outcome: ImageOutcome,
+    pub outcome: Outcome,
     /// Jobs for the inference thread.
-    pub model_jobs: Vec<ClaimedJob>,
+    pub model_jobs: Vec<Job>,
     /// Inputs of model jobs already prepared here, by job id.
     pub prepared: HashMap<i64, Prepared>,
     /// The tiers, largest first.
@@ -107,13 +106,13 @@ fn run_module(
 
 /// Fails `jobs` with `error`.
 fn fail_jobs<'a>(
-    outcome: &mut ImageOutcome,
-    jobs: impl Iterator<Item = &'a ClaimedJob>,
+    outcome: &mut Outcome,
+    jobs: impl Iterator<Item = &'a Job>,
     error: &str,
     permanent: bool,
 ) {
     for job in jobs {
-        outcome.failed.push(JobFailure {
+        outcome.failed.push(Failure {
             job_id: job.job_id,
             error: error.to_string(),
             permanent,
@@ -127,7 +126,7 @@ fn describe(err: &DecodeError, path: &str) -> String {
 
 impl DecodeStage {
     /// The decode thread's loop: until the channel closes or the stop runs out of time.
-    pub fn run(&self, input: Receiver<ClaimedImage>, output: Sender<DecodedImage>) {
+    pub fn run(&self, input: Receiver<Work>, output: Sender<DecodedImage>) {
         for image in input {
             if self.abandon.load(Ordering::Relaxed) {
                 return;
@@ -150,10 +149,10 @@ impl DecodeStage {
     }
 
     /// Reads, decodes and runs the CPU modules of one image.
-    pub fn process(&self, mut image: ClaimedImage) -> DecodedImage {
-        let mut outcome = ImageOutcome {
+    pub fn process(&self, mut image: Work) -> DecodedImage {
+        let mut outcome = Outcome {
             image_id: image.image_id,
-            ..ImageOutcome::default()
+            ..Outcome::default()
         };
         let jobs: Vec<(i64, Module)> = image.jobs.iter().map(|j| (j.job_id, j.module)).collect();
         if self.follow_gates {
@@ -243,8 +242,8 @@ impl DecodeStage {
         &self,
         bytes: &[u8],
         tiers_needed: &[u32],
-        image: &ClaimedImage,
-        outcome: &mut ImageOutcome,
+        image: &Work,
+        outcome: &mut Outcome,
     ) -> Option<Decoded> {
         let started = Instant::now();
         self.decodes.fetch_add(1, Ordering::Relaxed);
@@ -271,11 +270,11 @@ impl DecodeStage {
     /// inference thread (those with their pixels, or that read none).
     fn run_cpu_modules(
         &self,
-        jobs: &[ClaimedJob],
+        jobs: &[Job],
         header: &Header,
         decoded: Option<&Decoded>,
-        outcome: &mut ImageOutcome,
-    ) -> Vec<ClaimedJob> {
+        outcome: &mut Outcome,
+    ) -> Vec<Job> {
         let mut model_jobs = Vec::new();
         for job in jobs {
             let module = job.module;
@@ -302,7 +301,7 @@ impl DecodeStage {
             };
             match run_module(module, &self.metrics, || analysis.analyse(&input)) {
                 Ok(row) => outcome.done.push((job.job_id, row)),
-                Err(error) => outcome.failed.push(JobFailure {
+                Err(error) => outcome.failed.push(Failure {
                     job_id: job.job_id,
                     error,
                     permanent: false,
@@ -316,10 +315,10 @@ impl DecodeStage {
     /// whose preparation fails (or panics) fails alone and leaves `model_jobs`.
     fn prepare_inputs(
         &self,
-        image: &ClaimedImage,
+        image: &Work,
         tiers: &[(u32, Arc<RgbImage>)],
-        model_jobs: &mut Vec<ClaimedJob>,
-        outcome: &mut ImageOutcome,
+        model_jobs: &mut Vec<Job>,
+        outcome: &mut Outcome,
     ) -> HashMap<i64, Prepared> {
         let mut prepared = HashMap::new();
         if model_jobs.is_empty() || self.preparers.is_empty() {
@@ -347,7 +346,7 @@ impl DecodeStage {
                     true
                 }
                 Err(error) => {
-                    outcome.failed.push(JobFailure {
+                    outcome.failed.push(Failure {
                         job_id: job.job_id,
                         error,
                         permanent: false,
@@ -360,9 +359,9 @@ impl DecodeStage {
     }
 }
 
-/// Settles the image's gated jobs whose gate is shut ([`ClaimedJob::gate_open`] false) with
+/// Settles the image's gated jobs whose gate is shut ([`Job::gate_open`] false) with
 /// their module's skipped row, without decoding for them or running a model.
-fn settle_shut_gates(image: &mut ClaimedImage, outcome: &mut ImageOutcome) {
+fn settle_shut_gates(image: &mut Work, outcome: &mut Outcome) {
     image.jobs.retain(|job| {
         let gate = job.module.spec().gate.as_ref();
         match gate {

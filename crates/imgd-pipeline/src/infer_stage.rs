@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use imgd_core::Module;
-use imgd_store::queue::{ClaimedJob, JobFailure};
 
 use imgd_core::{ResultRow, SqlValue};
 
 use crate::batcher::CloseReason;
 use crate::decode_stage::DecodedImage;
 use crate::fault::{self, Fault};
+use crate::messages::{Failure, Job};
 use crate::runner::{ImageInput, JobKey, ModelRunner, Prepared, RunnerResults};
 
 /// How long the thread spent running models, and how long it existed from its first image.
@@ -126,7 +126,7 @@ impl InferStage {
                 // than wait forever.
                 for (_, mut w) in waiting.drain() {
                     for job in w.image.model_jobs.drain(..) {
-                        w.image.outcome.failed.push(JobFailure {
+                        w.image.outcome.failed.push(Failure {
                             job_id: job.job_id,
                             error: "the model returned no result for this image".into(),
                             permanent: false,
@@ -221,7 +221,7 @@ impl InferStage {
     fn gating_job(
         &self,
         module: Module,
-        jobs: &[ClaimedJob],
+        jobs: &[Job],
         by_module: &HashMap<Module, usize>,
     ) -> Option<i64> {
         let gate = module.spec().gate.as_ref()?;
@@ -303,7 +303,7 @@ impl InferStage {
 
 /// Records a failure of one of the image's jobs.
 fn fail(image: &mut DecodedImage, job_id: i64, error: String) {
-    image.outcome.failed.push(JobFailure {
+    image.outcome.failed.push(Failure {
         job_id,
         error,
         permanent: false,
@@ -319,12 +319,11 @@ mod tests {
     use imgd_core::{Module, ResultRow, SqlValue};
     use imgd_objects::OBJECTS;
     use imgd_ocr::OCR;
-    use imgd_store::queue::ClaimedJob;
-    use imgd_store::results::ImageOutcome;
 
     use super::InferStage;
     use crate::batcher::{BatchStats, CloseReason};
     use crate::decode_stage::DecodedImage;
+    use crate::messages::{Job, Outcome};
     use crate::runner::{ImageInput, JobKey, ModelRunner, Prepared, RunnerResults};
 
     /// Runs whatever it is given at once; the objects one says "text" on even image ids and
@@ -393,13 +392,13 @@ mod tests {
         DecodedImage {
             image_id,
             path: format!("/p/{image_id}.jpg"),
-            outcome: ImageOutcome {
+            outcome: Outcome {
                 image_id,
-                ..ImageOutcome::default()
+                ..Outcome::default()
             },
             model_jobs: jobs
                 .iter()
-                .map(|&(job_id, module)| ClaimedJob {
+                .map(|&(job_id, module)| Job {
                     job_id,
                     module,
                     gate_open: None,

@@ -7,6 +7,7 @@
 //! - [`runner`] and [`batcher`] (re-exported from `imgd-infer`): the model-runner interface
 //!   and the per-model micro-batcher.
 //! - [`metrics`]: the Prometheus registry; [`http`]: `/metrics`, `/healthz`, `/status`.
+//! - [`messages`]: what the stages pass each other; the store's types stop at the edges.
 //! - [`budget`]: the byte budget of decoded pixels in flight, which claims wait for.
 //! - [`owner`]: lease owner names and whether a daemon of this host is dead; [`fault`]:
 //!   fault-injection points for the supervision tests.
@@ -20,6 +21,7 @@ mod decode_stage;
 pub mod fault;
 pub mod http;
 mod infer_stage;
+pub mod messages;
 pub mod metrics;
 pub mod owner;
 mod writer_stage;

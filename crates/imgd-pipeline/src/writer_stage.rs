@@ -113,7 +113,7 @@ impl WriterStage {
         }
         fault::point(Fault::WriterCommit);
         let started = Instant::now();
-        let outcomes: Vec<ImageOutcome> = buffer.iter().map(|i| i.outcome.clone()).collect();
+        let outcomes: Vec<ImageOutcome> = buffer.iter().map(|i| i.outcome.to_store()).collect();
         let mut attempt = 0;
         let summary = loop {
             match self.store.commit_outcomes(&self.owner, &outcomes) {
