@@ -326,6 +326,55 @@ impl FacesModel {
             Detector::Mtcnn(m) => m.detect(images)?,
             Detector::Scrfd(s) => s.detect(images)?,
         };
+        self.embed(images, detections)
+    }
+
+    /// MTCNN's settings, when it is the detector: what [`prepare_input`] needs to make its
+    /// pyramid away from the inference thread.
+    pub fn pyramid_config(&self) -> Option<mtcnn::MtcnnConfig> {
+        match &self.detector {
+            Detector::Mtcnn(m) => Some(*m.config()),
+            Detector::Scrfd(_) => None,
+        }
+    }
+
+    /// [`Self::analyse`] on prepared inputs: MTCNN takes the pyramids made beforehand (made
+    /// here when an input has none).
+    pub fn analyse_prepared(
+        &mut self,
+        inputs: &[FacesInput],
+    ) -> Result<Vec<FacesOutput>, FacesError> {
+        let images: Vec<&RgbImage> = inputs.iter().map(|i| i.image.as_ref()).collect();
+        let detections = match &mut self.detector {
+            Detector::Mtcnn(m) => {
+                let config = *m.config();
+                let made: Vec<Option<Vec<mtcnn::PyramidLevel>>> = inputs
+                    .iter()
+                    .map(|i| {
+                        i.pyramid
+                            .is_none()
+                            .then(|| mtcnn::pyramid(&config, &i.image))
+                    })
+                    .collect();
+                let pyramids: Vec<&[mtcnn::PyramidLevel]> = inputs
+                    .iter()
+                    .zip(&made)
+                    .map(|(i, made)| i.pyramid.as_deref().or(made.as_deref()).unwrap_or_default())
+                    .collect();
+                m.detect_prepared(&images, &pyramids)?
+            }
+            Detector::Scrfd(s) => s.detect(&images)?,
+        };
+        self.embed(&images, detections)
+    }
+
+    /// The outputs of detected faces, each aligned and embedded when ArcFace is loaded (every
+    /// face of every image in one ArcFace batch).
+    fn embed(
+        &mut self,
+        images: &[&RgbImage],
+        detections: Vec<Vec<Detection>>,
+    ) -> Result<Vec<FacesOutput>, FacesError> {
         let mut outputs: Vec<FacesOutput> = detections
             .into_iter()
             .zip(images)
@@ -360,8 +409,18 @@ impl FacesModel {
     }
 }
 
+/// One image's input to the faces model: its tier and, with MTCNN, P-Net's pyramid of it,
+/// made on a decode thread ([`prepare_input`]).
+#[derive(Debug, Clone)]
+pub struct FacesInput {
+    /// The faces tier.
+    pub image: Arc<RgbImage>,
+    /// MTCNN's pyramid of it; `None` with SCRFD (or when not prepared).
+    pub pyramid: Option<Vec<mtcnn::PyramidLevel>>,
+}
+
 impl BatchModel for FacesModel {
-    type Input = Arc<RgbImage>;
+    type Input = FacesInput;
     type Output = FacesOutput;
     type Error = FacesError;
 
@@ -369,9 +428,8 @@ impl BatchModel for FacesModel {
         &self.name
     }
 
-    fn run_batch(&mut self, inputs: &[Arc<RgbImage>]) -> Result<Vec<FacesOutput>, FacesError> {
-        let images: Vec<&RgbImage> = inputs.iter().map(|i| i.as_ref()).collect();
-        self.analyse(&images)
+    fn run_batch(&mut self, inputs: &[FacesInput]) -> Result<Vec<FacesOutput>, FacesError> {
+        self.analyse_prepared(inputs)
     }
 }
 
@@ -433,6 +491,20 @@ pub fn prepare(image: &ImageInput<'_>) -> Result<Arc<RgbImage>, String> {
         .ok_or_else(|| "no decoded tier for the faces module".to_string())
 }
 
+/// The model input of one image: [`prepare`]'s tier and, when `pyramid` holds MTCNN's settings,
+/// its pyramid, so that the inference thread runs the networks only.
+pub fn prepare_input(
+    image: &ImageInput<'_>,
+    pyramid: Option<&mtcnn::MtcnnConfig>,
+) -> Result<FacesInput, String> {
+    let tier = prepare(image)?;
+    let pyramid = pyramid.map(|config| mtcnn::pyramid(config, &tier));
+    Ok(FacesInput {
+        image: tier,
+        pyramid,
+    })
+}
+
 /// The runner of [`FACES`] with the default settings: models found under `models`
 /// (see [`FaceModels::locate`]), ONNX Runtime as `ort` says, batches as `batch` says.
 pub fn runner(
@@ -463,11 +535,12 @@ pub fn runner_with(
         embedding = embedding.unwrap_or("none (faces are detected, not embedded)"),
         "faces module loaded"
     );
+    let pyramid = model.pyramid_config();
     Ok(Box::new(Batched::new(
         FACES,
         model,
         batch,
-        prepare,
+        move |image: &ImageInput<'_>| prepare_input(image, pyramid.as_ref()),
         move |output: FacesOutput| to_row(&output, detector, embedding),
     )))
 }

@@ -71,6 +71,53 @@ pub const FILES: [&str; 3] = ["pnet.onnx", "rnet.onnx", "onet.onnx"];
 /// Most crops per R-Net/O-Net call (bounds the input tensor at ~110 MB for O-Net).
 const MAX_CROPS_PER_CALL: usize = 4096;
 
+/// One level of P-Net's image pyramid: the image scaled by `scale` with `INTER_AREA`, 8-bit
+/// RGB, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PyramidLevel {
+    /// The level's scale.
+    pub scale: f64,
+    /// Its width.
+    pub width: usize,
+    /// Its height.
+    pub height: usize,
+    /// Its pixels.
+    pub pixels: Vec<u8>,
+}
+
+/// The pyramid's scales for an image of `w`×`h`.
+pub fn scales(config: &MtcnnConfig, w: u32, h: u32) -> Vec<f64> {
+    let m = 12.0 / config.min_face_size;
+    let mut min_layer = f64::from(w.min(h)) * m;
+    let mut scales = Vec::new();
+    let mut k = 0;
+    while min_layer >= 12.0 {
+        scales.push(m * config.scale_factor.powf(f64::from(k)));
+        min_layer *= config.scale_factor;
+        k += 1;
+    }
+    scales
+}
+
+/// P-Net's pyramid of `image`: pure CPU work, which the daemon's decode threads do so that
+/// the inference thread runs the networks only ([`Mtcnn::detect_prepared`]).
+pub fn pyramid(config: &MtcnnConfig, image: &RgbImage) -> Vec<PyramidLevel> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    scales(config, image.width(), image.height())
+        .into_iter()
+        .map(|scale| {
+            let width = (w as f64 * scale).ceil() as usize;
+            let height = (h as f64 * scale).ceil() as usize;
+            PyramidLevel {
+                scale,
+                width,
+                height,
+                pixels: resize_u8(image.as_raw(), w, h, width, height, Interpolation::Area),
+            }
+        })
+        .collect()
+}
+
 /// The three networks.
 pub struct Mtcnn {
     pnet: Model,
@@ -114,7 +161,29 @@ impl Mtcnn {
     /// Detects the faces of several images; one list per image, best first, in the image's
     /// pixels.
     pub fn detect(&mut self, images: &[&RgbImage]) -> Result<Vec<Vec<Detection>>, FacesError> {
-        let stage1 = self.stage1(images)?;
+        let pyramids: Vec<Vec<PyramidLevel>> = images
+            .iter()
+            .map(|image| pyramid(&self.config, image))
+            .collect();
+        let pyramids: Vec<&[PyramidLevel]> = pyramids.iter().map(Vec::as_slice).collect();
+        self.detect_prepared(images, &pyramids)
+    }
+
+    /// [`Self::detect`] with each image's pyramid made beforehand ([`pyramid`] with this
+    /// detector's [`Self::config`]).
+    pub fn detect_prepared(
+        &mut self,
+        images: &[&RgbImage],
+        pyramids: &[&[PyramidLevel]],
+    ) -> Result<Vec<Vec<Detection>>, FacesError> {
+        if pyramids.len() != images.len() {
+            return Err(FacesError::Config(format!(
+                "{} pyramids for {} images",
+                pyramids.len(),
+                images.len()
+            )));
+        }
+        let stage1 = self.stage1(pyramids)?;
         let stage2 = self.stage2(images, &stage1)?;
         let stage3 = self.stage3(images, &stage2)?;
         Ok(stage3
@@ -136,32 +205,23 @@ impl Mtcnn {
 
     /// The pyramid's scales for an image of `w`×`h`.
     pub fn scales(&self, w: u32, h: u32) -> Vec<f64> {
-        let m = 12.0 / self.config.min_face_size;
-        let mut min_layer = f64::from(w.min(h)) * m;
-        let mut scales = Vec::new();
-        let mut k = 0;
-        while min_layer >= 12.0 {
-            scales.push(m * self.config.scale_factor.powf(f64::from(k)));
-            min_layer *= self.config.scale_factor;
-            k += 1;
-        }
-        scales
+        scales(&self.config, w, h)
     }
 
-    fn stage1(&mut self, images: &[&RgbImage]) -> Result<Vec<Vec<Cand>>, FacesError> {
+    fn stage1(&mut self, pyramids: &[&[PyramidLevel]]) -> Result<Vec<Vec<Cand>>, FacesError> {
         // Every (image, level), grouped by the level's size so that equal sizes share a call.
         // (level width, level height) -> [(image, level, scale)]
         type Levels = Vec<(usize, usize, f64)>;
         let mut groups: BTreeMap<(usize, usize), Levels> = BTreeMap::new();
-        let mut per_image_scales = Vec::with_capacity(images.len());
-        for (i, image) in images.iter().enumerate() {
-            let scales = self.scales(image.width(), image.height());
-            for (level, &scale) in scales.iter().enumerate() {
-                let ws = (f64::from(image.width()) * scale).ceil() as usize;
-                let hs = (f64::from(image.height()) * scale).ceil() as usize;
-                groups.entry((ws, hs)).or_default().push((i, level, scale));
+        let mut per_image_scales = Vec::with_capacity(pyramids.len());
+        for (i, levels) in pyramids.iter().enumerate() {
+            for (level, l) in levels.iter().enumerate() {
+                groups
+                    .entry((l.width, l.height))
+                    .or_default()
+                    .push((i, level, l.scale));
             }
-            per_image_scales.push(scales.len());
+            per_image_scales.push(levels.len());
         }
         // Candidates per image and level, so that levels append in the reference's order.
         let mut found: Vec<Vec<Vec<Cand>>> = per_image_scales
@@ -172,10 +232,8 @@ impl Mtcnn {
             // One tensor [n, ws, hs, 3]: each level transposed (x major), normalised.
             let plane = ws * hs * 3;
             let mut input = vec![0f32; members.len() * plane];
-            for (slot, &(i, _, _)) in members.iter().enumerate() {
-                let image = images[i];
-                let (w, h) = (image.width() as usize, image.height() as usize);
-                let scaled = resize_u8(image.as_raw(), w, h, ws, hs, Interpolation::Area);
+            for (slot, &(i, level, _)) in members.iter().enumerate() {
+                let scaled = &pyramids[i][level].pixels;
                 let out = &mut input[slot * plane..(slot + 1) * plane];
                 for y in 0..hs {
                     for x in 0..ws {

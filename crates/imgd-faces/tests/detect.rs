@@ -10,7 +10,7 @@ use common::{mtcnn_models, ort, photo, repo};
 use image::RgbImage;
 use imgd_faces::align::{Affine, align, warp};
 use imgd_faces::arcface::ArcFace;
-use imgd_faces::{FaceModels, FacesConfig, FacesModel, FacesOutput, Rect};
+use imgd_faces::{FaceModels, FacesConfig, FacesInput, FacesModel, FacesOutput, Rect};
 use imgd_infer::batcher::BatchModel;
 use serde_json::Value;
 
@@ -285,7 +285,17 @@ fn a_batch_gives_the_same_faces_as_single_images() {
     .into_iter()
     .map(Arc::new)
     .collect();
-    let batched = model.run_batch(&images).unwrap();
+    // Prepared as the decode threads prepare them: the tier and its pyramid.
+    let inputs: Vec<FacesInput> = images
+        .iter()
+        .map(|image| FacesInput {
+            image: Arc::clone(image),
+            pyramid: model
+                .pyramid_config()
+                .map(|config| imgd_faces::mtcnn::pyramid(&config, image)),
+        })
+        .collect();
+    let batched = model.run_batch(&inputs).unwrap();
     assert_eq!(batched.len(), images.len());
     let counts: Vec<usize> = batched.iter().map(|o| o.faces.len()).collect();
     assert_eq!(counts, vec![1, 2, 2, 2, 1, 0]);
@@ -295,11 +305,9 @@ fn a_batch_gives_the_same_faces_as_single_images() {
             .as_ref()
             .is_some_and(|e| e.len() == 128)
     );
+    // Each image alone, its pyramid made on this thread: the same faces.
     for (i, image) in images.iter().enumerate() {
-        let single = model
-            .run_batch(std::slice::from_ref(image))
-            .unwrap()
-            .remove(0);
+        let single = model.analyse(&[image.as_ref()]).unwrap().remove(0);
         assert_same(&single, &batched[i], &format!("image {i}"));
     }
 }
@@ -329,8 +337,16 @@ fn fixed_shapes_for_the_gpu_find_the_same_faces() {
     .into_iter()
     .map(Arc::new)
     .collect();
-    let want = plain.run_batch(&images).unwrap();
-    let got = fixed.run_batch(&images).unwrap();
+    // Inputs without a prepared pyramid: the model makes it itself.
+    let inputs: Vec<FacesInput> = images
+        .iter()
+        .map(|image| FacesInput {
+            image: Arc::clone(image),
+            pyramid: None,
+        })
+        .collect();
+    let want = plain.run_batch(&inputs).unwrap();
+    let got = fixed.run_batch(&inputs).unwrap();
     assert!(want.iter().map(|o| o.faces.len()).sum::<usize>() >= 6);
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_same(w, g, &format!("image {i}"));
