@@ -4,7 +4,7 @@
 //! faces at the faces tier. Prints both, the pyramid's share of the thread's time before, and
 //! `inference_thread_ratio` (before / after).
 //!
-//! `cargo run --release -p imgd-faces --example pyramid_share -- [--repeat R]`
+//! `cargo run -p imgd-faces --example pyramid_share -- [--repeat R]`
 
 use std::path::Path;
 use std::sync::Arc;
