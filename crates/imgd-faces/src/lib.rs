@@ -419,6 +419,18 @@ pub struct FacesInput {
     pub pyramid: Option<Vec<mtcnn::PyramidLevel>>,
 }
 
+impl imgd_infer::runner::InputBytes for FacesInput {
+    fn input_bytes(&self) -> u64 {
+        let pyramid: usize = self
+            .pyramid
+            .iter()
+            .flatten()
+            .map(|level| level.pixels.len())
+            .sum();
+        self.image.as_raw().len() as u64 + pyramid as u64
+    }
+}
+
 impl BatchModel for FacesModel {
     type Input = FacesInput;
     type Output = FacesOutput;

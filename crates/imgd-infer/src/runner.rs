@@ -82,8 +82,65 @@ pub trait CpuAnalysis: Send + Sync {
 /// The results of one batch: each job with its row or its error text.
 pub type RunnerResults = Vec<(JobKey, Result<ResultRow, String>)>;
 
-/// A model input prepared away from the inference thread, for [`ModelRunner::submit_prepared`].
-pub type Prepared = Box<dyn Any + Send>;
+/// A model input prepared away from the inference thread, for [`ModelRunner::submit_prepared`],
+/// with the bytes it holds (charged to the pixel budget while it is in flight).
+pub struct Prepared {
+    input: Box<dyn Any + Send>,
+    bytes: u64,
+}
+
+impl Prepared {
+    /// Wraps an input that holds `bytes` of memory.
+    pub fn new<T: Any + Send>(input: T, bytes: u64) -> Self {
+        Prepared {
+            input: Box::new(input),
+            bytes,
+        }
+    }
+
+    /// The bytes the input holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The input, when it is a `T`.
+    pub fn take<T: Any>(self) -> Option<T> {
+        self.input.downcast::<T>().ok().map(|input| *input)
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The memory a model input holds while it waits for its batch: what the pixel budget
+/// charges for it once the decoded tiers it came from are dropped.
+pub trait InputBytes {
+    /// Bytes held (heap and inline).
+    fn input_bytes(&self) -> u64;
+}
+
+impl InputBytes for RgbImage {
+    fn input_bytes(&self) -> u64 {
+        self.as_raw().len() as u64
+    }
+}
+
+impl InputBytes for Arc<RgbImage> {
+    fn input_bytes(&self) -> u64 {
+        self.as_raw().len() as u64
+    }
+}
+
+impl InputBytes for Vec<f32> {
+    fn input_bytes(&self) -> u64 {
+        (self.len() * std::mem::size_of::<f32>()) as u64
+    }
+}
 
 /// A runner's input preparation, callable from any thread (the decode threads run it).
 pub type SharedPrepare = Arc<dyn Fn(&ImageInput<'_>) -> Result<Prepared, String> + Send + Sync>;
@@ -156,7 +213,7 @@ impl<M: BatchModel> Batched<M> {
 impl<M> ModelRunner for Batched<M>
 where
     M: BatchModel + Send,
-    M::Input: Send + 'static,
+    M::Input: InputBytes + Send + 'static,
 {
     fn module(&self) -> Module {
         self.module
@@ -199,24 +256,63 @@ where
     fn preparer(&self) -> Option<SharedPrepare> {
         let prepare = Arc::clone(&self.prepare);
         Some(Arc::new(move |image: &ImageInput<'_>| {
-            prepare(image).map(|input| Box::new(input) as Prepared)
+            prepare(image).map(|input| {
+                let bytes = input.input_bytes();
+                Prepared::new(input, bytes)
+            })
         }))
     }
 
     fn submit_prepared(&mut self, key: JobKey, input: Prepared) -> Result<(), String> {
         let input = input
-            .downcast::<M::Input>()
-            .map_err(|_| format!("a prepared input of another type reached {}", self.name))?;
-        self.batcher.push(key, *input);
+            .take::<M::Input>()
+            .ok_or_else(|| format!("a prepared input of another type reached {}", self.name))?;
+        self.batcher.push(key, input);
         Ok(())
     }
 }
 
+/// The fake model's input in [`fake_runner`]: its seed and the tier it was computed from,
+/// held until the batch runs as a model's own input would be (so the pixel budget has real
+/// bytes to charge).
+#[cfg(any(test, feature = "fake-model"))]
+struct FakeInput {
+    seed: u64,
+    tier: Arc<RgbImage>,
+}
+
+#[cfg(any(test, feature = "fake-model"))]
+impl InputBytes for FakeInput {
+    fn input_bytes(&self) -> u64 {
+        self.tier.input_bytes()
+    }
+}
+
+/// [`crate::batcher::fake::FakeModel`] over [`FakeInput`]s.
+#[cfg(any(test, feature = "fake-model"))]
+struct FakeTierModel(crate::batcher::fake::FakeModel);
+
+#[cfg(any(test, feature = "fake-model"))]
+impl BatchModel for FakeTierModel {
+    type Input = FakeInput;
+    type Output = u64;
+    type Error = crate::batcher::fake::PoisonedInput;
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn run_batch(&mut self, inputs: &[FakeInput]) -> Result<Vec<u64>, Self::Error> {
+        let seeds: Vec<u64> = inputs.iter().map(|input| input.seed).collect();
+        self.0.run_batch(&seeds)
+    }
+}
+
 /// A test-only runner around [`crate::batcher::fake::FakeModel`], standing in for a model
-/// module to test the pipeline's plumbing (batching, overlap, failure isolation). It serves
-/// `module` (whose result table takes `dim` and `vector` columns, as the embedding's does) with
-/// model id `fake`; an image whose path contains `poison` makes its batch fail, and `panic`
-/// makes the model panic.
+/// module to test the pipeline's plumbing (batching, overlap, failure isolation, the pixel
+/// budget). It serves `module` (whose result table takes `dim` and `vector` columns, as the
+/// embedding's does) with model id `fake`; an image whose path contains `poison` makes its
+/// batch fail, and `panic` makes the model panic.
 #[cfg(any(test, feature = "fake-model"))]
 pub fn fake_runner(
     module: Module,
@@ -227,7 +323,7 @@ pub fn fake_runner(
     use crate::batcher::fake::FakeModel;
     use imgd_core::SqlValue;
 
-    let model = FakeModel::new("fake").with_latency(fixed, per_item);
+    let model = FakeTierModel(FakeModel::new("fake").with_latency(fixed, per_item));
     Box::new(Batched::new(
         module,
         model,
@@ -236,17 +332,20 @@ pub fn fake_runner(
             let Some((_, pixels)) = image.tiers.first() else {
                 return Err("no decoded tier".to_string());
             };
-            if image.path.contains("poison") {
-                return Ok(FakeModel::POISON);
-            }
-            if image.path.contains("panic") {
-                return Ok(FakeModel::PANIC);
-            }
-            // A deterministic function of the pixels, so results depend on the decode only.
-            let sum = pixels.as_raw().iter().step_by(97).fold(0u64, |acc, &b| {
-                acc.wrapping_mul(31).wrapping_add(u64::from(b))
-            });
-            Ok(sum)
+            let seed = if image.path.contains("poison") {
+                FakeModel::POISON
+            } else if image.path.contains("panic") {
+                FakeModel::PANIC
+            } else {
+                // A deterministic function of the pixels, so results depend on the decode only.
+                pixels.as_raw().iter().step_by(97).fold(0u64, |acc, &b| {
+                    acc.wrapping_mul(31).wrapping_add(u64::from(b))
+                })
+            };
+            Ok(FakeInput {
+                seed,
+                tier: Arc::clone(pixels),
+            })
         },
         move |output: u64| ResultRow {
             module,
@@ -348,7 +447,7 @@ mod tests {
             job_id: 1,
         };
         let err = runner
-            .submit_prepared(key, Box::new("not a fake input"))
+            .submit_prepared(key, Prepared::new("not a fake input", 0))
             .unwrap_err();
         assert!(err.contains("another type"), "{err}");
         assert_eq!(runner.pending(), 0);

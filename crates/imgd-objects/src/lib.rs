@@ -367,6 +367,12 @@ pub struct RawOutput {
     pub boxes: Vec<f32>,
 }
 
+impl imgd_infer::runner::InputBytes for Prepared {
+    fn input_bytes(&self) -> u64 {
+        self.image.as_raw().len() as u64
+    }
+}
+
 impl BatchModel for GroundingDino {
     type Input = Prepared;
     type Output = ObjectsOutput;

@@ -45,6 +45,36 @@ pub fn preprocess_into(image: &RgbImage, width: usize, height: usize, out: &mut 
     resize_normalize_into(image, width, height, width, out);
 }
 
+/// One image's detector input, made ahead of the batch (on a decode thread).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorInput {
+    /// The input width ([`input_size`]).
+    pub width: usize,
+    /// The input height.
+    pub height: usize,
+    /// The normalised planes, 3 × height × width.
+    pub planes: Vec<f32>,
+}
+
+impl DetectorInput {
+    /// The detector input of `image` with its long side at most `long_side`.
+    pub fn new(image: &RgbImage, long_side: u32) -> Self {
+        let (width, height) = input_size(image.width(), image.height(), long_side);
+        let mut planes = vec![0.0; 3 * width * height];
+        preprocess_into(image, width, height, &mut planes);
+        DetectorInput {
+            width,
+            height,
+            planes,
+        }
+    }
+
+    /// The bytes its planes take.
+    pub fn bytes(&self) -> u64 {
+        (self.planes.len() * std::mem::size_of::<f32>()) as u64
+    }
+}
+
 /// Text boxes (top-left, top-right, bottom-right, bottom-left in image pixels) from one
 /// probability map `map` of `map_width × map_height`, for an image of `image_width ×
 /// image_height`, in reading order, each with its mean probability.

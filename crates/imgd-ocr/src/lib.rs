@@ -390,8 +390,19 @@ impl Ocr {
     /// Reads the text lines of each image (detector per image size group, classifier and
     /// recogniser across all images' crops).
     pub fn recognize(&mut self, images: &[&RgbImage]) -> Result<Vec<Vec<Line>>, OcrError> {
+        self.recognize_prepared(images, &vec![None; images.len()])
+    }
+
+    /// [`Self::recognize`] with the detector inputs made ahead where given (see
+    /// [`det::DetectorInput`]); one made for another input size is ignored and the image
+    /// prepared here.
+    pub fn recognize_prepared(
+        &mut self,
+        images: &[&RgbImage],
+        detector_inputs: &[Option<&det::DetectorInput>],
+    ) -> Result<Vec<Vec<Line>>, OcrError> {
         let started = Instant::now();
-        let boxes = self.detect(images)?;
+        let boxes = self.detect(images, detector_inputs)?;
         let detected = Instant::now();
         let mut crops = Vec::new();
         for (index, image_boxes) in boxes.into_iter().enumerate() {
@@ -441,7 +452,11 @@ impl Ocr {
     }
 
     /// Text boxes per image (detector inputs of equal size batched together).
-    fn detect(&mut self, images: &[&RgbImage]) -> Result<Vec<Vec<det::ScoredBox>>, OcrError> {
+    fn detect(
+        &mut self,
+        images: &[&RgbImage],
+        detector_inputs: &[Option<&det::DetectorInput>],
+    ) -> Result<Vec<Vec<det::ScoredBox>>, OcrError> {
         let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
         for (index, image) in images.iter().enumerate() {
             let size = det::input_size(image.width(), image.height(), self.config.det_long_side);
@@ -456,7 +471,13 @@ impl Ocr {
                 let mut input = Array4::<f32>::zeros((rows, 3, height, width));
                 for (slot, &index) in chunk.iter().enumerate() {
                     let mut plane = input.index_axis_mut(Axis(0), slot);
-                    det::preprocess_into(images[index], width, height, slice_of(&mut plane)?);
+                    let plane = slice_of(&mut plane)?;
+                    match detector_inputs.get(index).copied().flatten() {
+                        Some(made) if (made.width, made.height) == (width, height) => {
+                            plane.copy_from_slice(&made.planes);
+                        }
+                        _ => det::preprocess_into(images[index], width, height, plane),
+                    }
                 }
                 let outputs = self
                     .det
@@ -639,8 +660,40 @@ impl OcrModel {
     }
 }
 
+/// One image's input to [`OcrModel`]: its OCR tier and, when made ahead on a decode thread
+/// ([`prepare_input`]), the detector's input of it.
+#[derive(Debug, Clone)]
+pub struct OcrInput {
+    /// The OCR tier; the recogniser crops its lines from it.
+    pub image: Arc<RgbImage>,
+    /// The detector's input; `None` when the batch is to make it.
+    pub detector: Option<det::DetectorInput>,
+}
+
+impl imgd_infer::runner::InputBytes for OcrInput {
+    /// The tier and the detector's planes.
+    fn input_bytes(&self) -> u64 {
+        self.image.as_raw().len() as u64
+            + self.detector.as_ref().map_or(0, det::DetectorInput::bytes)
+    }
+}
+
+/// The OCR input of one image: its tier (the largest decoded one when the OCR tier is
+/// missing) and the detector's input for a detector whose long side is `det_long_side`.
+pub fn prepare_input(image: &ImageInput<'_>, det_long_side: u32) -> Result<OcrInput, String> {
+    let tier = image
+        .tier_or_largest(input_tier())
+        .cloned()
+        .ok_or_else(|| "no decoded tier for OCR".to_string())?;
+    let detector = det::DetectorInput::new(&tier, det_long_side);
+    Ok(OcrInput {
+        image: tier,
+        detector: Some(detector),
+    })
+}
+
 impl BatchModel for OcrModel {
-    type Input = Arc<RgbImage>;
+    type Input = OcrInput;
     type Output = OcrOutput;
     type Error = OcrError;
 
@@ -648,12 +701,14 @@ impl BatchModel for OcrModel {
         &self.name
     }
 
-    fn run_batch(&mut self, inputs: &[Arc<RgbImage>]) -> Result<Vec<OcrOutput>, OcrError> {
-        let images: Vec<&RgbImage> = inputs.iter().map(|image| image.as_ref()).collect();
-        let lines = self.ocr.recognize(&images)?;
+    fn run_batch(&mut self, inputs: &[OcrInput]) -> Result<Vec<OcrOutput>, OcrError> {
+        let images: Vec<&RgbImage> = inputs.iter().map(|input| input.image.as_ref()).collect();
+        let detector: Vec<Option<&det::DetectorInput>> =
+            inputs.iter().map(|input| input.detector.as_ref()).collect();
+        let lines = self.ocr.recognize_prepared(&images, &detector)?;
         Ok(lines
             .into_iter()
-            .zip(inputs)
+            .zip(&images)
             .map(|(lines, image)| OcrOutput {
                 lines,
                 width: image.width(),
@@ -693,19 +748,14 @@ pub fn runner(
 /// [`Ocr::with_recognizer`]): the same tier, batching and rows as [`runner`], the rows' model
 /// id and `data.recognizer` naming the recogniser.
 pub fn runner_with(ocr: Ocr, batch: BatchConfig) -> Box<dyn ModelRunner> {
-    let tier = input_tier();
+    let det_long_side = ocr.config().det_long_side;
     let model = OcrModel::new(ocr);
     let info = model.info().clone();
     Box::new(Batched::new(
         OCR,
         model,
         batch,
-        move |image: &ImageInput<'_>| {
-            image
-                .tier_or_largest(tier)
-                .cloned()
-                .ok_or_else(|| "no decoded tier for OCR".to_string())
-        },
+        move |image: &ImageInput<'_>| prepare_input(image, det_long_side),
         move |output: OcrOutput| output.to_row_with(&info),
     ))
 }

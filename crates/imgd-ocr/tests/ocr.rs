@@ -251,3 +251,58 @@ fn the_runner_produces_result_ocr_rows_with_the_migrations_columns() {
         assert_eq!(row.data["width"], 880);
     }
 }
+
+/// The detector's input is made on the decode threads (the runner's preparer); the rows must
+/// be the ones the inference thread gets when it makes that input itself.
+#[test]
+fn detector_inputs_prepared_on_another_thread_read_the_same_lines() {
+    let fixtures = fixtures();
+    let mut runner =
+        imgd_ocr::runner(&models(), &OrtConfig::default(), BatchConfig::DEFAULT).unwrap();
+    let prepare = runner
+        .preparer()
+        .expect("the OCR runner prepares its inputs");
+    let tiers: Vec<Vec<(u32, Arc<RgbImage>)>> = fixtures
+        .iter()
+        .take(4)
+        .map(|(_, image, _)| vec![(960u32, Arc::new(image.clone()))])
+        .collect();
+    let mut rows = Vec::new();
+    for prepared_elsewhere in [false, true] {
+        for (id, tiers) in tiers.iter().enumerate() {
+            let input = ImageInput {
+                image_id: id as i64,
+                path: "text.png",
+                tiers,
+            };
+            let key = JobKey {
+                image_id: id as i64,
+                job_id: id as i64,
+            };
+            if prepared_elsewhere {
+                let made =
+                    std::thread::scope(|s| s.spawn(|| prepare(&input)).join().unwrap()).unwrap();
+                // The tier and the detector's f32 planes (at most 960 px on the long side,
+                // both sides multiples of 32).
+                let (w, h) = (tiers[0].1.width() as u64, tiers[0].1.height() as u64);
+                assert!(made.bytes() > w * h * 3, "{} bytes", made.bytes());
+                runner.submit_prepared(key, made).unwrap();
+            } else {
+                runner.submit(key, &input).unwrap();
+            }
+        }
+        let results = runner.run(CloseReason::Draining);
+        rows.push(
+            results
+                .into_iter()
+                .map(|(key, row)| (key, row.unwrap().data))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(rows[0], rows[1]);
+    assert!(
+        rows[0]
+            .iter()
+            .all(|(_, data)| !data["lines"].as_array().unwrap().is_empty())
+    );
+}

@@ -1,8 +1,10 @@
 //! The memory budget of decoded pixels in flight.
 //!
-//! Every image's decoded tiers are charged to one [`PixelBudget`] when the decode thread has
-//! made them, and the charge ([`PixelCharge`]) travels with the image until it is written (or
-//! dropped): the inputs the runners prepared from those pixels live as long. The scheduler
+//! When a decode thread has decoded an image and prepared its model inputs, it charges what
+//! the image holds in flight to one [`PixelBudget`]: every prepared input's bytes (a resized
+//! crop, MTCNN's pyramid, the OCR detector's planes) and, when a runner prepares on the
+//! inference thread, the decoded tiers kept for it. The charge ([`PixelCharge`]) travels with
+//! the image until it is written (or dropped). The scheduler
 //! claims only while the budget has room (one image at a time may always be in flight, however
 //! large), so memory in flight follows the size of the images, not their count. The overshoot
 //! is bounded: what the decode threads hold and the few images in the decode queue, claimed

@@ -200,11 +200,14 @@ impl DecodeStage {
         let prepared = self.prepare_inputs(&image, &tiers, &mut model_jobs, &mut outcome);
         // Only runners that prepare their own inputs on the inference thread read the tiers
         // there; when every model job is prepared, the pixels are not kept.
+        let mut in_flight: u64 = prepared.values().map(Prepared::bytes).sum();
         if model_jobs
             .iter()
             .all(|job| prepared.contains_key(&job.job_id))
         {
             tiers.clear();
+        } else {
+            in_flight += decoded_bytes;
         }
         DecodedImage {
             image_id: image.image_id,
@@ -214,9 +217,9 @@ impl DecodeStage {
             prepared,
             tiers,
             jobs,
-            // Charged for as long as the image is in flight: the prepared inputs made from
-            // the pixels live as long as the pixels would.
-            pixels: self.budget.charge(decoded_bytes),
+            // Charged for as long as the image is in flight: the tiers kept for the inference
+            // thread and every prepared input (a pyramid, a detector's planes).
+            pixels: self.budget.charge(in_flight),
         }
     }
 

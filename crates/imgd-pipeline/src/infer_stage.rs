@@ -406,7 +406,7 @@ mod tests {
                 .collect(),
             prepared: jobs
                 .iter()
-                .map(|&(job_id, _)| (job_id, Box::new(()) as Prepared))
+                .map(|&(job_id, _)| (job_id, Prepared::new((), 0)))
                 .collect::<HashMap<_, _>>(),
             tiers: Vec::new(),
             jobs: jobs.to_vec(),
