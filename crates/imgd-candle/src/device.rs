@@ -48,6 +48,20 @@ pub fn device(cuda: bool) -> Device {
     choice.device
 }
 
+/// The device every candle model of this process shares (CLIP, BLIP, TrOCR: one CUDA context,
+/// not one per model): [`device`] on the first call, logged, and the same device after. A
+/// process runs one configuration, so the first call's `cuda` decides.
+pub fn shared_device(cuda: bool) -> Device {
+    static SHARED: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let device = device(cuda);
+            tracing::info!("candle models run on {}", device_name(&device));
+            device
+        })
+        .clone()
+}
+
 /// The CPU threads candle's operations use: `RAYON_NUM_THREADS` when set, else candle's own
 /// choice (the physical cores, or the preferred ones on hybrid CPUs).
 ///

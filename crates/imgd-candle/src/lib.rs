@@ -15,6 +15,6 @@ pub mod model_info;
 pub mod processor;
 
 pub use candle_core::{DType, Device};
-pub use device::{DeviceChoice, device, select_device};
+pub use device::{DeviceChoice, device, select_device, shared_device};
 pub use error::ModelError;
 pub use model_info::ModelInfo;

@@ -37,12 +37,14 @@ pub mod blip;
 pub mod config;
 pub mod decoder;
 mod error;
+pub mod loader;
 pub mod preprocess;
 pub mod runner;
 
 pub use candle_core::Device;
 pub use config::{CaptionSettings, Question};
 pub use error::CaptionError;
+pub use loader::CAPTION_LOADER;
 pub use runner::{runner, runner_from};
 
 use imgd_core::{Module, ModuleSpec, ResultKey, RunsOn, SearchText};

@@ -8,6 +8,7 @@
 //! - [`config`]: architectures with named presets ([`config::PRESETS`], ViT-B/32 by default),
 //!   HF `config.json` parsing, and the model id and version stored on each result.
 //! - [`runner`]: the `embedding` and `aesthetic` [`imgd_infer::runner::ModelRunner`]s.
+//! - [`loader`]: their settings, availability and loading.
 //!
 //! The device, the image-processor reader, the model ids and the error type are
 //! [`imgd_candle`]'s, shared with the other candle models.
@@ -21,11 +22,13 @@ pub mod aesthetic;
 pub mod clip;
 pub mod config;
 mod error;
+pub mod loader;
 pub mod preprocess;
 pub mod runner;
 
 pub use candle_core::{DType, Device};
 pub use error::ClipError;
+pub use loader::{AESTHETIC_LOADER, EMBEDDING_LOADER};
 pub use runner::{aesthetic_runner, embedding_runner};
 
 use imgd_core::{Module, ModuleSpec, ResultKey, RunsOn};

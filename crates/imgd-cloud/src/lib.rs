@@ -26,6 +26,7 @@
 mod client;
 pub mod config;
 pub mod limiter;
+pub mod loader;
 #[cfg(feature = "mock-server")]
 pub mod mock;
 pub mod request;
@@ -39,6 +40,7 @@ pub use config::{CloudConfig, Detail, Price, PromptConfig};
 use imgd_core::{Module, ModuleSpec, ResultKey, RunsOn, SearchText};
 use imgd_infer::batcher::BatchConfig;
 use imgd_infer::runner::ModelRunner;
+pub use loader::CLOUD_LOADER;
 pub use runner::CloudRunner;
 pub use secret::Secret;
 pub use stats::{CloudSnapshot, CloudStats};

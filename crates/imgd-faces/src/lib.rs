@@ -48,6 +48,7 @@ pub mod arcface;
 pub mod cluster;
 pub mod geometry;
 pub mod identities;
+pub mod loader;
 pub mod mtcnn;
 mod onnx_util;
 pub mod resize;
@@ -93,6 +94,7 @@ pub const FACES: Module = Module::of(&FACES_SPEC);
 pub use geometry::Rect;
 /// ONNX Runtime settings, as [`runner`] takes them.
 pub use imgd_infer::OrtConfig;
+pub use loader::FACES_LOADER;
 
 /// Errors of the faces module.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@
 
 pub mod batcher;
 mod error;
+pub mod loader;
 pub mod manifest;
 pub mod models_dir;
 pub mod onnx;

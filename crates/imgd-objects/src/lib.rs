@@ -12,6 +12,7 @@
 //! `has_text` when a box carries one of [`ObjectsConfig::text_prompts`]: the OCR module is
 //! skipped on images without one.
 
+pub mod loader;
 pub mod postprocess;
 pub mod preprocess;
 pub mod prompt;
@@ -50,6 +51,7 @@ pub static OBJECTS_SPEC: ModuleSpec = ModuleSpec {
 /// The `objects` module.
 pub const OBJECTS: Module = Module::of(&OBJECTS_SPEC);
 
+pub use loader::OBJECTS_LOADER;
 pub use postprocess::{Detection, Thresholds};
 pub use preprocess::Prepared;
 pub use prompt::Prompt;

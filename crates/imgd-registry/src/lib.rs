@@ -1,23 +1,26 @@
 //! The modules imgd serves: one line per module. A module's crate declares everything
-//! else about it (its tier, result table, migrations, search text and gate); the binary and
-//! the tests that need real modules take them from here.
+//! else about it (its tier, result table, migrations, search text and gate; for a model
+//! module its settings, availability and loading); the binary and the tests that need real
+//! modules take them from here.
 
 #![deny(missing_docs)]
 
 use std::sync::LazyLock;
 
 use imgd_core::{Module, Registry};
+use imgd_infer::loader::ModuleLoader;
 use imgd_infer::runner::CpuAnalysis;
 
-/// One module of this build: its declaration and, for a module the decode threads compute
-/// without a model, that computation.
+/// One module of this build: its declaration and either the computation the decode threads
+/// run for it (a module without a model) or the loader of its model.
 #[derive(Clone, Copy)]
 pub struct Entry {
     /// The module.
     pub module: Module,
-    /// What the decode threads run for it; `None` for a model module (its runner is loaded
-    /// by the binary from the installed weights).
+    /// What the decode threads run for it; `None` for a model module.
     pub analysis: Option<&'static dyn CpuAnalysis>,
+    /// How its model is configured, found and loaded; `None` for a module without a model.
+    pub loader: Option<&'static dyn ModuleLoader>,
 }
 
 impl Entry {
@@ -26,14 +29,16 @@ impl Entry {
         Entry {
             module,
             analysis: Some(analysis),
+            loader: None,
         }
     }
 
-    /// A module that runs a model on the inference thread.
-    pub const fn model(module: Module) -> Entry {
+    /// A module that runs a model on the inference thread, loaded by `loader`.
+    pub const fn model(module: Module, loader: &'static dyn ModuleLoader) -> Entry {
         Entry {
             module,
             analysis: None,
+            loader: Some(loader),
         }
     }
 }
@@ -42,13 +47,13 @@ impl Entry {
 pub const ENTRIES: &[Entry] = &[
     Entry::cpu(imgd_modules::METADATA, &imgd_modules::Metadata),
     Entry::cpu(imgd_modules::TECHNICAL, &imgd_modules::Technical),
-    Entry::model(imgd_clip::EMBEDDING),
-    Entry::model(imgd_clip::AESTHETIC),
-    Entry::model(imgd_objects::OBJECTS),
-    Entry::model(imgd_caption::CAPTION),
-    Entry::model(imgd_ocr::OCR),
-    Entry::model(imgd_faces::FACES),
-    Entry::model(imgd_cloud::CLOUD),
+    Entry::model(imgd_clip::EMBEDDING, &imgd_clip::EMBEDDING_LOADER),
+    Entry::model(imgd_clip::AESTHETIC, &imgd_clip::AESTHETIC_LOADER),
+    Entry::model(imgd_objects::OBJECTS, &imgd_objects::OBJECTS_LOADER),
+    Entry::model(imgd_caption::CAPTION, &imgd_caption::CAPTION_LOADER),
+    Entry::model(imgd_ocr::OCR, &imgd_trocr::OCR_LOADER),
+    Entry::model(imgd_faces::FACES, &imgd_faces::FACES_LOADER),
+    Entry::model(imgd_cloud::CLOUD, &imgd_cloud::CLOUD_LOADER),
     Entry::cpu(imgd_phash::PHASH, &imgd_phash::PerceptualHashes),
 ];
 
@@ -66,6 +71,11 @@ pub fn registry() -> Registry {
 /// The modules the decode threads compute without a model.
 pub fn cpu_analyses() -> Vec<&'static dyn CpuAnalysis> {
     ENTRIES.iter().filter_map(|entry| entry.analysis).collect()
+}
+
+/// The model modules' loaders, in bit order.
+pub fn loaders() -> Vec<&'static dyn ModuleLoader> {
+    ENTRIES.iter().filter_map(|entry| entry.loader).collect()
 }
 
 #[cfg(test)]
@@ -87,7 +97,22 @@ mod tests {
             if let Some(analysis) = entry.analysis {
                 assert_eq!(analysis.module(), entry.module);
             }
+            if let Some(loader) = entry.loader {
+                assert_eq!(loader.module(), entry.module);
+            }
             assert_eq!(entry.analysis.is_none(), entry.module.needs_model());
+            assert_eq!(entry.loader.is_some(), entry.module.needs_model());
+        }
+        // No two loaders own one `[models]` key or one section.
+        let mut keys = std::collections::HashSet::new();
+        let mut sections = std::collections::HashSet::new();
+        for loader in loaders() {
+            for key in loader.model_keys() {
+                assert!(keys.insert(*key), "two modules own [models] {key}");
+            }
+            for section in loader.sections() {
+                assert!(sections.insert(*section), "two modules own [{section}]");
+            }
         }
     }
 }

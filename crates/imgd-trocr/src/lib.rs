@@ -15,6 +15,8 @@
 //!   `sentencepiece.bpe.model` (what trocr-small ships).
 //! - [`config`]: HF `config.json` parsing and the decoding settings.
 //! - [`runner`](mod@runner): the `ocr` runner with TrOCR as recogniser.
+//! - [`loader`]: the `ocr` module's settings, availability and loading, with either
+//!   recogniser.
 //!
 //! **Batching never changes a reading**: every crop is resized to the encoder's fixed square
 //! input, so all crops share one encoder pass without padding; decoding starts every row from
@@ -31,6 +33,7 @@ pub mod config;
 pub mod decoder;
 pub mod encoder;
 mod error;
+pub mod loader;
 pub mod model;
 pub mod preprocess;
 pub mod runner;
@@ -39,6 +42,7 @@ pub mod tokenizer;
 pub use candle_core::Device;
 pub use config::TrocrSettings;
 pub use error::TrocrError;
+pub use loader::OCR_LOADER;
 pub use model::{Reading, TrocrRecognizer, is_installed};
 pub use runner::runner;
 

@@ -1,18 +1,22 @@
 //! The daemon's configuration: a TOML file (see dist/imgd.toml), overridden by the environment,
 //! overridden by command-line flags.
+//!
+//! The binary reads the settings every module shares; each model module reads its own
+//! `[models]` keys and sections through its `ModuleLoader` (the registry's), and the keys and
+//! sections no module owns are refused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use imgd_infer::loader::LoadContext;
 use imgd_pipeline::batcher::BatchConfig;
 use imgd_pipeline::daemon::{PipelineConfig, WriterConfig};
 use serde::Deserialize;
 
 /// The configuration file.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// The database.
     pub db: Option<PathBuf>,
@@ -26,39 +30,18 @@ pub struct FileConfig {
     /// `[batch.default]` and `[batch.<module>]`.
     #[serde(default)]
     pub batch: BTreeMap<String, BatchSection>,
-    /// `[models]`: where the weights are, which ones, and on what device.
+    /// `[models]`: where the weights are, on what device, and each model module's own keys.
     #[serde(default)]
     pub models: ModelsSection,
-    /// `[cloud]`: the cloud module; without it (and without `IMGD_CLOUD_BASE_URL`) the module
-    /// waits.
-    pub cloud: Option<imgd_cloud::CloudConfig>,
-    /// `[caption]`: the questions asked of every image.
-    #[serde(default)]
-    pub caption: CaptionSection,
-    /// `[objects]`: the phrases the objects module looks for, and its thresholds.
-    #[serde(default)]
-    pub objects: imgd_objects::ObjectsConfig,
-}
-
-/// `[caption]`.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CaptionSection {
-    /// `[[caption.questions]]`: each a `name` and the `prefix` its answer continues.
-    pub questions: Vec<imgd_caption::Question>,
-}
-
-impl Default for CaptionSection {
-    fn default() -> Self {
-        CaptionSection {
-            questions: imgd_caption::Question::defaults(),
-        }
-    }
+    /// The sections model modules own (`[caption]`, `[objects]`, `[cloud]`): read by their
+    /// loaders.
+    #[serde(flatten)]
+    pub module_sections: toml::Table,
 }
 
 /// `[models]`.
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ModelsSection {
     /// The folder `imgd models fetch` fills; default `IMGD_MODELS`, else
     /// `~/.local/share/imgd/models`.
@@ -77,28 +60,15 @@ pub struct ModelsSection {
     pub intra_threads: usize,
     /// `libonnxruntime.so`; default `ORT_DYLIB_PATH`, else the registry folder.
     pub onnxruntime: Option<PathBuf>,
-    /// The CLIP model of the `embedding` module: a folder under `dir`, or a path.
-    pub embedding: PathBuf,
-    /// The CLIP model the `aesthetic` MLP reads (ViT-L/14 for the LAION weights).
-    pub aesthetic_clip: PathBuf,
-    /// The LAION aesthetic MLP: a `.pth`/`.safetensors` file or folder under `dir`, or a path.
-    pub aesthetic_mlp: PathBuf,
-    /// The BLIP captioning model of the `caption` module: a folder under `dir`, or a path.
-    pub caption: PathBuf,
-    /// The GroundingDINO ONNX export of the `objects` module: a folder under `dir`, or a path.
-    pub objects: PathBuf,
-    /// The PP-OCR folder; default the registry's `rapidocr` folder.
-    pub ocr: Option<PathBuf>,
-    /// What reads the lines PP-OCR's detector finds: PP-OCR's CTC recogniser or TrOCR.
-    pub ocr_recognizer: OcrRecognizer,
-    /// The TrOCR model (`ocr_recognizer = "trocr"`): a folder under `dir`, or a path.
-    pub trocr: PathBuf,
-    /// Most tokens TrOCR generates per line.
-    pub trocr_max_tokens: usize,
-    /// Skip OCR on images where the objects module ran and found no text.
+    /// Follow the modules' gates: skip OCR on images where the objects module ran and found
+    /// no text.
     pub ocr_needs_text: bool,
     /// Modules never run by this daemon, even with their models installed.
     pub disabled: Vec<String>,
+    /// The keys model modules own (`embedding`, `caption`, `ocr_recognizer`, …): read by
+    /// their loaders.
+    #[serde(flatten)]
+    pub module_keys: toml::Table,
 }
 
 impl Default for ModelsSection {
@@ -110,53 +80,17 @@ impl Default for ModelsSection {
             gpu_f16: true,
             intra_threads: 0,
             onnxruntime: None,
-            embedding: PathBuf::from("clip-vit-b32"),
-            aesthetic_clip: PathBuf::from("clip-vit-l14"),
-            aesthetic_mlp: PathBuf::from("laion-aesthetic/sac+logos+ava1-l14-linearMSE.pth"),
-            caption: PathBuf::from("blip-base-caption"),
-            objects: PathBuf::from("grounding-dino-tiny"),
-            ocr: None,
-            ocr_recognizer: OcrRecognizer::Ppocr,
-            trocr: PathBuf::from("trocr-small-printed"),
-            trocr_max_tokens: imgd_trocr::TrocrSettings::default().max_new_tokens,
             ocr_needs_text: true,
             disabled: Vec::new(),
+            module_keys: toml::Table::new(),
         }
     }
-}
-
-/// `[models] ocr_recognizer`: what reads the text lines PP-OCR's detector finds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OcrRecognizer {
-    /// PP-OCR's CTC recogniser (ONNX; the default).
-    #[default]
-    Ppocr,
-    /// TrOCR (candle; `[models] trocr`), after PP-OCR's detector and direction classifier.
-    Trocr,
 }
 
 impl ModelsSection {
-    /// TrOCR's decoding settings.
-    pub fn trocr_settings(&self) -> imgd_trocr::TrocrSettings {
-        imgd_trocr::TrocrSettings {
-            max_new_tokens: self.trocr_max_tokens,
-            ..imgd_trocr::TrocrSettings::default()
-        }
-    }
-
     /// The model folder: `dir`, else [`imgd_infer::models_dir`].
     pub fn dir(&self) -> PathBuf {
         self.dir.clone().unwrap_or_else(imgd_infer::models_dir)
-    }
-
-    /// A configured model path: as given when absolute, else under [`Self::dir`].
-    pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.dir().join(path)
-        }
     }
 
     /// How ONNX Runtime is loaded and its sessions built.
@@ -307,26 +241,8 @@ impl FileConfig {
         in_range("writer.flush_images", self.writer.flush_images, 1, 10_000)?;
         in_range("writer.flush_ms", self.writer.flush_ms, 1, 60_000)?;
         in_range("models.intra_threads", self.models.intra_threads, 0, 256)?;
-        in_range(
-            "models.trocr_max_tokens",
-            self.models.trocr_max_tokens,
-            1,
-            512,
-        )?;
         self.check_model_paths()?;
-        let objects = &self.objects;
-        for (name, value) in [
-            ("box_threshold", objects.box_threshold),
-            ("text_threshold", objects.text_threshold),
-            ("nms_iou", objects.nms_iou),
-        ] {
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&value),
-                "objects.{name} must be between 0 and 1, not {value}"
-            );
-        }
-        in_range("objects.size", objects.size, 32, 4096)?;
-        in_range("objects.max_detections", objects.max_detections, 1, 10_000)?;
+        self.check_module_settings()?;
         for name in &self.models.disabled {
             super::modules::REGISTRY
                 .get(name)
@@ -349,37 +265,66 @@ impl FileConfig {
         Ok(())
     }
 
-    /// Paths the user wrote in `[models]` must exist: the folder, the ONNX Runtime library,
-    /// the OCR folder and any absolute model path. A model named relative to the folder that
-    /// is not there yet is not an error: its module waits for `imgd models fetch`.
+    /// Paths the user wrote in the shared `[models]` keys must exist: the folder and the ONNX
+    /// Runtime library. (Each module checks its own model paths.)
     fn check_model_paths(&self) -> Result<()> {
         let m = &self.models;
         let named = [
             ("models.dir", m.dir.as_deref()),
             ("models.onnxruntime", m.onnxruntime.as_deref()),
-            ("models.ocr", m.ocr.as_deref()),
         ];
-        let absolute = [
-            ("models.embedding", &m.embedding),
-            ("models.aesthetic_clip", &m.aesthetic_clip),
-            ("models.aesthetic_mlp", &m.aesthetic_mlp),
-            ("models.caption", &m.caption),
-            ("models.objects", &m.objects),
-            ("models.trocr", &m.trocr),
-        ];
-        let paths = named
+        for (key, path) in named
             .into_iter()
             .filter_map(|(key, path)| path.map(|p| (key, p)))
-            .chain(
-                absolute
-                    .into_iter()
-                    .filter(|(_, p)| p.is_absolute())
-                    .map(|(key, p)| (key, p.as_path())),
-            );
-        for (key, path) in paths {
+        {
             anyhow::ensure!(path.exists(), "{key}: {} does not exist", path.display());
         }
         Ok(())
+    }
+
+    /// Every `[models]` key and section the binary does not read belongs to one module, and
+    /// each module accepts its own settings.
+    fn check_module_settings(&self) -> Result<()> {
+        let loaders = imgd_registry::loaders();
+        for key in self.models.module_keys.keys() {
+            anyhow::ensure!(
+                loaders
+                    .iter()
+                    .any(|l| l.model_keys().contains(&key.as_str())),
+                "[models] has no key {key:?}; the modules' keys are {}",
+                loaders
+                    .iter()
+                    .flat_map(|l| l.model_keys().iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        for name in self.module_sections.keys() {
+            anyhow::ensure!(
+                loaders
+                    .iter()
+                    .any(|l| l.sections().contains(&name.as_str())),
+                "unknown section [{name}]"
+            );
+        }
+        let context = self.load_context();
+        for loader in loaders {
+            loader.check(&context).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
+    /// What the model modules' loaders read: their keys and sections and the shared settings.
+    pub fn load_context(&self) -> LoadContext<'_> {
+        LoadContext {
+            model_keys: &self.models.module_keys,
+            sections: &self.module_sections,
+            models_dir: self.models.dir(),
+            ort: self.models.ort(),
+            cuda: self.models.cuda,
+            gpu_f16: self.models.gpu_f16,
+            env: &env_var,
+        }
     }
 
     /// The pipeline settings this file describes.
@@ -465,14 +410,23 @@ mod tests {
             config.pipeline().claim_batch,
             PipelineConfig::default().claim_batch
         );
-        assert_eq!(config.models.ocr_recognizer, OcrRecognizer::Ppocr);
+        // A module's own keys reach its loader; an unknown value, key or section is refused.
         let trocr: FileConfig =
             toml::from_str("[models]\nocr_recognizer = \"trocr\"\ntrocr = \"/m/t\"\n").unwrap();
-        assert_eq!(trocr.models.ocr_recognizer, OcrRecognizer::Trocr);
-        assert_eq!(trocr.models.resolve(&trocr.models.trocr), Path::new("/m/t"));
-        let bad: Result<FileConfig, _> =
-            toml::from_str("[models]\nocr_recognizer = \"tesseract\"\n");
-        assert!(bad.unwrap_err().to_string().contains("tesseract"));
+        let context = trocr.load_context();
+        let ocr = imgd_trocr::loader::OcrSettings::read(&context).unwrap();
+        assert_eq!(ocr.recognizer, imgd_trocr::loader::OcrRecognizer::Trocr);
+        assert_eq!(ocr.trocr, Path::new("/m/t"));
+        for (text, named) in [
+            ("[models]\nocr_recognizer = \"tesseract\"\n", "tesseract"),
+            ("[models]\nembeding = \"clip\"\n", "embeding"),
+            ("[objets]\nsize = 3\n", "[objets]"),
+            ("[caption]\nquestion = []\n", "question"),
+        ] {
+            let config: FileConfig = toml::from_str(text).unwrap();
+            let err = format!("{:#}", config.check().unwrap_err());
+            assert!(err.contains(named), "{text}: {err}");
+        }
         // ONNX Runtime joins the GPU only when asked to.
         let gpu: FileConfig = toml::from_str("[models]\ncuda = true\n").unwrap();
         assert!(!gpu.models.ort().cuda && !gpu.models.ort().fixed_shapes);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use imgd_core::Module;
+use imgd_infer::loader::ModuleCounter;
 use imgd_pipeline::daemon::{Event, Modules, RunMode, RunSummary, run as run_pipeline};
 use imgd_pipeline::http::{self, HttpState};
 use imgd_pipeline::metrics::Metrics;
@@ -59,10 +60,10 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     let healthy = Arc::new(AtomicBool::new(true));
     let server = serve_http(&file.daemon.metrics_addr, &db, &args, &metrics, &healthy)?;
 
-    let loaded = runners::load(&file, args.batch_size);
-    add_model_metrics(&metrics, &loaded, &file);
+    let mut loaded = runners::load(&file, args.batch_size);
+    add_model_metrics(&metrics, &mut loaded);
     requeue_for_new_models(&db, &loaded.models)?;
-    let vision_encodes = loaded.vision_encodes.clone();
+    let counters = loaded.counters.clone();
     let modules = Modules {
         registry: REGISTRY.clone(),
         analyses: cpu_analyses(),
@@ -94,8 +95,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         server.stop();
     }
     let summary = result.context("the daemon stopped")?;
-    let vision_encodes = vision_encodes.map(|n| n.load(Ordering::Relaxed));
-    print_summary(&summary, vision_encodes, args.json)?;
+    print_summary(&summary, &counters, args.json)?;
     if summary.leased_elsewhere > 0 {
         eprintln!(
             "imgd: {} jobs are still leased by other running daemons (--no-wait)",
@@ -165,25 +165,14 @@ fn serve_http(
     Ok(Some(server))
 }
 
-/// The metrics the loaded models add: the cloud API's counters and the caption module's
-/// vision encodes.
-fn add_model_metrics(metrics: &Metrics, loaded: &runners::Loaded, file: &FileConfig) {
-    if let Some(stats) = loaded.cloud_stats.clone() {
-        let model = file
-            .cloud
-            .as_ref()
-            .map_or_else(|| "cloud".to_string(), |c| c.model.clone());
-        metrics.add_text_source(Box::new(move || stats.snapshot().prometheus_text(&model)));
+/// The metrics the loaded models add: their counters (the caption module's vision encodes)
+/// and their own text (the cloud API's counters).
+fn add_model_metrics(metrics: &Metrics, loaded: &mut runners::Loaded) {
+    for counter in loaded.counters.clone() {
+        metrics.add_text_source(Box::new(move || counter.prometheus_text()));
     }
-    if let Some(encodes) = loaded.vision_encodes.clone() {
-        metrics.add_text_source(Box::new(move || {
-            format!(
-                "# HELP imgd_caption_vision_encodes Images the caption module's vision encoder ran on (one per image, whatever the number of questions).\n\
-                 # TYPE imgd_caption_vision_encodes counter\n\
-                 imgd_caption_vision_encodes_total {}\n",
-                encodes.load(Ordering::Relaxed)
-            )
-        }));
+    for text in loaded.metrics.drain(..) {
+        metrics.add_text_source(text);
     }
 }
 
@@ -220,11 +209,11 @@ fn systemd_events(healthy: Arc<AtomicBool>, stop_timeout: Duration) -> impl FnMu
 }
 
 /// The run's summary: JSON on stdout with `--json`, two lines on stderr otherwise.
-fn print_summary(summary: &RunSummary, vision_encodes: Option<u64>, json: bool) -> Result<()> {
+fn print_summary(summary: &RunSummary, counters: &[ModuleCounter], json: bool) -> Result<()> {
     if json {
         let mut value = serde_json::to_value(summary)?;
-        if let Some(encodes) = vision_encodes {
-            value["vision_encodes"] = json!(encodes);
+        for counter in counters {
+            value[counter.summary_key] = json!(counter.value.load(Ordering::Relaxed));
         }
         return print_json(&value);
     }

@@ -26,14 +26,11 @@ impl TextEmbedder for ClipText {
     }
 }
 
-/// Folders under the model folder that hold a CLIP model, the configured one first.
+/// Folders under the model folder that hold a CLIP model, the configured ones first.
 fn candidates(config: &FileConfig) -> Vec<PathBuf> {
-    let models = &config.models;
-    let mut found = vec![
-        models.resolve(&models.embedding),
-        models.resolve(&models.aesthetic_clip),
-    ];
-    if let Ok(entries) = std::fs::read_dir(models.dir()) {
+    let context = config.load_context();
+    let mut found = imgd_clip::loader::configured_clip_folders(&context).unwrap_or_default();
+    if let Ok(entries) = std::fs::read_dir(&context.models_dir) {
         let mut others: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         others.sort();
         found.extend(others);

@@ -1,0 +1,148 @@
+//! The `embedding` and `aesthetic` modules' settings, availability and loading
+//! ([`ModuleLoader`]s).
+//!
+//! `[models] embedding` names the CLIP model of the `embedding` module (default
+//! `clip-vit-b32`); `[models] aesthetic_clip` and `aesthetic_mlp` the CLIP ViT-L/14 and the
+//! LAION MLP of the `aesthetic` module. Each is a folder (or file) under the model folder, or an
+//! absolute path.
+
+use std::path::{Path, PathBuf};
+
+use imgd_core::Module;
+use imgd_infer::batcher::BatchConfig;
+use imgd_infer::loader::{Availability, LoadContext, LoadedModule, ModuleLoader, all_files};
+
+use crate::aesthetic::aesthetic_info;
+use crate::clip::ClipImageEncoder;
+use crate::{AESTHETIC, DType, EMBEDDING};
+
+/// `[models] embedding`'s default.
+pub const DEFAULT_EMBEDDING: &str = "clip-vit-b32";
+/// `[models] aesthetic_clip`'s default.
+pub const DEFAULT_AESTHETIC_CLIP: &str = "clip-vit-l14";
+/// `[models] aesthetic_mlp`'s default.
+pub const DEFAULT_AESTHETIC_MLP: &str = "laion-aesthetic/sac+logos+ava1-l14-linearMSE.pth";
+
+/// Whether `dir` holds a CLIP model (`config.json` and `model.safetensors`).
+fn holds_clip(dir: &Path) -> bool {
+    all_files(dir, &["config.json", "model.safetensors"])
+}
+
+/// The CLIP folders the settings name, the embedding's first: where semantic search looks for
+/// a text tower.
+pub fn configured_clip_folders(context: &LoadContext<'_>) -> Result<Vec<PathBuf>, String> {
+    Ok(vec![
+        context.model_path("embedding", DEFAULT_EMBEDDING)?,
+        context.model_path("aesthetic_clip", DEFAULT_AESTHETIC_CLIP)?,
+    ])
+}
+
+/// The `embedding` module's loader.
+pub struct EmbeddingLoader;
+
+impl ModuleLoader for EmbeddingLoader {
+    fn module(&self) -> Module {
+        EMBEDDING
+    }
+
+    fn model_keys(&self) -> &'static [&'static str] {
+        &["embedding"]
+    }
+
+    fn check(&self, context: &LoadContext<'_>) -> Result<(), String> {
+        context.check_model_path("embedding")
+    }
+
+    fn availability(&self, context: &LoadContext<'_>) -> Availability {
+        match context.model_path("embedding", DEFAULT_EMBEDDING) {
+            Ok(dir) if holds_clip(&dir) => {
+                Availability::Installed(format!("CLIP from {}", dir.display()))
+            }
+            Ok(dir) => Availability::Waiting(format!(
+                "waiting: no CLIP model in {} (imgd models fetch clip-vit-b32)",
+                dir.display()
+            )),
+            Err(err) => Availability::Waiting(format!("waiting: {err}")),
+        }
+    }
+
+    fn load(&self, context: &LoadContext<'_>, batch: BatchConfig) -> Result<LoadedModule, String> {
+        let dir = context.model_path("embedding", DEFAULT_EMBEDDING)?;
+        let device = imgd_candle::shared_device(context.cuda);
+        let dtype = if device.is_cuda() && context.gpu_f16 {
+            DType::F16
+        } else {
+            DType::F32
+        };
+        let encoder = ClipImageEncoder::load_as(&dir, &device, dtype).map_err(|e| e.to_string())?;
+        let info = encoder.info().clone();
+        let runner = crate::runner::embedding_runner_from(encoder, batch);
+        Ok(LoadedModule::new(runner).versioned(info.id, info.version))
+    }
+}
+
+/// The `aesthetic` module's loader.
+pub struct AestheticLoader;
+
+impl ModuleLoader for AestheticLoader {
+    fn module(&self) -> Module {
+        AESTHETIC
+    }
+
+    fn model_keys(&self) -> &'static [&'static str] {
+        &["aesthetic_clip", "aesthetic_mlp"]
+    }
+
+    fn check(&self, context: &LoadContext<'_>) -> Result<(), String> {
+        context.check_model_path("aesthetic_clip")?;
+        context.check_model_path("aesthetic_mlp")
+    }
+
+    fn availability(&self, context: &LoadContext<'_>) -> Availability {
+        let paths = context
+            .model_path("aesthetic_clip", DEFAULT_AESTHETIC_CLIP)
+            .and_then(|clip| {
+                Ok((
+                    clip,
+                    context.model_path("aesthetic_mlp", DEFAULT_AESTHETIC_MLP)?,
+                ))
+            });
+        let (clip, mlp) = match paths {
+            Ok(paths) => paths,
+            Err(err) => return Availability::Waiting(format!("waiting: {err}")),
+        };
+        if !holds_clip(&clip) {
+            Availability::Waiting(format!(
+                "waiting: no CLIP ViT-L/14 in {} (imgd models fetch clip-vit-l14 laion-aesthetic)",
+                clip.display()
+            ))
+        } else if !mlp.exists() {
+            Availability::Waiting(format!(
+                "waiting: no aesthetic MLP at {} (imgd models fetch laion-aesthetic)",
+                mlp.display()
+            ))
+        } else {
+            Availability::Installed(format!(
+                "LAION aesthetic MLP {} over CLIP from {}",
+                mlp.display(),
+                clip.display()
+            ))
+        }
+    }
+
+    fn load(&self, context: &LoadContext<'_>, batch: BatchConfig) -> Result<LoadedModule, String> {
+        let clip = context.model_path("aesthetic_clip", DEFAULT_AESTHETIC_CLIP)?;
+        let mlp = context.model_path("aesthetic_mlp", DEFAULT_AESTHETIC_MLP)?;
+        let device = imgd_candle::shared_device(context.cuda);
+        let encoder = ClipImageEncoder::load(&clip, &device).map_err(|e| e.to_string())?;
+        let info = aesthetic_info(&mlp, encoder.info()).map_err(|e| e.to_string())?;
+        let runner = crate::runner::aesthetic_runner_from(encoder, &mlp, batch)
+            .map_err(|e| e.to_string())?;
+        Ok(LoadedModule::new(runner).versioned(info.id, info.version))
+    }
+}
+
+/// The `embedding` module's loader, for the registry.
+pub static EMBEDDING_LOADER: EmbeddingLoader = EmbeddingLoader;
+/// The `aesthetic` module's loader, for the registry.
+pub static AESTHETIC_LOADER: AestheticLoader = AestheticLoader;
