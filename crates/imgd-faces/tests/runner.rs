@@ -43,6 +43,7 @@ fn store_with(db: &Path, paths: &[String]) -> Store {
                 },
                 format: "jpeg".into(),
                 content_hash: None,
+                sha256: None,
             })
         })
         .collect();
@@ -346,6 +347,7 @@ fn a_named_identity_keeps_its_name_and_faces_through_reclustering() {
                 },
                 format: "jpeg".into(),
                 content_hash: None,
+                sha256: None,
             })
         })
         .collect();

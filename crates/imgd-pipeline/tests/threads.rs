@@ -85,6 +85,7 @@ fn register_photos(db: &Path) -> usize {
                 },
                 format: "jpeg".into(),
                 content_hash: None,
+                sha256: None,
             }));
         }
     }

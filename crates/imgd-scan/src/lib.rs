@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,6 +30,7 @@ use imgd_store::scan::{Fingerprint, FoundFile, KnownImage, ScanAction};
 use imgd_store::{Store, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// Image formats by lower-case extension.
 const EXTENSIONS: &[(&str, &str)] = &[
@@ -85,8 +86,9 @@ pub struct ScanOptions {
     pub modules: Vec<Module>,
     /// Queue priority (higher first).
     pub priority: i64,
-    /// Compute a BLAKE3 content hash of new and changed files (and of known files without one).
-    pub hash: bool,
+    /// Content hashes to compute for new and changed files (and for known files without
+    /// them); `None`: read no content.
+    pub hash: Option<HashAlgorithm>,
     /// Re-queue the modules of unchanged files too.
     pub force: bool,
     /// Walker threads.
@@ -249,6 +251,7 @@ impl ThreadBuffer<'_> {
                     fingerprint: fingerprint(&meta),
                     format: format.to_string(),
                     content_hash: None,
+                    sha256: None,
                 });
                 let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(512) {
@@ -292,19 +295,60 @@ fn walk(root: &Path, options: &ScanOptions, bar: &ProgressBar) -> Collected {
     collected.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
-/// BLAKE3 of a file's content, hex.
-pub fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(BufReader::with_capacity(1 << 20, File::open(path)?))?;
-    Ok(hasher.finalize().to_hex().to_string())
+/// Which content hashes `imgd enqueue --hash` computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    /// BLAKE3 (several GB/s): tells files apart and finds identical ones.
+    Blake3,
+    /// SHA-256 for chain-of-custody records, and BLAKE3 with it from the same read.
+    Sha256,
 }
 
-/// Hashes the given files in parallel; returns (index, hash or error).
+/// A file's content hashes, lowercase hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentHashes {
+    /// BLAKE3.
+    pub blake3: String,
+    /// SHA-256, when asked for.
+    pub sha256: Option<String>,
+}
+
+/// BLAKE3 of a file's content, hex.
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    hash_file_with(path, HashAlgorithm::Blake3).map(|hashes| hashes.blake3)
+}
+
+/// The hashes `algorithm` asks for of a file's content, from one read.
+pub fn hash_file_with(path: &Path, algorithm: HashAlgorithm) -> std::io::Result<ContentHashes> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut blake3 = blake3::Hasher::new();
+    let mut sha256 = (algorithm == HashAlgorithm::Sha256).then(Sha256::new);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        blake3.update(&buffer[..n]);
+        if let Some(sha256) = &mut sha256 {
+            sha256.update(&buffer[..n]);
+        }
+    }
+    Ok(ContentHashes {
+        blake3: blake3.finalize().to_hex().to_string(),
+        sha256: sha256.map(|h| h.finalize().iter().map(|b| format!("{b:02x}")).collect()),
+    })
+}
+
+/// Hashes the given files in parallel; returns (index, hashes or error).
 fn hash_all(
     paths: &[&str],
+    algorithm: HashAlgorithm,
     threads: usize,
     bar: &ProgressBar,
-) -> Vec<(usize, std::io::Result<String>)> {
+) -> Vec<(usize, std::io::Result<ContentHashes>)> {
     let next = AtomicU64::new(0);
     let results = Mutex::new(Vec::with_capacity(paths.len()));
     std::thread::scope(|s| {
@@ -313,7 +357,7 @@ fn hash_all(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(path) = paths.get(i) else { break };
-                    let hash = hash_file(&imgd_core::stored_path::decode(path));
+                    let hash = hash_file_with(&imgd_core::stored_path::decode(path), algorithm);
                     bar.inc(1);
                     results
                         .lock()
@@ -342,7 +386,7 @@ pub fn scan(
             .map_err(|e| ScanError::UnstorablePath(root.clone(), e))?;
         scan_root(store, &root, &root_str, options, &mut report)?;
     }
-    if options.hash {
+    if options.hash.is_some() {
         report.duplicates = store
             .content_duplicates(100)?
             .into_iter()
@@ -378,13 +422,16 @@ fn scan_root(
         decisions.push((file, previous));
     }
 
-    if options.hash {
+    if let Some(algorithm) = options.hash {
+        let sha256 = algorithm == HashAlgorithm::Sha256;
         let to_hash: Vec<usize> = decisions
             .iter()
             .enumerate()
             .filter(|(_, (f, k))| match k {
                 None => true,
-                Some(k) => k.fingerprint != f.fingerprint || !k.has_hash,
+                Some(k) => {
+                    k.fingerprint != f.fingerprint || !k.has_hash || (sha256 && !k.has_sha256)
+                }
             })
             .map(|(i, _)| i)
             .collect();
@@ -402,13 +449,16 @@ fn scan_root(
         } else {
             ProgressBar::hidden()
         };
-        let hashes = hash_all(&paths, options.threads, &bar);
+        let hashes = hash_all(&paths, algorithm, options.threads, &bar);
         bar.finish_and_clear();
         let mut vanished = Vec::new();
         for (j, hash) in hashes {
             let i = to_hash[j];
             match hash {
-                Ok(hash) => decisions[i].0.content_hash = Some(hash),
+                Ok(hashes) => {
+                    decisions[i].0.content_hash = Some(hashes.blake3);
+                    decisions[i].0.sha256 = hashes.sha256;
+                }
                 Err(err) => {
                     let path = decisions[i].0.path.clone();
                     vanished.push(i);
@@ -460,8 +510,13 @@ fn scan_root(
                 } else if !known.present {
                     actions.push(ScanAction::Reappeared { id: known.id });
                 }
-                if let Some(hash) = file.content_hash.filter(|_| !known.has_hash) {
-                    actions.push(ScanAction::SetHash { id: known.id, hash });
+                // Hashed only because a hash was missing.
+                if let Some(hash) = file.content_hash {
+                    actions.push(ScanAction::SetHash {
+                        id: known.id,
+                        hash,
+                        sha256: file.sha256,
+                    });
                 }
             }
         }

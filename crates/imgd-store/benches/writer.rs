@@ -106,6 +106,7 @@ fn prepare(db: &Path) -> (Store, Vec<ClaimedImage>) {
                 },
                 format: "jpeg".into(),
                 content_hash: None,
+                sha256: None,
             })
         })
         .collect();

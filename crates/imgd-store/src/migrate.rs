@@ -33,6 +33,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_suspects",
         sql: include_str!("../../../migrations/0004_suspects.sql"),
     },
+    // 5 is the phash module's.
+    Migration {
+        version: 6,
+        name: "0006_sha256",
+        sql: include_str!("../../../migrations/0006_sha256.sql"),
+    },
 ];
 
 /// Every migration the store and `modules` know, in version order.

@@ -31,8 +31,10 @@ pub struct KnownImage {
     pub present: bool,
     /// Modules that have a job row for this image (bit mask of [`Module::bit`]).
     pub modules_mask: i64,
-    /// Whether a content hash is stored.
+    /// Whether a content hash (BLAKE3) is stored.
     pub has_hash: bool,
+    /// Whether a SHA-256 is stored.
+    pub has_sha256: bool,
 }
 
 /// A file found on disk.
@@ -46,6 +48,8 @@ pub struct FoundFile {
     pub format: String,
     /// BLAKE3 of the content, hex, when hashing was asked for.
     pub content_hash: Option<String>,
+    /// SHA-256 of the content, hex, when it was asked for.
+    pub sha256: Option<String>,
 }
 
 /// One decision of a scan.
@@ -82,12 +86,14 @@ pub enum ScanAction {
         /// Row id.
         id: i64,
     },
-    /// Store a content hash computed for an unchanged file.
+    /// Store the content hashes computed for an unchanged file.
     SetHash {
         /// Row id.
         id: i64,
         /// BLAKE3, hex.
         hash: String,
+        /// SHA-256, hex, when it was computed (a stored one is kept otherwise).
+        sha256: Option<String>,
     },
     /// A known file is gone.
     Missing {
@@ -111,7 +117,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT path, id, size, mtime_ns, inode, state, modules_mask,
-                        content_hash IS NOT NULL
+                        content_hash IS NOT NULL, sha256 IS NOT NULL
                  FROM images WHERE (path >= ?1 AND path < ?2) OR path = ?3",
             )
             .ctx("preparing the known-images query")?;
@@ -129,6 +135,7 @@ impl Store {
                         present: r.get::<_, String>(5)? == "present",
                         modules_mask: r.get(6)?,
                         has_hash: r.get(7)?,
+                        has_sha256: r.get(8)?,
                     },
                 ))
             })
@@ -198,19 +205,21 @@ impl Store {
 /// Registers an image, or refreshes the one at its path (a file seen again after it went
 /// missing keeps its id and its modules).
 const INSERT_IMAGE: &str = "INSERT INTO images (path, size, mtime_ns, inode, content_hash,
-                                format, modules_mask, first_seen_ms, last_seen_ms)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                                format, modules_mask, first_seen_ms, last_seen_ms, sha256)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
      ON CONFLICT (path) DO UPDATE SET
          size = excluded.size, mtime_ns = excluded.mtime_ns,
          inode = excluded.inode, content_hash = excluded.content_hash,
+         sha256 = excluded.sha256,
          format = excluded.format, state = 'present',
          modules_mask = images.modules_mask | excluded.modules_mask,
          last_seen_ms = excluded.last_seen_ms
      RETURNING id";
 
-/// A changed file: new fingerprint, its size unknown until it is decoded again.
+/// A changed file: new fingerprint, its size unknown until it is decoded again, and the
+/// hashes of its new content (NULL when not computed: the old content's would be false).
 const UPDATE_CHANGED_IMAGE: &str = "UPDATE images SET size = ?2, mtime_ns = ?3, inode = ?4,
-         content_hash = coalesce(?5, content_hash), format = ?6,
+         content_hash = ?5, sha256 = ?9, format = ?6,
          state = 'present', modules_mask = ?7, last_seen_ms = ?8,
          width = NULL, height = NULL
      WHERE id = ?1";
@@ -233,7 +242,8 @@ const REQUEUE_JOB: &str = "INSERT INTO jobs (image_id, module, priority, queued_
          priority = excluded.priority, queued_ms = excluded.queued_ms,
          updated_ms = excluded.updated_ms";
 
-const SET_HASH: &str = "UPDATE images SET content_hash = ?2 WHERE id = ?1";
+const SET_HASH: &str =
+    "UPDATE images SET content_hash = ?2, sha256 = coalesce(?3, sha256) WHERE id = ?1";
 
 const SET_STATE: &str = "UPDATE images SET state = ?2, last_seen_ms = ?3 WHERE id = ?1";
 
@@ -265,7 +275,8 @@ impl ScanWrite<'_> {
                             file.content_hash,
                             file.format,
                             requested,
-                            now
+                            now,
+                            file.sha256
                         ],
                         |r| r.get(0),
                     )
@@ -289,7 +300,8 @@ impl ScanWrite<'_> {
                         file.content_hash,
                         file.format,
                         mask,
-                        now
+                        now,
+                        file.sha256
                     ])
                     .ctx("updating a changed image")?;
                 self.queue(tx, REQUEUE_JOB, *id, self.registry.from_mask(mask))
@@ -304,10 +316,10 @@ impl ScanWrite<'_> {
                 self.queue(tx, REQUEUE_JOB, *id, self.modules.iter().copied())
             }
             ScanAction::Reappeared { id } => set_state(tx, *id, "present", now),
-            ScanAction::SetHash { id, hash } => {
+            ScanAction::SetHash { id, hash, sha256 } => {
                 tx.prepare_cached(SET_HASH)
                     .ctx("preparing the hash update")?
-                    .execute(params![id, hash])
+                    .execute(params![id, hash, sha256])
                     .ctx("storing a hash")?;
                 Ok(())
             }

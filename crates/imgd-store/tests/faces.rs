@@ -34,6 +34,7 @@ fn store_with(db: &Path, paths: &[&str]) -> Store {
                 },
                 format: "jpeg".into(),
                 content_hash: None,
+                sha256: None,
             })
         })
         .collect();

@@ -34,6 +34,7 @@ fn store_with_images(db: &Path, n: usize, priority: i64) -> Store {
                 },
                 format: "jpeg".into(),
                 content_hash: None,
+                sha256: None,
             })
         })
         .collect();
@@ -499,6 +500,7 @@ fn a_claimed_ocr_job_carries_what_objects_found() {
             },
             format: "jpeg".into(),
             content_hash: None,
+            sha256: None,
         })
     };
     let both = [imgd_objects::OBJECTS, imgd_ocr::OCR];

@@ -75,6 +75,7 @@ fn store_with(db: &Path, names: &[&str]) -> Store {
                 },
                 format: "jpeg".into(),
                 content_hash: None,
+                sha256: None,
             })
         })
         .collect();

@@ -1,5 +1,6 @@
 //! Command-line definition.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -229,11 +230,20 @@ pub struct EnqueueArgs {
     /// Queue priority: higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i64,
-    /// Also compute a BLAKE3 content hash of new and changed files (reads their content) and
-    /// report identical files under different paths. BLAKE3 is chosen for speed (several GB/s);
-    /// it is a cryptographic hash, fit to tell files apart, not a forensic SHA-256.
-    #[arg(long)]
-    pub hash: bool,
+    /// Also hash the content of new and changed files (reads it) and report identical files
+    /// under different paths. `--hash` alone: BLAKE3, chosen for speed (several GB/s), fit to
+    /// tell files apart. `--hash sha256`: SHA-256 as well, from the same read, for
+    /// chain-of-custody records (`imgd show` prints it; a folder named `sha256` is then
+    /// `./sha256`).
+    #[arg(
+        long,
+        value_name = "ALGORITHM",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "blake3"
+    )]
+    pub hash: Option<HashArg>,
     /// Re-queue the modules of unchanged files too.
     #[arg(long)]
     pub force: bool,
@@ -298,6 +308,38 @@ pub struct SearchArgs {
     /// The daemon's configuration file, for its `[models]` folder (the text encoder).
     #[arg(long, env = "IMGD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// `imgd enqueue --hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HashArg {
+    /// BLAKE3 only.
+    Blake3,
+    /// SHA-256 and BLAKE3.
+    Sha256,
+}
+
+/// The command line with `--hash ALGORITHM` written `--hash=ALGORITHM`, so that `--hash`
+/// followed by a path still means BLAKE3 of that path's files (the flag's value is optional,
+/// and clap would otherwise take the path for it). Arguments after `--` are left alone.
+pub fn join_hash_values(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    let mut options_ended = false;
+    for arg in args {
+        let joins = !options_ended
+            && out.last().is_some_and(|last| last == "--hash")
+            && (arg == "sha256" || arg == "blake3");
+        if joins {
+            let mut joined = out.pop().unwrap_or_default();
+            joined.push("=");
+            joined.push(&arg);
+            out.push(joined);
+            continue;
+        }
+        options_ended |= arg == "--";
+        out.push(arg);
+    }
+    out
 }
 
 /// `imgd search --mode`.

@@ -223,6 +223,61 @@ fn hashing_reports_identical_content_under_different_paths() {
     );
 }
 
+/// `sha256sum`'s digest of a file.
+fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+#[test]
+fn sha256_is_recorded_as_sha256sum_computes_it_and_never_outlives_the_content() {
+    let env = env();
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/photos");
+    for name in ["flower.jpg", "hopper.jpg"] {
+        fs::copy(photos.join(name), env.tree.join(name)).unwrap();
+    }
+    let tree = env.tree.to_str().unwrap();
+    let flower = env.tree.join("flower.jpg");
+    let shown = |path: &Path| imgd_json(&env, &["show", "--json", path.to_str().unwrap()]);
+
+    // `--hash PATH`: the path is not taken for the flag's value; BLAKE3 only.
+    imgd_json(
+        &env,
+        &["enqueue", "--json", "--hash", tree, "--modules", "metadata"],
+    );
+    let image = &shown(&flower)["image"];
+    assert_eq!(image["content_hash"].as_str().unwrap().len(), 64);
+    assert!(image["sha256"].is_null(), "{image}");
+
+    // `--hash sha256`: the unchanged files get their SHA-256 too.
+    let report = imgd_json(&env, &["enqueue", "--json", "--hash", "sha256", tree]);
+    assert_eq!(count(&report, "unchanged"), 2);
+    for name in ["flower.jpg", "hopper.jpg"] {
+        let path = env.tree.join(name);
+        assert_eq!(shown(&path)["image"]["sha256"], sha256sum(&path).as_str());
+    }
+    let (ok, text, _) = imgd(&env, &["show", flower.to_str().unwrap()]);
+    assert!(ok && text.contains(&sha256sum(&flower)), "{text}");
+
+    // The file changes and is scanned without hashing: the old content's hashes are gone.
+    let mut bytes = fs::read(&flower).unwrap();
+    bytes.extend_from_slice(b"appended");
+    fs::write(&flower, &bytes).unwrap();
+    let report = imgd_json(&env, &["enqueue", "--json", tree]);
+    assert_eq!(count(&report, "changed"), 1);
+    let image = &shown(&flower)["image"];
+    assert!(
+        image["sha256"].is_null() && image["content_hash"].is_null(),
+        "{image}"
+    );
+    imgd_json(&env, &["enqueue", "--json", "--hash=sha256", tree]);
+    assert_eq!(
+        shown(&flower)["image"]["sha256"],
+        sha256sum(&flower).as_str()
+    );
+}
+
 #[test]
 fn search_show_retry_and_pause_work_on_a_fresh_queue() {
     let env = env();

@@ -98,6 +98,7 @@ fn env() -> Env {
             },
             format: "jpeg".into(),
             content_hash: PHOTOS[i].4.map(str::to_string),
+            sha256: None,
         }));
     }
     store

@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use imgd_scan::{ScanOptions, scan};
+use imgd_scan::{HashAlgorithm, ScanOptions, scan};
 use serde_json::json;
 
 use super::modules::REGISTRY;
 use super::{open_store, print_json};
-use crate::cli::EnqueueArgs;
+use crate::cli::{EnqueueArgs, HashArg};
 
 pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
     let modules = match &args.modules {
@@ -26,7 +26,10 @@ pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
     let options = ScanOptions {
         modules,
         priority: args.priority,
-        hash: args.hash,
+        hash: args.hash.map(|algorithm| match algorithm {
+            HashArg::Blake3 => HashAlgorithm::Blake3,
+            HashArg::Sha256 => HashAlgorithm::Sha256,
+        }),
         force: args.force,
         threads,
         progress: !args.json && std::io::stderr().is_terminal(),
