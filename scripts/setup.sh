@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # libheif-dev: HEIC/HEIF decoding; libheif-examples: heif-enc for test fixtures;
 # prometheus: promtool, which checks the /metrics output in tests; nasm: assembles
-# libjpeg-turbo's x86 SIMD code (imgd-decode's build fails without it).
-PACKAGES=(libheif-dev libheif-examples prometheus pkg-config nasm)
+# libjpeg-turbo's x86 SIMD code (imgd-decode's build fails without it);
+# libimage-exiftool-perl: ExifTool, which reads the XMP sidecars back in tests.
+PACKAGES=(libheif-dev libheif-examples prometheus pkg-config nasm libimage-exiftool-perl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod report;
 pub mod results;
 pub mod scan;
+pub mod sidecars;
 pub mod vectors;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,103 @@
+//! What XMP sidecars are written from: the images whose work is finished, and the faces of one
+//! image with the names of their people.
+
+use rusqlite::params;
+
+use crate::{Context, Store, StoreError};
+
+/// One face of an image, in pixels of the full image after EXIF orientation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageFace {
+    /// Left edge.
+    pub x: f64,
+    /// Top edge.
+    pub y: f64,
+    /// Width.
+    pub w: f64,
+    /// Height.
+    pub h: f64,
+    /// The person's name, when the face's identity has one.
+    pub name: Option<String>,
+}
+
+/// A finished image: present, with jobs, none of them queued or leased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedImage {
+    /// Row id.
+    pub id: i64,
+    /// Stored path (see `imgd_core::stored_path`).
+    pub path: String,
+}
+
+/// Every finished image under the folder `root` (or the file `root`), all of them when `root`
+/// is `None`, by id.
+const FINISHED: &str = "SELECT i.id, i.path FROM images i
+     WHERE i.state = 'present'
+       AND (?1 IS NULL OR i.path = ?1 OR (i.path >= ?2 AND i.path < ?3))
+       AND EXISTS (SELECT 1 FROM jobs j WHERE j.image_id = i.id)
+       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.image_id = i.id
+                       AND j.state IN ('queued', 'leased'))
+     ORDER BY i.id";
+
+impl Store {
+    /// The finished images under `root` (a stored path; every image when `None`).
+    pub fn finished_images(&self, root: Option<&str>) -> Result<Vec<FinishedImage>, StoreError> {
+        let (lo, hi) = match root {
+            Some(root) => {
+                let root = root.trim_end_matches('/');
+                (format!("{root}/"), format!("{root}0"))
+            }
+            None => (String::new(), String::new()),
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(FINISHED)
+            .ctx("preparing the finished-images query")?;
+        stmt.query_map(params![root, lo, hi], |r| {
+            Ok(FinishedImage {
+                id: r.get(0)?,
+                path: r.get(1)?,
+            })
+        })
+        .ctx("listing finished images")?
+        .collect::<Result<_, _>>()
+        .ctx("listing finished images")
+    }
+
+    /// Whether image `id` is finished (see [`FinishedImage`]).
+    pub fn is_finished(&self, id: i64) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE image_id = ?1)
+                    AND NOT EXISTS (SELECT 1 FROM jobs WHERE image_id = ?1
+                                    AND state IN ('queued', 'leased'))",
+                [id],
+                |r| r.get(0),
+            )
+            .ctx("checking whether an image is finished")
+    }
+
+    /// The faces of image `id`, in their order in its `faces` result.
+    pub fn image_faces(&self, id: i64) -> Result<Vec<ImageFace>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT f.x, f.y, f.w, f.h, i.name
+                 FROM faces f LEFT JOIN identities i ON i.id = f.identity_id
+                 WHERE f.image_id = ?1 ORDER BY f.idx",
+            )
+            .ctx("preparing the image faces query")?;
+        stmt.query_map([id], |r| {
+            Ok(ImageFace {
+                x: r.get(0)?,
+                y: r.get(1)?,
+                w: r.get(2)?,
+                h: r.get(3)?,
+                name: r.get(4)?,
+            })
+        })
+        .ctx("listing an image's faces")?
+        .collect::<Result<_, _>>()
+        .ctx("listing an image's faces")
+    }
+}
