@@ -78,6 +78,9 @@ pub struct PipelineConfig {
     /// How long a stop may take: the work in flight that finishes within it is committed, the
     /// rest is released to the queue.
     pub stop_timeout: Duration,
+    /// Where the writer sends the id of each image it has committed (never blocking: the
+    /// channel is unbounded); the XMP sidecar thread listens.
+    pub committed_images: Option<crossbeam_channel::Sender<i64>>,
 }
 
 impl Default for PipelineConfig {
@@ -94,6 +97,7 @@ impl Default for PipelineConfig {
             follow_gates: true,
             max_in_flight: 1024,
             stop_timeout: Duration::from_secs(30),
+            committed_images: None,
         }
     }
 }
@@ -329,6 +333,7 @@ fn start_stages(
         metrics: Arc::clone(metrics),
         in_flight: Arc::clone(&in_flight),
         abandon: Arc::clone(&abandon),
+        committed: config.committed_images.clone(),
     };
     let writer = supervisor.spawn("imgd-writer".into(), "writer", move || {
         writer.run(finished_rx)

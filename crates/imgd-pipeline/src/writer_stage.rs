@@ -52,6 +52,8 @@ pub(crate) struct WriterStage {
     pub in_flight: Arc<Mutex<HashMap<i64, Vec<i64>>>>,
     /// Set when a stop runs out of time: commit what is here and end.
     pub abandon: Arc<AtomicBool>,
+    /// Told the id of every image committed.
+    pub committed: Option<crossbeam_channel::Sender<i64>>,
 }
 
 /// How often an idle writer looks at the abandon flag.
@@ -144,6 +146,12 @@ impl WriterStage {
             }
             self.metrics
                 .record_writer_flush(outcomes.len() as u64, started.elapsed());
+            if let Some(committed) = &self.committed {
+                for outcome in &outcomes {
+                    // Unbounded: never blocks; a listener that is gone is no error.
+                    let _ = committed.send(outcome.image_id);
+                }
+            }
         }
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         for image in buffer.drain(..) {

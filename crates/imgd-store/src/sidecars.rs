@@ -1,7 +1,7 @@
 //! What XMP sidecars are written from: the images whose work is finished, and the faces of one
 //! image with the names of their people.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use crate::{Context, Store, StoreError};
 
@@ -20,7 +20,9 @@ pub struct ImageFace {
     pub name: Option<String>,
 }
 
-/// A finished image: present, with jobs, none of them queued or leased.
+/// An image with results to show and none being made: present, with a job done and none
+/// leased. (Jobs still queued may be waiting for a model that is not installed; their results
+/// reach the sidecar when they come.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishedImage {
     /// Row id.
@@ -34,9 +36,8 @@ pub struct FinishedImage {
 const FINISHED: &str = "SELECT i.id, i.path FROM images i
      WHERE i.state = 'present'
        AND (?1 IS NULL OR i.path = ?1 OR (i.path >= ?2 AND i.path < ?3))
-       AND EXISTS (SELECT 1 FROM jobs j WHERE j.image_id = i.id)
-       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.image_id = i.id
-                       AND j.state IN ('queued', 'leased'))
+       AND EXISTS (SELECT 1 FROM jobs j WHERE j.image_id = i.id AND j.state = 'done')
+       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.image_id = i.id AND j.state = 'leased')
      ORDER BY i.id";
 
 impl Store {
@@ -64,16 +65,23 @@ impl Store {
         .ctx("listing finished images")
     }
 
-    /// Whether image `id` is finished (see [`FinishedImage`]).
-    pub fn is_finished(&self, id: i64) -> Result<bool, StoreError> {
+    /// Image `id`, when it is finished (see [`FinishedImage`]).
+    pub fn finished_image(&self, id: i64) -> Result<Option<FinishedImage>, StoreError> {
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM jobs WHERE image_id = ?1)
-                    AND NOT EXISTS (SELECT 1 FROM jobs WHERE image_id = ?1
-                                    AND state IN ('queued', 'leased'))",
+                "SELECT i.id, i.path FROM images i
+                 WHERE i.id = ?1 AND i.state = 'present'
+                   AND EXISTS (SELECT 1 FROM jobs WHERE image_id = ?1 AND state = 'done')
+                   AND NOT EXISTS (SELECT 1 FROM jobs WHERE image_id = ?1 AND state = 'leased')",
                 [id],
-                |r| r.get(0),
+                |r| {
+                    Ok(FinishedImage {
+                        id: r.get(0)?,
+                        path: r.get(1)?,
+                    })
+                },
             )
+            .optional()
             .ctx("checking whether an image is finished")
     }
 

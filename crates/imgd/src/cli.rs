@@ -89,6 +89,43 @@ pub enum Command {
     /// Immich). Clustering is incremental: only faces without an identity are assigned, and a
     /// name, once given, never changes by clustering. Names are searchable (`imgd search`).
     Faces(FacesArgs),
+    /// XMP sidecars for Lightroom, digiKam and darktable.
+    ///
+    /// A sidecar carries an image's results where photo managers read them: keywords
+    /// (`dc:subject`: object labels, people's names, answers), hierarchical keywords
+    /// (`imgd|objects|dog`, `imgd|people|Anna`), the caption (`dc:description`), named face
+    /// regions (MWG), optionally a rating from the aesthetic score, and imgd's own namespace
+    /// (models, scores, flags). An existing sidecar keeps every field imgd does not own; only
+    /// imgd's keywords and regions are replaced. Originals are never modified. Set in `[xmp]`:
+    /// `naming` ("replace": IMG_0042.xmp, Lightroom's; "append": IMG_0042.CR3.xmp, darktable's
+    /// and digiKam's), `jpeg_heic`, `rating`, and `write = true` for the daemon to write each
+    /// image's sidecar as it finishes.
+    Xmp(XmpArgs),
+}
+
+/// Arguments of `imgd xmp`.
+#[derive(Debug, Args)]
+pub struct XmpArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: XmpCommand,
+}
+
+/// The `imgd xmp` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum XmpCommand {
+    /// Write or update the sidecars of finished images (all, or those under each PATH).
+    Write {
+        /// Files or folders; every finished image when none.
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// The configuration file, for its `[xmp]` settings.
+        #[arg(long, env = "IMGD_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print one JSON object with the counts and problems instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `imgd faces`.

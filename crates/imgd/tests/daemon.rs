@@ -454,6 +454,64 @@ mod with_fake_model {
         v
     }
 
+    /// `[xmp] write = true`: the daemon writes each image's sidecar as it finishes, off the
+    /// pipeline's threads; a sidecar another program wrote keeps its fields.
+    #[test]
+    fn the_daemon_writes_each_finished_images_sidecar_when_asked() {
+        let env = env();
+        tree_of_copies(&env, 6);
+        let darktable = env.tree.join("img0001.jpg.xmp");
+        fs::write(
+            &darktable,
+            "<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><rdf:RDF \
+             xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\"><rdf:Description \
+             rdf:about=\"\" xmlns:xmp=\"http://ns.adobe.com/xap/1.0/\" xmp:Rating=\"3\"/>\
+             </rdf:RDF></x:xmpmeta>",
+        )
+        .unwrap();
+        env.enqueue("metadata,technical,embedding");
+        let config = env.config("[xmp]\nwrite = true\nnaming = \"append\"\n");
+        let mut cmd = env.cmd(&[
+            "run",
+            "--once",
+            "--metrics-addr",
+            "off",
+            "--config",
+            &config,
+        ]);
+        fake(&mut cmd, "1", "0.1");
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for i in 0..6 {
+            let sidecar = env.tree.join(format!("img{i:04}.jpg.xmp"));
+            let read = Command::new("exiftool")
+                .args(["-j", "-G1"])
+                .arg(&sidecar)
+                .output()
+                .expect("exiftool (.ci/run installs it)");
+            assert!(read.status.success(), "{}", sidecar.display());
+            let tags: Value = serde_json::from_slice(&read.stdout).unwrap();
+            let tags = &tags[0];
+            // The fake model stands in for CLIP; the technical flags are real results.
+            assert_eq!(tags["XMP-imgd:ModelEmbedding"], "fake", "{tags}");
+            assert!(tags["XMP-imgd:Blurry"].is_boolean() || tags["XMP-imgd:Blurry"].is_string());
+            if i == 1 {
+                assert_eq!(
+                    tags["XMP-xmp:Rating"], 3,
+                    "the other program's rating stays"
+                );
+            }
+        }
+        assert!(
+            !env.tree.join("img0000.xmp").exists(),
+            "named as configured"
+        );
+    }
+
     #[test]
     fn a_poisoned_input_fails_only_its_own_job_and_parallelism_never_changes_results() {
         let mut runs = Vec::new();

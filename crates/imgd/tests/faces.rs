@@ -261,3 +261,134 @@ fn faces_are_shown_clustered_named_and_searchable_through_the_binary() {
     let (ok, _, stderr) = imgd(&db, &["faces", "merge", &id, &id]);
     assert!(!ok && stderr.contains("itself"), "{stderr}");
 }
+
+/// ExifTool's reading of a sidecar (`-struct -G1 -j`).
+fn exiftool(path: &Path) -> Value {
+    let out = Command::new("exiftool")
+        .args(["-j", "-struct", "-G1"])
+        .arg(path)
+        .output()
+        .expect("exiftool (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    all[0].take()
+}
+
+/// A list tag's values (ExifTool writes one value as a scalar).
+fn list(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect(),
+        Value::String(one) => vec![one.clone()],
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn named_faces_reach_xmp_sidecars_and_a_rename_replaces_only_imgds_keywords() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("imgd.db");
+    let tree = dir.path().join("Pictures");
+    fs::create_dir_all(&tree).unwrap();
+    let faces = repo().join("fixtures/faces");
+    fs::copy(faces.join("zidane.jpg"), tree.join("zidane.jpg")).unwrap();
+    let astronaut = image::open(faces.join("astronaut.jpg")).unwrap().to_rgb8();
+    astronaut.save(tree.join("collins1.png")).unwrap();
+    image::imageops::brighten(&astronaut, 6)
+        .save(tree.join("collins2.png"))
+        .unwrap();
+    image::imageops::crop_imm(&astronaut, 7, 5, 500, 500)
+        .to_image()
+        .save(tree.join("collins3.png"))
+        .unwrap();
+    // A keyword the user gave in Lightroom before imgd ran.
+    fs::write(
+        tree.join("collins1.xmp"),
+        r#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag><rdf:li>space</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"#,
+    )
+    .unwrap();
+    let tree_arg = tree.to_str().unwrap();
+    imgd_json(&db, &["enqueue", "--json", "--modules", "faces", tree_arg]);
+    analyse_queued_faces(&db, 640);
+    imgd_json(&db, &["faces", "cluster", "--json"]);
+    let listed = imgd_json(&db, &["faces", "list", "--json"]);
+    let id = listed["identities"][0]["id"].as_i64().unwrap().to_string();
+    imgd_ok(&db, &["faces", "name", &id, "Eileen", "Collins"]);
+
+    let report = imgd_json(&db, &["xmp", "write", "--json", tree_arg]);
+    assert_eq!(report["written"], 4, "{report}");
+    let tags = exiftool(&tree.join("collins1.xmp"));
+    assert_eq!(list(&tags["XMP-dc:Subject"]), ["space", "Eileen Collins"]);
+    assert_eq!(
+        list(&tags["XMP-lr:HierarchicalSubject"]),
+        ["imgd|people|Eileen Collins"]
+    );
+    // The region is the stored face box, normalised to the photo after orientation.
+    let shown = imgd_json(
+        &db,
+        &[
+            "show",
+            "--json",
+            tree.join("collins1.png").to_str().unwrap(),
+        ],
+    );
+    let (width, height) = (
+        shown["image"]["width"].as_f64().unwrap(),
+        shown["image"]["height"].as_f64().unwrap(),
+    );
+    let face = &shown["faces"]["data"]["faces"][0]["box"];
+    let b: Vec<f64> = face
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let region = &tags["XMP-mwg-rs:RegionInfo"]["RegionList"];
+    let region = if region.is_array() {
+        &region[0]
+    } else {
+        region
+    };
+    assert_eq!(region["Name"], "Eileen Collins");
+    assert_eq!(region["Type"], "Face");
+    let area = &region["Area"];
+    assert!((area["X"].as_f64().unwrap() - (b[0] + b[2] / 2.0) / width).abs() < 1e-3);
+    assert!((area["Y"].as_f64().unwrap() - (b[1] + b[3] / 2.0) / height).abs() < 1e-3);
+    assert!((area["W"].as_f64().unwrap() - b[2] / width).abs() < 1e-3);
+    assert!((area["H"].as_f64().unwrap() - b[3] / height).abs() < 1e-3);
+    // Zidane's photo: its faces are regions without a name yet.
+    let zidane = exiftool(&tree.join("zidane.xmp"));
+    assert!(
+        zidane["XMP-mwg-rs:RegionInfo"]["RegionList"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2
+    );
+    assert!(zidane["XMP-dc:Subject"].is_null());
+
+    // Renamed: imgd's keyword and region follow, the user's keyword stays; a second run
+    // changes nothing.
+    imgd_ok(&db, &["faces", "name", &id, "Eileen", "M.", "Collins"]);
+    let report = imgd_json(&db, &["xmp", "write", "--json", tree_arg]);
+    assert_eq!(report["written"], 3, "{report}");
+    let tags = exiftool(&tree.join("collins1.xmp"));
+    assert_eq!(
+        list(&tags["XMP-dc:Subject"]),
+        ["space", "Eileen M. Collins"]
+    );
+    let report = imgd_json(&db, &["xmp", "write", "--json", tree_arg]);
+    assert_eq!(report["unchanged"], 4, "{report}");
+
+    // A photo deleted since: reported, the others still written, exit 1.
+    fs::remove_file(tree.join("collins3.png")).unwrap();
+    let (ok, stdout, stderr) = imgd(&db, &["xmp", "write", tree_arg]);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("collins3.png"), "{stderr}");
+}

@@ -30,6 +30,9 @@ pub struct FileConfig {
     /// `[batch.default]` and `[batch.<module>]`.
     #[serde(default)]
     pub batch: BTreeMap<String, BatchSection>,
+    /// `[xmp]`: sidecars for photo managers.
+    #[serde(default)]
+    pub xmp: imgd_xmp::XmpSettings,
     /// `[models]`: where the weights are, on what device, and each model module's own keys.
     #[serde(default)]
     pub models: ModelsSection,

@@ -45,7 +45,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         .try_init();
     let file = settings(&args)?;
     let db = resolve_db(db_flag, &file)?;
-    let config = file.pipeline();
+    let mut config = file.pipeline();
     raise_file_limit();
     arm_fault_injection()?;
     // Open once up front so a bad database fails before any thread starts.
@@ -76,6 +76,13 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         names.join(", ")
     );
     let mut on_event = systemd_events(Arc::clone(&healthy), config.stop_timeout);
+    let sidecars = if file.xmp.write {
+        let (committed, listener) = crossbeam_channel::unbounded();
+        config.committed_images = Some(committed);
+        Some(super::xmp::spawn_writer(&db, file.xmp.clone(), listener)?)
+    } else {
+        None
+    };
     let mode = match (args.once, args.no_wait) {
         (true, false) => RunMode::Once,
         (true, true) => RunMode::OnceNoWait,
@@ -91,6 +98,13 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         &mut on_event,
     );
     healthy.store(false, Ordering::Relaxed);
+    // The last sender goes: the sidecar thread writes what is left and ends.
+    config.committed_images = None;
+    if let Some(sidecars) = sidecars
+        && sidecars.join().is_err()
+    {
+        tracing::error!("the XMP sidecar thread panicked");
+    }
     if let Some(server) = server {
         server.stop();
     }

@@ -12,6 +12,7 @@ mod probe;
 mod query;
 mod runners;
 mod status;
+mod xmp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Probe(args) => probe::run(args),
         Command::Models(args) => models::run(args),
         Command::Faces(args) => faces::run(&db, args),
+        Command::Xmp(args) => xmp::run(&db, args),
         Command::Run(_) | Command::Validate(_) => unreachable!("handled above"),
     }
 }
