@@ -2,7 +2,7 @@
 """Builds the CLIP and aesthetic parity fixtures under fixtures/clip/ with the reference
 implementation (Hugging Face `transformers` + `torch`, CPU).
 
-    python3 scripts/make-fixtures.py [clip|blip|trocr|all]   # (re)builds fixtures/<target>/
+    python3 scripts/make-fixtures.py [clip|blip|trocr|siglip|all]   # (re)builds fixtures/<target>/
 
 The first run creates a git-ignored virtual environment `.venv-fixtures/` and installs torch,
 transformers, pillow, safetensors and regex from PyPI into it (a few GB: PyPI's torch wheel
@@ -855,18 +855,163 @@ def make_trocr_full_size(out):
     print(f"wrote {out}: {sum(p.numel() for p in model.parameters()):,} parameters")
 
 
+# --- SigLIP 2 --------------------------------------------------------------------------------
+
+SIGLIP_OUT = ROOT / "fixtures" / "siglip"
+SIGLIP_IMAGE_SIZE = 64
+SIGLIP_PATCH = 16
+SIGLIP_TEXT_LEN = 64
+SIGLIP_MERGES = 400
+# Queries in several scripts: Latin with accents, German, Japanese, Arabic, Greek, Cyrillic,
+# emoji (byte fallback), and one longer than the 64 tokens the text tower takes.
+SIGLIP_TEXTS = [
+    "a photo of a dog on the beach",
+    "ein Hund am Strand, Größe straße",
+    "浜辺の犬の写真",
+    "صورة كلب على الشاطئ",
+    "φωτογραφία ενός σκύλου",
+    "фотография собаки на пляже",
+    "café résumé naïve 🐶",
+    "",
+    "the quick brown fox jumps over the lazy dog " * 10,
+]
+SIGLIP_CORPUS = CORPUS + """
+ein Hund am Strand ein Foto von einer Katze im Garten Straße Größe schön
+浜辺の犬の写真 猫の写真 山と海と空 東京の夜景
+صورة كلب على الشاطئ صورة قطة في الحديقة
+φωτογραφία ενός σκύλου στην παραλία
+фотография собаки на пляже фотография кошки
+""" * 2
+
+
+def gemma_tokenizer():
+    """A tokenizer with Gemma's structure (what SigLIP 2 uses): spaces replaced by `▁` in the
+    normaliser, no pre-tokeniser, BPE with byte fallback over `<0x00>`…`<0xFF>` and fused
+    unknowns, <pad>=0 <eos>=1 <bos>=2 <unk>=3, `<eos>` appended, padding on the right (the
+    text tower pools the last of its 64 positions); the merges are learnt here from a small
+    multilingual corpus."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import GemmaTokenizerFast
+
+    learner = Tokenizer(models.BPE(unk_token="<unk>"))
+    learner.normalizer = normalizers.Replace(" ", "▁")
+    trainer = trainers.BpeTrainer(vocab_size=SIGLIP_MERGES + 300, show_progress=False,
+                                  special_tokens=[])
+    lines = [line for line in SIGLIP_CORPUS.split("\n") if line.strip()]
+    learner.train_from_iterator(lines, trainer)
+    learnt = json.loads(learner.to_str())["model"]
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    vocab = {token: i for i, token in enumerate(specials + byte_tokens)}
+    for token in sorted(learnt["vocab"], key=learnt["vocab"].get):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learnt["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True,
+                               fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    tokenizer = GemmaTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>", add_bos_token=False,
+                                   add_eos_token=True, padding_side="right")
+    return tokenizer
+
+
+def make_siglip():
+    """A tiny random-weight SigLIP 2 (fixed resolution: `SiglipModel`, as `google/siglip2-*`
+    checkpoints are saved) with a Gemma-structured tokenizer, and the reference's outputs."""
+    from transformers import SiglipConfig, SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED + 3)
+    model_dir = SIGLIP_OUT / "tiny-siglip2"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = gemma_tokenizer()
+    tokenizer.save_pretrained(model_dir)
+    for extra in ["special_tokens_map.json", "chat_template.jinja"]:
+        (model_dir / extra).unlink(missing_ok=True)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    assert (pad, eos) == (0, 1)
+
+    config = SiglipConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
+            num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+            max_position_embeddings=SIGLIP_TEXT_LEN, pad_token_id=pad, eos_token_id=eos,
+            bos_token_id=2, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+            projection_size=HIDDEN,
+        ),
+        vision_config=dict(
+            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS, image_size=SIGLIP_IMAGE_SIZE, patch_size=SIGLIP_PATCH,
+            hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+        ),
+    )
+    model = SiglipModel(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+        perturb(model, generator)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["imgd_model_id"] = "tiny-siglip2"
+    cfg["imgd_model_version"] = "fixture-1"
+    (model_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (model_dir / "generation_config.json").unlink(missing_ok=True)
+
+    # google/siglip2-base-patch16-224's processor: a square resize (PIL bilinear), rescale,
+    # mean and std 0.5.
+    processor = SiglipImageProcessorPil(
+        size={"height": SIGLIP_IMAGE_SIZE, "width": SIGLIP_IMAGE_SIZE}, resample=2,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    processor.save_pretrained(model_dir)
+
+    images = make_images(ROOT / "fixtures" / "photos", SIGLIP_OUT / "images")
+    names = sorted(images)
+    pixels = processor(images=[images[n] for n in names], return_tensors="pt")["pixel_values"]
+    encoded = tokenizer(SIGLIP_TEXTS, padding="max_length", max_length=SIGLIP_TEXT_LEN,
+                        truncation=True, return_tensors="pt")
+    ids = encoded["input_ids"]
+
+    def features(output):
+        return output if torch.is_tensor(output) else output.pooler_output
+
+    with torch.no_grad():
+        image_features = features(model.get_image_features(pixel_values=pixels))
+        text_features = features(model.get_text_features(input_ids=ids))
+    tensors = {f"pixels.{n}": pixels[i].contiguous() for i, n in enumerate(names)}
+    tensors["image_features"] = image_features.contiguous()
+    tensors["image_embeds"] = normalized(image_features).contiguous()
+    tensors["text_ids"] = ids.to(torch.int64).contiguous()
+    tensors["text_features"] = text_features.contiguous()
+    tensors["text_embeds"] = normalized(text_features).contiguous()
+    save_file(tensors, str(SIGLIP_OUT / "reference.safetensors"))
+    (SIGLIP_OUT / "reference.json").write_text(json.dumps({
+        "images": names,
+        "texts": SIGLIP_TEXTS,
+        "text_len": SIGLIP_TEXT_LEN,
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__,
+                     "Pillow": Image.__version__},
+    }, indent=2, ensure_ascii=False) + "\n")
+
+
 if __name__ == "__main__":
-    # `make-fixtures.py [clip|blip|trocr|all]` (default: all);
+    # `make-fixtures.py [clip|blip|trocr|siglip|all]` (default: all);
     # `make-fixtures.py trocr-full DIR` for the TrOCR benchmark's model.
     if len(sys.argv) == 3 and sys.argv[1] == "trocr-full":
         make_trocr_full_size(Path(sys.argv[2]).resolve())
         sys.exit()
     target = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if target not in ("clip", "blip", "trocr", "all"):
-        sys.exit(f"usage: {sys.argv[0]} [clip|blip|trocr|all] | trocr-full DIR")
+    if target not in ("clip", "blip", "trocr", "siglip", "all"):
+        sys.exit(f"usage: {sys.argv[0]} [clip|blip|trocr|siglip|all] | trocr-full DIR")
     if target in ("clip", "all"):
         main()
     if target in ("blip", "all"):
         make_blip()
     if target in ("trocr", "all"):
         make_trocr()
+    if target in ("siglip", "all"):
+        make_siglip()

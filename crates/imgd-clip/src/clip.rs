@@ -37,7 +37,7 @@ use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::clip::text_model::ClipTextTransformer;
 use candle_transformers::models::clip::vision_model::ClipVisionTransformer;
 use image::RgbImage;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::ClipError;
 use crate::config::{ClipConfig, ModelInfo, load_preprocess, require};
@@ -420,16 +420,22 @@ impl ClipTextEncoder {
     }
 }
 
-/// Loads `tokenizer.json` and sets CLIP's padding and truncation to `max_len` tokens: pad with
-/// the pad token of `tokenizer_config.json` (CLIP's is `<|endoftext|>`), else
-/// `<|endoftext|>`.
+/// Loads `tokenizer.json` and sets the padding and truncation to `max_len` tokens the
+/// reference's `padding="max_length"` gives: pad with the pad token of `tokenizer_config.json`
+/// (CLIP's is `<|endoftext|>`, SigLIP 2's `<pad>`), else `<|endoftext|>`, on its
+/// `padding_side` (right unless it says left).
 pub fn load_tokenizer(dir: &Path, max_len: usize) -> Result<Tokenizer, ClipError> {
     let path = require(dir, "tokenizer.json")?;
     let mut tokenizer = Tokenizer::from_file(&path)
         .map_err(|e| ClipError::Tokenizer(format!("{}: {e}", path.display())))?;
-    let pad_token = fs::read_to_string(dir.join("tokenizer_config.json"))
+    let config = fs::read_to_string(dir.join("tokenizer_config.json"))
         .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    let direction = match config.as_ref().and_then(|c| c.get("padding_side")) {
+        Some(side) if side == "left" => PaddingDirection::Left,
+        _ => PaddingDirection::Right,
+    };
+    let pad_token = config
         .and_then(|config| match config.get("pad_token") {
             Some(serde_json::Value::String(token)) => Some(token.clone()),
             Some(serde_json::Value::Object(token)) => token
@@ -452,6 +458,7 @@ pub fn load_tokenizer(dir: &Path, max_len: usize) -> Result<Tokenizer, ClipError
         .map_err(|e| ClipError::Tokenizer(e.to_string()))?;
     tokenizer.with_padding(Some(PaddingParams {
         strategy: PaddingStrategy::Fixed(max_len),
+        direction,
         pad_id,
         pad_token,
         ..Default::default()

@@ -25,6 +25,7 @@ mod error;
 pub mod loader;
 pub mod preprocess;
 pub mod runner;
+pub mod siglip;
 
 pub use candle_core::{DType, Device};
 pub use error::ClipError;
