@@ -1,8 +1,8 @@
 //! The `embedding` and `aesthetic` modules' settings, availability and loading
 //! ([`ModuleLoader`]s).
 //!
-//! `[models] embedding` names the CLIP model of the `embedding` module (default
-//! `clip-vit-b32`); `[models] aesthetic_clip` and `aesthetic_mlp` the CLIP ViT-L/14 and the
+//! `[models] embedding` names the CLIP or SigLIP model of the `embedding` module (default
+//! `clip-vit-b32`; SigLIP 2 is told apart by its `config.json`); `[models] aesthetic_clip` and `aesthetic_mlp` the CLIP ViT-L/14 and the
 //! LAION MLP of the `aesthetic` module. Each is a folder (or file) under the model folder, or an
 //! absolute path.
 
@@ -14,6 +14,8 @@ use imgd_infer::loader::{Availability, LoadContext, LoadedModule, ModuleLoader, 
 
 use crate::aesthetic::aesthetic_info;
 use crate::clip::ClipImageEncoder;
+use crate::runner::ImageTower;
+use crate::siglip::{SiglipImageEncoder, is_siglip};
 use crate::{AESTHETIC, DType, EMBEDDING};
 
 /// `[models] embedding`'s default.
@@ -23,7 +25,7 @@ pub const DEFAULT_AESTHETIC_CLIP: &str = "clip-vit-l14";
 /// `[models] aesthetic_mlp`'s default.
 pub const DEFAULT_AESTHETIC_MLP: &str = "laion-aesthetic/sac+logos+ava1-l14-linearMSE.pth";
 
-/// Whether `dir` holds a CLIP model (`config.json` and `model.safetensors`).
+/// Whether `dir` holds a CLIP or SigLIP model (`config.json` and `model.safetensors`).
 fn holds_clip(dir: &Path) -> bool {
     all_files(dir, &["config.json", "model.safetensors"])
 }
@@ -56,10 +58,12 @@ impl ModuleLoader for EmbeddingLoader {
     fn availability(&self, context: &LoadContext<'_>) -> Availability {
         match context.model_path("embedding", DEFAULT_EMBEDDING) {
             Ok(dir) if holds_clip(&dir) => {
-                Availability::Installed(format!("CLIP from {}", dir.display()))
+                let kind = if is_siglip(&dir) { "SigLIP" } else { "CLIP" };
+                Availability::Installed(format!("{kind} from {}", dir.display()))
             }
             Ok(dir) => Availability::Waiting(format!(
-                "waiting: no CLIP model in {} (imgd models fetch clip-vit-b32)",
+                "waiting: no CLIP or SigLIP model in {} (imgd models fetch clip-vit-b32, or \
+                 siglip2-base-patch16-224)",
                 dir.display()
             )),
             Err(err) => Availability::Waiting(format!("waiting: {err}")),
@@ -74,9 +78,17 @@ impl ModuleLoader for EmbeddingLoader {
         } else {
             DType::F32
         };
-        let encoder = ClipImageEncoder::load_as(&dir, &device, dtype).map_err(|e| e.to_string())?;
-        let info = encoder.info().clone();
-        let runner = crate::runner::embedding_runner_from(encoder, batch);
+        let tower: ImageTower = if is_siglip(&dir) {
+            SiglipImageEncoder::load_as(&dir, &device, dtype)
+                .map_err(|e| e.to_string())?
+                .into()
+        } else {
+            ClipImageEncoder::load_as(&dir, &device, dtype)
+                .map_err(|e| e.to_string())?
+                .into()
+        };
+        let info = tower.info().clone();
+        let runner = crate::runner::embedding_runner_from(tower, batch);
         Ok(LoadedModule::new(runner).versioned(info.id, info.version))
     }
 }

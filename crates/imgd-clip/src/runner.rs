@@ -1,9 +1,11 @@
 //! The model runners the inference thread drives: `embedding` and `aesthetic`.
 //!
-//! Both take the image's 448-px tier ([`crate::EMBEDDING`]'s), resize and centre-crop it when
-//! the input is prepared (on a decode thread, so a bad image fails alone, before batching), and
-//! run the CLIP image tower on whole batches of 8-bit crops, normalised on the model's device
-//! ([`ClipImageEncoder::embed_crops`]).
+//! Both take the image's 448-px tier ([`crate::EMBEDDING`]'s) and prepare it on a decode thread
+//! (so a bad image fails alone, before batching): CLIP resizes and centre-crops it, SigLIP
+//! resizes it to its square input ([`ImageTower::prepare`]). The tower then runs on whole
+//! batches of 8-bit inputs, normalised on the model's device
+//! ([`ClipImageEncoder::embed_crops`], [`SiglipImageEncoder::embed_resized`]). The
+//! `aesthetic` module is CLIP's only (the LAION predictor reads CLIP ViT-L/14 vectors).
 //!
 //! The aesthetic runner computes its own CLIP ViT-L/14 image embedding: it does not wait for
 //! the embedding module's result, so the two modules stay independent jobs. When both use the
@@ -24,6 +26,7 @@ use crate::aesthetic::{AestheticMlp, aesthetic_info, stored_score};
 use crate::clip::ClipImageEncoder;
 use crate::config::ModelInfo;
 use crate::preprocess::Preprocess;
+use crate::siglip::SiglipImageEncoder;
 
 /// The tier the runners read: the embedding module's long edge (448 px).
 pub fn input_tier() -> u32 {
@@ -51,18 +54,65 @@ fn prepare(preprocess: &Preprocess, image: &ImageInput<'_>) -> Result<RgbImage, 
         .map_err(|e| e.to_string())
 }
 
-/// The CLIP image tower as a [`BatchModel`]: resized and cropped images in, normalised
-/// vectors out.
+/// The image tower of the `embedding` module: CLIP, or SigLIP / SigLIP 2.
+#[derive(Debug, Clone)]
+pub enum ImageTower {
+    /// CLIP: the short side resized, a centre crop.
+    Clip(ClipImageEncoder),
+    /// SigLIP: a square resize without a crop.
+    Siglip(SiglipImageEncoder),
+}
+
+impl ImageTower {
+    /// The model id and version stored with each vector.
+    pub fn info(&self) -> &ModelInfo {
+        match self {
+            ImageTower::Clip(encoder) => encoder.info(),
+            ImageTower::Siglip(encoder) => encoder.info(),
+        }
+    }
+
+    /// The 8-bit input of one image (resized, and cropped for CLIP), made on a decode thread.
+    pub fn prepare(&self, image: &RgbImage) -> Result<RgbImage, ClipError> {
+        match self {
+            ImageTower::Clip(encoder) => Ok(encoder.preprocessor().resize_and_crop(image)?),
+            ImageTower::Siglip(encoder) => encoder.resize(image),
+        }
+    }
+
+    /// Normalised vectors of prepared inputs, in one batch.
+    pub fn embed_prepared(&self, inputs: &[RgbImage]) -> Result<Vec<Vec<f32>>, ClipError> {
+        match self {
+            ImageTower::Clip(encoder) => encoder.embed_crops(inputs),
+            ImageTower::Siglip(encoder) => encoder.embed_resized(inputs),
+        }
+    }
+}
+
+impl From<ClipImageEncoder> for ImageTower {
+    fn from(encoder: ClipImageEncoder) -> Self {
+        ImageTower::Clip(encoder)
+    }
+}
+
+impl From<SiglipImageEncoder> for ImageTower {
+    fn from(encoder: SiglipImageEncoder) -> Self {
+        ImageTower::Siglip(encoder)
+    }
+}
+
+/// An image tower as a [`BatchModel`]: prepared images in, normalised vectors out.
 pub struct ImageEmbedder {
-    encoder: ClipImageEncoder,
+    tower: ImageTower,
     name: String,
 }
 
 impl ImageEmbedder {
-    /// Wraps `encoder`; its model id is the batcher's name.
-    pub fn new(encoder: ClipImageEncoder) -> Self {
-        let name = encoder.info().id.clone();
-        ImageEmbedder { encoder, name }
+    /// Wraps `tower`; its model id is the batcher's name.
+    pub fn new(tower: impl Into<ImageTower>) -> Self {
+        let tower = tower.into();
+        let name = tower.info().id.clone();
+        ImageEmbedder { tower, name }
     }
 }
 
@@ -76,7 +126,7 @@ impl BatchModel for ImageEmbedder {
     }
 
     fn run_batch(&mut self, inputs: &[RgbImage]) -> Result<Vec<Vec<f32>>, ClipError> {
-        self.encoder.embed_crops(inputs)
+        self.tower.embed_prepared(inputs)
     }
 }
 
@@ -179,18 +229,23 @@ pub fn embedding_runner(
     ))
 }
 
-/// The `embedding` runner around an already loaded image tower.
+/// The `embedding` runner around an already loaded image tower (CLIP or SigLIP).
 pub fn embedding_runner_from(
-    encoder: ClipImageEncoder,
+    tower: impl Into<ImageTower>,
     batch: BatchConfig,
 ) -> Box<dyn ModelRunner> {
-    let info = encoder.info().clone();
-    let preprocess = encoder.preprocessor().clone();
+    let tower = tower.into();
+    let info = tower.info().clone();
+    let preparer = tower.clone();
     Box::new(Batched::new(
         crate::EMBEDDING,
-        ImageEmbedder::new(encoder),
+        ImageEmbedder::new(tower),
         batch,
-        move |image| prepare(&preprocess, image),
+        move |image| {
+            preparer
+                .prepare(pick_tier(image)?)
+                .map_err(|e| e.to_string())
+        },
         move |vector: Vec<f32>| embedding_row(&info, &vector),
     ))
 }
@@ -225,4 +280,55 @@ pub fn aesthetic_runner_from(
         move |image| prepare(&preprocess, image),
         move |raw: f32| aesthetic_row(&info, raw),
     )))
+}
+
+/// The text tower matching an [`ImageTower`]: what `imgd search` embeds queries with.
+#[derive(Debug, Clone)]
+pub enum TextTower {
+    /// CLIP's.
+    Clip(crate::clip::ClipTextEncoder),
+    /// SigLIP's (SigLIP 2's Gemma tokenizer reads queries in any script).
+    Siglip(crate::siglip::SiglipTextEncoder),
+}
+
+impl TextTower {
+    /// Loads the text tower of the model in `dir`, SigLIP or CLIP by its `config.json`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ClipError> {
+        if crate::siglip::is_siglip(dir) {
+            Ok(TextTower::Siglip(crate::siglip::SiglipTextEncoder::load(
+                dir, device,
+            )?))
+        } else {
+            Ok(TextTower::Clip(crate::clip::ClipTextEncoder::load(
+                dir, device,
+            )?))
+        }
+    }
+
+    /// The model id and version of its vectors.
+    pub fn info(&self) -> &ModelInfo {
+        match self {
+            TextTower::Clip(encoder) => encoder.info(),
+            TextTower::Siglip(encoder) => encoder.info(),
+        }
+    }
+
+    /// L2-normalised vectors for `texts`, in one batch.
+    pub fn embed_text(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ClipError> {
+        match self {
+            TextTower::Clip(encoder) => encoder.embed_text(texts),
+            TextTower::Siglip(encoder) => encoder.embed_text(texts),
+        }
+    }
+}
+
+/// The id and version of the model in `dir` (CLIP or SigLIP), read without loading it.
+pub fn model_info(dir: &Path) -> Result<ModelInfo, ClipError> {
+    let weights = crate::config::require(dir, crate::clip::WEIGHTS_FILE)?;
+    let preset = if crate::siglip::is_siglip(dir) {
+        None
+    } else {
+        crate::clip::load_config(dir)?.preset_id()
+    };
+    Ok(ModelInfo::resolve(dir, &weights, preset)?)
 }

@@ -252,6 +252,111 @@ fn clip_embeddings_and_aesthetic_scores_serve_search_and_a_model_change_requeues
     assert!(!stderr.contains("re-queued"), "{stderr}");
 }
 
+/// Semantic search's hits: (file name, similarity), most similar first.
+fn semantic_hits(env: &Env, config: &str, query: &str) -> Vec<(String, f64)> {
+    let hits = env.json(&[
+        "search", "--json", "--mode", "semantic", "--config", config, query,
+    ]);
+    hits.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let path = h["path"].as_str().unwrap();
+            let name = Path::new(path).file_name().unwrap().to_string_lossy();
+            (name.into_owned(), h["similarity"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn switching_to_siglip2_requeues_and_queries_in_any_script_search_its_vectors_only() {
+    let env = env();
+    install_tiny_clip(&env, "clip-vit-b32", "v1");
+    copy_dir(
+        Path::new(&fixture("siglip/tiny-siglip2")),
+        &env.models.join("siglip2-base-patch16-224"),
+    );
+    for name in ["flower-448.png", "hopper.png", "xmp-448.png"] {
+        env.add(&fixture(&format!("siglip/images/{name}")), name);
+    }
+    env.enqueue("embedding");
+    let clip = env.config("[models]\ndisabled = [\"aesthetic\"]\n");
+    env.ok(&["run", "--once", "--metrics-addr", "off", "--config", &clip]);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM result_embedding WHERE model_id = 'tiny-clip'"),
+        3
+    );
+
+    let siglip = env
+        .config("[models]\nembedding = \"siglip2-base-patch16-224\"\ndisabled = [\"aesthetic\"]\n");
+    let (ok, stdout, _) = env.run(&["validate", "--config", &siglip]);
+    assert!(ok && stdout.contains("SigLIP from"), "{stdout}");
+    let (ok, _, stderr) = env.run(&[
+        "run",
+        "--once",
+        "--metrics-addr",
+        "off",
+        "--config",
+        &siglip,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("3 images re-queued"), "{stderr}");
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(*) FROM result_embedding
+             WHERE model_id = 'tiny-siglip2' AND dim = 32"
+        ),
+        3
+    );
+    // Queries in six scripts: each ranks the three images by SigLIP similarity, computed
+    // here from the stored vectors and the reference-checked text tower.
+    for query in [
+        "a dog on the beach",
+        "ein Hund am Strand",
+        "浜辺の犬",
+        "كلب على الشاطئ",
+        "σκύλος",
+        "собака на пляже",
+    ] {
+        let hits = semantic_hits(&env, &siglip, query);
+        assert_eq!(hits.len(), 3, "{query}: {hits:?}");
+        assert!(
+            hits.windows(2).all(|w| w[0].1 >= w[1].1),
+            "{query}: {hits:?}"
+        );
+    }
+    let text = imgd_clip::runner::TextTower::load(
+        &env.models.join("siglip2-base-patch16-224"),
+        &imgd_clip::Device::Cpu,
+    );
+    let query = text.unwrap().embed_text(&["浜辺の犬"]).unwrap().remove(0);
+    let conn = rusqlite::Connection::open(&env.db).unwrap();
+    let mut stored: Vec<(String, f64)> = conn
+        .prepare(
+            "SELECT i.path, e.vector FROM result_embedding e JOIN images i ON i.id = e.image_id
+             WHERE e.model_id = 'tiny-siglip2'",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .unwrap()
+        .map(|row| {
+            let (path, blob) = row.unwrap();
+            let vector = imgd_clip::runner::vector_from_blob(&blob).unwrap();
+            let dot: f32 = vector.iter().zip(&query).map(|(a, b)| a * b).sum();
+            let name = Path::new(&path).file_name().unwrap().to_string_lossy();
+            (name.into_owned(), f64::from(dot))
+        })
+        .collect();
+    stored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let hits = semantic_hits(&env, &siglip, "浜辺の犬");
+    for ((name, similarity), (want_name, want)) in hits.iter().zip(&stored) {
+        assert_eq!(name, want_name);
+        assert!((similarity - want).abs() < 1e-4, "{similarity} vs {want}");
+    }
+}
+
 #[test]
 fn the_cloud_module_answers_every_prompt_and_counts_calls_tokens_and_cost() {
     use imgd_cloud::mock::{MockConfig, MockServer};

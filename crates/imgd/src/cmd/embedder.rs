@@ -2,16 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use imgd_clip::clip::{ClipTextEncoder, load_config};
-use imgd_clip::config::ModelInfo;
+use imgd_clip::runner::{TextTower, model_info};
 use imgd_store::vectors::{ModelKey, TextEmbedder};
 
 use super::config::FileConfig;
 
-/// The CLIP text tower as a [`TextEmbedder`].
-struct ClipText(ClipTextEncoder);
+/// A CLIP or SigLIP text tower as a [`TextEmbedder`].
+struct Text(TextTower);
 
-impl TextEmbedder for ClipText {
+impl TextEmbedder for Text {
     fn model(&self) -> (String, String) {
         let info = self.0.info();
         (info.id.clone(), info.version.clone())
@@ -26,7 +25,7 @@ impl TextEmbedder for ClipText {
     }
 }
 
-/// Folders under the model folder that hold a CLIP model, the configured ones first.
+/// Folders under the model folder that hold a CLIP or SigLIP model, the configured ones first.
 fn candidates(config: &FileConfig) -> Vec<PathBuf> {
     let context = config.load_context();
     let mut found = imgd_clip::loader::configured_clip_folders(&context).unwrap_or_default();
@@ -45,14 +44,8 @@ fn candidates(config: &FileConfig) -> Vec<PathBuf> {
     found
 }
 
-/// The id and version of the model in `dir`, read without loading it.
-fn model_info(dir: &Path) -> Option<ModelInfo> {
-    let config = load_config(dir).ok()?;
-    ModelInfo::resolve(dir, &dir.join("model.safetensors"), config.preset_id()).ok()
-}
-
-fn load(dir: &Path) -> Option<ClipTextEncoder> {
-    match ClipTextEncoder::load(dir, &imgd_clip::Device::Cpu) {
+fn load(dir: &Path) -> Option<TextTower> {
+    match TextTower::load(dir, &imgd_clip::Device::Cpu) {
         Ok(encoder) => Some(encoder),
         Err(err) => {
             eprintln!(
@@ -64,10 +57,10 @@ fn load(dir: &Path) -> Option<ClipTextEncoder> {
     }
 }
 
-/// The text encoder for a search: the installed CLIP model whose id and version are `wanted`
-/// (the model the stored image vectors come from), else the configured embedding model's
-/// (search then says the two differ instead of mixing them); `None` when no CLIP model with a
-/// tokenizer is installed. Semantic search without an encoder fails with a message naming
+/// The text encoder for a search: the installed CLIP or SigLIP model whose id and version are
+/// `wanted` (the model the stored image vectors come from), else the configured embedding
+/// model's (search then says the two differ instead of mixing them); `None` when no such model
+/// with a tokenizer is installed. Semantic search without an encoder fails with a message naming
 /// `imgd models fetch clip-vit-b32`; the default mode then falls back to text search.
 pub fn text_embedder(
     wanted: Option<&ModelKey>,
@@ -79,8 +72,8 @@ pub fn text_embedder(
         .and_then(|w| {
             folders
                 .iter()
-                .find(|dir| model_info(dir).is_some_and(|i| i.id == w.id && i.version == w.version))
+                .find(|dir| model_info(dir).is_ok_and(|i| i.id == w.id && i.version == w.version))
         })
         .or(folders.first())?;
-    load(chosen).map(|encoder| Box::new(ClipText(encoder)) as Box<dyn TextEmbedder>)
+    load(chosen).map(|encoder| Box::new(Text(encoder)) as Box<dyn TextEmbedder>)
 }
