@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::Module;
+use candle_nn::{Module, VarBuilder};
 use candle_transformers::models::siglip;
 use image::RgbImage;
 use imgd_candle::processor::{Normalize, PilFilter, ResizePreprocess, pixel_batch};
@@ -84,13 +84,24 @@ impl SiglipImageEncoder {
         let preprocess = ResizePreprocess::load(dir, size, default_preprocess(size as u32))?;
         let info = ModelInfo::resolve(dir, &weights, None)?;
         let vb = mmap_weights_as(&weights, device, dtype)?;
-        let vision = siglip::VisionModel::new(&config.vision_config, true, vb.pp("vision_model"))?;
+        Self::new(vb, &config.vision_config, preprocess, info)
+    }
+
+    /// Builds the image tower from `vb` (a `SiglipModel` checkpoint's root).
+    pub fn new(
+        vb: VarBuilder<'_>,
+        config: &siglip::VisionConfig,
+        preprocess: ResizePreprocess,
+        info: ModelInfo,
+    ) -> Result<Self, ClipError> {
+        let (device, dtype) = (vb.device().clone(), vb.dtype());
+        let vision = siglip::VisionModel::new(config, true, vb.pp("vision_model"))?;
         Ok(SiglipImageEncoder {
             vision,
             preprocess,
             info,
-            dim: config.vision_config.hidden_size,
-            device: device.clone(),
+            dim: config.hidden_size,
+            device,
             dtype,
         })
     }
