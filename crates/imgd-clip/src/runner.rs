@@ -330,5 +330,5 @@ pub fn model_info(dir: &Path) -> Result<ModelInfo, ClipError> {
     } else {
         crate::clip::load_config(dir)?.preset_id()
     };
-    Ok(ModelInfo::resolve(dir, &weights, preset)?)
+    ModelInfo::resolve(dir, &weights, preset)
 }
