@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0006_sha256",
         sql: include_str!("../../../migrations/0006_sha256.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_done_recently",
+        sql: include_str!("../../../migrations/0007_done_recently.sql"),
+    },
 ];
 
 /// Every migration the store and `modules` know, in version order.

@@ -63,6 +63,32 @@ pub struct QueueStatus {
     pub top_failures: Vec<FailureGroup>,
 }
 
+/// What the queue did in the last minutes, and how long what is queued will take at that pace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Throughput {
+    /// The seconds the rates are measured over: the window, or less when the first job done in
+    /// it is more recent (a run that started within it).
+    pub window_seconds: f64,
+    /// Images with a job done in the window, per second.
+    pub images_per_second: f64,
+    /// Per module with jobs done in the window or queued: its rate and time left.
+    pub modules: BTreeMap<String, ModuleThroughput>,
+    /// The time left for every queued job of a module that is making progress: the longest of
+    /// the modules' times (an image's jobs are claimed together). `None` when nothing is queued
+    /// or nothing was done in the window.
+    pub eta_seconds: Option<f64>,
+}
+
+/// One module's rate and time left.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModuleThroughput {
+    /// Jobs done per second in the window.
+    pub jobs_per_second: f64,
+    /// Queued jobs over that rate; `None` when nothing is queued or the module did nothing in
+    /// the window (its model missing, disabled, or no daemon running).
+    pub eta_seconds: Option<f64>,
+}
+
 /// One search hit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchHit {
@@ -163,6 +189,72 @@ impl Store {
             paused: self.is_paused()?,
             top_failures: failures,
         })
+    }
+
+    /// The rates of the last `window` (jobs done per module, images) and the time left for
+    /// what `status` counts as queued, at `now_ms`.
+    pub fn throughput(
+        &self,
+        status: &QueueStatus,
+        window: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<Throughput, StoreError> {
+        let since = now_ms - window.as_millis() as i64;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT module, COUNT(*), MIN(updated_ms) FROM jobs
+                 WHERE state = 'done' AND updated_ms > ?1 GROUP BY module",
+            )
+            .ctx("preparing the throughput query")?;
+        let done: Vec<(String, i64, i64)> = stmt
+            .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .ctx("measuring throughput")?
+            .collect::<Result<_, _>>()
+            .ctx("measuring throughput")?;
+        let images: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(DISTINCT image_id) FROM jobs
+                 WHERE state = 'done' AND updated_ms > ?1",
+                [since],
+                |r| r.get(0),
+            )
+            .ctx("measuring throughput")?;
+        let oldest = done.iter().map(|(_, _, first)| *first).min();
+        // At least a second: a window that just began would give absurd rates.
+        let seconds = oldest.map_or(window.as_secs_f64(), |first| {
+            ((now_ms - first) as f64 / 1000.0).clamp(1.0, window.as_secs_f64())
+        });
+        let mut throughput = Throughput {
+            window_seconds: seconds,
+            images_per_second: images as f64 / seconds,
+            ..Throughput::default()
+        };
+        for (name, counts) in &status.modules {
+            let count = done
+                .iter()
+                .find(|(module, _, _)| module == name)
+                .map_or(0, |(_, count, _)| *count);
+            if count == 0 && counts.queued == 0 {
+                continue;
+            }
+            let rate = count as f64 / seconds;
+            let eta = (counts.queued > 0 && rate > 0.0).then(|| counts.queued as f64 / rate);
+            throughput.modules.insert(
+                name.clone(),
+                ModuleThroughput {
+                    jobs_per_second: rate,
+                    eta_seconds: eta,
+                },
+            );
+        }
+        throughput.eta_seconds = throughput
+            .modules
+            .values()
+            .filter_map(|m| m.eta_seconds)
+            .reduce(f64::max);
+        Ok(throughput)
     }
 
     /// Full-text search over paths, camera, dates and every module's text, best first.

@@ -454,6 +454,59 @@ mod with_fake_model {
         v
     }
 
+    /// `imgd status` states each module's rate over the last minutes and the time left for
+    /// what is queued; a module whose model is missing gets no time, and neither does the
+    /// whole queue while it is the only one left.
+    #[test]
+    fn status_reports_rates_and_the_time_left() {
+        let env = env();
+        tree_of_copies(&env, 12);
+        env.enqueue("metadata,embedding,caption");
+        let mut cmd = env.cmd(&["run", "--once", "--metrics-addr", "off"]);
+        fake(&mut cmd, "1", "0.1");
+        assert!(cmd.output().unwrap().status.success());
+        let status = env.json(&["status", "--json"]);
+        let throughput = &status["throughput"];
+        assert!(
+            throughput["images_per_second"].as_f64().unwrap() > 0.0,
+            "{throughput}"
+        );
+        let window = throughput["window_seconds"].as_f64().unwrap();
+        assert!((1.0..=300.0).contains(&window), "{throughput}");
+        let embedding = &throughput["modules"]["embedding"];
+        let rate = embedding["jobs_per_second"].as_f64().unwrap();
+        assert!((rate - 12.0 / window).abs() < 1e-6, "{throughput}");
+        assert!(
+            embedding["eta_seconds"].is_null(),
+            "nothing queued: {throughput}"
+        );
+        // No BLIP installed: the caption jobs wait, with no rate and no time.
+        let caption = &throughput["modules"]["caption"];
+        assert_eq!(caption["jobs_per_second"], 0.0);
+        assert!(caption["eta_seconds"].is_null());
+        assert!(throughput["eta_seconds"].is_null(), "{throughput}");
+
+        // More work queued: its time is the queued jobs over the recent rate.
+        for i in 12..18 {
+            env.add(&photo("flower.jpg"), &format!("img{i:04}.jpg"));
+        }
+        env.enqueue("embedding");
+        let status = env.json(&["status", "--json"]);
+        let throughput = &status["throughput"];
+        let window = throughput["window_seconds"].as_f64().unwrap();
+        let eta = throughput["modules"]["embedding"]["eta_seconds"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (eta - 6.0 / (12.0 / window)).abs() < 1e-3 * eta,
+            "{throughput}"
+        );
+        assert_eq!(throughput["eta_seconds"].as_f64(), Some(eta));
+        let (ok, text, _) = env.run(&["status"]);
+        assert!(ok && text.contains("images/s over the last"), "{text}");
+        assert!(text.contains("jobs/s"), "{text}");
+    }
+
     /// `[xmp] write = true`: the daemon writes each image's sidecar as it finishes, off the
     /// pipeline's threads; a sidecar another program wrote keeps its fields.
     #[test]

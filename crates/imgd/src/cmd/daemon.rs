@@ -88,6 +88,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         (true, true) => RunMode::OnceNoWait,
         (false, _) => RunMode::Forever,
     };
+    let progress = super::progress::Progress::start(&db, modules.runnable())?;
     let result = run_pipeline(
         &db,
         &config,
@@ -97,6 +98,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         mode,
         &mut on_event,
     );
+    progress.finish();
     healthy.store(false, Ordering::Relaxed);
     // The last sender goes: the sidecar thread writes what is left and ends.
     config.committed_images = None;

@@ -9,6 +9,7 @@ mod faces;
 mod models;
 mod modules;
 mod probe;
+mod progress;
 mod query;
 mod runners;
 mod status;

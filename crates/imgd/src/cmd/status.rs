@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 
@@ -14,10 +15,32 @@ use super::runners::waiting_reason;
 use super::{open_store, print_json};
 use crate::cli::{RetryArgs, StatusArgs};
 
-/// `imgd status --json` and the daemon's `/status`: the queue, why modules wait, faces and
-/// cloud totals.
+/// The window rates and ETAs are measured over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(300);
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A duration as people read it: `45s`, `12m 05s`, `3h 20m`, `2d 04h`.
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `imgd status --json` and the daemon's `/status`: the queue, rates and ETAs over the last
+/// minutes, why modules wait, faces and cloud totals.
 pub fn status_document(store: &Store, db: &Path, config: &FileConfig) -> Result<Value> {
     let status = store.queue_status(5)?;
+    let throughput = store.throughput(&status, RATE_WINDOW, now_ms())?;
     let cloud = store.cloud_totals()?;
     let faces = store.faces_summary()?;
     let waiting: serde_json::Map<String, Value> = REGISTRY
@@ -34,6 +57,7 @@ pub fn status_document(store: &Store, db: &Path, config: &FileConfig) -> Result<
     value["database"] = json!(db.display().to_string());
     value["cloud"] = serde_json::to_value(cloud)?;
     value["faces"] = serde_json::to_value(&faces)?;
+    value["throughput"] = serde_json::to_value(&throughput)?;
     Ok(value)
 }
 
@@ -45,6 +69,7 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let status = store.queue_status(5)?;
+    let throughput = store.throughput(&status, RATE_WINDOW, now_ms())?;
     let cloud = store.cloud_totals()?;
     let faces = store.faces_summary()?;
     println!("database: {}", db.display());
@@ -60,10 +85,20 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
             "running"
         }
     );
+    if throughput.images_per_second > 0.0 {
+        let eta = throughput
+            .eta_seconds
+            .map_or_else(|| "nothing left".to_string(), human_duration);
+        println!(
+            "rate:     {:.1} images/s over the last {}; time left {eta}",
+            throughput.images_per_second,
+            human_duration(throughput.window_seconds)
+        );
+    }
     println!();
     println!(
-        "{:<10} {:>9} {:>9} {:>9} {:>9}  note",
-        "module", "queued", "leased", "done", "failed"
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}  note",
+        "module", "queued", "leased", "done", "failed", "jobs/s", "left"
     );
     for &module in REGISTRY.all() {
         let Some(c) = status.modules.get(module.name()) else {
@@ -77,13 +112,20 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
         } else {
             String::new()
         };
+        let pace = throughput.modules.get(module.name());
+        let rate = pace.map_or(0.0, |p| p.jobs_per_second);
+        let left = pace
+            .and_then(|p| p.eta_seconds)
+            .map_or_else(|| "-".to_string(), human_duration);
         println!(
-            "{:<10} {:>9} {:>9} {:>9} {:>9}  {note}",
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>8.1} {:>9}  {note}",
             module.name(),
             c.queued,
             c.leased,
             c.done,
-            c.failed
+            c.failed,
+            rate,
+            left
         );
     }
     if faces.faces > 0 {
