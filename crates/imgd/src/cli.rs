@@ -114,7 +114,8 @@ pub struct XmpArgs {
 /// The `imgd xmp` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum XmpCommand {
-    /// Write or update the sidecars of finished images (all, or those under each PATH).
+    /// Write or update the sidecars of images with results and no job in progress (all, or
+    /// those under each PATH).
     Write {
         /// Files or folders; every finished image when none.
         #[arg(value_name = "PATH")]

@@ -41,7 +41,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             tracing_subscriber::EnvFilter::try_from_env("IMGD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(super::progress::log_writer)
         .try_init();
     let file = settings(&args)?;
     let db = resolve_db(db_flag, &file)?;

@@ -1,10 +1,12 @@
 //! `imgd run`'s progress: on a terminal, a bar of the jobs of the modules this daemon runs
-//! with the rate and the time left; otherwise a log line every half minute.
+//! with the rate and the time left; otherwise a log line every half minute. The log goes
+//! through [`log_writer`], which writes around the bar so that a log line never leaves a copy
+//! of it on the terminal.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,51 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::open_store;
 use super::status::{RATE_WINDOW, human_duration, now_ms};
+
+/// The bar on show, if any.
+static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Standard error for the log: each line is written with the bar, if one is on show, cleared
+/// and redrawn around it.
+pub struct LogWriter {
+    line: Vec<u8>,
+}
+
+/// A [`LogWriter`] (what `tracing_subscriber`'s `with_writer` takes).
+pub fn log_writer() -> LogWriter {
+    LogWriter { line: Vec::new() }
+}
+
+impl LogWriter {
+    fn emit(&mut self) -> std::io::Result<()> {
+        if self.line.is_empty() {
+            return Ok(());
+        }
+        let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let line = std::mem::take(&mut self.line);
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(&line)),
+            None => std::io::stderr().write_all(&line),
+        }
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.emit()
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        let _ = self.emit();
+    }
+}
 
 /// The progress thread; [`Progress::finish`] ends it.
 pub struct Progress {
@@ -89,6 +136,7 @@ fn show_bar(store: &Store, runnable: &[Module], stop: &AtomicBool) {
         ProgressStyle::with_template("{bar:30} {pos}/{len} jobs  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    *BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
     loop {
         if let Ok((finished, total, message)) = reading(store, runnable) {
             bar.set_length(total);
@@ -99,6 +147,7 @@ fn show_bar(store: &Store, runnable: &[Module], stop: &AtomicBool) {
             break;
         }
     }
+    *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
     bar.finish_and_clear();
 }
 
