@@ -91,6 +91,8 @@ pub struct ScanOptions {
     pub hash: Option<HashAlgorithm>,
     /// Re-queue the modules of unchanged files too.
     pub force: bool,
+    /// The batch the queued jobs belong to (`Store::create_batch`).
+    pub batch: Option<i64>,
     /// Walker threads.
     pub threads: usize,
     /// Show progress on stderr.
@@ -526,7 +528,7 @@ fn scan_root(
         actions.push(ScanAction::Missing { id: known.id });
     }
     for chunk in actions.chunks(ACTIONS_PER_TRANSACTION) {
-        store.apply_scan(chunk, &options.modules, options.priority)?;
+        store.apply_scan_in_batch(chunk, &options.modules, options.priority, options.batch)?;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod batches;
 pub mod cloud;
 pub mod faces;
 mod migrate;
@@ -71,6 +72,9 @@ pub enum StoreError {
     /// No image has this id or path.
     #[error("no image {0} in the database")]
     NoSuchImage(String),
+    /// No batch has this id.
+    #[error("no batch {0} in the database (imgd status lists them)")]
+    NoSuchBatch(i64),
     /// Stored JSON could not be parsed.
     #[error("corrupt JSON in the database: {0}")]
     Json(#[from] serde_json::Error),

@@ -44,6 +44,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0007_done_recently",
         sql: include_str!("../../../migrations/0007_done_recently.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_batches",
+        sql: include_str!("../../../migrations/0008_batches.sql"),
+    },
 ];
 
 /// Every migration the store and `modules` know, in version order.

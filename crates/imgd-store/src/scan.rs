@@ -155,6 +155,18 @@ impl Store {
         modules: &[Module],
         priority: i64,
     ) -> Result<(), StoreError> {
+        self.apply_scan_in_batch(actions, modules, priority, None)
+    }
+
+    /// [`Self::apply_scan`], the jobs it queues belonging to `batch`
+    /// ([`Self::create_batch`]).
+    pub fn apply_scan_in_batch(
+        &self,
+        actions: &[ScanAction],
+        modules: &[Module],
+        priority: i64,
+        batch: Option<i64>,
+    ) -> Result<(), StoreError> {
         if actions.is_empty() {
             return Ok(());
         }
@@ -164,6 +176,7 @@ impl Store {
             requested: Module::mask_of(modules),
             priority,
             now: now_ms(),
+            batch,
         };
         let tx = self.write_tx().ctx("starting a scan transaction")?;
         for action in actions {
@@ -229,18 +242,20 @@ const ADD_TO_MASK: &str = "UPDATE images SET modules_mask = modules_mask | ?2,
      WHERE id = ?1";
 
 /// Queues a job unless the image already has one for the module.
-const INSERT_JOB: &str = "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms)
-     VALUES (?1, ?2, ?3, ?4, ?4)
+const INSERT_JOB: &str = "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms,
+                              batch_id)
+     VALUES (?1, ?2, ?3, ?4, ?4, ?5)
      ON CONFLICT (image_id, module) DO NOTHING";
 
-/// Queues a job, or queues the existing one again from scratch.
-const REQUEUE_JOB: &str = "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms)
-     VALUES (?1, ?2, ?3, ?4, ?4)
+/// Queues a job, or queues the existing one again from scratch, in the current batch.
+const REQUEUE_JOB: &str = "INSERT INTO jobs (image_id, module, priority, queued_ms, updated_ms,
+                              batch_id)
+     VALUES (?1, ?2, ?3, ?4, ?4, ?5)
      ON CONFLICT (image_id, module) DO UPDATE SET
          state = 'queued', attempts = 0, lease_expiries = 0, last_error = NULL,
          lease_owner = NULL, lease_expires_ms = NULL,
          priority = excluded.priority, queued_ms = excluded.queued_ms,
-         updated_ms = excluded.updated_ms";
+         updated_ms = excluded.updated_ms, batch_id = excluded.batch_id";
 
 const SET_HASH: &str =
     "UPDATE images SET content_hash = ?2, sha256 = coalesce(?3, sha256) WHERE id = ?1";
@@ -254,6 +269,7 @@ struct ScanWrite<'a> {
     requested: i64,
     priority: i64,
     now: i64,
+    batch: Option<i64>,
 }
 
 impl ScanWrite<'_> {
@@ -338,7 +354,13 @@ impl ScanWrite<'_> {
         let mut statement = tx.prepare_cached(sql).ctx("preparing a job insert")?;
         for module in modules {
             statement
-                .execute(params![id, module.name(), self.priority, self.now])
+                .execute(params![
+                    id,
+                    module.name(),
+                    self.priority,
+                    self.now,
+                    self.batch
+                ])
                 .ctx("queuing a job")?;
         }
         Ok(())

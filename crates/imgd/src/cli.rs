@@ -299,6 +299,10 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// One batch (`imgd enqueue` prints its id): its progress per module, rate, time left and
+    /// failures.
+    #[arg(long, value_name = "ID")]
+    pub batch: Option<i64>,
     /// The daemon's configuration file, to say which modules can run (models folder,
     /// disabled modules, cloud).
     #[arg(long, env = "IMGD_CONFIG", value_name = "FILE")]

@@ -454,6 +454,51 @@ mod with_fake_model {
         v
     }
 
+    /// Every `imgd enqueue` is a batch; `imgd status --batch ID` counts that batch's jobs
+    /// only: its progress, rate, time left and failures.
+    #[test]
+    fn each_enqueue_is_a_batch_with_its_own_progress_and_failures() {
+        let env = env();
+        tree_of_copies(&env, 5);
+        let first = env.enqueue("metadata,embedding");
+        assert_eq!(first["batch"], 1, "{first}");
+        env.add(&photo("hopper.jpg"), "poison.jpg");
+        env.add(&photo("flower.jpg"), "late.jpg");
+        let second = env.enqueue("metadata,embedding");
+        assert_eq!(second["batch"], 2, "{second}");
+        // Only the new files are queued by the second batch.
+        let batch = env.json(&["status", "--batch", "2", "--json"]);
+        assert_eq!(batch["images"], 2, "{batch}");
+        assert_eq!(batch["total"]["queued"], 4, "{batch}");
+        assert_eq!(batch["roots"][0], env.tree.to_str().unwrap());
+        assert!(batch["eta_seconds"].is_null(), "nothing done yet: {batch}");
+
+        let mut cmd = env.cmd(&["run", "--once", "--metrics-addr", "off"]);
+        fake(&mut cmd, "1", "0.1");
+        assert!(cmd.output().unwrap().status.success());
+        let first = env.json(&["status", "--batch", "1", "--json"]);
+        assert_eq!(first["total"]["done"], 10, "{first}");
+        assert_eq!(first["total"]["failed"], 0, "{first}");
+        let second = env.json(&["status", "--batch", "2", "--json"]);
+        assert_eq!(second["total"]["done"], 3, "{second}");
+        assert_eq!(second["modules"]["embedding"]["failed"], 1, "{second}");
+        assert_eq!(second["top_failures"][0]["module"], "embedding", "{second}");
+        assert!(
+            second["jobs_per_second"].as_f64().unwrap() > 0.0,
+            "{second}"
+        );
+        let (ok, text, _) = env.run(&["status", "--batch", "2"]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("4 of 4 finished (3 done, 1 failed)"),
+            "{text}"
+        );
+        let listed = env.json(&["status", "--json"]);
+        assert_eq!(listed["batches"][0]["id"], 2, "newest first");
+        let (ok, _, stderr) = env.run(&["status", "--batch", "9"]);
+        assert!(!ok && stderr.contains("no batch 9"), "{stderr}");
+    }
+
     /// `imgd status` states each module's rate over the last minutes and the time left for
     /// what is queued; a module whose model is missing gets no time, and neither does the
     /// whole queue while it is the only one left.

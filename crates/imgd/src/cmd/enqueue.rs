@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use imgd_scan::{HashAlgorithm, ScanOptions, scan};
 use serde_json::json;
 
@@ -23,6 +23,16 @@ pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let roots: Vec<String> = args
+        .paths
+        .iter()
+        .map(|p| {
+            std::fs::canonicalize(p)
+                .map(|p| p.display().to_string())
+                .with_context(|| format!("cannot scan {}", p.display()))
+        })
+        .collect::<Result<_>>()?;
+    let batch = store.create_batch(&roots)?;
     let options = ScanOptions {
         modules,
         priority: args.priority,
@@ -31,14 +41,17 @@ pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
             HashArg::Sha256 => HashAlgorithm::Sha256,
         }),
         force: args.force,
+        batch: Some(batch),
         threads,
         progress: !args.json && std::io::stderr().is_terminal(),
     };
     let started = Instant::now();
     let report = scan(&store, &args.paths, &options)?;
+    store.finish_batch(batch)?;
     let elapsed = started.elapsed();
     if args.json {
         print_json(&json!({
+            "batch": batch,
             "new": report.new,
             "changed": report.changed,
             "unchanged": report.unchanged,
@@ -66,8 +79,8 @@ pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
             println!("identical content: {}", group.join("  "));
         }
         println!(
-            "{} new, {} changed, {} unchanged, {} missing, {} skipped (not images), {} errors \
-             in {:.2}s",
+            "batch {batch}: {} new, {} changed, {} unchanged, {} missing, {} skipped (not \
+             images), {} errors in {:.2}s (imgd status --batch {batch})",
             report.new,
             report.changed,
             report.unchanged,

@@ -58,12 +58,68 @@ pub fn status_document(store: &Store, db: &Path, config: &FileConfig) -> Result<
     value["cloud"] = serde_json::to_value(cloud)?;
     value["faces"] = serde_json::to_value(&faces)?;
     value["throughput"] = serde_json::to_value(&throughput)?;
+    let batches = store
+        .recent_batches(5)?
+        .into_iter()
+        .map(|id| store.batch_status(id, RATE_WINDOW, now_ms()))
+        .collect::<Result<Vec<_>, _>>()?;
+    value["batches"] = serde_json::to_value(batches)?;
     Ok(value)
+}
+
+/// `imgd status --batch ID`.
+fn batch(store: &Store, id: i64, json: bool) -> Result<ExitCode> {
+    let batch = store.batch_status(id, RATE_WINDOW, now_ms())?;
+    if json {
+        print_json(&serde_json::to_value(&batch)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let t = &batch.total;
+    println!("batch {}: {}", batch.id, batch.roots.join(", "));
+    println!(
+        "jobs:     {} of {} finished ({} done, {} failed), {} queued, {} leased; {} images",
+        t.done + t.failed,
+        t.total(),
+        t.done,
+        t.failed,
+        t.queued,
+        t.leased,
+        batch.images
+    );
+    let left = batch
+        .eta_seconds
+        .map_or_else(|| "-".to_string(), human_duration);
+    println!(
+        "rate:     {:.1} jobs/s over the last 5 minutes; time left {left}",
+        batch.jobs_per_second
+    );
+    println!();
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9}",
+        "module", "queued", "leased", "done", "failed"
+    );
+    for (module, c) in &batch.modules {
+        println!(
+            "{module:<10} {:>9} {:>9} {:>9} {:>9}",
+            c.queued, c.leased, c.done, c.failed
+        );
+    }
+    if !batch.top_failures.is_empty() {
+        println!();
+        println!("most common failures (imgd retry re-queues them):");
+        for f in &batch.top_failures {
+            println!("  {:>6} × {}: {}", f.count, f.module, f.error);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
     let config = FileConfig::load(args.config.as_deref())?;
     let store = open_store(db)?;
+    if let Some(id) = args.batch {
+        return batch(&store, id, args.json);
+    }
     if args.json {
         print_json(&status_document(&store, db, &config)?)?;
         return Ok(ExitCode::SUCCESS);
