@@ -5,6 +5,7 @@
 //! | `GET /metrics` | every metric, Prometheus text format 0.0.4 ([`Metrics::encode`]) |
 //! | `GET /healthz` | `200 ok` while the daemon is healthy, `503 unhealthy` otherwise |
 //! | `GET /status` | JSON from the daemon's status closure |
+//! | `GET /api/…` | JSON from the daemon's API closure (`/api/batches`, `/api/batches/ID`); `404` for a path it does not know |
 //! | anything else | `404`; a known route with a method other than GET or HEAD: `405` |
 //!
 //! [`serve`] binds the address (the daemon's default is [`DEFAULT_ADDR`]) and answers on one
@@ -58,6 +59,10 @@ pub const THREAD_NAME: &str = "imgd-http";
 /// The closure `/status` answers with.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
+/// The closure `/api/…` answers with, given the path after `/api/`: the JSON body, or `None`
+/// for a path it does not serve (404).
+pub type ApiFn = Arc<dyn Fn(&str) -> Option<serde_json::Value> + Send + Sync>;
+
 /// What the routes read: the metrics, the health flag and the status closure.
 #[derive(Clone)]
 pub struct HttpState {
@@ -67,6 +72,8 @@ pub struct HttpState {
     pub healthy: Arc<AtomicBool>,
     /// Called on every `/status` request; its value is the JSON body.
     pub status: StatusFn,
+    /// Called on every `/api/…` request.
+    pub api: ApiFn,
 }
 
 impl HttpState {
@@ -76,7 +83,17 @@ impl HttpState {
             metrics,
             healthy: Arc::new(AtomicBool::new(true)),
             status: Arc::new(|| serde_json::Value::Object(serde_json::Map::new())),
+            api: Arc::new(|_| None),
         }
+    }
+
+    /// Answers `/api/…` with what `api` returns for the path after `/api/`.
+    pub fn with_api(
+        mut self,
+        api: impl Fn(&str) -> Option<serde_json::Value> + Send + Sync + 'static,
+    ) -> Self {
+        self.api = Arc::new(api);
+        self
     }
 
     /// Reads health from `healthy`, which the daemon flips.
@@ -117,7 +134,7 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// The most header fields in one request.
     pub max_headers: usize,
-    /// `/status` requests answered at once (each reads the database).
+    /// `/status` and `/api/…` requests answered at once (each reads the database).
     pub max_status_requests: usize,
 }
 
@@ -348,13 +365,19 @@ async fn answer(
     let reply = if declares_body(&request) {
         // Answered before a byte of the body is read; the connection then closes.
         Reply::text(413, "request bodies are not accepted\n")
-    } else if path == "/status" && matches!(method, Method::GET | Method::HEAD) {
+    } else if (path == "/status" || path.starts_with("/api/"))
+        && matches!(method, Method::GET | Method::HEAD)
+    {
         match status_slots.acquire_owned().await {
             Ok(slot) => {
-                let status = Arc::clone(&state.status);
+                let state = state.clone();
+                let path = path.clone();
                 tokio::task::spawn_blocking(move || {
                     let _slot = slot;
-                    status_reply(&status)
+                    match path.strip_prefix("/api/") {
+                        Some(api_path) => api_reply(&state.api, api_path),
+                        None => status_reply(&state.status),
+                    }
                 })
                 .await
                 .unwrap_or_else(|_| Reply::text(500, "status unavailable\n"))
@@ -395,7 +418,26 @@ fn status_reply(status: &StatusFn) -> Reply {
     }
 }
 
+fn api_reply(api: &ApiFn, path: &str) -> Reply {
+    match catch_unwind(AssertUnwindSafe(|| api(path))) {
+        Ok(Some(value)) => Reply {
+            status: 200,
+            content_type: JSON,
+            body: format!("{value}\n").into_bytes(),
+        },
+        Ok(None) => Reply::text(404, "not found\n"),
+        Err(_) => {
+            tracing::error!("the API closure panicked");
+            Reply::text(500, "status unavailable\n")
+        }
+    }
+}
+
 fn route(method: &Method, path: &str, state: &HttpState) -> Reply {
+    if path.starts_with("/api/") {
+        // Every GET and HEAD under /api/ was answered by the API closure.
+        return Reply::text(405, "method not allowed\n");
+    }
     if !ROUTES.contains(&path) {
         return Reply::text(404, "not found\n");
     }
@@ -513,6 +555,25 @@ mod tests {
         assert_eq!(fetch(addr, "DELETE", "/healthz").0, 405);
         let (status, _, body) = fetch(addr, "HEAD", "/healthz");
         assert_eq!((status, body.as_str()), (200, ""));
+    }
+
+    #[test]
+    fn api_paths_answer_the_closures_json_or_404_and_only_get() {
+        let state = HttpState::new(Arc::new(Metrics::new(&[]))).with_api(|path| match path {
+            "batches" => Some(serde_json::json!([{ "id": 1 }])),
+            "panic" => panic!("api source gone"),
+            _ => None,
+        });
+        let server = serve("127.0.0.1:0", state).unwrap();
+        let addr = server.local_addr();
+        let (status, head, body) = fetch(addr, "GET", "/api/batches");
+        assert_eq!(status, 200);
+        assert!(head.to_lowercase().contains("application/json"), "{head}");
+        assert_eq!(body.trim(), r#"[{"id":1}]"#);
+        assert_eq!(fetch(addr, "GET", "/api/other").0, 404);
+        assert_eq!(fetch(addr, "POST", "/api/batches").0, 405);
+        assert_eq!(fetch(addr, "GET", "/api/panic").0, 500);
+        assert_eq!(fetch(addr, "GET", "/api/batches").0, 200, "still serving");
     }
 
     #[test]

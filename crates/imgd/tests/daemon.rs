@@ -497,6 +497,31 @@ mod with_fake_model {
         assert_eq!(listed["batches"][0]["id"], 2, "newest first");
         let (ok, _, stderr) = env.run(&["status", "--batch", "9"]);
         assert!(!ok && stderr.contains("no batch 9"), "{stderr}");
+
+        // The daemon serves the same over HTTP.
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = env.cmd(&["run", "--metrics-addr", &addr]);
+        fake(&mut cmd, "1", "0.1");
+        let mut child = quiet(&mut cmd);
+        let until = Instant::now() + Duration::from_secs(20);
+        while http_get(&addr, "/healthz").is_none_or(|(s, _)| s != 200) {
+            assert!(Instant::now() < until, "the daemon did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (status, body) = http_get(&addr, "/api/batches").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let listed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(listed[0]["id"], 2);
+        assert_eq!(listed[1]["total"]["done"], 10);
+        let (status, body) = http_get(&addr, "/api/batches/2").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let one: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(one["modules"]["embedding"]["failed"], 1, "{one}");
+        for missing in ["/api/batches/9", "/api/batches/x", "/api/nothing"] {
+            assert_eq!(http_get(&addr, missing).unwrap().0, 404, "{missing}");
+        }
+        signal(&child.0, "TERM");
+        assert!(wait_exit(&mut child.0, Duration::from_secs(30)).is_some_and(|s| s.success()));
     }
 
     /// `imgd status` states each module's rate over the last minutes and the time left for

@@ -172,10 +172,12 @@ fn serve_http(
                 .and_then(|config| status_json(&status_db, &config))
                 .unwrap_or_else(|e| json!({ "error": e.to_string() }))
         });
+    let api_db = db.to_path_buf();
+    let state = state.with_api(move |path| super::status::api_answer(&api_db, path));
     let server =
         http::serve(addr, state).with_context(|| format!("cannot serve metrics on {addr}"))?;
     tracing::info!(
-        "serving /metrics, /healthz and /status on http://{}",
+        "serving /metrics, /healthz, /status and /api/batches on http://{}",
         server.local_addr()
     );
     Ok(Some(server))
