@@ -163,7 +163,8 @@ impl SidecarContent {
             .flatten()
             .filter_map(|d| d["label"].as_str())
             .collect();
-        labels.dedup();
+        let mut seen = std::collections::HashSet::new();
+        labels.retain(|label| seen.insert(*label));
         for label in labels {
             content.keywords.push(label.to_string());
             content.hierarchical.push(format!("imgd|objects|{label}"));
