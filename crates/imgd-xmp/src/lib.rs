@@ -337,6 +337,90 @@ mod tests {
     use super::*;
 
     #[test]
+    fn results_become_keywords_caption_regions_and_properties() {
+        let show = serde_json::json!({
+            "image": { "width": 4000, "height": 3000, "format": "raw" },
+            "jobs": {
+                "embedding": { "state": "done", "model_id": "clip-vit-b32" },
+                "faces": { "state": "done", "model_id": "mtcnn" },
+                "metadata": { "state": "done", "model_id": null },
+            },
+            "objects": { "data": { "detections": [
+                { "label": "dog", "score": 0.9 },
+                { "label": "person", "score": 0.8 },
+                { "label": "dog", "score": 0.5 },
+            ] } },
+            "caption": {
+                "caption": " a dog on a beach ",
+                "data": { "answers": { "lighting": "soft | warm", "mood": "" } },
+            },
+            "aesthetic": { "score": 6.4 },
+            "technical": { "is_blurry": 0, "is_dark": 1 },
+        });
+        let faces = [
+            Face {
+                x: 1000.0,
+                y: 600.0,
+                w: 400.0,
+                h: 600.0,
+                name: Some("Anna".into()),
+            },
+            Face {
+                x: 0.0,
+                y: 0.0,
+                w: 100.0,
+                h: 100.0,
+                name: None,
+            },
+        ];
+        let settings = XmpSettings {
+            rating: true,
+            ..XmpSettings::default()
+        };
+        let content = SidecarContent::from_results(&show, &faces, &settings);
+        assert_eq!(content.keywords, ["dog", "person", "Anna", "soft | warm"]);
+        assert_eq!(
+            content.hierarchical,
+            [
+                "imgd|objects|dog",
+                "imgd|objects|person",
+                "imgd|people|Anna",
+                "imgd|lighting|soft / warm"
+            ]
+        );
+        assert_eq!(content.description.as_deref(), Some("a dog on a beach"));
+        assert_eq!(content.dimensions, Some((4000, 3000)));
+        assert_eq!(
+            content.faces[0],
+            FaceRegion {
+                x: 0.3,
+                y: 0.3,
+                w: 0.1,
+                h: 0.2,
+                name: Some("Anna".into())
+            }
+        );
+        assert_eq!(content.faces[1].name, None);
+        assert_eq!(content.rating, Some(4));
+        for (name, value) in [
+            ("AestheticScore", "6.400"),
+            ("Blurry", "false"),
+            ("Dark", "true"),
+            ("ModelEmbedding", "clip-vit-b32"),
+            ("ModelFaces", "mtcnn"),
+        ] {
+            assert!(
+                content
+                    .properties
+                    .contains(&(name.to_string(), value.to_string())),
+                "{name}: {:?}",
+                content.properties
+            );
+        }
+        assert!(!content.properties.iter().any(|(n, _)| n == "ModelMetadata"));
+    }
+
+    #[test]
     fn sidecar_names_and_ratings() {
         let image = Path::new("/p/IMG_0042.CR3");
         assert_eq!(
