@@ -998,6 +998,115 @@ def make_siglip():
     }, indent=2, ensure_ascii=False) + "\n")
 
 
+SIGLIP1_TEXTS = SIGLIP_TEXTS + [
+    "A Dog, on the BEACH!",
+    "  spaces   and\ttabs\n",
+    "don't stop: #1 (best) photo?",
+]
+
+
+def siglip_spm():
+    """A SentencePiece unigram model as SigLIP's `spiece.model` is laid out (T5's ids: <pad> 0,
+    </s> 1, <unk> 2; NFKC normalisation), trained here on the canonicalised multilingual
+    corpus (lower case, no ASCII punctuation, as `SiglipTokenizer` feeds it)."""
+    import io
+    import string
+
+    import sentencepiece as spm
+
+    def canonical(line):
+        line = line.lower().translate(str.maketrans("", "", string.punctuation))
+        return " ".join(line.split())
+
+    lines = [canonical(line) for line in SIGLIP_CORPUS.split("\n") if line.strip()]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=360,
+        model_type="unigram", character_coverage=1.0, normalization_rule_name="nmt_nfkc",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1, seed_sentencepiece_size=10000,
+        hard_vocab_limit=False,
+    )
+    return model.getvalue()
+
+
+def make_siglip_v1():
+    """A tiny random-weight SigLIP (v1: `google/siglip-base-patch16-224`'s layout) with its
+    SentencePiece tokenizer (`SiglipTokenizer`: lower case, ASCII punctuation removed, `</s>`
+    appended and used as padding), and the reference's outputs."""
+    from transformers import SiglipConfig, SiglipModel, SiglipTokenizer
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED + 4)
+    out = SIGLIP_OUT / "v1"
+    model_dir = out / "tiny-siglip"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "spiece.model").write_bytes(siglip_spm())
+    tokenizer = SiglipTokenizer(vocab_file=str(model_dir / "spiece.model"))
+    tokenizer.save_pretrained(model_dir)
+    for extra in ["special_tokens_map.json", "chat_template.jinja", "added_tokens.json"]:
+        (model_dir / extra).unlink(missing_ok=True)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    assert (pad, eos) == (1, 1), (pad, eos)
+
+    config = SiglipConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
+            num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+            max_position_embeddings=SIGLIP_TEXT_LEN, pad_token_id=pad, eos_token_id=eos,
+            hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, projection_size=HIDDEN,
+        ),
+        vision_config=dict(
+            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS, image_size=SIGLIP_IMAGE_SIZE, patch_size=SIGLIP_PATCH,
+            hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+        ),
+    )
+    model = SiglipModel(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+        perturb(model, generator)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["imgd_model_id"] = "tiny-siglip"
+    cfg["imgd_model_version"] = "fixture-1"
+    (model_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (model_dir / "generation_config.json").unlink(missing_ok=True)
+    # google/siglip-base-patch16-224's processor: a square resize (PIL bicubic), mean and std 0.5.
+    processor = SiglipImageProcessorPil(
+        size={"height": SIGLIP_IMAGE_SIZE, "width": SIGLIP_IMAGE_SIZE}, resample=3,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    processor.save_pretrained(model_dir)
+
+    images = make_images(ROOT / "fixtures" / "photos", SIGLIP_OUT / "images")
+    names = sorted(images)
+    pixels = processor(images=[images[n] for n in names], return_tensors="pt")["pixel_values"]
+    ids = tokenizer(SIGLIP1_TEXTS, padding="max_length", max_length=SIGLIP_TEXT_LEN,
+                    truncation=True, return_tensors="pt")["input_ids"]
+
+    def features(output):
+        return output if torch.is_tensor(output) else output.pooler_output
+
+    with torch.no_grad():
+        image_features = features(model.get_image_features(pixel_values=pixels))
+        text_features = features(model.get_text_features(input_ids=ids))
+    tensors = {f"pixels.{n}": pixels[i].contiguous() for i, n in enumerate(names)}
+    tensors["image_embeds"] = normalized(image_features).contiguous()
+    tensors["text_ids"] = ids.to(torch.int64).contiguous()
+    tensors["text_embeds"] = normalized(text_features).contiguous()
+    save_file(tensors, str(out / "reference.safetensors"))
+    (out / "reference.json").write_text(json.dumps({
+        "images": names,
+        "texts": SIGLIP1_TEXTS,
+        "text_len": SIGLIP_TEXT_LEN,
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__,
+                     "Pillow": Image.__version__},
+    }, indent=2, ensure_ascii=False) + "\n")
+
+
 if __name__ == "__main__":
     # `make-fixtures.py [clip|blip|trocr|siglip|all]` (default: all);
     # `make-fixtures.py trocr-full DIR` for the TrOCR benchmark's model.
@@ -1015,3 +1124,4 @@ if __name__ == "__main__":
         make_trocr()
     if target in ("siglip", "all"):
         make_siglip()
+        make_siglip_v1()

@@ -13,6 +13,7 @@ pub mod device;
 mod error;
 pub mod model_info;
 pub mod processor;
+pub mod sentencepiece;
 
 pub use candle_core::{DType, Device};
 pub use device::{DeviceChoice, device, select_device, shared_device};

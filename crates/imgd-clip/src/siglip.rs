@@ -4,9 +4,11 @@
 //! The image side resizes to the tower's square input without a crop and normalises with the
 //! folder's `preprocessor_config.json` (PIL bilinear and mean/std 0.5 for SigLIP 2); the vector
 //! is the attention-pooling head's output. The text side takes `tokenizer.json` (SigLIP 2's
-//! Gemma tokenizer, multilingual) padded and truncated to the tower's 64 positions, as the
-//! reference is run (`padding="max_length"`); the vector is the last position's state through
-//! the head. Vectors are L2-normalised, as CLIP's are.
+//! Gemma tokenizer, multilingual), or SigLIP's `spiece.model` run as `SiglipTokenizer` runs it
+//! (the text canonicalised: lower case, ASCII punctuation removed, whitespace collapsed; then
+//! SentencePiece with its NFKC map, `</s>` appended), padded and truncated to the tower's 64
+//! positions, as the reference is run (`padding="max_length"`); the vector is the last
+//! position's state through the head. Vectors are L2-normalised, as CLIP's are.
 
 use std::fs;
 use std::path::Path;
@@ -16,7 +18,11 @@ use candle_nn::{Module, VarBuilder};
 use candle_transformers::models::siglip;
 use image::RgbImage;
 use imgd_candle::processor::{Normalize, PilFilter, ResizePreprocess, pixel_batch};
+use imgd_candle::sentencepiece::SentencePieceModel;
 use tokenizers::Tokenizer;
+use tokenizers::models::unigram::Unigram;
+use tokenizers::normalizers::Precompiled;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 
 use crate::ClipError;
 use crate::clip::{WEIGHTS_FILE, load_tokenizer, mmap_weights_as};
@@ -160,11 +166,98 @@ impl SiglipImageEncoder {
     }
 }
 
+/// SigLIP's text canonicalisation (`SiglipTokenizer.canonicalize_text`): lower case when
+/// `lowercase`, ASCII punctuation removed, runs of whitespace made one space, trimmed.
+pub fn canonicalize(text: &str, lowercase: bool) -> String {
+    let text = if lowercase {
+        text.to_lowercase()
+    } else {
+        text.to_string()
+    };
+    let kept: String = text.chars().filter(|c| !c.is_ascii_punctuation()).collect();
+    kept.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A folder's `tokenizer_config.json`, or `null`.
+fn tokenizer_config(dir: &Path) -> serde_json::Value {
+    fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A special token named in `tokenizer_config.json` (a string or `{ "content": … }`).
+fn special_token(config: &serde_json::Value, key: &str) -> Option<String> {
+    match &config[key] {
+        serde_json::Value::String(token) => Some(token.clone()),
+        serde_json::Value::Object(token) => token
+            .get("content")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// How the text tower's input ids are made.
+#[derive(Debug, Clone)]
+enum TextTokenizer {
+    /// `tokenizer.json`, which pads and truncates (SigLIP 2's Gemma tokenizer).
+    Json(Tokenizer),
+    /// SigLIP's `spiece.model`: a unigram model after NFKC, words marked with `▁`; `eos` is
+    /// appended and `pad` fills the rest.
+    SentencePiece {
+        tokenizer: Tokenizer,
+        eos: u32,
+        pad: u32,
+    },
+}
+
+/// SigLIP's `spiece.model` as the `tokenizers` crate runs it.
+fn sentencepiece_tokenizer(
+    dir: &Path,
+    config: &serde_json::Value,
+) -> Result<TextTokenizer, ClipError> {
+    let path = require(dir, "spiece.model")?;
+    let bad = |e: String| ClipError::Tokenizer(format!("{}: {e}", path.display()));
+    let bytes = fs::read(&path).map_err(|source| ClipError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let model = SentencePieceModel::parse(&bytes).map_err(bad)?;
+    let vocab: Vec<(String, f64)> = model
+        .pieces
+        .iter()
+        .map(|p| (p.piece.clone(), f64::from(p.score)))
+        .collect();
+    let unigram = Unigram::from(vocab, model.unk_id(), false).map_err(|e| bad(e.to_string()))?;
+    let mut tokenizer = Tokenizer::new(unigram);
+    if !model.precompiled_charsmap.is_empty() {
+        let normalizer =
+            Precompiled::from(&model.precompiled_charsmap).map_err(|e| bad(e.to_string()))?;
+        tokenizer.with_normalizer(Some(normalizer));
+    }
+    tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
+    let id = |key: &str| -> Result<u32, ClipError> {
+        let token = special_token(config, key).unwrap_or_else(|| "</s>".to_string());
+        tokenizer
+            .token_to_id(&token)
+            .ok_or_else(|| bad(format!("its {key} `{token}` is not a piece")))
+    };
+    let (eos, pad) = (id("eos_token")?, id("pad_token")?);
+    Ok(TextTokenizer::SentencePiece {
+        tokenizer,
+        eos,
+        pad,
+    })
+}
+
 /// SigLIP's text tower with its head and tokenizer.
 #[derive(Debug, Clone)]
 pub struct SiglipTextEncoder {
     text: siglip::TextModel,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
+    /// Canonicalise texts first (`SiglipTokenizer`), lower-casing them when true.
+    canonical: Option<bool>,
     config: siglip::TextConfig,
     info: ModelInfo,
     device: Device,
@@ -176,12 +269,29 @@ impl SiglipTextEncoder {
         let config = load_config(dir)?;
         let weights = require(dir, WEIGHTS_FILE)?;
         let info = ModelInfo::resolve(dir, &weights, None)?;
-        let tokenizer = load_tokenizer(dir, config.text_config.max_position_embeddings)?;
+        let tokenizer_settings = tokenizer_config(dir);
+        let tokenizer =
+            if dir.join("tokenizer.json").is_file() || !dir.join("spiece.model").is_file() {
+                TextTokenizer::Json(load_tokenizer(
+                    dir,
+                    config.text_config.max_position_embeddings,
+                )?)
+            } else {
+                sentencepiece_tokenizer(dir, &tokenizer_settings)?
+            };
+        let canonical = (tokenizer_settings["tokenizer_class"] == "SiglipTokenizer"
+            || matches!(tokenizer, TextTokenizer::SentencePiece { .. }))
+        .then(|| {
+            tokenizer_settings["do_lower_case"]
+                .as_bool()
+                .unwrap_or(true)
+        });
         let vb = mmap_weights_as(&weights, device, DType::F32)?;
         let text = siglip::TextModel::new(&config.text_config, vb.pp("text_model"))?;
         Ok(SiglipTextEncoder {
             text,
             tokenizer,
+            canonical,
             config: config.text_config,
             info,
             device: device.clone(),
@@ -196,13 +306,33 @@ impl SiglipTextEncoder {
     /// The token ids of each text as the reference tokenizer gives them with
     /// `padding="max_length", max_length=64, truncation=True`.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, ClipError> {
+        let len = self.config.max_position_embeddings;
         texts
             .iter()
             .map(|text| {
-                self.tokenizer
-                    .encode(*text, true)
-                    .map(|encoding| encoding.get_ids().to_vec())
-                    .map_err(|e| ClipError::Tokenizer(e.to_string()))
+                let text = match self.canonical {
+                    Some(lowercase) => canonicalize(text, lowercase),
+                    None => (*text).to_string(),
+                };
+                let failed = |e: tokenizers::Error| ClipError::Tokenizer(e.to_string());
+                match &self.tokenizer {
+                    TextTokenizer::Json(tokenizer) => tokenizer
+                        .encode(text, true)
+                        .map(|encoding| encoding.get_ids().to_vec())
+                        .map_err(failed),
+                    TextTokenizer::SentencePiece {
+                        tokenizer,
+                        eos,
+                        pad,
+                    } => {
+                        let encoding = tokenizer.encode(text, false).map_err(failed)?;
+                        let mut ids: Vec<u32> =
+                            encoding.get_ids().iter().copied().take(len - 1).collect();
+                        ids.push(*eos);
+                        ids.resize(len, *pad);
+                        Ok(ids)
+                    }
+                }
             })
             .collect()
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use imgd_clip::siglip::{SiglipImageEncoder, SiglipTextEncoder, is_siglip};
+use imgd_clip::siglip::{SiglipImageEncoder, SiglipTextEncoder, canonicalize, is_siglip};
 
 /// Relative tolerance of every comparison with the reference.
 const RTOL: f32 = 1e-4;
@@ -28,13 +28,16 @@ struct Reference {
 
 impl Reference {
     fn load() -> Self {
+        Self::load_from(&fixtures())
+    }
+
+    fn load_from(dir: &Path) -> Self {
         let tensors =
-            candle_core::safetensors::load(fixtures().join("reference.safetensors"), &Device::Cpu)
+            candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
                 .unwrap();
-        let json: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(fixtures().join("reference.json")).unwrap(),
-        )
-        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+                .unwrap();
         let strings = |key: &str| -> Vec<String> {
             json[key]
                 .as_array()
@@ -128,6 +131,72 @@ fn token_ids_in_every_script_and_text_embeddings_match_the_reference() {
     for (i, (got, want)) in raw.iter().zip(reference.rows("text_features")).enumerate() {
         assert_close(got, &want, &format!("text features {i}"));
     }
+}
+
+/// SigLIP (v1): `spiece.model` run as `SiglipTokenizer` runs it, and its bicubic processor.
+#[test]
+fn siglip_v1_sentencepiece_ids_and_embeddings_match_the_reference() {
+    let dir = fixtures().join("v1");
+    let model = dir.join("tiny-siglip");
+    assert!(!model.join("tokenizer.json").exists(), "only spiece.model");
+    let reference = Reference::load_from(&dir);
+    let text = SiglipTextEncoder::load(&model, &Device::Cpu).unwrap();
+    let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
+    let ids = text.tokenize(&texts).unwrap();
+    let expected_ids: Vec<Vec<i64>> = reference.tensors["text_ids"].to_vec2().unwrap();
+    for ((text, got), want) in texts.iter().zip(&ids).zip(&expected_ids) {
+        let want: Vec<u32> = want.iter().map(|&id| id as u32).collect();
+        assert_eq!(got, &want, "token ids of {text:?}");
+    }
+    let vectors = text.embed_text(&texts).unwrap();
+    for ((text, got), want) in texts
+        .iter()
+        .zip(&vectors)
+        .zip(reference.rows("text_embeds"))
+    {
+        assert_close(got, &want, &format!("text embedding of {text:?}"));
+    }
+    let image = SiglipImageEncoder::load(&model, &Device::Cpu).unwrap();
+    let images: Vec<_> = reference
+        .images
+        .iter()
+        .map(|name| {
+            image::open(fixtures().join("images").join(name))
+                .unwrap()
+                .to_rgb8()
+        })
+        .collect();
+    for (name, picture) in reference.images.iter().zip(&images) {
+        let pixels = image.preprocessor().apply(picture).unwrap();
+        let expected: Vec<f32> = reference.tensors[&format!("pixels.{name}")]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_close(&pixels, &expected, &format!("pixels of {name}"));
+    }
+    let refs: Vec<_> = images.iter().collect();
+    let vectors = image.embed_images(&refs).unwrap();
+    for (i, (got, want)) in vectors
+        .iter()
+        .zip(reference.rows("image_embeds"))
+        .enumerate()
+    {
+        assert_close(got, &want, &format!("image embedding {i}"));
+    }
+}
+
+#[test]
+fn canonicalisation_is_siglips() {
+    assert_eq!(
+        canonicalize("  Don't   STOP!\t(now)\n", true),
+        "dont stop now"
+    );
+    assert_eq!(
+        canonicalize("A Dog, on the BEACH!", false),
+        "A Dog on the BEACH"
+    );
+    assert_eq!(canonicalize("Größe — ΣΑΣ", true), "größe — σας");
 }
 
 #[test]

@@ -335,10 +335,11 @@ fn draining_waits_for_calls_in_flight_and_starts_no_new_ones() {
             )
             .unwrap();
     }
-    // Let the first calls go out, then stop.
+    // Let the first calls go out, then stop. (A call the client has started may not have
+    // reached the mock yet: the mock's count is a lower bound of the calls in flight.)
     std::thread::sleep(Duration::from_millis(250));
-    let in_flight = mock.report().requests;
-    assert!(in_flight >= 1, "no call went out");
+    let reached = mock.report().requests;
+    assert!(reached >= 1, "no call went out");
     let started = Instant::now();
     let mut results = Vec::new();
     while runner.pending() > 0 {
@@ -348,10 +349,15 @@ fn draining_waits_for_calls_in_flight_and_starts_no_new_ones() {
     assert_eq!(results.len(), 10);
     assert!(took < timeout + Duration::from_secs(1), "{took:?}");
     // The calls already sent were answered and waited for; the images whose every prompt
-    // was in flight are done.
+    // was in flight are done. Every call of the first wave (at most `concurrency`, each
+    // answered after 600 ms, so none had finished to free its slot) and no other was made.
     let done = results.iter().filter(|(_, r)| r.is_ok()).count() as u64;
-    assert_eq!(runner.stats().snapshot().calls, in_flight);
-    assert!(done * 3 <= in_flight);
+    let calls = runner.stats().snapshot().calls;
+    assert!(
+        (reached..=3).contains(&calls),
+        "{calls} calls, {reached} seen"
+    );
+    assert!(done * 3 <= calls);
     let cancelled = results
         .iter()
         .filter(|(_, r)| r.as_ref().is_err_and(|e| e.contains("stopping")))
@@ -359,5 +365,5 @@ fn draining_waits_for_calls_in_flight_and_starts_no_new_ones() {
     assert_eq!(cancelled as u64, 10 - done, "{cancelled} cancelled");
     // No call started after the drain began.
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(mock.report().requests, in_flight);
+    assert_eq!(mock.report().requests, calls);
 }

@@ -13,6 +13,8 @@
 use std::fs;
 use std::path::Path;
 
+pub use imgd_candle::sentencepiece::Piece;
+use imgd_candle::sentencepiece::SentencePieceModel;
 use serde_json::json;
 use tokenizers::Tokenizer;
 
@@ -47,42 +49,10 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, TrocrError> {
     Err(TrocrError::MissingFile(json))
 }
 
-/// One piece of a SentencePiece model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Piece {
-    /// Its text (`▁` marks a word start).
-    pub piece: String,
-    /// Its unigram log probability.
-    pub score: f32,
-    /// SentencePiece's type: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
-    pub kind: u64,
-}
-
-/// The pieces of a serialised SentencePiece `ModelProto` (field 1; a piece's text is field 1,
-/// its score field 2, its type field 3, NORMAL when absent).
+/// The pieces of a serialised SentencePiece `ModelProto`, checked to start with the three
+/// special pieces (`<unk>`, `<s>`, `</s>`).
 pub fn sentencepiece_pieces(bytes: &[u8]) -> Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
-    for field in fields(bytes)? {
-        if let (1, Value::Bytes(body)) = field {
-            let mut piece = Piece {
-                piece: String::new(),
-                score: 0.0,
-                kind: 1,
-            };
-            for inner in fields(body)? {
-                match inner {
-                    (1, Value::Bytes(text)) => {
-                        piece.piece = String::from_utf8(text.to_vec())
-                            .map_err(|_| "a piece is not UTF-8".to_string())?;
-                    }
-                    (2, Value::Fixed32(bits)) => piece.score = f32::from_bits(bits),
-                    (3, Value::Varint(kind)) => piece.kind = kind,
-                    _ => {}
-                }
-            }
-            pieces.push(piece);
-        }
-    }
+    let pieces = SentencePieceModel::parse(bytes)?.pieces;
     if pieces.len() < 4 {
         return Err(format!(
             "{} pieces: not a SentencePiece model with <unk>, <s> and </s> first",
@@ -128,61 +98,6 @@ pub fn xlm_roberta_from_sentencepiece(bytes: &[u8]) -> Result<Tokenizer, String>
         "model": {"type": "Unigram", "unk_id": 3, "vocab": vocab, "byte_fallback": false},
     });
     Tokenizer::from_bytes(tokenizer.to_string().as_bytes()).map_err(|e| e.to_string())
-}
-
-enum Value<'a> {
-    Varint(u64),
-    Fixed64,
-    Bytes(&'a [u8]),
-    Fixed32(u32),
-}
-
-fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, String> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at).ok_or("truncated varint")?;
-        *at += 1;
-        value |= u64::from(byte & 0x7F) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("varint too long".into())
-}
-
-/// The fields of one protobuf message: (number, value).
-fn fields(bytes: &[u8]) -> Result<Vec<(u64, Value<'_>)>, String> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let key = varint(bytes, &mut at)?;
-        let value = match key & 7 {
-            0 => Value::Varint(varint(bytes, &mut at)?),
-            1 => {
-                at += 8;
-                Value::Fixed64
-            }
-            2 => {
-                let len = varint(bytes, &mut at)? as usize;
-                let body = bytes
-                    .get(at..at.checked_add(len).ok_or("length overflow")?)
-                    .ok_or("truncated field")?;
-                at += len;
-                Value::Bytes(body)
-            }
-            5 => {
-                let raw = bytes.get(at..at + 4).ok_or("truncated fixed32")?;
-                at += 4;
-                Value::Fixed32(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
-            }
-            wire => return Err(format!("unsupported protobuf wire type {wire}")),
-        };
-        if at > bytes.len() {
-            return Err("truncated field".into());
-        }
-        out.push((key >> 3, value));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ fn candidates(config: &FileConfig) -> Vec<PathBuf> {
     found.retain(|dir| {
         dir.join("config.json").is_file()
             && dir.join("model.safetensors").is_file()
-            && dir.join("tokenizer.json").is_file()
+            && (dir.join("tokenizer.json").is_file() || dir.join("spiece.model").is_file())
             && seen.insert(dir.clone())
     });
     found
