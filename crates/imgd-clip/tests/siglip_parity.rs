@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use image::RgbImage;
 use imgd_clip::siglip::{SiglipImageEncoder, SiglipTextEncoder, canonicalize, is_siglip};
 
 /// Relative tolerance of every comparison with the reference.
@@ -72,14 +73,10 @@ fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
     );
 }
 
-#[test]
-fn image_pixels_and_embeddings_match_the_reference() {
-    let reference = Reference::load();
-    assert!(is_siglip(&model_dir()));
-    let encoder = SiglipImageEncoder::load(&model_dir(), &Device::Cpu).unwrap();
-    assert_eq!(encoder.info().id, "tiny-siglip2");
-    assert_eq!(encoder.dim(), 32);
-    let images: Vec<_> = reference
+/// Checks `encoder`'s pixels and batched image vectors against `reference`; returns the
+/// images, in the reference's order.
+fn assert_images_match(encoder: &SiglipImageEncoder, reference: &Reference) -> Vec<RgbImage> {
+    let images: Vec<RgbImage> = reference
         .images
         .iter()
         .map(|name| {
@@ -88,7 +85,6 @@ fn image_pixels_and_embeddings_match_the_reference() {
                 .to_rgb8()
         })
         .collect();
-    // The processor: a square resize without a crop (PIL bilinear), mean and std 0.5.
     for (name, image) in reference.images.iter().zip(&images) {
         let pixels = encoder.preprocessor().apply(image).unwrap();
         let expected: Vec<f32> = reference.tensors[&format!("pixels.{name}")]
@@ -100,10 +96,26 @@ fn image_pixels_and_embeddings_match_the_reference() {
     }
     let refs: Vec<_> = images.iter().collect();
     let vectors = encoder.embed_images(&refs).unwrap();
-    let expected = reference.rows("image_embeds");
-    for (i, (got, want)) in vectors.iter().zip(&expected).enumerate() {
-        assert_close(got, want, &format!("image embedding {i}"));
+    for (i, (got, want)) in vectors
+        .iter()
+        .zip(reference.rows("image_embeds"))
+        .enumerate()
+    {
+        assert_close(got, &want, &format!("image embedding {i}"));
     }
+    images
+}
+
+#[test]
+fn image_pixels_and_embeddings_match_the_reference() {
+    let reference = Reference::load();
+    assert!(is_siglip(&model_dir()));
+    let encoder = SiglipImageEncoder::load(&model_dir(), &Device::Cpu).unwrap();
+    assert_eq!(encoder.info().id, "tiny-siglip2");
+    assert_eq!(encoder.dim(), 32);
+    // The processor: a square resize without a crop (PIL bilinear), mean and std 0.5.
+    let images = assert_images_match(&encoder, &reference);
+    let expected = reference.rows("image_embeds");
     // One at a time gives what the batch gives.
     for (i, image) in images.iter().enumerate() {
         let alone = encoder.embed_images(&[image]).unwrap();
@@ -157,33 +169,7 @@ fn siglip_v1_sentencepiece_ids_and_embeddings_match_the_reference() {
         assert_close(got, &want, &format!("text embedding of {text:?}"));
     }
     let image = SiglipImageEncoder::load(&model, &Device::Cpu).unwrap();
-    let images: Vec<_> = reference
-        .images
-        .iter()
-        .map(|name| {
-            image::open(fixtures().join("images").join(name))
-                .unwrap()
-                .to_rgb8()
-        })
-        .collect();
-    for (name, picture) in reference.images.iter().zip(&images) {
-        let pixels = image.preprocessor().apply(picture).unwrap();
-        let expected: Vec<f32> = reference.tensors[&format!("pixels.{name}")]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_close(&pixels, &expected, &format!("pixels of {name}"));
-    }
-    let refs: Vec<_> = images.iter().collect();
-    let vectors = image.embed_images(&refs).unwrap();
-    for (i, (got, want)) in vectors
-        .iter()
-        .zip(reference.rows("image_embeds"))
-        .enumerate()
-    {
-        assert_close(got, &want, &format!("image embedding {i}"));
-    }
+    assert_images_match(&image, &reference);
 }
 
 #[test]
