@@ -13,6 +13,10 @@ use crate::{Context, Store, StoreError, now_ms};
 pub struct BatchStatus {
     /// Its id.
     pub id: i64,
+    /// Whether its scan is still going (jobs are still being queued).
+    pub scanning: bool,
+    /// How its scan went once it finished (the scanner's report as JSON), when recorded.
+    pub scan: Option<serde_json::Value>,
     /// When it was enqueued, milliseconds since the epoch.
     pub created_ms: i64,
     /// The paths it scanned.
@@ -45,15 +49,18 @@ impl Store {
             .ctx("recording a batch")
     }
 
-    /// Counts the images and jobs batch `id` queued, once its scan is applied.
-    pub fn finish_batch(&self, id: i64) -> Result<(), StoreError> {
+    /// Marks batch `id`'s scan finished, with its `scan` report, and counts the images and
+    /// jobs it queued.
+    pub fn finish_batch(&self, id: i64, scan: &serde_json::Value) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "UPDATE batches SET
                      images = (SELECT COUNT(DISTINCT image_id) FROM jobs WHERE batch_id = ?1),
-                     jobs = (SELECT COUNT(*) FROM jobs WHERE batch_id = ?1)
+                     jobs = (SELECT COUNT(*) FROM jobs WHERE batch_id = ?1),
+                     finished_ms = ?2,
+                     scan = ?3
                  WHERE id = ?1",
-                [id],
+                params![id, now_ms(), scan.to_string()],
             )
             .ctx("counting a batch")?;
         Ok(())
@@ -78,16 +85,18 @@ impl Store {
         window: std::time::Duration,
         now_ms: i64,
     ) -> Result<BatchStatus, StoreError> {
-        let row: Option<(i64, String, i64)> = self
+        type Row = (i64, String, i64, Option<i64>, Option<String>);
+        let row: Option<Row> = self
             .conn
             .query_row(
-                "SELECT created_ms, roots, images FROM batches WHERE id = ?1",
+                "SELECT created_ms, roots, images, finished_ms, scan FROM batches WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
             .ctx("reading a batch")?;
-        let (created_ms, roots, images) = row.ok_or(StoreError::NoSuchBatch(id))?;
+        let (created_ms, roots, images, finished_ms, scan) =
+            row.ok_or(StoreError::NoSuchBatch(id))?;
         let mut modules: BTreeMap<String, StateCounts> = BTreeMap::new();
         let mut stmt = self
             .conn
@@ -152,6 +161,8 @@ impl Store {
             .ctx("grouping a batch's failures")?;
         Ok(BatchStatus {
             id,
+            scanning: finished_ms.is_none(),
+            scan: scan.as_deref().map(serde_json::from_str).transpose()?,
             created_ms,
             roots: serde_json::from_str(&roots)?,
             images,

@@ -49,6 +49,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0008_batches",
         sql: include_str!("../../../migrations/0008_batches.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_batch_scan",
+        sql: include_str!("../../../migrations/0009_batch_scan.sql"),
+    },
 ];
 
 /// Every migration the store and `modules` know, in version order.

@@ -3,15 +3,15 @@
 //! endpoint. Tests that need the fake model are compiled with `--features fake-model`.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 mod common;
-use common::{Daemon, free_port, http_get, signal, wait_exit};
+use common::{Daemon, free_port, http_get, http_request, signal, wait_exit, wait_healthy};
 
 const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/photos");
 const DECODE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/decode");
@@ -520,6 +520,133 @@ mod with_fake_model {
         for missing in ["/api/batches/9", "/api/batches/x", "/api/nothing"] {
             assert_eq!(http_get(&addr, missing).unwrap().0, 404, "{missing}");
         }
+        signal(&child.0, "TERM");
+        assert!(wait_exit(&mut child.0, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    }
+
+    /// A remote client starts a batch with `POST /api/enqueue` (token required) and follows
+    /// it over Server-Sent Events until it is finished: counts rise, the last message says
+    /// every job is done, and the stream ends.
+    #[test]
+    fn an_http_enqueue_is_a_batch_followed_to_its_end_over_server_sent_events() {
+        let env = env();
+        tree_of_copies(&env, 6);
+        let token = "0123456789abcdef-test";
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = env.cmd(&["run", "--metrics-addr", &addr]);
+        cmd.env("IMGD_HTTP_TOKEN", token);
+        fake(&mut cmd, "1", "150");
+        let mut child = quiet(&mut cmd);
+        assert!(
+            wait_healthy(&addr, Duration::from_secs(20)),
+            "the daemon did not come up"
+        );
+        let body = json!({ "paths": [env.tree], "modules": ["metadata", "embedding"] }).to_string();
+        let bearer = format!("Authorization: Bearer {token}");
+        let post = |headers: &[&str], body: &str| {
+            http_request(&addr, "POST", "/api/enqueue", headers, body.as_bytes()).unwrap()
+        };
+        assert_eq!(post(&[], &body).0, 401, "no token");
+        assert_eq!(
+            post(&["Authorization: Bearer wrong-token-000000"], &body).0,
+            401
+        );
+        let (status, _, answer) = post(&[&bearer], r#"{"paths": ["relative/photos"]}"#);
+        assert_eq!(status, 400);
+        assert!(answer.contains("must be absolute"), "{answer}");
+        let (status, _, answer) = post(&[&bearer], r#"{"paths": ["/no/such/folder"]}"#);
+        assert!(
+            status == 400 && answer.contains("/no/such/folder"),
+            "{answer}"
+        );
+        let (status, _, answer) = post(&[&bearer], "paths=/photos");
+        assert!(status == 400 && answer.contains("must be JSON"), "{answer}");
+
+        let (status, _, answer) = post(&[&bearer], &body);
+        assert_eq!(status, 202, "{answer}");
+        let started: Value = serde_json::from_str(&answer).unwrap();
+        let events = started["events"].as_str().unwrap().to_string();
+        assert_eq!(events, format!("/api/batches/{}/events", started["batch"]));
+
+        // The stream: read until it ends.
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        write!(stream, "GET {events} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("text/event-stream"), "{text}");
+        assert!(
+            text.contains("event: end"),
+            "the stream did not end: {text}"
+        );
+        let snapshots: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "{}")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let done: Vec<i64> = snapshots
+            .iter()
+            .map(|s| s["total"]["done"].as_i64().unwrap())
+            .collect();
+        assert!(done.len() >= 3, "the progress was not followed: {done:?}");
+        assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+        let last = snapshots.last().unwrap();
+        assert_eq!(last["total"]["done"], 12, "{last}");
+        assert_eq!(last["scanning"], false, "{last}");
+        assert_eq!(last["scan"]["new"], 6, "{last}");
+        assert_eq!(last["images"], 6, "{last}");
+        // The CLI sees the same batch.
+        let batch = env.json(&["status", "--batch", &started["batch"].to_string(), "--json"]);
+        assert_eq!(batch["total"]["done"], 12, "{batch}");
+        // The daemon's own status streams too, and stays open.
+        let mut status = std::net::TcpStream::connect(&addr).unwrap();
+        status
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(status, "GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut first = vec![0u8; 4096];
+        let n = status.read(&mut first).unwrap();
+        let first = String::from_utf8_lossy(&first[..n]);
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        signal(&child.0, "TERM");
+        assert!(wait_exit(&mut child.0, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    }
+
+    /// Bound beyond loopback, the daemon refuses to start without a token, and with one
+    /// answers 401 to every route but `/metrics` and `/healthz` until it is given.
+    #[test]
+    fn beyond_loopback_the_daemon_needs_a_token() {
+        let env = env();
+        let addr = format!("0.0.0.0:{}", free_port());
+        let mut cmd = env.cmd(&["run", "--once", "--metrics-addr", &addr]);
+        fake(&mut cmd, "1", "1");
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("[http] token"), "{stderr}");
+
+        let token = "0123456789abcdef-test";
+        let mut cmd = env.cmd(&["run", "--metrics-addr", &addr]);
+        cmd.env("IMGD_HTTP_TOKEN", token);
+        fake(&mut cmd, "1", "1");
+        let mut child = quiet(&mut cmd);
+        let local = addr.replace("0.0.0.0", "127.0.0.1");
+        assert!(
+            wait_healthy(&local, Duration::from_secs(20)),
+            "the daemon did not come up"
+        );
+        assert_eq!(http_get(&local, "/metrics").unwrap().0, 200);
+        for path in ["/status", "/api/batches", "/api/events"] {
+            assert_eq!(http_get(&local, path).unwrap().0, 401, "{path}");
+        }
+        let bearer = format!("Authorization: Bearer {token}");
+        let (status, _, body) = http_request(&local, "GET", "/status", &[&bearer], b"").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"queued\""), "{body}");
         signal(&child.0, "TERM");
         assert!(wait_exit(&mut child.0, Duration::from_secs(30)).is_some_and(|s| s.success()));
     }

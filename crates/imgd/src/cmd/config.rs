@@ -30,6 +30,9 @@ pub struct FileConfig {
     /// `[batch.default]` and `[batch.<module>]`.
     #[serde(default)]
     pub batch: BTreeMap<String, BatchSection>,
+    /// `[http]`: who may use the web page and the API.
+    #[serde(default)]
+    pub http: HttpSection,
     /// `[xmp]`: sidecars for photo managers.
     #[serde(default)]
     pub xmp: imgd_xmp::XmpSettings,
@@ -148,6 +151,26 @@ impl Default for DaemonSection {
     }
 }
 
+/// `[http]`.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// The token changes (POST) always need, and every route but `/metrics` and `/healthz`
+    /// needs when `metrics_addr` is not a loopback address; `IMGD_HTTP_TOKEN` overrides it.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSection")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// The shortest token accepted: a guessable one guards nothing.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// `[decode]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -194,14 +217,24 @@ pub struct BatchSection {
 
 impl FileConfig {
     /// Reads a config file, or the defaults when there is none.
+    /// `IMGD_HTTP_TOKEN` overrides `[http] token`.
     pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let env_token = std::env::var("IMGD_HTTP_TOKEN")
+            .ok()
+            .filter(|token| !token.is_empty());
         let Some(path) = path else {
-            return Ok(FileConfig::default());
+            let mut config = FileConfig::default();
+            config.http.token = env_token;
+            config.check().context("invalid IMGD_HTTP_TOKEN")?;
+            return Ok(config);
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let config: FileConfig = toml::from_str(&text)
+        let mut config: FileConfig = toml::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
+        if env_token.is_some() {
+            config.http.token = env_token;
+        }
         config
             .check()
             .with_context(|| format!("invalid config file {}", path.display()))?;
@@ -231,7 +264,8 @@ impl FileConfig {
             d.poll_seconds
         );
         if !matches!(d.metrics_addr.as_str(), "" | "off") {
-            d.metrics_addr
+            let addr = d
+                .metrics_addr
                 .parse::<std::net::SocketAddr>()
                 .with_context(|| {
                     format!(
@@ -240,6 +274,19 @@ impl FileConfig {
                         d.metrics_addr
                     )
                 })?;
+            anyhow::ensure!(
+                addr.ip().is_loopback() || self.http.token.is_some(),
+                "daemon.metrics_addr {addr} is reachable from other machines: set [http] token \
+                 (or IMGD_HTTP_TOKEN) so that only those who know it can see the library"
+            );
+        }
+        if let Some(token) = &self.http.token {
+            anyhow::ensure!(
+                token.chars().count() >= MIN_TOKEN_CHARS
+                    && token.chars().all(|c| c.is_ascii_graphic()),
+                "http.token must be at least {MIN_TOKEN_CHARS} printable ASCII characters without \
+                 spaces (for example from `openssl rand -hex 16`)"
+            );
         }
         in_range("writer.flush_images", self.writer.flush_images, 1, 10_000)?;
         in_range("writer.flush_ms", self.writer.flush_ms, 1, 60_000)?;
@@ -435,6 +482,12 @@ mod tests {
         assert!(!gpu.models.ort().cuda && !gpu.models.ort().fixed_shapes);
         let gpu: FileConfig = toml::from_str("[models]\ncuda = true\nonnx_cuda = true\n").unwrap();
         assert!(gpu.models.ort().cuda && gpu.models.ort().fixed_shapes);
+        let exposed: FileConfig = toml::from_str(
+            "[daemon]\nmetrics_addr = \"0.0.0.0:9187\"\n[http]\ntoken = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        exposed.check().unwrap();
+        assert!(!format!("{exposed:?}").contains("0123456789abcdef"));
         let objects: FileConfig = toml::from_str("[objects]\nbox_threshold = 1.5\n").unwrap();
         let err = objects.check().unwrap_err().to_string();
         assert!(err.contains("objects.box_threshold"), "{err}");
@@ -460,6 +513,15 @@ mod tests {
                 "daemon.metrics_addr",
             ),
             ("[daemon]\nmax_in_flight = 0\n", "daemon.max_in_flight"),
+            (
+                "[daemon]\nmetrics_addr = \"0.0.0.0:9187\"\n",
+                "[http] token",
+            ),
+            ("[http]\ntoken = \"short\"\n", "http.token"),
+            (
+                "[http]\ntoken = \"has spaces in its middle\"\n",
+                "http.token",
+            ),
             ("[writer]\nflush_ms = 0\n", "writer.flush_ms"),
             (
                 "[models]\ndir = \"/nonexistent/imgd-models\"\n",

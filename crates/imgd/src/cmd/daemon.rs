@@ -58,7 +58,14 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     }
     let metrics = Arc::new(Metrics::new(REGISTRY.all()));
     let healthy = Arc::new(AtomicBool::new(true));
-    let server = serve_http(&file.daemon.metrics_addr, &db, &args, &metrics, &healthy)?;
+    let server = serve_http(
+        &file.daemon.metrics_addr,
+        &db,
+        &args,
+        &file,
+        &metrics,
+        &healthy,
+    )?;
 
     let mut loaded = runners::load(&file, args.batch_size);
     add_model_metrics(&metrics, &mut loaded);
@@ -152,33 +159,47 @@ fn arm_fault_injection() -> Result<()> {
     Ok(())
 }
 
-/// Serves `/metrics`, `/healthz` and `/status` on `addr`, unless it is empty or `off`.
+/// Serves `/metrics`, `/healthz`, `/status` and the web application on `addr`, unless it is
+/// empty or `off`.
 fn serve_http(
     addr: &str,
     db: &std::path::Path,
     args: &RunArgs,
+    file: &FileConfig,
     metrics: &Arc<Metrics>,
     healthy: &Arc<AtomicBool>,
 ) -> Result<Option<http::HttpServer>> {
     if addr.is_empty() || addr == "off" {
         return Ok(None);
     }
-    let status_db = db.to_path_buf();
-    let status_config = args.config.clone();
+    let web = super::web::Web::new(db, args.config.as_deref());
+    let (status, app, events) = (web.clone(), web.clone(), web);
+    let reads_need_token = !addr
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
     let state = HttpState::new(Arc::clone(metrics))
         .with_health(Arc::clone(healthy))
         .with_status(move || {
-            FileConfig::load(status_config.as_deref())
-                .and_then(|config| status_json(&status_db, &config))
-                .unwrap_or_else(|e| json!({ "error": e.to_string() }))
+            status
+                .status()
+                .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
+        })
+        .with_app(move |request| app.answer(request))
+        .with_events(move |path| events.events(path))
+        .with_access(http::Access {
+            token: file.http.token.clone(),
+            reads_need_token,
         });
-    let api_db = db.to_path_buf();
-    let state = state.with_api(move |path| super::status::api_answer(&api_db, path));
     let server =
         http::serve(addr, state).with_context(|| format!("cannot serve metrics on {addr}"))?;
     tracing::info!(
-        "serving /metrics, /healthz, /status and /api/batches on http://{}",
-        server.local_addr()
+        "serving /metrics, /healthz, /status and /api on http://{}{}",
+        server.local_addr(),
+        if reads_need_token {
+            " (token required)"
+        } else {
+            ""
+        }
     );
     Ok(Some(server))
 }
@@ -281,11 +302,6 @@ fn requeue_for_new_models(db: &std::path::Path, models: &[(Module, String, Strin
         }
     }
     Ok(())
-}
-
-/// The `/status` document: `imgd status --json`.
-fn status_json(db: &std::path::Path, config: &FileConfig) -> Result<serde_json::Value> {
-    super::status::status_document(&open_store(db)?, db, config)
 }
 
 pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode> {

@@ -3,11 +3,12 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use imgd_scan::{HashAlgorithm, ScanOptions, scan};
-use serde_json::json;
+use imgd_scan::{HashAlgorithm, ScanError, ScanOptions, ScanReport, scan};
+use imgd_store::Store;
+use serde_json::{Value, json};
 
 use super::modules::REGISTRY;
 use super::{open_store, print_json};
@@ -46,22 +47,11 @@ pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
         progress: !args.json && std::io::stderr().is_terminal(),
     };
     let started = Instant::now();
-    let report = scan(&store, &args.paths, &options)?;
-    store.finish_batch(batch)?;
+    let scanned = scan(&store, &args.paths, &options);
     let elapsed = started.elapsed();
+    let report = finish(&store, batch, scanned, elapsed)?;
     if args.json {
-        print_json(&json!({
-            "batch": batch,
-            "new": report.new,
-            "changed": report.changed,
-            "unchanged": report.unchanged,
-            "missing": report.missing,
-            "skipped": report.skipped,
-            "errors": report.errors,
-            "problems": report.problems,
-            "duplicates": report.duplicates,
-            "seconds": elapsed.as_secs_f64(),
-        }))?;
+        print_json(&report_json(batch, &report, elapsed))?;
     } else {
         for problem in &report.problems {
             match &problem.path {
@@ -95,5 +85,44 @@ pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// Records how batch `batch`'s scan went (its report, or the error that stopped it) and marks
+/// the batch's scan finished; returns the report.
+pub fn finish(
+    store: &Store,
+    batch: i64,
+    scanned: Result<ScanReport, ScanError>,
+    elapsed: Duration,
+) -> Result<ScanReport> {
+    match scanned {
+        Ok(report) => {
+            store.finish_batch(batch, &report_json(batch, &report, elapsed))?;
+            Ok(report)
+        }
+        Err(error) => {
+            store.finish_batch(
+                batch,
+                &json!({ "batch": batch, "error": error.to_string() }),
+            )?;
+            Err(error.into())
+        }
+    }
+}
+
+/// A scan's report as `imgd enqueue --json` prints it and a batch records it.
+pub fn report_json(batch: i64, report: &ScanReport, elapsed: Duration) -> Value {
+    json!({
+        "batch": batch,
+        "new": report.new,
+        "changed": report.changed,
+        "unchanged": report.unchanged,
+        "missing": report.missing,
+        "skipped": report.skipped,
+        "errors": report.errors,
+        "problems": report.problems,
+        "duplicates": report.duplicates,
+        "seconds": elapsed.as_secs_f64(),
     })
 }

@@ -13,6 +13,7 @@ mod progress;
 mod query;
 mod runners;
 mod status;
+mod web;
 mod xmp;
 
 use std::path::PathBuf;

@@ -67,34 +67,6 @@ pub fn status_document(store: &Store, db: &Path, config: &FileConfig) -> Result<
     Ok(value)
 }
 
-/// The daemon's `/api/…` answers, by the path after `/api/`: `batches` (the 20 most recent,
-/// newest first) and `batches/ID`; `None` for any other path or an unknown batch (404). A
-/// database error is answered in the JSON, as `/status` does.
-pub fn api_answer(db: &Path, path: &str) -> Option<Value> {
-    let answer = |f: &dyn Fn(&Store) -> Result<Value>| match open_store(db) {
-        Ok(store) => f(&store).unwrap_or_else(|e| json!({ "error": format!("{e:#}") })),
-        Err(e) => json!({ "error": format!("{e:#}") }),
-    };
-    let path = path.trim_end_matches('/');
-    if path == "batches" {
-        return Some(answer(&|store| {
-            let batches = store
-                .recent_batches(20)?
-                .into_iter()
-                .map(|id| store.batch_status(id, RATE_WINDOW, now_ms()))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(serde_json::to_value(batches)?)
-        }));
-    }
-    let id: i64 = path.strip_prefix("batches/")?.parse().ok()?;
-    let store = open_store(db).ok()?;
-    match store.batch_status(id, RATE_WINDOW, now_ms()) {
-        Ok(batch) => serde_json::to_value(batch).ok(),
-        Err(imgd_store::StoreError::NoSuchBatch(_)) => None,
-        Err(e) => Some(json!({ "error": e.to_string() })),
-    }
-}
-
 /// `imgd status --batch ID`.
 fn batch(store: &Store, id: i64, json: bool) -> Result<ExitCode> {
     let batch = store.batch_status(id, RATE_WINDOW, now_ms())?;
