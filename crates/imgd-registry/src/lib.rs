@@ -55,6 +55,7 @@ pub const ENTRIES: &[Entry] = &[
     Entry::model(imgd_faces::FACES, &imgd_faces::FACES_LOADER),
     Entry::model(imgd_cloud::CLOUD, &imgd_cloud::CLOUD_LOADER),
     Entry::cpu(imgd_phash::PHASH, &imgd_phash::PerceptualHashes),
+    Entry::cpu(imgd_thumbnail::THUMBNAIL, &imgd_thumbnail::Thumbnails),
 ];
 
 /// The registry of [`ENTRIES`], checked once.

@@ -544,6 +544,61 @@ impl Store {
         Ok(detached)
     }
 
+    /// Names one face: it joins the identity called `name` (case-insensitively), which is
+    /// created when no identity has that name. Its former identity loses it (and, unnamed and
+    /// left empty, is deleted). Works for faces without an embedding too, which clustering
+    /// cannot group. Returns the identity's id.
+    pub fn name_face(&self, face: i64, name: &str) -> Result<i64, IdentityError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(IdentityError::Invalid("a name cannot be empty".into()));
+        }
+        let tx = self.write_tx().ctx("starting to name a face")?;
+        let (image, former): (i64, Option<i64>) = tx
+            .query_row(
+                "SELECT image_id, identity_id FROM faces WHERE id = ?1",
+                [face],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ctx("reading a face")?
+            .ok_or_else(|| IdentityError::Invalid(format!("no face {face}")))?;
+        let existing: Option<i64> = tx
+            .query_row("SELECT id FROM identities WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .ctx("looking up a name")?;
+        let identity = match existing {
+            Some(id) => id,
+            None => tx
+                .query_row(
+                    "INSERT INTO identities (name, created_ms) VALUES (?1, ?2) RETURNING id",
+                    params![name, crate::now_ms()],
+                    |r| r.get(0),
+                )
+                .ctx("creating an identity")?,
+        };
+        tx.execute(
+            "UPDATE faces SET identity_id = ?2 WHERE id = ?1",
+            params![face, identity],
+        )
+        .ctx("naming a face")?;
+        let mut touched = BTreeSet::from([identity]);
+        touched.extend(former);
+        recount(&tx, &touched)?;
+        if let Some(former) = former.filter(|&f| f != identity) {
+            tx.execute(
+                "DELETE FROM identities WHERE id = ?1 AND face_count = 0 AND name IS NULL",
+                [former],
+            )
+            .ctx("deleting an empty identity")?;
+        }
+        refresh_names(&tx, &self.options.modules, &BTreeSet::from([image]))?;
+        tx.commit().ctx("committing a face's name")?;
+        Ok(identity)
+    }
+
     /// The faces of one identity: (face id, image path, [x, y, w, h], score), best first.
     #[allow(clippy::type_complexity)]
     pub fn identity_faces(&self, id: i64) -> Result<Vec<(i64, String, [f64; 4], f64)>, StoreError> {

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod batches;
+pub mod browse;
 pub mod cloud;
 pub mod faces;
 mod migrate;

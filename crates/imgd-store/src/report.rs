@@ -400,6 +400,24 @@ impl Store {
 pub type IntegerRow = (i64, Vec<Option<i64>>);
 
 impl Store {
+    /// The bytes in `column` of `module`'s result row for image `image_id` (a thumbnail);
+    /// `None` when the image has no such row.
+    pub fn result_blob(
+        &self,
+        module: imgd_core::Module,
+        image_id: i64,
+        column: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = format!(
+            "SELECT {column} FROM {} WHERE image_id = ?1",
+            module.result_table()
+        );
+        self.conn
+            .query_row(&sql, [image_id], |r| r.get(0))
+            .optional()
+            .ctx("reading a result")
+    }
+
     /// The integer `columns` of `module`'s result rows, for every present image that has one:
     /// (image id, one value per column). Column names come from the module's own code, never
     /// from user input.

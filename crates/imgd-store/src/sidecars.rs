@@ -8,6 +8,10 @@ use crate::{Context, Store, StoreError};
 /// One face of an image, in pixels of the full image after EXIF orientation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageFace {
+    /// The face's row id.
+    pub id: i64,
+    /// Its identity, when it has one.
+    pub identity_id: Option<i64>,
     /// Left edge.
     pub x: f64,
     /// Top edge.
@@ -90,7 +94,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT f.x, f.y, f.w, f.h, i.name
+                "SELECT f.x, f.y, f.w, f.h, i.name, f.id, f.identity_id
                  FROM faces f LEFT JOIN identities i ON i.id = f.identity_id
                  WHERE f.image_id = ?1 ORDER BY f.idx",
             )
@@ -102,6 +106,8 @@ impl Store {
                 w: r.get(2)?,
                 h: r.get(3)?,
                 name: r.get(4)?,
+                id: r.get(5)?,
+                identity_id: r.get(6)?,
             })
         })
         .ctx("listing an image's faces")?

@@ -302,6 +302,13 @@ impl VectorCache {
     pub fn clear(&mut self) {
         *self = VectorCache::default();
     }
+
+    /// Forgets the models' coverage, keeping the loaded vectors: a long-lived cache (the
+    /// daemon's web search) calls this before each search, so new vectors are seen; the
+    /// vectors are reloaded only when their model's rows changed.
+    pub fn forget_models(&mut self) {
+        self.models = None;
+    }
 }
 
 /// A cheap fingerprint of one model's rows: (count, newest created_ms).

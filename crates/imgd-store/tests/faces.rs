@@ -302,3 +302,43 @@ fn re_analysing_an_image_keeps_the_identities_of_its_faces() {
     assert_eq!(store.identities().unwrap()[0].face_count, 1);
     assert_eq!(search(&store, "grace"), vec!["/p/a.jpg"]);
 }
+
+/// A face without an embedding (no clustering can group it) is named directly: it joins the
+/// identity of that name, created on first use, and the name is searchable and filterable.
+#[test]
+fn a_face_is_named_directly_and_joins_the_identity_of_that_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ["/p/a.jpg", "/p/b.jpg"];
+    let mut store = store_with(&dir.path().join("f.db"), &paths);
+    commit_all(&mut store, |_| {
+        faces_row(&[([10.0, 10.0, 20.0, 20.0], None)], None)
+    });
+    let faces = face_ids(&store);
+    assert_eq!(faces.len(), 2);
+    let anna = store.name_face(faces[0], "  Anna Smith ").unwrap();
+    assert_eq!(search(&store, "anna"), ["/p/a.jpg"]);
+    // The same name, differently cased: the same identity.
+    assert_eq!(store.name_face(faces[1], "anna smith").unwrap(), anna);
+    let identities = store.identities().unwrap();
+    assert_eq!(identities.len(), 1);
+    assert_eq!(identities[0].name.as_deref(), Some("Anna Smith"));
+    assert_eq!(identities[0].face_count, 2);
+    let filter = imgd_store::browse::ImageFilter {
+        person: Some("ANNA SMITH".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.filtered_images(&filter, 10).unwrap().len(), 2);
+    // Renaming one face moves it; the first identity keeps its name and the other face.
+    let bob = store.name_face(faces[1], "Bob").unwrap();
+    assert_ne!(bob, anna);
+    assert_eq!(search(&store, "bob"), ["/p/b.jpg"]);
+    assert_eq!(search(&store, "anna"), ["/p/a.jpg"]);
+    assert!(matches!(
+        store.name_face(faces[0], "   "),
+        Err(IdentityError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.name_face(9999, "Carl"),
+        Err(IdentityError::Invalid(message)) if message.contains("9999")
+    ));
+}

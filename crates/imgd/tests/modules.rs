@@ -195,6 +195,44 @@ fn clip_embeddings_and_aesthetic_scores_serve_search_and_a_model_change_requeues
     assert_eq!(similarities.len(), 4, "{hits}");
     assert!(similarities.windows(2).all(|w| w[0] >= w[1]), "{hits}");
 
+    // The daemon's search page ranks the same way, its text encoder loaded on first use.
+    let ranked: Vec<i64> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["image_id"].as_i64().unwrap())
+        .collect();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut daemon = Daemon(
+        env.cmd(&["run", "--config", &config, "--metrics-addr", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(common::wait_healthy(&addr, Duration::from_secs(30)));
+    let page_ids = |path: &str| {
+        let (status, page) = http_get(&addr, path).unwrap();
+        assert_eq!(status, 200, "{page}");
+        assert!(!page.contains("no text encoder"), "{page}");
+        let mut ids: Vec<i64> = page
+            .split("<a href=\"/image/")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next()?.parse().ok())
+            .collect();
+        ids.dedup();
+        ids
+    };
+    assert_eq!(page_ids("/search?q=a+flower&mode=semantic"), ranked);
+    let flower_id = env.json(&["show", "--json", &flower])["image"]["id"]
+        .as_i64()
+        .unwrap();
+    let similar = page_ids(&format!("/search?similar={flower_id}"));
+    assert_eq!(similar.len(), 3, "{similar:?}");
+    assert!(!similar.contains(&flower_id));
+    signal(&daemon, "TERM");
+    assert!(wait_exit(&mut daemon, Duration::from_secs(30)).is_some_and(|s| s.success()));
+
     // Sorted by aesthetic score.
     let hits = env.json(&[
         "search",

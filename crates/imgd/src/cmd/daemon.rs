@@ -172,7 +172,12 @@ fn serve_http(
     if addr.is_empty() || addr == "off" {
         return Ok(None);
     }
-    let web = super::web::Web::new(db, args.config.as_deref());
+    let web = super::web::Web::new(
+        db,
+        args.config.as_deref(),
+        Arc::clone(metrics),
+        file.http.token.clone(),
+    );
     let (status, app, events) = (web.clone(), web.clone(), web);
     let reads_need_token = !addr
         .parse::<std::net::SocketAddr>()

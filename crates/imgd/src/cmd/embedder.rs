@@ -65,7 +65,7 @@ fn load(dir: &Path) -> Option<TextTower> {
 pub fn text_embedder(
     wanted: Option<&ModelKey>,
     config: &FileConfig,
-) -> Option<Box<dyn TextEmbedder>> {
+) -> Option<Box<dyn TextEmbedder + Send>> {
     // A query is one short sequence: the CPU encodes it in milliseconds.
     let folders = candidates(config);
     let chosen = wanted
@@ -75,5 +75,5 @@ pub fn text_embedder(
                 .find(|dir| model_info(dir).is_ok_and(|i| i.id == w.id && i.version == w.version))
         })
         .or(folders.first())?;
-    load(chosen).map(|encoder| Box::new(Text(encoder)) as Box<dyn TextEmbedder>)
+    load(chosen).map(|encoder| Box::new(Text(encoder)) as Box<dyn TextEmbedder + Send>)
 }

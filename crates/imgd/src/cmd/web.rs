@@ -1,5 +1,5 @@
-//! The daemon's web application: the JSON API and its event streams, behind the HTTP server's
-//! access check.
+//! The daemon's web application: the JSON API and its event streams, and the pages
+//! (`imgd_web`), behind the HTTP server's access check.
 //!
 //! | route | answer |
 //! |---|---|
@@ -8,6 +8,7 @@
 //! | `POST /api/enqueue` | scans paths on the server's disk as a new batch: `202` with its id |
 //! | `GET /api/events` | Server-Sent Events: the daemon's status (as `/status`) as it changes |
 //! | `GET /api/batches/ID/events` | Server-Sent Events: the batch's progress until it is finished |
+//! | anything else | `imgd_web`'s pages, images and face changes |
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use imgd_pipeline::http::{AppReply, AppRequest, EventUpdate};
+use imgd_pipeline::metrics::Metrics;
 use imgd_scan::{HashAlgorithm, ScanOptions};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -24,11 +26,16 @@ use super::modules::REGISTRY;
 use super::open_store;
 use super::status::{RATE_WINDOW, now_ms, status_document};
 
-/// What the application reads: the database and the configuration file.
+/// What the application reads: the database, the configuration file and the metrics.
 #[derive(Clone)]
 pub struct Web {
     db: PathBuf,
     config: Option<PathBuf>,
+    metrics: Arc<Metrics>,
+    /// Written into pages requested with it, for their forms.
+    token: Option<String>,
+    /// The web search's loaded vectors and text encoder.
+    search: Arc<Mutex<imgd_web::SearchState>>,
     /// The batch whose scan an HTTP client started and that is still running: one at a time.
     scanning: Arc<Mutex<Option<i64>>>,
 }
@@ -50,11 +57,26 @@ struct EnqueueRequest {
 }
 
 impl Web {
-    /// The application over the database `db`, reading the config file `config` for status.
-    pub fn new(db: &Path, config: Option<&Path>) -> Self {
+    /// The application over the database `db`, reading the config file `config` for status
+    /// and `metrics` for the inference thread's figures.
+    pub fn new(
+        db: &Path,
+        config: Option<&Path>,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+    ) -> Self {
+        let config = config.map(Path::to_path_buf);
+        let encoder_config = config.clone();
+        let load: imgd_web::EncoderLoader = Box::new(move |model| {
+            let config = FileConfig::load(encoder_config.as_deref()).ok()?;
+            super::embedder::text_embedder(Some(model), &config)
+        });
         Web {
             db: db.to_path_buf(),
-            config: config.map(Path::to_path_buf),
+            config,
+            metrics,
+            token,
+            search: Arc::new(Mutex::new(imgd_web::SearchState::new(load))),
             scanning: Arc::new(Mutex::new(None)),
         }
     }
@@ -75,7 +97,7 @@ impl Web {
                     Err(e) => error_reply(&e),
                 },
                 None if path == "/api/batches" => AppReply::MethodNotAllowed("GET, HEAD"),
-                None => AppReply::NotFound,
+                None => self.page(request),
             },
         }
     }
@@ -102,10 +124,30 @@ impl Web {
         }
     }
 
-    /// The daemon's status document (`/status`).
+    /// The daemon's status document (`/status`): `imgd status --json`, with the inference
+    /// thread's batches and busy time since the daemon started (`inference`).
     pub fn status(&self) -> Result<Value> {
         let config = FileConfig::load(self.config.as_deref())?;
-        status_document(&open_store(&self.db)?, &self.db, &config)
+        let mut status = status_document(&open_store(&self.db)?, &self.db, &config)?;
+        status["inference"] = serde_json::to_value(self.metrics.inference_summary())?;
+        Ok(status)
+    }
+
+    /// A page of `imgd_web`, the dashboard among them.
+    fn page(&self, request: &AppRequest) -> AppReply {
+        let token = self.token.as_deref().filter(|_| request.authorized);
+        if request.path == "/" && matches!(request.method.as_str(), "GET" | "HEAD") {
+            return match self.status() {
+                Ok(status) => imgd_web::dashboard(&status, token),
+                Err(e) => error_reply(&e),
+            };
+        }
+        match open_store(&self.db) {
+            Ok(store) => {
+                imgd_web::answer(&store, request, token, &self.search).unwrap_or(AppReply::NotFound)
+            }
+            Err(e) => error_reply(&e),
+        }
     }
 
     fn json(&self, f: impl Fn(&Web) -> Result<Value>) -> AppReply {
