@@ -124,11 +124,18 @@ function liveDashboard() {
   const section = document.getElementById("dashboard");
   if (!section) return;
   const live = document.getElementById("live");
-  // EventSource reconnects by itself (after a daemon restart too).
-  const source = new EventSource(section.dataset.events);
-  source.onopen = () => live.classList.add("on");
-  source.onerror = () => live.classList.remove("on");
-  source.onmessage = (event) => renderStatus(JSON.parse(event.data));
+  const connect = () => {
+    // EventSource reconnects by itself after a dropped connection; a refused one (a proxy's
+    // 502 while the daemon restarts) closes it for good, so then a new one is made.
+    const source = new EventSource(section.dataset.events);
+    source.onopen = () => live.classList.add("on");
+    source.onmessage = (event) => renderStatus(JSON.parse(event.data));
+    source.onerror = () => {
+      live.classList.remove("on");
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
+    };
+  };
+  connect();
 }
 
 async function post(path, body) {

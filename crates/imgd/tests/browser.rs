@@ -1,11 +1,13 @@
 //! The web page in a real browser: Debian's Chromium, driven by playwright-core
 //! (`tests/browser/pages.mjs`), against a daemon bound beyond loopback with a token, over a
 //! database filled by a real run over the fixtures (OCR and face detection with the
-//! registry-shipped models) while a second run goes on. `scripts/setup.sh --deps` installs
+//! registry-shipped models) while a second run goes on, through a restart of the daemon.
+//! `scripts/setup.sh --deps` installs
 //! Chromium and the script's npm package.
 
 #![cfg(feature = "fake-model")]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -51,17 +53,20 @@ fn the_web_page_searches_shows_boxes_names_faces_and_follows_a_run_in_chromium()
     env.enqueue("embedding,thumbnail");
     let port = free_port();
     let token = "browser-test-token-0123456789";
-    let mut daemon = Daemon(
-        env.cmd(&["run", "--metrics-addr", &format!("0.0.0.0:{port}")])
-            .env("IMGD_HTTP_TOKEN", token)
-            .env("IMGD_FAKE_MODEL", "1")
-            .env("IMGD_FAKE_MODEL_FIXED_MS", "1")
-            .env("IMGD_FAKE_MODEL_ITEM_MS", "300")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let start = || {
+        Daemon(
+            env.cmd(&["run", "--metrics-addr", &format!("0.0.0.0:{port}")])
+                .env("IMGD_HTTP_TOKEN", token)
+                .env("IMGD_FAKE_MODEL", "1")
+                .env("IMGD_FAKE_MODEL_FIXED_MS", "1")
+                .env("IMGD_FAKE_MODEL_ITEM_MS", "300")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut daemon = start();
     let base = format!("127.0.0.1:{port}");
     assert!(
         wait_healthy(&base, Duration::from_secs(30)),
@@ -69,19 +74,40 @@ fn the_web_page_searches_shows_boxes_names_faces_and_follows_a_run_in_chromium()
     );
 
     let out = output_folder();
-    let result = Command::new("node")
+    let mut script = Command::new("node")
         .current_dir(SCRIPT_DIR)
         .args(["pages.mjs", &format!("http://{base}"), token])
         .arg(&out)
         .args([&sign_id, &portrait_id])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("node runs (scripts/setup.sh --deps installs it)");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(result.status.success(), "{printed}");
+    let stderr = script.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let mut printed = String::new();
+    for line in BufReader::new(script.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "RESTART" {
+            // As `systemctl restart` does it; the stopping daemon finishes what it holds, so
+            // more work is queued for the new one.
+            signal(&daemon, "TERM");
+            assert!(wait_exit(&mut daemon, Duration::from_secs(60)).is_some_and(|s| s.success()));
+            for i in 0..30 {
+                env.add(
+                    &fixture("photos/flower2.jpg"),
+                    &format!("more/later{i:02}.jpg"),
+                );
+            }
+            env.enqueue("embedding,thumbnail");
+            daemon = start();
+        }
+        printed.push_str(&line);
+        printed.push('\n');
+    }
+    let status = script.wait().unwrap();
+    printed.push_str(&errors.join().unwrap());
+    assert!(status.success(), "{printed}");
     for page in ["dashboard", "search", "image-text", "image-face", "people"] {
         let shot = out.join(format!("{page}.png"));
         assert!(

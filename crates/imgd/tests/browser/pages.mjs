@@ -4,7 +4,8 @@
 //
 // BASE_URL is a daemon bound beyond loopback (so every page needs the token). Checks, in order:
 // without the token the page answers 401; with it the dashboard connects to its event stream
-// and its counters change while a run goes on; searching a word of the sign photo shows its
+// and its counters change while a run goes on, and again after the daemon restarts (the
+// script prints RESTART and the test restarts it); searching a word of the sign photo shows its
 // thumbnail; the sign's page lists its OCR lines and draws their boxes; the portrait's page
 // draws the face box, and naming the face through its form shows the name. Writes a
 // screenshot of each page to OUT_DIR. Prints one line per check; exits 1 on the first failure.
@@ -46,6 +47,19 @@ try {
   );
   check(true, `the embedding counter moved from ${before} to ${await done.textContent()} without a reload`);
   await page.screenshot({ path: `${out}/dashboard.png`, fullPage: true });
+
+  // The daemon is restarted (by the test, when told): the page reconnects by itself.
+  console.log("RESTART");
+  await page.waitForSelector("#live:not(.on)", { timeout: 60_000 });
+  check(true, "the dashboard sees the daemon go");
+  await page.waitForSelector("#live.on", { timeout: 60_000 });
+  const after = await done.textContent();
+  await page.waitForFunction(
+    (after) => document.querySelector("#module-embedding [data-f=done]").textContent !== after,
+    after,
+    { timeout: 60_000 },
+  );
+  check(true, `after the restart the stream reconnected and the counter moves on (${after} to ${await done.textContent()})`);
 
   await page.goto(`${base}/search?q=wedding`);
   const thumbnail = page.locator(`#results img[src="/image/${signId}/thumbnail.jpg"]`);
