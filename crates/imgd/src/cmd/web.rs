@@ -10,9 +10,10 @@
 //! | `GET /api/batches/ID/events` | Server-Sent Events: the batch's progress until it is finished |
 //! | anything else | `imgd_web`'s pages, images and face changes |
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use imgd_pipeline::http::{AppReply, AppRequest, EventUpdate};
@@ -36,6 +37,8 @@ pub struct Web {
     token: Option<String>,
     /// The web search's loaded vectors and text encoder.
     search: Arc<Mutex<imgd_web::SearchState>>,
+    /// The event streams' snapshots, shared by every stream of a path.
+    snapshots: Arc<Snapshots>,
     /// The batch whose scan an HTTP client started and that is still running: one at a time.
     scanning: Arc<Mutex<Option<i64>>>,
 }
@@ -77,6 +80,7 @@ impl Web {
             metrics,
             token,
             search: Arc::new(Mutex::new(imgd_web::SearchState::new(load))),
+            snapshots: Arc::new(Snapshots::default()),
             scanning: Arc::new(Mutex::new(None)),
         }
     }
@@ -102,8 +106,14 @@ impl Web {
         }
     }
 
-    /// The next snapshot of the event stream at `path`.
+    /// The next snapshot of the event stream at `path` (shared by every stream of it, see
+    /// [`Snapshots`]).
     pub fn events(&self, path: &str) -> Option<EventUpdate> {
+        self.snapshots
+            .get(path, Instant::now(), || self.snapshot(path))
+    }
+
+    fn snapshot(&self, path: &str) -> Option<EventUpdate> {
         if path == "/api/events" {
             let data = self
                 .status()
@@ -261,6 +271,57 @@ impl Web {
     }
 }
 
+/// Event snapshots shared by every stream of a path: one database read serves every open
+/// dashboard, and a read that took T is reused for max(1 s, 5 T), so that open pages take at
+/// most about a fifth of the database's time however large the library has grown.
+#[derive(Default)]
+pub struct Snapshots {
+    cached: Mutex<HashMap<String, Snapshot>>,
+}
+
+struct Snapshot {
+    at: Instant,
+    took: Duration,
+    update: EventUpdate,
+}
+
+impl Snapshots {
+    /// The shortest time a snapshot is reused.
+    const MIN_AGE: Duration = Duration::from_secs(1);
+    /// Snapshots unused this long are dropped.
+    const FORGET: Duration = Duration::from_secs(60);
+
+    /// The snapshot of `path` at `now`: the cached one while it is young enough, else what
+    /// `make` reads (a path without one is not cached).
+    fn get(
+        &self,
+        path: &str,
+        now: Instant,
+        make: impl FnOnce() -> Option<EventUpdate>,
+    ) -> Option<EventUpdate> {
+        // Held while reading, so that streams asking at once share one read.
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(snapshot) = cached.get(path) {
+            let reuse_for = Self::MIN_AGE.max(snapshot.took * 5);
+            if now.saturating_duration_since(snapshot.at) < reuse_for {
+                return Some(snapshot.update.clone());
+            }
+        }
+        let started = Instant::now();
+        let update = make()?;
+        cached.retain(|_, s| now.saturating_duration_since(s.at) < Self::FORGET);
+        cached.insert(
+            path.to_string(),
+            Snapshot {
+                at: now,
+                took: started.elapsed(),
+                update: update.clone(),
+            },
+        );
+        Some(update)
+    }
+}
+
 /// The scan options an enqueue request asks for (without its batch).
 fn scan_options(request: &EnqueueRequest) -> Result<ScanOptions> {
     anyhow::ensure!(!request.paths.is_empty(), "\"paths\" names nothing to scan");
@@ -307,4 +368,70 @@ fn bad_request(message: String) -> AppReply {
 fn error_reply(error: &anyhow::Error) -> AppReply {
     tracing::warn!("HTTP request failed: {error:#}");
     AppReply::Json(500, json!({ "error": format!("{error:#}") }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn a_snapshot_serves_every_stream_until_it_is_old_then_is_read_again() {
+        let snapshots = Snapshots::default();
+        let reads = Cell::new(0);
+        let read = |n: i64| {
+            reads.set(reads.get() + 1);
+            Some(EventUpdate {
+                data: json!({ "n": n }),
+                last: false,
+            })
+        };
+        let start = Instant::now();
+        let first = snapshots.get("/api/events", start, || read(1)).unwrap();
+        let again = snapshots
+            .get("/api/events", start + Duration::from_millis(900), || {
+                read(2)
+            })
+            .unwrap();
+        assert_eq!(
+            (first.data.clone(), again.data, reads.get()),
+            (json!({"n": 1}), json!({"n": 1}), 1)
+        );
+        let later = snapshots
+            .get("/api/events", start + Duration::from_millis(1100), || {
+                read(3)
+            })
+            .unwrap();
+        assert_eq!((later.data, reads.get()), (json!({ "n": 3 }), 2));
+        // Another path has its own; a path without a snapshot is never cached.
+        assert!(
+            snapshots
+                .get("/api/batches/9/events", start, || None)
+                .is_none()
+        );
+        assert!(
+            snapshots
+                .get("/api/batches/9/events", start, || read(4))
+                .is_some()
+        );
+        assert_eq!(reads.get(), 3);
+    }
+
+    #[test]
+    fn a_slow_read_is_reused_for_five_times_its_duration() {
+        let snapshots = Snapshots::default();
+        let start = Instant::now();
+        snapshots.get("/api/events", start, || {
+            std::thread::sleep(Duration::from_millis(400));
+            Some(EventUpdate {
+                data: json!(1),
+                last: false,
+            })
+        });
+        let reused = snapshots.get("/api/events", start + Duration::from_millis(1900), || {
+            panic!("read again too soon")
+        });
+        assert_eq!(reused.unwrap().data, json!(1));
+    }
 }
