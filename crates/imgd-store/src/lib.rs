@@ -20,6 +20,7 @@ pub mod batches;
 pub mod browse;
 pub mod cloud;
 pub mod faces;
+pub mod location;
 mod migrate;
 pub mod queue;
 pub mod report;

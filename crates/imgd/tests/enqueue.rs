@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 struct Env {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     db: PathBuf,
     tree: PathBuf,
 }
@@ -22,7 +22,7 @@ fn env() -> Env {
     Env {
         db,
         tree: fs::canonicalize(&tree).unwrap(),
-        _dir: dir,
+        dir,
     }
 }
 
@@ -335,4 +335,55 @@ fn a_database_from_a_newer_imgd_is_refused_with_a_clear_message() {
     let (ok, _, stderr) = imgd(&env, &["status"]);
     assert!(!ok);
     assert!(stderr.contains("upgrade imgd"), "{stderr}");
+}
+
+/// Regression: `--db postgres://…` created a SQLite database in a folder named `postgres:` under
+/// the working directory. A URL of a scheme imgd does not open is an error naming it, without
+/// the password, and nothing is created.
+#[test]
+fn a_database_url_of_another_scheme_is_refused_and_creates_nothing() {
+    let env = env();
+    for (url, named) in [
+        ("postgres://imgd:s3cret@db.lan:5432/photos", "PostgreSQL"),
+        ("mysql://root:s3cret@db.lan/photos", "mysql://"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgd"))
+            .current_dir(env.dir.path())
+            .args(["--db", url, "enqueue"])
+            .arg(&env.tree)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(named), "{stderr}");
+        assert!(stderr.contains("db.lan"), "names the host: {stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+    let created: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        created
+            .iter()
+            .all(|name| name != "postgres:" && name != "mysql:"),
+        "{created:?}"
+    );
+    // A sqlite:// URL is the file it names.
+    let db = env.dir.path().join("by-url.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgd"))
+        .args([
+            "--db",
+            &format!("sqlite://{}", db.display()),
+            "status",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.exists());
 }

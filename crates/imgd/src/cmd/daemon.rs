@@ -23,7 +23,7 @@ use crate::cli::{RunArgs, ValidateArgs};
 
 fn resolve_db(flag: Option<PathBuf>, config: &FileConfig) -> Result<PathBuf> {
     match flag.or_else(|| config.db.clone()) {
-        Some(db) => Ok(db),
+        Some(db) => super::database_file(db),
         None => default_db_path(),
     }
 }

@@ -33,7 +33,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         _ => {}
     }
     let db = match cli.db {
-        Some(db) => db,
+        Some(db) => database_file(db)?,
         None => default_db_path()?,
     };
     match cli.command {
@@ -50,6 +50,16 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Faces(args) => faces::run(&db, args),
         Command::Xmp(args) => xmp::run(&db, args),
         Command::Run(_) | Command::Validate(_) => unreachable!("handled above"),
+    }
+}
+
+/// The SQLite file `--db`, `IMGD_DB` or the config's `db` names (a path or a `sqlite://`
+/// URL); any other URL is an error naming its scheme, never its password.
+pub fn database_file(db: PathBuf) -> Result<PathBuf> {
+    match db.to_str() {
+        Some(text) => Ok(imgd_store::location::sqlite_path(text)?),
+        // Not UTF-8: a path, not a URL.
+        None => Ok(db),
     }
 }
 

@@ -1,0 +1,138 @@
+//! What `--db` / `IMGD_DB` names: a SQLite file as a path or a `sqlite://` URL. Any other URL
+//! is refused with its scheme named, and a password in it is never repeated.
+
+use std::path::PathBuf;
+
+/// Why `--db` names no database this store opens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    /// A PostgreSQL URL.
+    #[error(
+        "{url} names a PostgreSQL server; this imgd serves SQLite databases only: pass a file \
+         path or sqlite:///path/to/imgd.db"
+    )]
+    Postgres {
+        /// The URL without its password.
+        url: String,
+    },
+    /// A URL of any other scheme.
+    #[error(
+        "{url}: imgd opens no `{scheme}://` database; pass a file path or sqlite:///path/to/imgd.db"
+    )]
+    UnknownScheme {
+        /// The URL without its password.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// `sqlite://` with no path after it.
+    #[error("{0}: the URL names no file")]
+    NoPath(String),
+}
+
+/// The SQLite file `db` names: a plain path as it is, `sqlite:///abs/path` or
+/// `sqlite://relative/path` (or `sqlite:path`) without the scheme.
+pub fn sqlite_path(db: &str) -> Result<PathBuf, LocationError> {
+    let Some((scheme, rest)) = db.split_once("://") else {
+        return Ok(match db.strip_prefix("sqlite:") {
+            Some(path) if !path.is_empty() => PathBuf::from(path),
+            _ => PathBuf::from(db),
+        });
+    };
+    let is_scheme = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        // `photos://x` with a `/` before the `://` is a path that happens to hold `://`.
+        return Ok(PathBuf::from(db));
+    }
+    let url = without_password(db);
+    match scheme.to_ascii_lowercase().as_str() {
+        "sqlite" if rest.is_empty() => Err(LocationError::NoPath(url)),
+        "sqlite" => Ok(PathBuf::from(rest)),
+        "postgres" | "postgresql" => Err(LocationError::Postgres { url }),
+        _ => Err(LocationError::UnknownScheme {
+            url,
+            scheme: scheme.to_string(),
+        }),
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_sqlite_urls_name_files() {
+        for (given, path) in [
+            ("/var/lib/imgd/imgd.db", "/var/lib/imgd/imgd.db"),
+            ("imgd.db", "imgd.db"),
+            ("sqlite:///var/lib/imgd/imgd.db", "/var/lib/imgd/imgd.db"),
+            ("sqlite://relative/imgd.db", "relative/imgd.db"),
+            ("SQLITE:///x.db", "/x.db"),
+            ("sqlite:x.db", "x.db"),
+            ("photos:2024.db", "photos:2024.db"),
+            ("./odd/x://y.db", "./odd/x://y.db"),
+        ] {
+            assert_eq!(sqlite_path(given), Ok(PathBuf::from(path)), "{given}");
+        }
+    }
+
+    /// Regression: `--db postgres://...` created a SQLite database in a folder named
+    /// `postgres:`.
+    #[test]
+    fn other_urls_are_refused_naming_the_scheme_never_the_password() {
+        let error = sqlite_path("postgres://imgd:s3cret@db.lan:5432/photos").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("PostgreSQL"), "{message}");
+        assert!(message.contains("imgd:***@db.lan:5432/photos"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(matches!(
+            sqlite_path("postgresql://db.lan/photos"),
+            Err(LocationError::Postgres { .. })
+        ));
+        let error = sqlite_path("mysql://root:pw@h/x").unwrap_err();
+        assert_eq!(
+            error,
+            LocationError::UnknownScheme {
+                url: "mysql://root:***@h/x".into(),
+                scheme: "mysql".into()
+            }
+        );
+        assert!(matches!(
+            sqlite_path("sqlite://"),
+            Err(LocationError::NoPath(_))
+        ));
+    }
+
+    #[test]
+    fn a_password_is_hidden_wherever_it_sits() {
+        assert_eq!(
+            without_password("postgres://u:p@a@h/db?sslmode=require"),
+            "postgres://u:***@h/db?sslmode=require"
+        );
+        assert_eq!(without_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            without_password("postgres://h:5432/db"),
+            "postgres://h:5432/db"
+        );
+    }
+}
