@@ -22,7 +22,7 @@
 //! events (so systemd's watchdog stops being fed), [`Event::Failed`] for the health endpoint,
 //! every lease released, and [`PipelineError::StageFailed`] naming the stage and the panic.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -432,6 +432,9 @@ struct Scheduler<'a> {
     /// Suspect images in flight: nothing else is claimed while any is.
     probation: HashSet<i64>,
     waiting_logged: bool,
+    /// Images finished at each heartbeat of the last minute, for the rate the heartbeat
+    /// records.
+    beats: VecDeque<(Instant, u64)>,
 }
 
 impl Scheduler<'_> {
@@ -450,6 +453,7 @@ impl Scheduler<'_> {
             }
             if last_gauges.elapsed() >= Duration::from_secs(10) {
                 self.refresh_gauges();
+                self.heartbeat();
                 last_gauges = Instant::now();
             }
             if last_extend.elapsed() >= self.config.lease / 3 {
@@ -518,8 +522,40 @@ impl Scheduler<'_> {
         Ok(true)
     }
 
+    /// Records the images this daemon finished and its rate over the last minute in its
+    /// `workers` row.
+    fn heartbeat(&mut self) {
+        let now = Instant::now();
+        let images = self.metrics.images_processed_total();
+        self.beats.push_back((now, images));
+        while self
+            .beats
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > Duration::from_secs(60))
+        {
+            self.beats.pop_front();
+        }
+        let rate = match self.beats.front() {
+            Some((at, first)) if now.duration_since(*at) >= Duration::from_secs(1) => {
+                (images - first) as f64 / now.duration_since(*at).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        if let Err(err) =
+            self.store
+                .worker_heartbeat(self.owner, images, rate, imgd_store::now_ms())
+        {
+            tracing::warn!("cannot record a heartbeat: {err}");
+        }
+    }
+
     /// Takes back the leases of daemons of this host that died.
     fn reclaim_dead(&mut self) -> Result<(), StoreError> {
+        self.store.bury_dead_workers(
+            owner::host_name(),
+            owner::is_dead_here,
+            imgd_store::now_ms(),
+        )?;
         let reclaimed = self
             .store
             .reclaim_dead_owners(self.owner, owner::is_dead_here)?;
@@ -607,8 +643,41 @@ pub fn run(
     mode: RunMode,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<RunSummary, PipelineError> {
-    let started = Instant::now();
     let owner = owner::lease_owner();
+    // Its own connection: the end is recorded however the run ends.
+    let workers = Store::open(db, store_options(config, &modules.registry))?;
+    workers.register_worker(
+        &owner,
+        owner::host_name(),
+        std::process::id(),
+        imgd_store::now_ms(),
+    )?;
+    let counted = Arc::clone(&metrics);
+    let result = run_as(db, config, modules, metrics, stop, mode, on_event, &owner);
+    let now = imgd_store::now_ms();
+    let ended = workers
+        .worker_heartbeat(&owner, counted.images_processed_total(), 0.0, now)
+        .and_then(|()| workers.worker_ended(&owner, false, now));
+    if let Err(err) = ended {
+        tracing::warn!("cannot record the end of this worker: {err}");
+    }
+    result
+}
+
+/// [`run`] as the worker `owner`.
+#[allow(clippy::too_many_arguments)]
+fn run_as(
+    db: &Path,
+    config: &PipelineConfig,
+    modules: Modules,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    mode: RunMode,
+    on_event: &mut dyn FnMut(Event),
+    owner: &str,
+) -> Result<RunSummary, PipelineError> {
+    let started = Instant::now();
+    let owner = owner.to_string();
     for runner in &modules.runners {
         metrics.register_model(runner.model_name());
     }
@@ -627,6 +696,7 @@ pub fn run(
         leased_elsewhere: 0,
         probation: HashSet::new(),
         waiting_logged: false,
+        beats: VecDeque::new(),
     };
     // Daemons of this host that died before this start: their images are not left waiting
     // for their leases to run out.

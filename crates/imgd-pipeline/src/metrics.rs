@@ -460,6 +460,11 @@ impl Metrics {
         }
     }
 
+    /// Images finished (every job written) since the daemon started.
+    pub fn images_processed_total(&self) -> u64 {
+        self.images_processed.get()
+    }
+
     /// The inference thread's batches and busy time since the daemon started.
     pub fn inference_summary(&self) -> InferenceSummary {
         let models = self

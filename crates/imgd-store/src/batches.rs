@@ -29,8 +29,8 @@ pub struct BatchStatus {
     pub total: StateCounts,
     /// Its jobs done per second over the window.
     pub jobs_per_second: f64,
-    /// Its queued jobs over that rate; `None` when nothing is queued or nothing was done in
-    /// the window.
+    /// Its queued and leased jobs over that rate; `None` when none is left or nothing was
+    /// done in the window.
     pub eta_seconds: Option<f64>,
     /// Its most common failures.
     pub top_failures: Vec<FailureGroup>,
@@ -138,8 +138,9 @@ impl Store {
             ((now_ms - first) as f64 / 1000.0).clamp(1.0, window.as_secs_f64())
         });
         let jobs_per_second = recent as f64 / seconds;
-        let eta_seconds = (total.queued > 0 && jobs_per_second > 0.0)
-            .then(|| total.queued as f64 / jobs_per_second);
+        let left = total.queued + total.leased;
+        let eta_seconds =
+            (left > 0 && jobs_per_second > 0.0).then(|| left as f64 / jobs_per_second);
         let mut stmt = self
             .conn
             .prepare_cached(

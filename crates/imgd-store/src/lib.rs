@@ -28,6 +28,7 @@ pub mod results;
 pub mod scan;
 pub mod sidecars;
 pub mod vectors;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -54,6 +54,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "0009_batch_scan",
         sql: include_str!("../../../migrations/0009_batch_scan.sql"),
     },
+    // 10 is the thumbnail module's.
+    Migration {
+        version: 11,
+        name: "0011_workers",
+        sql: include_str!("../../../migrations/0011_workers.sql"),
+    },
 ];
 
 /// Every migration the store and `modules` know, in version order.

@@ -73,9 +73,9 @@ pub struct Throughput {
     pub images_per_second: f64,
     /// Per module with jobs done in the window or queued: its rate and time left.
     pub modules: BTreeMap<String, ModuleThroughput>,
-    /// The time left for every queued job of a module that is making progress: the longest of
-    /// the modules' times (an image's jobs are claimed together). `None` when nothing is queued
-    /// or nothing was done in the window.
+    /// The time left for every unfinished (queued or leased) job of a module that is making
+    /// progress: the longest of the modules' times (an image's jobs are claimed together).
+    /// `None` when nothing is left or nothing was done in the window.
     pub eta_seconds: Option<f64>,
 }
 
@@ -84,8 +84,8 @@ pub struct Throughput {
 pub struct ModuleThroughput {
     /// Jobs done per second in the window.
     pub jobs_per_second: f64,
-    /// Queued jobs over that rate; `None` when nothing is queued or the module did nothing in
-    /// the window (its model missing, disabled, or no daemon running).
+    /// Queued and leased jobs over that rate; `None` when none is left or the module did
+    /// nothing in the window (its model missing, disabled, or no daemon running).
     pub eta_seconds: Option<f64>,
 }
 
@@ -236,11 +236,13 @@ impl Store {
                 .iter()
                 .find(|(module, _, _)| module == name)
                 .map_or(0, |(_, count, _)| *count);
-            if count == 0 && counts.queued == 0 {
+            // Leased jobs are claimed, not finished: a daemon claims many images at once.
+            let left = counts.queued + counts.leased;
+            if count == 0 && left == 0 {
                 continue;
             }
             let rate = count as f64 / seconds;
-            let eta = (counts.queued > 0 && rate > 0.0).then(|| counts.queued as f64 / rate);
+            let eta = (left > 0 && rate > 0.0).then(|| left as f64 / rate);
             throughput.modules.insert(
                 name.clone(),
                 ModuleThroughput {

@@ -45,6 +45,12 @@ fn human(seconds: Option<f64>) -> String {
     }
 }
 
+/// Milliseconds since the epoch as `HH:MM:SS` UTC.
+fn time_of_day(ms: i64) -> String {
+    let s = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, s % 3600 / 60, s % 60)
+}
+
 fn count(value: &Value) -> i64 {
     value.as_i64().unwrap_or(0)
 }
@@ -94,6 +100,15 @@ struct BatchRow {
     failures: String,
 }
 
+struct WorkerRow {
+    host: String,
+    pid: i64,
+    state: String,
+    images: i64,
+    rate: String,
+    heartbeat: String,
+}
+
 struct ModelRow {
     name: String,
     batches: u64,
@@ -112,6 +127,7 @@ struct Dashboard<'a> {
     modules: Vec<ModuleRow>,
     failures: Vec<FailureRow>,
     batches: Vec<BatchRow>,
+    workers: Vec<WorkerRow>,
     busy_share: String,
     models: Vec<ModelRow>,
 }
@@ -186,6 +202,19 @@ pub fn dashboard(status: &Value, token: Option<&str>) -> AppReply {
                 .join("; "),
         })
         .collect();
+    let workers = status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| WorkerRow {
+            host: w["host"].as_str().unwrap_or_default().to_string(),
+            pid: count(&w["pid"]),
+            state: w["state"].as_str().unwrap_or_default().to_string(),
+            images: count(&w["images"]),
+            rate: rate(w["images_per_second"].as_f64().unwrap_or(0.0)),
+            heartbeat: time_of_day(count(&w["heartbeat_ms"])),
+        })
+        .collect();
     let inference = &status["inference"];
     let uptime = inference["uptime_seconds"].as_f64().unwrap_or(0.0);
     let busy = inference["busy_seconds"].as_f64().unwrap_or(0.0);
@@ -223,6 +252,7 @@ pub fn dashboard(status: &Value, token: Option<&str>) -> AppReply {
         modules,
         failures,
         batches,
+        workers,
         busy_share: if uptime > 0.0 {
             format!("{:.1} %", 100.0 * busy / uptime)
         } else {

@@ -103,6 +103,18 @@ function renderStatus(status) {
     cell(row, failureText(b.top_failures));
     batches.appendChild(row);
   }
+  const workers = document.getElementById("workers");
+  workers.textContent = "";
+  for (const w of status.workers || []) {
+    const row = document.createElement("tr");
+    cell(row, w.host);
+    cell(row, w.pid);
+    cell(row, w.state);
+    cell(row, w.images);
+    cell(row, w.images_per_second.toFixed(2));
+    cell(row, new Date(w.heartbeat_ms).toISOString().slice(11, 19) + " UTC");
+    workers.appendChild(row);
+  }
   const inference = status.inference;
   if (inference) {
     const share = inference.uptime_seconds > 0 ? inference.busy_seconds / inference.uptime_seconds : 0;

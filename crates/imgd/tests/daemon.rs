@@ -651,6 +651,60 @@ mod with_fake_model {
         assert!(wait_exit(&mut child.0, Duration::from_secs(30)).is_some_and(|s| s.success()));
     }
 
+    /// Every daemon is listed by `imgd status` with its host, pid, state and images: running
+    /// while it beats, `died` once a later daemon of its host finds it gone, `stopped` after a
+    /// clean end.
+    #[test]
+    fn status_lists_the_workers_and_how_they_ended() {
+        let env = env();
+        tree_of_copies(&env, 6);
+        env.enqueue("metadata,embedding");
+        let mut cmd = env.cmd(&["run", "--metrics-addr", "off"]);
+        // Slow enough that it finishes no image before it is killed.
+        fake(&mut cmd, "1", "5000");
+        let mut killed = quiet(&mut cmd);
+        let pid = killed.id() as i64;
+        let until = Instant::now() + Duration::from_secs(30);
+        let running = loop {
+            let status = env.json(&["status", "--json"]);
+            let workers = status["workers"].as_array().unwrap().clone();
+            if !workers.is_empty() {
+                break workers;
+            }
+            assert!(Instant::now() < until, "no worker listed");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(running.len(), 1, "{running:?}");
+        assert_eq!(running[0]["pid"], pid);
+        assert_eq!(running[0]["state"], "running");
+        assert!(running[0]["host"].as_str().is_some_and(|h| !h.is_empty()));
+        signal(&killed.0, "KILL");
+        wait_exit(&mut killed.0, Duration::from_secs(10)).unwrap();
+
+        let mut cmd = env.cmd(&["run", "--once", "--metrics-addr", "off"]);
+        fake(&mut cmd, "1", "1");
+        assert!(cmd.output().unwrap().status.success());
+        let status = env.json(&["status", "--json"]);
+        let workers = status["workers"].as_array().unwrap();
+        let state_of = |pid: i64| {
+            workers
+                .iter()
+                .find(|w| w["pid"] == pid)
+                .map(|w| (w["state"].clone(), w["images"].clone()))
+        };
+        assert_eq!(state_of(pid).unwrap().0, "died", "{workers:?}");
+        let finished: Vec<&Value> = workers.iter().filter(|w| w["pid"] != pid).collect();
+        assert_eq!(finished.len(), 1, "{workers:?}");
+        assert_eq!(finished[0]["state"], "stopped");
+        assert_eq!(finished[0]["images"], 6, "{workers:?}");
+        let (ok, text, _) = env.run(&["status"]);
+        assert!(ok);
+        assert!(
+            text.contains(" died ") && text.contains(" stopped "),
+            "{text}"
+        );
+    }
+
     /// `imgd status` states each module's rate over the last minutes and the time left for
     /// what is queued; a module whose model is missing gets no time, and neither does the
     /// whole queue while it is the only one left.

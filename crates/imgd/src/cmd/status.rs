@@ -15,6 +15,9 @@ use super::runners::waiting_reason;
 use super::{open_store, print_json};
 use crate::cli::{RetryArgs, StatusArgs};
 
+/// The most workers `imgd status` lists (running ones first, then the latest ended).
+const WORKERS_LISTED: usize = 10;
+
 /// The window rates and ETAs are measured over.
 pub const RATE_WINDOW: Duration = Duration::from_secs(300);
 
@@ -64,6 +67,7 @@ pub fn status_document(store: &Store, db: &Path, config: &FileConfig) -> Result<
         .map(|id| store.batch_status(id, RATE_WINDOW, now_ms()))
         .collect::<Result<Vec<_>, _>>()?;
     value["batches"] = serde_json::to_value(batches)?;
+    value["workers"] = serde_json::to_value(store.workers(now_ms(), WORKERS_LISTED)?)?;
     Ok(value)
 }
 
@@ -198,6 +202,26 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
             "faces:    {} in {} images, {embedded}; {} identities ({} named)",
             faces.faces, faces.images_analysed, faces.identities, faces.named
         );
+    }
+    let workers = store.workers(now_ms(), WORKERS_LISTED)?;
+    if !workers.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:>8} {:<8} {:>9} {:>9}  last heartbeat",
+            "worker (host)", "pid", "state", "images", "images/s"
+        );
+        for w in &workers {
+            let ago = (now_ms() - w.heartbeat_ms) as f64 / 1000.0;
+            println!(
+                "{:<24} {:>8} {:<8} {:>9} {:>9.2}  {} ago",
+                w.host,
+                w.pid,
+                w.state,
+                w.images,
+                w.images_per_second,
+                human_duration(ago)
+            );
+        }
     }
     if cloud.images > 0 {
         println!();
