@@ -58,12 +58,20 @@ try:
                     b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
                     b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ",
                     b"POST /status HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                    b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"):
+                    b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+                    b"POST /api/enqueue HTTP/1.1\r\nHost: localhost\r\nContent-Length: 70000\r\n\r\n",
+                    b"POST /api/enqueue HTTP/1.1\r\nHost: localhost\r\nContent-Length: 9\r\n\r\n{\"paths\":",
+                    b"GET /api/events HTTP/1.1\r\nHost: evil.example\r\n\r\n"):
         s = conn(); s.sendall(payload); held.append(s); made += 1
+    # More event streams than the server keeps open, all held.
+    for _ in range(40):
+        s = conn(); s.sendall(b"GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        held.append(s); made += 1
     for _ in range(200):
         held.append(conn()); made += 1
-    for path in ("/metrics", "/status", "/healthz", "/nope") * 10:
-        s = conn(); s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    for path in ("/metrics", "/status", "/healthz", "/nope", "/", "/search?q=%22%3E", "/image/1",
+                 "/image/1/thumbnail.jpg", "/people") * 10:
+        s = conn(); s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         s.recv(64); s.close(); made += 1
     t = time.time()
     s = conn(); s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
