@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod module;
+pub mod path_map;
 mod registry;
 pub mod stored_path;
 

@@ -26,8 +26,17 @@ fn reserved(c: char) -> bool {
     (BYTE_BASE + 0x80..=BYTE_BASE + 0xFF).contains(&u32::from(c))
 }
 
-/// The stored text of `path`.
+/// The stored text of `path` (this host's spelling of it, through the installed
+/// [`path_map`](crate::path_map)).
 pub fn encode(path: &Path) -> Result<String, ReservedCharacter> {
+    let text = encode_here(path)?;
+    Ok(match crate::path_map::installed().to_stored(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(mapped) => mapped,
+    })
+}
+
+fn encode_here(path: &Path) -> Result<String, ReservedCharacter> {
     let bytes = path.as_os_str().as_bytes();
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
@@ -42,8 +51,10 @@ pub fn encode(path: &Path) -> Result<String, ReservedCharacter> {
     Ok(out)
 }
 
-/// The path a stored text stands for.
+/// The path a stored text stands for on this host.
 pub fn decode(stored: &str) -> PathBuf {
+    let local = crate::path_map::installed().to_local(stored);
+    let stored = local.as_ref();
     if !stored.chars().any(reserved) {
         return PathBuf::from(stored);
     }
@@ -59,8 +70,10 @@ pub fn decode(stored: &str) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&bytes))
 }
 
-/// A stored path for people: bytes that are not UTF-8 as `\xHH`.
+/// A stored path for people, as this host names it: bytes that are not UTF-8 as `\xHH`.
 pub fn display(stored: &str) -> String {
+    let local = crate::path_map::installed().to_local(stored);
+    let stored = local.as_ref();
     if !stored.chars().any(reserved) {
         return stored.to_string();
     }

@@ -77,6 +77,21 @@ pub struct IdentitySummary {
     pub sample_path: Option<String>,
 }
 
+/// One face of an identity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IdentityFace {
+    /// The face's row id.
+    pub id: i64,
+    /// Its image.
+    pub image_id: i64,
+    /// The image's path, as this host names it.
+    pub path: String,
+    /// `[x, y, w, h]` in the image's pixels.
+    pub bbox: [f64; 4],
+    /// The detector's score.
+    pub score: f64,
+}
+
 /// Face counts, as `imgd faces list` and `imgd status` show them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FacesSummary {
@@ -599,24 +614,24 @@ impl Store {
         Ok(identity)
     }
 
-    /// The faces of one identity: (face id, image path, [x, y, w, h], score), best first.
-    #[allow(clippy::type_complexity)]
-    pub fn identity_faces(&self, id: i64) -> Result<Vec<(i64, String, [f64; 4], f64)>, StoreError> {
+    /// The faces of one identity, best first.
+    pub fn identity_faces(&self, id: i64) -> Result<Vec<IdentityFace>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT f.id, im.path, f.x, f.y, f.w, f.h, f.score
+                "SELECT f.id, f.image_id, im.path, f.x, f.y, f.w, f.h, f.score
                  FROM faces f JOIN images im ON im.id = f.image_id
                  WHERE f.identity_id = ?1 ORDER BY f.score DESC, f.id",
             )
             .ctx("preparing the identity faces query")?;
         stmt.query_map([id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?],
-                r.get(6)?,
-            ))
+            Ok(IdentityFace {
+                id: r.get(0)?,
+                image_id: r.get(1)?,
+                path: imgd_core::stored_path::display(&r.get::<_, String>(2)?),
+                bbox: [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
+                score: r.get(7)?,
+            })
         })
         .ctx("listing faces")?
         .collect::<Result<_, _>>()

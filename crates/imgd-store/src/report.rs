@@ -107,7 +107,7 @@ pub struct SearchHit {
 pub enum ImageRef<'a> {
     /// By row id.
     Id(i64),
-    /// By absolute path.
+    /// By absolute path, as this host names it (see `imgd_core::path_map`).
     Path(&'a str),
 }
 
@@ -296,9 +296,11 @@ impl Store {
                 .optional(),
             ImageRef::Path(path) => self
                 .conn
-                .query_row("SELECT id FROM images WHERE path = ?1", [path], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT id FROM images WHERE path = ?1",
+                    [imgd_core::path_map::installed().to_stored(path)],
+                    |r| r.get(0),
+                )
                 .optional(),
         }
         .ctx("looking up an image")?;

@@ -784,16 +784,13 @@ fn face_crops(
     limit: usize,
 ) -> Result<Vec<(i64, i64, String, String)>, WebError> {
     let mut crops = Vec::new();
-    for (face, path, bbox, _) in store.identity_faces(identity)?.into_iter().take(limit) {
-        let Ok(image) = store.image_id(&ImageRef::Path(&path)) else {
-            continue;
-        };
-        let shown = store.show(&ImageRef::Id(image))?;
+    for face in store.identity_faces(identity)?.into_iter().take(limit) {
+        let shown = store.show(&ImageRef::Id(face.image_id))?;
         crops.push((
-            face,
-            image,
-            file_name(&path),
-            crop_style(image, frame(&shown), bbox),
+            face.id,
+            face.image_id,
+            file_name(&face.path),
+            crop_style(face.image_id, frame(&shown), face.bbox),
         ));
     }
     Ok(crops)

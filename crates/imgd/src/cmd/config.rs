@@ -33,6 +33,9 @@ pub struct FileConfig {
     /// `[http]`: who may use the web page and the API.
     #[serde(default)]
     pub http: HttpSection,
+    /// `[store]`: where this host finds the library's folders.
+    #[serde(default)]
+    pub store: StoreSection,
     /// `[xmp]`: sidecars for photo managers.
     #[serde(default)]
     pub xmp: imgd_xmp::XmpSettings,
@@ -168,6 +171,27 @@ impl std::fmt::Debug for HttpSection {
     }
 }
 
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// The folders the database names (keys) and where they are on this host (values):
+    /// `"/mnt/photos" = "/Volumes/photos"`.
+    pub path_map: BTreeMap<String, String>,
+}
+
+impl FileConfig {
+    /// `[store] path_map` as a map.
+    pub fn path_map(&self) -> Result<imgd_core::path_map::PathMap> {
+        Ok(imgd_core::path_map::PathMap::new(
+            self.store
+                .path_map
+                .iter()
+                .map(|(stored, local)| (stored.as_str(), local.as_str())),
+        )?)
+    }
+}
+
 /// The shortest token accepted: a guessable one guards nothing.
 pub const MIN_TOKEN_CHARS: usize = 16;
 
@@ -280,6 +304,7 @@ impl FileConfig {
                  (or IMGD_HTTP_TOKEN) so that only those who know it can see the library"
             );
         }
+        self.path_map()?;
         if let Some(token) = &self.http.token {
             anyhow::ensure!(
                 token.chars().count() >= MIN_TOKEN_CHARS

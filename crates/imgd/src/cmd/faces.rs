@@ -21,16 +21,17 @@ pub fn run(db: &Path, args: FacesArgs) -> Result<ExitCode> {
                 if json {
                     let faces: Vec<_> = faces
                         .iter()
-                        .map(|(face, path, b, score)| {
-                            json!({ "face": face, "path": path, "box": b, "score": score })
+                        .map(|f| {
+                            json!({ "face": f.id, "path": f.path, "box": f.bbox, "score": f.score })
                         })
                         .collect();
                     print_json(&json!({ "identity": id, "faces": faces }))?;
                 } else {
-                    for (face, path, b, score) in &faces {
+                    for f in &faces {
+                        let b = f.bbox;
                         println!(
-                            "face {face:>7}  {score:.3}  [{:.0}, {:.0}, {:.0}, {:.0}]  {path}",
-                            b[0], b[1], b[2], b[3]
+                            "face {:>7}  {:.3}  [{:.0}, {:.0}, {:.0}, {:.0}]  {}",
+                            f.id, f.score, b[0], b[1], b[2], b[3], f.path
                         );
                     }
                 }

@@ -26,6 +26,7 @@ use crate::cli::{Cli, Command};
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    install_path_map(&cli.command)?;
     // `run` and `validate` may take the database from their config file (file < env < flag).
     match cli.command {
         Command::Run(args) => return daemon::run(cli.db, args),
@@ -51,6 +52,35 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Xmp(args) => xmp::run(&db, args),
         Command::Run(_) | Command::Validate(_) => unreachable!("handled above"),
     }
+}
+
+/// Installs the `[store] path_map` of the command's config file (its `--config`, else
+/// `IMGD_CONFIG`), so that every path the command reads or registers is spelt as the database
+/// spells it.
+fn install_path_map(command: &Command) -> Result<()> {
+    let given = match command {
+        Command::Run(args) => args.config.clone(),
+        Command::Validate(args) => args.config.clone(),
+        Command::Status(args) => args.config.clone(),
+        Command::Search(args) => args.config.clone(),
+        Command::Xmp(crate::cli::XmpArgs {
+            command: crate::cli::XmpCommand::Write { config, .. },
+        }) => config.clone(),
+        _ => None,
+    };
+    let Some(path) = given.or_else(|| std::env::var_os("IMGD_CONFIG").map(PathBuf::from)) else {
+        return Ok(());
+    };
+    // An unreadable or invalid file is reported by the command that reads it (`validate`
+    // lists it among its problems); here it only has no map to give.
+    let Ok(config) = config::FileConfig::load(Some(&path)) else {
+        return Ok(());
+    };
+    let map = config.path_map()?;
+    if !map.is_empty() {
+        imgd_core::path_map::install(map)?;
+    }
+    Ok(())
 }
 
 /// The SQLite file `--db`, `IMGD_DB` or the config's `db` names (a path or a `sqlite://`
