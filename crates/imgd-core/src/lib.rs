@@ -1,7 +1,8 @@
 //! Shared vocabulary of imgd: what an analysis module is ([`ModuleSpec`], declared by the
 //! module's own crate, and [`Module`], a copyable handle on it), the set of modules a build
 //! serves ([`Registry`]), one module's result for one image ([`ResultRow`]), and how a file
-//! path is stored as text ([`stored_path`]). It knows no module by name: each module crate
+//! path is stored as text ([`stored_path`], through the host's [`path_map`]), and how a
+//! duration is written for people ([`human_duration`]). It knows no module by name: each module crate
 //! declares its own spec, and the binary lists them in its registry.
 
 #![deny(missing_docs)]
@@ -13,6 +14,17 @@ pub mod stored_path;
 
 pub use module::{Gate, Migration, Module, ModuleSpec, ResultKey, RunsOn, SearchText, StoreHook};
 pub use registry::{Registry, RegistryError, UnknownModule};
+
+/// A duration as people read it: `45s`, `12m 05s`, `3h 20m`, `2d 04h` (negative as zero).
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
 
 /// A value for one typed column of a result table.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,4 +83,21 @@ pub struct ResultRow {
     /// blobs, never as JSON numbers (the faces module: one embedding per face of
     /// `data.faces`, empty for a face that was not embedded).
     pub vectors: Vec<Vec<f32>>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let cases = [
+            (-3.0, "0s"),
+            (44.6, "45s"),
+            (725.0, "12m 05s"),
+            (12_000.0, "3h 20m"),
+            (187_200.0, "2d 04h"),
+        ];
+        for (seconds, text) in cases {
+            assert_eq!(super::human_duration(seconds), text);
+        }
+    }
 }

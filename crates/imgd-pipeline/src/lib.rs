@@ -6,7 +6,8 @@
 //!   commits many images per transaction and acks their jobs.
 //! - [`runner`] and [`batcher`] (re-exported from `imgd-infer`): the model-runner interface
 //!   and the per-model micro-batcher.
-//! - [`metrics`]: the Prometheus registry; [`http`]: `/metrics`, `/healthz`, `/status`.
+//! - [`metrics`]: the Prometheus registry; [`http`]: the HTTP server (`/metrics`, `/healthz`,
+//!   `/status`, event streams, and the application the daemon plugs in behind a token).
 //! - [`messages`]: what the stages pass each other; the store's types stop at the edges.
 //! - [`budget`]: the byte budget of decoded pixels in flight, which claims wait for.
 //! - [`owner`]: lease owner names and whether a daemon of this host is dead; [`fault`]:

@@ -5,12 +5,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use imgd_core::{Module, ResultRow, SqlValue};
+use imgd_store::Store;
 use imgd_store::browse::ImageFilter;
 use imgd_store::queue::{ClaimRequest, JobFailure};
 use imgd_store::results::ImageOutcome;
-use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
-use imgd_store::{Store, StoreOptions};
 use serde_json::json;
+
+mod common;
 
 const MODULES: [Module; 4] = [
     imgd_modules::METADATA,
@@ -77,32 +78,8 @@ fn row(module: Module, columns: Vec<(&'static str, SqlValue)>) -> ResultRow {
 }
 
 fn library(db: &Path) -> Store {
-    let mut store = Store::open(
-        db,
-        StoreOptions {
-            modules: imgd_registry::registry(),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
-    let actions: Vec<ScanAction> = PHOTOS
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            ScanAction::New(FoundFile {
-                path: p.path.to_string(),
-                fingerprint: Fingerprint {
-                    size: 100 + i as i64,
-                    mtime_ns: 1,
-                    inode: None,
-                },
-                format: "jpeg".into(),
-                content_hash: None,
-                sha256: None,
-            })
-        })
-        .collect();
-    store.apply_scan(&actions, &MODULES, 0).unwrap();
+    let paths: Vec<&str> = PHOTOS.iter().map(|p| p.path).collect();
+    let mut store = common::store_with(db, &paths, &MODULES);
     let claimed = store
         .claim(&ClaimRequest {
             owner: "test",

@@ -5,41 +5,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use imgd_core::{ResultRow, SqlValue};
+use imgd_store::Store;
 use imgd_store::faces::IdentityError;
 use imgd_store::queue::ClaimRequest;
 use imgd_store::results::ImageOutcome;
-use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
-use imgd_store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
+mod common;
+
 fn store_with(db: &Path, paths: &[&str]) -> Store {
-    let store = Store::open(
-        db,
-        StoreOptions {
-            modules: imgd_registry::registry(),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
-    let actions: Vec<ScanAction> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            ScanAction::New(FoundFile {
-                path: p.to_string(),
-                fingerprint: Fingerprint {
-                    size: 100 + i as i64,
-                    mtime_ns: 1,
-                    inode: None,
-                },
-                format: "jpeg".into(),
-                content_hash: None,
-                sha256: None,
-            })
-        })
-        .collect();
-    store.apply_scan(&actions, &[imgd_faces::FACES], 0).unwrap();
-    store
+    common::store_with(db, paths, &[imgd_faces::FACES])
 }
 
 /// A faces row as the runner makes it: boxes in a 640×480 tier, embeddings beside the JSON.

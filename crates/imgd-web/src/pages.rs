@@ -1,6 +1,6 @@
 //! The pages: what each shows, read from the store, rendered by its template.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use askama::Template;
@@ -22,6 +22,9 @@ const MAX_ORIGINAL_BYTES: u64 = 64 << 20;
 /// The side of a face crop on the people pages, CSS pixels.
 const CROP_PX: f64 = 96.0;
 
+/// The most identities the people page lists (most faces first).
+const PEOPLE_LISTED: usize = 300;
+
 fn html(template: &impl Template) -> Result<AppReply, WebError> {
     Ok(AppReply::Html(200, template.render()?))
 }
@@ -33,16 +36,7 @@ fn rate(value: f64) -> String {
 
 /// Seconds as people read them (`45s`, `12m 05s`, `3h 20m`, `2d 04h`); `-` for none.
 fn human(seconds: Option<f64>) -> String {
-    let Some(seconds) = seconds else {
-        return "-".to_string();
-    };
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {:02}h", s / 86_400, s % 86_400 / 3600),
-    }
+    seconds.map_or_else(|| "-".to_string(), imgd_core::human_duration)
 }
 
 /// Milliseconds since the epoch as `HH:MM:SS` UTC.
@@ -774,23 +768,34 @@ struct Person {
 struct PeoplePage<'a> {
     token: Option<&'a str>,
     summary: String,
+    /// Identities not listed.
+    hidden: usize,
     people: Vec<Person>,
 }
 
 /// The crops of up to `limit` of an identity's faces: (face id, image id, file name, style).
+/// `frames` keeps each image's frame, read once per page.
 fn face_crops(
     store: &Store,
     identity: i64,
     limit: usize,
+    frames: &mut HashMap<i64, (f64, f64)>,
 ) -> Result<Vec<(i64, i64, String, String)>, WebError> {
     let mut crops = Vec::new();
     for face in store.identity_faces(identity)?.into_iter().take(limit) {
-        let shown = store.show(&ImageRef::Id(face.image_id))?;
+        let frame = match frames.get(&face.image_id) {
+            Some(frame) => *frame,
+            None => {
+                let frame = frame(&store.show(&ImageRef::Id(face.image_id))?);
+                frames.insert(face.image_id, frame);
+                frame
+            }
+        };
         crops.push((
             face.id,
             face.image_id,
             file_name(&face.path),
-            crop_style(face.image_id, frame(&shown), face.bbox),
+            crop_style(face.image_id, frame, face.bbox),
         ));
     }
     Ok(crops)
@@ -799,12 +804,15 @@ fn face_crops(
 /// `/people`.
 pub fn people(store: &Store, token: Option<&str>) -> Result<AppReply, WebError> {
     let summary = store.faces_summary()?;
-    let people = store
-        .identities()?
+    let identities = store.identities()?;
+    let hidden = identities.len().saturating_sub(PEOPLE_LISTED);
+    let mut frames = HashMap::new();
+    let people = identities
         .into_iter()
+        .take(PEOPLE_LISTED)
         .map(|identity| {
             Ok(Person {
-                crops: face_crops(store, identity.id, 4)?
+                crops: face_crops(store, identity.id, 4, &mut frames)?
                     .into_iter()
                     .map(|c| c.3)
                     .collect(),
@@ -820,6 +828,7 @@ pub fn people(store: &Store, token: Option<&str>) -> Result<AppReply, WebError> 
             "{} faces in {} images; {} identities, {} named",
             summary.faces, summary.images_analysed, summary.identities, summary.named
         ),
+        hidden,
         people,
     })
 }
@@ -846,7 +855,7 @@ pub fn person(store: &Store, id: i64, token: Option<&str>) -> Result<AppReply, W
     let Some(identity) = store.identities()?.into_iter().find(|i| i.id == id) else {
         return Ok(AppReply::NotFound);
     };
-    let faces = face_crops(store, id, 500)?
+    let faces = face_crops(store, id, 500, &mut HashMap::new())?
         .into_iter()
         .map(|(id, image, name, crop)| PersonFace {
             id,

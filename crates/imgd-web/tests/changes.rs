@@ -6,41 +6,18 @@ use std::time::Duration;
 
 use imgd_core::{ResultRow, SqlValue};
 use imgd_pipeline::http::{AppReply, AppRequest};
+use imgd_store::Store;
 use imgd_store::queue::ClaimRequest;
 use imgd_store::results::ImageOutcome;
-use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
-use imgd_store::{Store, StoreOptions};
 use imgd_web::{SearchState, answer};
+
+mod common;
+use common::store_with;
 use serde_json::{Value, json};
 
 /// A store with two images of one face each (no embeddings: only naming groups them).
 fn store_with_faces(db: &std::path::Path) -> Store {
-    let mut store = Store::open(
-        db,
-        StoreOptions {
-            modules: imgd_registry::registry(),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
-    let actions: Vec<ScanAction> = ["/p/a.jpg", "/p/b.jpg"]
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            ScanAction::New(FoundFile {
-                path: p.to_string(),
-                fingerprint: Fingerprint {
-                    size: 100 + i as i64,
-                    mtime_ns: 1,
-                    inode: None,
-                },
-                format: "jpeg".into(),
-                content_hash: None,
-                sha256: None,
-            })
-        })
-        .collect();
-    store.apply_scan(&actions, &[imgd_faces::FACES], 0).unwrap();
+    let mut store = store_with(db, &["/p/a.jpg", "/p/b.jpg"], &[imgd_faces::FACES]);
     let claimed = store
         .claim(&ClaimRequest {
             owner: "test",

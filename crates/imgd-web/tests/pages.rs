@@ -4,41 +4,11 @@
 use std::sync::Mutex;
 
 use imgd_pipeline::http::{AppReply, AppRequest};
-use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
-use imgd_store::{Store, StoreOptions};
+use imgd_store::Store;
 use imgd_web::{SearchState, answer};
 
-fn store_with(db: &std::path::Path, paths: &[&str]) -> Store {
-    let store = Store::open(
-        db,
-        StoreOptions {
-            modules: imgd_registry::registry(),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
-    let actions: Vec<ScanAction> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            ScanAction::New(FoundFile {
-                path: p.to_string(),
-                fingerprint: Fingerprint {
-                    size: 100 + i as i64,
-                    mtime_ns: 1,
-                    inode: None,
-                },
-                format: "jpeg".into(),
-                content_hash: None,
-                sha256: None,
-            })
-        })
-        .collect();
-    store
-        .apply_scan(&actions, &[imgd_modules::METADATA], 0)
-        .unwrap();
-    store
-}
+mod common;
+use common::store_with;
 
 fn get(store: &Store, path_and_query: &str) -> AppReply {
     let (path, query) = path_and_query
@@ -66,7 +36,11 @@ fn html(reply: AppReply) -> String {
 fn user_data_is_escaped_in_every_page() {
     let dir = tempfile::tempdir().unwrap();
     let hostile = "/p/<script>alert(1)</script>\"'&.jpg";
-    let store = store_with(&dir.path().join("w.db"), &[hostile]);
+    let store = store_with(
+        &dir.path().join("w.db"),
+        &[hostile],
+        &[imgd_modules::METADATA],
+    );
     let page = html(get(&store, "/search"));
     assert!(!page.contains("<script>alert"), "{page}");
     assert!(
@@ -105,6 +79,7 @@ fn images_are_served_by_id_and_only_plain_files_in_browser_formats() {
     let store = store_with(
         &dir.path().join("w.db"),
         &[photo.to_str().unwrap(), fifo.to_str().unwrap()],
+        &[imgd_modules::METADATA],
     );
     match get(&store, "/image/1/original") {
         AppReply::Cached { content_type, body } => {

@@ -365,7 +365,7 @@ pub fn serve_with_limits(
             // Dropping the runtime ends every connection task.
         })
         .map_err(HttpError::Spawn)?;
-    tracing::debug!(%local_addr, "serving /metrics, /healthz and /status");
+    tracing::debug!(%local_addr, "serving HTTP");
     Ok(HttpServer {
         shutdown,
         thread: Some(thread),

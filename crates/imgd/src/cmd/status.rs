@@ -28,16 +28,7 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A duration as people read it: `45s`, `12m 05s`, `3h 20m`, `2d 04h`.
-pub fn human_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {:02}h", s / 86_400, s % 86_400 / 3600),
-    }
-}
+pub use imgd_core::human_duration;
 
 /// `imgd status --json` and the daemon's `/status`: the queue, rates and ETAs over the last
 /// minutes, why modules wait, faces and cloud totals.

@@ -1,0 +1,36 @@
+//! A real store for the page tests.
+
+use imgd_core::Module;
+use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
+use imgd_store::{Store, StoreOptions};
+
+/// A store at `db` with `paths` registered as new JPEGs and `modules` queued for them.
+pub fn store_with(db: &std::path::Path, paths: &[&str], modules: &[Module]) -> Store {
+    let store = Store::open(
+        db,
+        StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let actions: Vec<ScanAction> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            ScanAction::New(FoundFile {
+                path: p.to_string(),
+                fingerprint: Fingerprint {
+                    size: 100 + i as i64,
+                    mtime_ns: 1,
+                    inode: None,
+                },
+                format: "jpeg".into(),
+                content_hash: None,
+                sha256: None,
+            })
+        })
+        .collect();
+    store.apply_scan(&actions, modules, 0).unwrap();
+    store
+}
