@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 # libimage-exiftool-perl: ExifTool, which reads the XMP sidecars back in tests.
 PACKAGES=(libheif-dev libheif-examples prometheus pkg-config nasm libimage-exiftool-perl)
 # The tests only: Chromium (and Node.js with npm, to install playwright-core), which drive the
-# daemon's web page in a real browser.
+# daemon's web page in a real browser; PostgreSQL's server, for the throwaway cluster the store's
+# tests also run on (scripts/pg-test-cluster.sh).
 if [ "${1:-}" = "--deps" ]; then
-  PACKAGES+=(chromium)
+  PACKAGES+=(chromium postgresql)
   command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 fi
 missing=()

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy with warnings as errors, and the whole test
-# suite (unit, integration and end-to-end tests on real files and real SQLite databases).
+# suite (unit, integration and end-to-end tests on real files, real SQLite databases and a real
+# PostgreSQL server: a throwaway cluster started here and stopped at the end).
 # Test-only features are switched on; the `cuda` features are not (they need the CUDA toolkit:
 # see scripts/build-gpu-bundle.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FEATURES="imgd/fake-model imgd/fault-injection imgd-pipeline/fake-model imgd-pipeline/fault-injection imgd-infer/fake-model imgd-cloud/mock-server"
 cargo fmt --all --check
+export IMGD_TEST_POSTGRES
+IMGD_TEST_POSTGRES="$(scripts/pg-test-cluster.sh start)"
+trap 'scripts/pg-test-cluster.sh stop' EXIT
+export IMGD_REQUIRE_POSTGRES=1
 cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
 cargo test --workspace --features "$FEATURES"

@@ -66,6 +66,11 @@ pub static CAPTION_SPEC: ModuleSpec = ModuleSpec {
         sql: "SELECT caption || ' ' || coalesce((SELECT group_concat(value, ' ')
                                  FROM json_each(data, '$.answers')), '')
               FROM result_caption WHERE image_id = ?1",
+        postgres: Some(
+            "SELECT caption || ' ' || coalesce((SELECT string_agg(value, ' ')
+                                         FROM jsonb_each_text(data::jsonb -> 'answers')), '')
+             FROM result_caption WHERE image_id = ?1",
+        ),
         words: None,
     }],
     gate: None,

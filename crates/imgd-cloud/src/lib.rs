@@ -62,6 +62,12 @@ pub static CLOUD_SPEC: ModuleSpec = ModuleSpec {
         sql: "SELECT group_concat(value, ' ')
               FROM json_tree((SELECT data FROM result_cloud WHERE image_id = ?1))
               WHERE type = 'text'",
+        postgres: Some(
+            "SELECT string_agg(text #>> '{}', ' ')
+             FROM result_cloud,
+                  jsonb_path_query(data::jsonb, 'strict $.** ? (@.type() == \"string\")') text
+             WHERE image_id = ?1",
+        ),
         words: None,
     }],
     gate: None,

@@ -81,6 +81,15 @@ pub struct Migration {
     pub name: &'static str,
     /// The SQL (SQLite).
     pub sql: &'static str,
+    /// The SQL for PostgreSQL, where the dialects differ (`None`: `sql` serves both).
+    pub postgres: Option<&'static str>,
+}
+
+impl Migration {
+    /// The SQL for PostgreSQL.
+    pub fn postgres_sql(&self) -> &'static str {
+        self.postgres.unwrap_or(self.sql)
+    }
 }
 
 /// One part of an image's full-text search row.
@@ -90,9 +99,18 @@ pub struct SearchText {
     pub column: &'static str,
     /// A query with the image id as `?1` whose rows (text or NULL) are joined with spaces.
     pub sql: &'static str,
+    /// The query for PostgreSQL, where the dialects differ (`None`: `sql` serves both).
+    pub postgres: Option<&'static str>,
     /// Turns the joined text into the words indexed (e.g. a date into its year, month and
     /// month name); `None` indexes it as it is.
     pub words: Option<fn(&str) -> String>,
+}
+
+impl SearchText {
+    /// The query for PostgreSQL.
+    pub fn postgres_sql(&self) -> &'static str {
+        self.postgres.unwrap_or(self.sql)
+    }
 }
 
 /// A module that runs on an image only when another module's result says so.

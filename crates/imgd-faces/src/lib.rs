@@ -82,6 +82,7 @@ pub static FACES_SPEC: ModuleSpec = ModuleSpec {
         column: "names",
         sql: "SELECT DISTINCT i.name FROM faces f JOIN identities i ON i.id = f.identity_id
               WHERE f.image_id = ?1 AND i.name IS NOT NULL ORDER BY i.name",
+        postgres: None,
         words: None,
     }],
     gate: None,

@@ -36,11 +36,13 @@ pub static METADATA_SPEC: ModuleSpec = ModuleSpec {
             sql: "SELECT trim(coalesce(make, '') || ' ' || coalesce(model, '') || ' ' ||
                               coalesce(lens, '') || ' ' || coalesce(software, ''))
                   FROM result_metadata WHERE image_id = ?1",
+            postgres: None,
             words: None,
         },
         SearchText {
             column: "taken",
             sql: "SELECT taken_at FROM result_metadata WHERE image_id = ?1",
+            postgres: None,
             words: Some(metadata::date_words),
         },
     ],

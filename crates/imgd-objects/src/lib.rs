@@ -42,6 +42,7 @@ pub static OBJECTS_SPEC: ModuleSpec = ModuleSpec {
     search_text: &[SearchText {
         column: "labels",
         sql: "SELECT labels FROM result_objects WHERE image_id = ?1",
+        postgres: None,
         words: None,
     }],
     gate: None,

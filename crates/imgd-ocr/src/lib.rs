@@ -69,6 +69,7 @@ pub static OCR_SPEC: ModuleSpec = ModuleSpec {
     search_text: &[SearchText {
         column: "ocr",
         sql: "SELECT text FROM result_ocr WHERE image_id = ?1",
+        postgres: None,
         words: None,
     }],
     gate: Some(Gate {

@@ -40,6 +40,7 @@ pub static PHASH_SPEC: ModuleSpec = ModuleSpec {
         version: 5,
         name: "0005_phash",
         sql: include_str!("../migrations/0005_phash.sql"),
+        postgres: Some(include_str!("../migrations/0005_phash.pg.sql")),
     }],
     search_text: &[],
     gate: None,

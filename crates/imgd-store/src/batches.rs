@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use crate::report::{FailureGroup, StateCounts};
-use crate::{Context, Store, StoreError, now_ms};
+use crate::{Context, Store, StoreError, now_ms, params};
 
 /// One batch and its progress.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,7 +39,7 @@ impl Store {
     /// Records a new batch of `roots`; returns its id.
     pub fn create_batch(&self, roots: &[String]) -> Result<i64, StoreError> {
         let roots = serde_json::to_string(roots)?;
-        self.conn
+        self.db
             .query_row(
                 "INSERT INTO batches (created_ms, roots) VALUES (?1, ?2) RETURNING id",
                 params![now_ms(), roots],
@@ -52,7 +51,7 @@ impl Store {
     /// Marks batch `id`'s scan finished, with its `scan` report, and counts the images and
     /// jobs it queued.
     pub fn finish_batch(&self, id: i64, scan: &serde_json::Value) -> Result<(), StoreError> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE batches SET
                      images = (SELECT COUNT(DISTINCT image_id) FROM jobs WHERE batch_id = ?1),
@@ -68,13 +67,12 @@ impl Store {
 
     /// The ids of the most recent batches, newest first.
     pub fn recent_batches(&self, limit: usize) -> Result<Vec<i64>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id FROM batches ORDER BY id DESC LIMIT ?1")
-            .ctx("listing batches")?;
-        stmt.query_map([limit as i64], |r| r.get(0))
-            .ctx("listing batches")?
-            .collect::<Result<_, _>>()
+        self.db
+            .query_map(
+                "SELECT id FROM batches ORDER BY id DESC LIMIT ?1",
+                params![limit],
+                |r| r.get(0),
+            )
             .ctx("listing batches")
     }
 
@@ -87,33 +85,27 @@ impl Store {
     ) -> Result<BatchStatus, StoreError> {
         type Row = (i64, String, i64, Option<i64>, Option<String>);
         let row: Option<Row> = self
-            .conn
-            .query_row(
+            .db
+            .query_opt(
                 "SELECT created_ms, roots, images, finished_ms, scan FROM batches WHERE id = ?1",
-                [id],
+                params![id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
-            .optional()
             .ctx("reading a batch")?;
         let (created_ms, roots, images, finished_ms, scan) =
             row.ok_or(StoreError::NoSuchBatch(id))?;
         let mut modules: BTreeMap<String, StateCounts> = BTreeMap::new();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let rows: Vec<(String, String, i64)> = self
+            .db
+            .query_map(
                 "SELECT module, state, COUNT(*) FROM jobs WHERE batch_id = ?1
                  GROUP BY module, state",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .ctx("counting a batch's jobs")?;
-        let rows = stmt
-            .query_map([id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
-            })
-            .ctx("counting a batch's jobs")?;
         let mut total = StateCounts::default();
-        for row in rows {
-            let (module, state, count): (String, String, i64) =
-                row.ctx("counting a batch's jobs")?;
+        for (module, state, count) in rows {
             let counts = modules.entry(module).or_default();
             for c in [counts, &mut total] {
                 match state.as_str() {
@@ -126,7 +118,7 @@ impl Store {
         }
         let since = now_ms - window.as_millis() as i64;
         let (recent, first): (i64, Option<i64>) = self
-            .conn
+            .db
             .query_row(
                 "SELECT COUNT(*), MIN(updated_ms) FROM jobs
                  WHERE batch_id = ?1 AND state = 'done' AND updated_ms > ?2",
@@ -141,24 +133,21 @@ impl Store {
         let left = total.queued + total.leased;
         let eta_seconds =
             (left > 0 && jobs_per_second > 0.0).then(|| left as f64 / jobs_per_second);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let top_failures = self
+            .db
+            .query_map(
                 "SELECT module, coalesce(last_error, '(no message)'), COUNT(*) FROM jobs
                  WHERE batch_id = ?1 AND state = 'failed'
                  GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 5",
+                params![id],
+                |r| {
+                    Ok(FailureGroup {
+                        module: r.get(0)?,
+                        error: r.get(1)?,
+                        count: r.get(2)?,
+                    })
+                },
             )
-            .ctx("grouping a batch's failures")?;
-        let top_failures = stmt
-            .query_map([id], |r| {
-                Ok(FailureGroup {
-                    module: r.get(0)?,
-                    error: r.get(1)?,
-                    count: r.get(2)?,
-                })
-            })
-            .ctx("grouping a batch's failures")?
-            .collect::<Result<Vec<_>, _>>()
             .ctx("grouping a batch's failures")?;
         Ok(BatchStatus {
             id,

@@ -1,9 +1,10 @@
 //! Narrowing images down by what the modules found: camera, date, person, object label, text,
 //! aesthetic score. The web page's search filters.
 
-use rusqlite::types::Value as SqlParam;
+use std::borrow::Cow;
 
-use crate::{Context, Store, StoreError};
+use crate::db::Value as SqlParam;
+use crate::{Context, Store, StoreError, params};
 
 /// What an image must have to be kept; every field set must hold.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,43 +34,43 @@ impl ImageFilter {
     }
 
     /// The SQL conditions on `i` (images) and their parameters.
-    fn conditions(&self) -> (Vec<String>, Vec<SqlParam>) {
+    fn conditions(&self) -> (Vec<String>, Vec<SqlParam<'static>>) {
         let mut conditions = vec!["i.state = 'present'".to_string()];
         let mut params = Vec::new();
         if let Some(camera) = &self.camera {
             for word in camera.split_whitespace() {
-                params.push(SqlParam::Text(format!("%{}%", like_escaped(word))));
+                params.push(text(format!("%{}%", like_escaped(&word.to_lowercase()))));
                 conditions.push(format!(
                     "i.id IN (SELECT image_id FROM result_metadata WHERE \
-                     coalesce(make, '') || ' ' || coalesce(model, '') LIKE ?{} ESCAPE '\\')",
+                     lower(coalesce(make, '') || ' ' || coalesce(model, '')) LIKE ?{} ESCAPE '\\')",
                     params.len()
                 ));
             }
         }
         if let Some(from) = &self.taken_from {
-            params.push(SqlParam::Text(from.clone()));
+            params.push(text(from.clone()));
             conditions.push(format!(
                 "i.id IN (SELECT image_id FROM result_metadata WHERE substr(taken_at, 1, 10) >= ?{})",
                 params.len()
             ));
         }
         if let Some(to) = &self.taken_to {
-            params.push(SqlParam::Text(to.clone()));
+            params.push(text(to.clone()));
             conditions.push(format!(
                 "i.id IN (SELECT image_id FROM result_metadata WHERE substr(taken_at, 1, 10) <= ?{})",
                 params.len()
             ));
         }
         if let Some(person) = &self.person {
-            params.push(SqlParam::Text(person.clone()));
+            params.push(text(person.clone()));
             conditions.push(format!(
                 "i.id IN (SELECT f.image_id FROM faces f JOIN identities n ON n.id = f.identity_id \
-                 WHERE n.name = ?{} COLLATE NOCASE)",
+                 WHERE lower(n.name) = lower(?{}))",
                 params.len()
             ));
         }
         if let Some(label) = &self.label {
-            params.push(SqlParam::Text(label.to_lowercase()));
+            params.push(text(label.to_lowercase()));
             conditions.push(format!(
                 "i.id IN (SELECT image_id FROM result_objects WHERE \
                  ' ' || lower(labels) || ' ' LIKE '% ' || ?{} || ' %')",
@@ -88,7 +89,7 @@ impl ImageFilter {
             ));
         }
         if let Some(module) = &self.failed_module {
-            params.push(SqlParam::Text(module.clone()));
+            params.push(text(module.clone()));
             conditions.push(format!(
                 "i.id IN (SELECT image_id FROM jobs WHERE state = 'failed' AND module = ?{})",
                 params.len()
@@ -96,6 +97,11 @@ impl ImageFilter {
         }
         (conditions, params)
     }
+}
+
+/// An owned text parameter.
+fn text(value: String) -> SqlParam<'static> {
+    SqlParam::Text(Cow::Owned(value))
 }
 
 /// `word` with LIKE's wildcards escaped by `\`.
@@ -113,7 +119,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<i64>, StoreError> {
         let (conditions, mut params) = filter.conditions();
-        params.push(SqlParam::Integer(limit as i64));
+        params.push(SqlParam::Int(limit as i64));
         let sql = format!(
             "SELECT i.id FROM images i WHERE {} ORDER BY i.id DESC LIMIT ?{}",
             conditions.join(" AND "),
@@ -127,13 +133,13 @@ impl Store {
         if filter.is_empty() || ids.is_empty() {
             return Ok(ids.to_vec());
         }
-        let (conditions, mut params) = filter.conditions();
-        let ids_json = serde_json::to_string(ids)?;
-        params.push(SqlParam::Text(ids_json));
+        let (conditions, params) = filter.conditions();
+        // Ids are integers: written into the statement, they cannot inject anything.
+        let listed: Vec<String> = ids.iter().map(i64::to_string).collect();
         let sql = format!(
-            "SELECT i.id FROM images i WHERE {} AND i.id IN (SELECT value FROM json_each(?{}))",
+            "SELECT i.id FROM images i WHERE {} AND i.id IN ({})",
             conditions.join(" AND "),
-            params.len()
+            listed.join(",")
         );
         let passing: std::collections::HashSet<i64> = self.ids(&sql, params)?.into_iter().collect();
         Ok(ids
@@ -146,27 +152,22 @@ impl Store {
     /// The cameras the library's photos were taken with (the model, after the make unless
     /// the model names it), with their photo counts, most used first.
     pub fn cameras(&self, limit: usize) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT CASE WHEN model LIKE make || '%' THEN model
+        self.db
+            .query_map(
+                "SELECT CASE WHEN lower(model) LIKE lower(make) || '%' THEN model
                         ELSE trim(coalesce(make, '') || ' ' || coalesce(model, '')) END AS camera,
                         COUNT(*)
                  FROM result_metadata WHERE make IS NOT NULL OR model IS NOT NULL
                  GROUP BY camera ORDER BY 2 DESC, 1 LIMIT ?1",
+                params![limit],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .ctx("listing cameras")?;
-        stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
-            .ctx("listing cameras")?
-            .collect::<Result<_, _>>()
             .ctx("listing cameras")
     }
 
-    fn ids(&self, sql: &str, params: Vec<SqlParam>) -> Result<Vec<i64>, StoreError> {
-        let mut stmt = self.conn.prepare(sql).ctx("filtering images")?;
-        stmt.query_map(rusqlite::params_from_iter(params), |r| r.get(0))
-            .ctx("filtering images")?
-            .collect::<Result<_, _>>()
+    fn ids(&self, sql: &str, params: Vec<SqlParam<'_>>) -> Result<Vec<i64>, StoreError> {
+        self.db
+            .query_map(sql, &params, |r| r.get(0))
             .ctx("filtering images")
     }
 }

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::{Context, Store, StoreError};
+use crate::db::Dialect;
+use crate::{Context, Store, StoreError, params};
 
 /// What the stored cloud results cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -21,15 +22,20 @@ pub struct CloudTotals {
 impl Store {
     /// Sums `result_cloud`: images, calls, tokens and cost so far.
     pub fn cloud_totals(&self) -> Result<CloudTotals, StoreError> {
-        self.conn
+        let calls = match self.db.dialect() {
+            Dialect::Sqlite => "CASE WHEN json_valid(data) THEN json_extract(data, '$.calls') END",
+            Dialect::Postgres => "CAST(data::jsonb ->> 'calls' AS BIGINT)",
+        };
+        self.db
             .query_row(
-                "SELECT COUNT(*),
-                        COALESCE(SUM(CASE WHEN json_valid(data)
-                                          THEN json_extract(data, '$.calls') END), 0),
-                        COALESCE(SUM(tokens), 0),
-                        COALESCE(SUM(cost_usd), 0.0)
-                 FROM result_cloud",
-                [],
+                &format!(
+                    "SELECT COUNT(*),
+                            CAST(COALESCE(SUM({calls}), 0) AS BIGINT),
+                            CAST(COALESCE(SUM(tokens), 0) AS BIGINT),
+                            CAST(COALESCE(SUM(cost_usd), 0.0) AS DOUBLE PRECISION)
+                     FROM result_cloud"
+                ),
+                params![],
                 |r| {
                     Ok(CloudTotals {
                         images: r.get(0)?,

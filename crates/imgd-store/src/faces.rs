@@ -17,12 +17,12 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::db::{Db, Dialect};
 use crate::results::refresh_search_row;
-use crate::{Context, Store, StoreError, now_ms};
+use crate::{Context, Store, StoreError, now_ms, params};
 use imgd_core::Registry;
 
 /// Errors of the identity commands.
@@ -121,16 +121,17 @@ fn f64_at(value: &Value, index: usize) -> Option<f64> {
 /// Rewrites the `faces` rows of one image from its `result_faces` row (see the module docs)
 /// and stores the data back in full-image coordinates.
 pub(crate) fn replace_faces(
-    tx: &rusqlite::Connection,
+    tx: &Db,
     image_id: i64,
     row: &imgd_core::ResultRow,
 ) -> Result<(), StoreError> {
     let data = &row.data;
     let size: Option<(Option<f64>, Option<f64>)> = tx
-        .prepare_cached("SELECT width, height FROM images WHERE id = ?1")
-        .ctx("preparing the image size query")?
-        .query_row([image_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
+        .query_opt(
+            "SELECT width, height FROM images WHERE id = ?1",
+            params![image_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .ctx("reading the image size")?;
     let frame = data.get("frame");
     let (tw, th) = (
@@ -150,22 +151,16 @@ pub(crate) fn replace_faces(
 
     // The faces there before, to carry their identities over.
     let old: Vec<([f64; 4], i64)> = tx
-        .prepare_cached(
+        .query_map(
             "SELECT x, y, w, h, identity_id FROM faces
              WHERE image_id = ?1 AND identity_id IS NOT NULL",
+            params![image_id],
+            |r| Ok(([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?], r.get(4)?)),
         )
-        .ctx("preparing the old faces query")?
-        .query_map([image_id], |r| {
-            Ok(([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?], r.get(4)?))
-        })
-        .ctx("reading old faces")?
-        .collect::<Result<_, _>>()
         .ctx("reading old faces")?;
     let mut touched: BTreeSet<i64> = old.iter().map(|o| o.1).collect();
     let mut old_used = vec![false; old.len()];
-    tx.prepare_cached("DELETE FROM faces WHERE image_id = ?1")
-        .ctx("preparing the faces delete")?
-        .execute([image_id])
+    tx.execute("DELETE FROM faces WHERE image_id = ?1", params![image_id])
         .ctx("deleting old faces")?;
 
     let round = |v: f64| (v * 100.0).round() / 100.0;
@@ -205,25 +200,25 @@ pub(crate) fn replace_faces(
                 id
             });
         touched.extend(identity);
-        tx.prepare_cached(
+        let landmarks_json = serde_json::to_string(&landmarks)?;
+        tx.execute(
             "INSERT INTO faces (image_id, idx, x, y, w, h, score, landmarks, embedding,
                                 embedding_model, identity_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                image_id,
+                idx,
+                bx[0],
+                bx[1],
+                bx[2],
+                bx[3],
+                score,
+                landmarks_json,
+                embedding,
+                embedding.as_ref().and(embedding_model.as_deref()),
+                identity,
+            ],
         )
-        .ctx("preparing a face insert")?
-        .execute(params![
-            image_id,
-            idx as i64,
-            bx[0],
-            bx[1],
-            bx[2],
-            bx[3],
-            score,
-            serde_json::to_string(&landmarks)?,
-            embedding,
-            embedding.as_ref().and(embedding_model.as_deref()),
-            identity,
-        ])
         .ctx("inserting a face")?;
         stored.push(json!({ "box": bx, "score": score, "landmarks": landmarks }));
     }
@@ -234,10 +229,12 @@ pub(crate) fn replace_faces(
         obj.insert("faces".into(), Value::Array(stored));
         obj.insert("coords".into(), Value::from(coords));
     }
-    tx.prepare_cached("UPDATE result_faces SET data = ?2 WHERE image_id = ?1")
-        .ctx("preparing the faces data update")?
-        .execute(params![image_id, serde_json::to_string(&clean)?])
-        .ctx("updating the faces data")?;
+    let clean = serde_json::to_string(&clean)?;
+    tx.execute(
+        "UPDATE result_faces SET data = ?2 WHERE image_id = ?1",
+        params![image_id, clean],
+    )
+    .ctx("updating the faces data")?;
     Ok(())
 }
 
@@ -251,15 +248,14 @@ fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
 }
 
 /// Sets `face_count` of these identities from the faces table.
-fn recount(tx: &rusqlite::Connection, identities: &BTreeSet<i64>) -> Result<(), StoreError> {
+fn recount(tx: &Db, identities: &BTreeSet<i64>) -> Result<(), StoreError> {
     for id in identities {
-        tx.prepare_cached(
+        tx.execute(
             "UPDATE identities SET face_count =
                  (SELECT COUNT(*) FROM faces WHERE identity_id = ?1)
              WHERE id = ?1",
+            params![id],
         )
-        .ctx("preparing an identity recount")?
-        .execute([id])
         .ctx("recounting an identity")?;
     }
     Ok(())
@@ -267,16 +263,14 @@ fn recount(tx: &rusqlite::Connection, identities: &BTreeSet<i64>) -> Result<(), 
 
 /// Rewrites the search rows of the images with faces of these identities, for those with no
 /// job in flight (the others get theirs when their jobs finish).
-fn refresh_names(
-    tx: &rusqlite::Connection,
-    modules: &Registry,
-    image_ids: &BTreeSet<i64>,
-) -> Result<(), StoreError> {
+fn refresh_names(tx: &Db, modules: &Registry, image_ids: &BTreeSet<i64>) -> Result<(), StoreError> {
     for &image_id in image_ids {
         let unfinished: i64 = tx
-            .prepare_cached("SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'")
-            .ctx("preparing the in-flight-jobs count")?
-            .query_row([image_id], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'",
+                params![image_id],
+                |r| r.get(0),
+            )
             .ctx("counting in-flight jobs")?;
         if unfinished == 0 {
             refresh_search_row(tx, modules, image_id)?;
@@ -285,60 +279,58 @@ fn refresh_names(
     Ok(())
 }
 
-fn images_of(
-    tx: &rusqlite::Connection,
-    sql: &str,
-    param: i64,
-) -> Result<BTreeSet<i64>, StoreError> {
-    tx.prepare_cached(sql)
-        .ctx("preparing an image lookup")?
-        .query_map([param], |r| r.get(0))
-        .ctx("finding images")?
-        .collect::<Result<_, _>>()
-        .ctx("finding images")
+fn images_of_identity(tx: &Db, identity: i64) -> Result<BTreeSet<i64>, StoreError> {
+    let images: Vec<i64> = tx
+        .query_map(
+            "SELECT DISTINCT image_id FROM faces WHERE identity_id = ?1",
+            params![identity],
+            |r| r.get(0),
+        )
+        .ctx("finding images")?;
+    Ok(images.into_iter().collect())
 }
 
-fn images_of_identity(tx: &Transaction<'_>, identity: i64) -> Result<BTreeSet<i64>, StoreError> {
-    images_of(
-        tx,
-        "SELECT DISTINCT image_id FROM faces WHERE identity_id = ?1",
-        identity,
+fn identity_name(tx: &Db, id: i64) -> Result<Option<Option<String>>, StoreError> {
+    tx.query_opt(
+        "SELECT name FROM identities WHERE id = ?1",
+        params![id],
+        |r| r.get(0),
     )
+    .ctx("reading an identity")
 }
 
-fn identity_name(tx: &Transaction<'_>, id: i64) -> Result<Option<Option<String>>, StoreError> {
-    tx.query_row("SELECT name FROM identities WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })
-    .optional()
-    .ctx("reading an identity")
+/// The identity called `name`, compared case-insensitively (as the unique index compares).
+fn identity_named(tx: &Db, name: &str) -> Result<Option<i64>, StoreError> {
+    tx.query_opt(
+        "SELECT id FROM identities WHERE lower(name) = lower(?1)",
+        params![name],
+        |r| r.get(0),
+    )
+    .ctx("looking up a name")
 }
 
 impl Store {
     /// Every face with an embedding: what clustering compares.
     pub fn face_embeddings(&self) -> Result<Vec<StoredEmbedding>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
+        self.db
+            .query_map(
                 "SELECT id, identity_id, coalesce(embedding_model, ''), embedding FROM faces
                  WHERE embedding IS NOT NULL ORDER BY id",
+                params![],
+                |r| {
+                    let bytes: Vec<u8> = r.get(3)?;
+                    Ok(StoredEmbedding {
+                        face_id: r.get(0)?,
+                        identity_id: r.get(1)?,
+                        model: r.get(2)?,
+                        vector: bytes
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect(),
+                    })
+                },
             )
-            .ctx("preparing the embeddings query")?;
-        stmt.query_map([], |r| {
-            let bytes: Vec<u8> = r.get(3)?;
-            Ok(StoredEmbedding {
-                face_id: r.get(0)?,
-                identity_id: r.get(1)?,
-                model: r.get(2)?,
-                vector: bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            })
-        })
-        .ctx("reading embeddings")?
-        .collect::<Result<_, _>>()
-        .ctx("reading embeddings")
+            .ctx("reading embeddings")
     }
 
     /// Applies a clustering run in one transaction: each face in `joins` joins its identity,
@@ -349,19 +341,18 @@ impl Store {
         joins: &[(i64, i64)],
         new_identities: &[Vec<i64>],
     ) -> Result<Vec<i64>, StoreError> {
-        let tx = self.write_tx().ctx("starting a clustering commit")?;
+        let tx = self.db.write_tx().ctx("starting a clustering commit")?;
         let now = now_ms();
         let mut touched = BTreeSet::new();
         let mut images = BTreeSet::new();
-        let mut assign = |tx: &Transaction<'_>, face: i64, identity: i64| {
+        let mut assign = |tx: &Db, face: i64, identity: i64| {
             let changed = tx
-                .prepare_cached(
+                .query_opt(
                     "UPDATE faces SET identity_id = ?2 WHERE id = ?1 AND identity_id IS NULL
                      RETURNING image_id",
+                    params![face, identity],
+                    |r| r.get::<i64>(0),
                 )
-                .ctx("preparing a face assignment")?
-                .query_row(params![face, identity], |r| r.get::<_, i64>(0))
-                .optional()
                 .ctx("assigning a face")?;
             if let Some(image) = changed {
                 images.insert(image);
@@ -377,11 +368,13 @@ impl Store {
         }
         let mut created = Vec::new();
         for group in new_identities.iter().filter(|g| !g.is_empty()) {
-            tx.prepare_cached("INSERT INTO identities (created_ms) VALUES (?1)")
-                .ctx("preparing an identity insert")?
-                .execute([now])
+            let id: i64 = tx
+                .query_row(
+                    "INSERT INTO identities (created_ms) VALUES (?1) RETURNING id",
+                    params![now],
+                    |r| r.get(0),
+                )
                 .ctx("creating an identity")?;
-            let id = tx.last_insert_rowid();
             for &face in group {
                 assign(&tx, face, id)?;
             }
@@ -392,7 +385,7 @@ impl Store {
         // New identities have no name; joins to named ones change search rows.
         tx.execute(
             "DELETE FROM identities WHERE name IS NULL AND face_count = 0",
-            [],
+            params![],
         )
         .ctx("dropping empty identities")?;
         refresh_names(&tx, &self.options.modules, &images)?;
@@ -403,15 +396,15 @@ impl Store {
     /// Detaches every face from the unnamed identities and deletes them, for a clustering run
     /// from scratch; named identities and their faces stay. Returns the faces detached.
     pub fn reset_unnamed_identities(&self) -> Result<usize, StoreError> {
-        let tx = self.write_tx().ctx("starting an identity reset")?;
+        let tx = self.db.write_tx().ctx("starting an identity reset")?;
         let detached = tx
             .execute(
                 "UPDATE faces SET identity_id = NULL
                  WHERE identity_id IN (SELECT id FROM identities WHERE name IS NULL)",
-                [],
+                params![],
             )
             .ctx("detaching faces")?;
-        tx.execute("DELETE FROM identities WHERE name IS NULL", [])
+        tx.execute("DELETE FROM identities WHERE name IS NULL", params![])
             .ctx("deleting unnamed identities")?;
         tx.commit().ctx("committing an identity reset")?;
         Ok(detached)
@@ -419,28 +412,25 @@ impl Store {
 
     /// Every identity, the most faces first (named first among equals).
     pub fn identities(&self) -> Result<Vec<IdentitySummary>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
+        self.db
+            .query_map(
                 "SELECT i.id, i.name, i.face_count, i.created_ms,
                         (SELECT im.path FROM faces f JOIN images im ON im.id = f.image_id
                          WHERE f.identity_id = i.id ORDER BY f.score DESC, f.id LIMIT 1)
                  FROM identities i
                  ORDER BY i.face_count DESC, i.name IS NULL, i.id",
+                params![],
+                |r| {
+                    Ok(IdentitySummary {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        face_count: r.get(2)?,
+                        created_ms: r.get(3)?,
+                        sample_path: r.get(4)?,
+                    })
+                },
             )
-            .ctx("preparing the identities query")?;
-        stmt.query_map([], |r| {
-            Ok(IdentitySummary {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                face_count: r.get(2)?,
-                created_ms: r.get(3)?,
-                sample_path: r.get(4)?,
-            })
-        })
-        .ctx("listing identities")?
-        .collect::<Result<_, _>>()
-        .ctx("listing identities")
+            .ctx("listing identities")
     }
 
     /// Names an identity (or clears its name with `None`). Names are unique,
@@ -450,25 +440,17 @@ impl Store {
         if name.is_some_and(str::is_empty) {
             return Err(IdentityError::Invalid("a name cannot be empty".into()));
         }
-        let tx = self.write_tx().ctx("starting a rename")?;
+        let tx = self.db.write_tx().ctx("starting a rename")?;
         if identity_name(&tx, id)?.is_none() {
             return Err(IdentityError::NoSuchIdentity(id));
         }
-        if let Some(name) = name {
-            let owner: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM identities WHERE name = ?1 AND id != ?2",
-                    params![name, id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .ctx("checking a name")?;
-            if let Some(owner) = owner {
-                return Err(IdentityError::NameTaken {
-                    name: name.to_string(),
-                    owner,
-                });
-            }
+        if let Some(name) = name
+            && let Some(owner) = identity_named(&tx, name)?.filter(|&owner| owner != id)
+        {
+            return Err(IdentityError::NameTaken {
+                name: name.to_string(),
+                owner,
+            });
         }
         tx.execute(
             "UPDATE identities SET name = ?2 WHERE id = ?1",
@@ -489,7 +471,7 @@ impl Store {
                 "cannot merge identity {into} into itself"
             )));
         }
-        let tx = self.write_tx().ctx("starting a merge")?;
+        let tx = self.db.write_tx().ctx("starting a merge")?;
         let into_name = identity_name(&tx, into)?.ok_or(IdentityError::NoSuchIdentity(into))?;
         let from_name = identity_name(&tx, from)?.ok_or(IdentityError::NoSuchIdentity(from))?;
         let moved = tx
@@ -498,7 +480,7 @@ impl Store {
                 params![into, from],
             )
             .ctx("moving faces")?;
-        tx.execute("DELETE FROM identities WHERE id = ?1", [from])
+        tx.execute("DELETE FROM identities WHERE id = ?1", params![from])
             .ctx("deleting the merged identity")?;
         if into_name.is_none() && from_name.is_some() {
             tx.execute(
@@ -519,13 +501,13 @@ impl Store {
     /// faces is deleted; a named one stays (with its name) until merged or emptied by hand.
     /// Returns the faces detached.
     pub fn split_identity(&self, id: i64, faces: &[i64]) -> Result<usize, IdentityError> {
-        let tx = self.write_tx().ctx("starting a split")?;
+        let tx = self.db.write_tx().ctx("starting a split")?;
         let name = identity_name(&tx, id)?.ok_or(IdentityError::NoSuchIdentity(id))?;
         let images = images_of_identity(&tx, id)?;
         let detached = if faces.is_empty() {
             tx.execute(
                 "UPDATE faces SET identity_id = NULL WHERE identity_id = ?1",
-                [id],
+                params![id],
             )
             .ctx("detaching faces")?
         } else {
@@ -550,7 +532,7 @@ impl Store {
         if name.is_none() {
             tx.execute(
                 "DELETE FROM identities WHERE id = ?1 AND face_count = 0",
-                [id],
+                params![id],
             )
             .ctx("deleting an empty identity")?;
         }
@@ -568,23 +550,16 @@ impl Store {
         if name.is_empty() {
             return Err(IdentityError::Invalid("a name cannot be empty".into()));
         }
-        let tx = self.write_tx().ctx("starting to name a face")?;
+        let tx = self.db.write_tx().ctx("starting to name a face")?;
         let (image, former): (i64, Option<i64>) = tx
-            .query_row(
+            .query_opt(
                 "SELECT image_id, identity_id FROM faces WHERE id = ?1",
-                [face],
+                params![face],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()
             .ctx("reading a face")?
             .ok_or_else(|| IdentityError::Invalid(format!("no face {face}")))?;
-        let existing: Option<i64> = tx
-            .query_row("SELECT id FROM identities WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()
-            .ctx("looking up a name")?;
-        let identity = match existing {
+        let identity = match identity_named(&tx, name)? {
             Some(id) => id,
             None => tx
                 .query_row(
@@ -605,7 +580,7 @@ impl Store {
         if let Some(former) = former.filter(|&f| f != identity) {
             tx.execute(
                 "DELETE FROM identities WHERE id = ?1 AND face_count = 0 AND name IS NULL",
-                [former],
+                params![former],
             )
             .ctx("deleting an empty identity")?;
         }
@@ -616,42 +591,39 @@ impl Store {
 
     /// The faces of one identity, best first.
     pub fn identity_faces(&self, id: i64) -> Result<Vec<IdentityFace>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
+        self.db
+            .query_map(
                 "SELECT f.id, f.image_id, im.path, f.x, f.y, f.w, f.h, f.score
                  FROM faces f JOIN images im ON im.id = f.image_id
                  WHERE f.identity_id = ?1 ORDER BY f.score DESC, f.id",
+                params![id],
+                |r| {
+                    Ok(IdentityFace {
+                        id: r.get(0)?,
+                        image_id: r.get(1)?,
+                        path: imgd_core::stored_path::display(&r.get::<String>(2)?),
+                        bbox: [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
+                        score: r.get(7)?,
+                    })
+                },
             )
-            .ctx("preparing the identity faces query")?;
-        stmt.query_map([id], |r| {
-            Ok(IdentityFace {
-                id: r.get(0)?,
-                image_id: r.get(1)?,
-                path: imgd_core::stored_path::display(&r.get::<_, String>(2)?),
-                bbox: [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
-                score: r.get(7)?,
-            })
-        })
-        .ctx("listing faces")?
-        .collect::<Result<_, _>>()
-        .ctx("listing faces")
+            .ctx("listing faces")
     }
 
     /// Face and identity counts (see [`FacesSummary`]).
     pub fn faces_summary(&self) -> Result<FacesSummary, StoreError> {
         let mut summary = self
-            .conn
+            .db
             .query_row(
                 "SELECT (SELECT COUNT(*) FROM result_faces),
                         COUNT(*),
-                        COALESCE(SUM(embedding IS NOT NULL), 0),
-                        COALESCE(SUM(embedding IS NULL), 0),
-                        COALESCE(SUM(embedding IS NOT NULL AND identity_id IS NULL), 0),
+                        COUNT(embedding),
+                        COUNT(*) - COUNT(embedding),
+                        COUNT(CASE WHEN embedding IS NOT NULL AND identity_id IS NULL THEN 1 END),
                         (SELECT COUNT(*) FROM identities),
                         (SELECT COUNT(*) FROM identities WHERE name IS NOT NULL)
                  FROM faces",
-                [],
+                params![],
                 |r| {
                     Ok(FacesSummary {
                         images_analysed: r.get(0)?,
@@ -666,17 +638,19 @@ impl Store {
                 },
             )
             .ctx("counting faces")?;
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT json_extract(data, '$.embedding_model'), COUNT(*) FROM result_faces
-                 GROUP BY 1 ORDER BY 2 DESC",
+        let model = match self.db.dialect() {
+            Dialect::Sqlite => "json_extract(data, '$.embedding_model')",
+            Dialect::Postgres => "data::jsonb ->> 'embedding_model'",
+        };
+        summary.embedding_models = self
+            .db
+            .query_map(
+                &format!(
+                    "SELECT {model}, COUNT(*) FROM result_faces GROUP BY 1 ORDER BY 2 DESC, 1"
+                ),
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .ctx("preparing the embedding-model count")?;
-        summary.embedding_models = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .ctx("counting embedding models")?
-            .collect::<Result<_, _>>()
             .ctx("counting embedding models")?;
         Ok(summary)
     }

@@ -19,6 +19,7 @@
 pub mod batches;
 pub mod browse;
 pub mod cloud;
+pub mod db;
 pub mod faces;
 pub mod location;
 mod migrate;
@@ -36,6 +37,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use imgd_core::Registry;
 use rusqlite::Connection;
 
+use crate::db::{Db, DbError, Dialect};
+
 pub use migrate::latest_schema_version;
 
 /// Errors of the storage layer.
@@ -49,6 +52,36 @@ pub enum StoreError {
         /// The underlying error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// A PostgreSQL error (of the server, or of the connection to it), with what was being
+    /// done.
+    #[error("database error while {context}: {}", postgres_message(source))]
+    Postgres {
+        /// What the store was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// A value read from the database did not have the type the store expected.
+    #[error("database error while {context}: {message}")]
+    Type {
+        /// What the store was doing.
+        context: &'static str,
+        /// What did not fit.
+        message: String,
+    },
+    /// The PostgreSQL server could not be reached or refused the connection.
+    #[error(
+        "cannot connect to the PostgreSQL server at {url}: {}",
+        postgres_message(source)
+    )]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: postgres::Error,
     },
     /// The database was written by a newer imgd than this one.
     #[error(
@@ -72,6 +105,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// `--db` names no database this store opens.
+    #[error(transparent)]
+    Location(#[from] location::LocationError),
     /// No image has this id or path.
     #[error("no image {0} in the database")]
     NoSuchImage(String),
@@ -115,6 +151,8 @@ impl StoreError {
         use rusqlite::ErrorCode as C;
         match self {
             StoreError::Corrupt { .. } | StoreError::MarkedCorrupt { .. } => true,
+            StoreError::Postgres { source, .. } => source.is_closed() || source.code().is_none(),
+            StoreError::Connect { .. } => true,
             StoreError::Sqlite {
                 source: rusqlite::Error::SqliteFailure(e, _),
                 ..
@@ -142,6 +180,25 @@ impl StoreError {
     }
 }
 
+/// What PostgreSQL said: the server's message with its detail and hint, or the client's error
+/// (the connection, the protocol) with its cause.
+fn postgres_message(error: &postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut message = db.message().to_string();
+        if let Some(detail) = db.detail() {
+            message.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            message.push_str(&format!("; {hint}"));
+        }
+        return message;
+    }
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
+}
+
 /// Whether a SQLite error says the file is damaged or not a database.
 fn is_corruption(error: &rusqlite::Error) -> bool {
     matches!(
@@ -151,20 +208,40 @@ fn is_corruption(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// Adds a context to rusqlite results.
+/// Adds a context to database results.
 pub(crate) trait Context<T> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError>;
 }
 
+impl<T> Context<T> for Result<T, DbError> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|error| match error {
+            DbError::Sqlite(source) => sqlite_error(context, source),
+            DbError::Postgres(source) => StoreError::Postgres { context, source },
+            DbError::NoRow => StoreError::Type {
+                context,
+                message: "the query returned no rows".into(),
+            },
+            DbError::Type { column, message } => StoreError::Type {
+                context,
+                message: format!("column {column}: {message}"),
+            },
+        })
+    }
+}
+
 impl<T> Context<T> for Result<T, rusqlite::Error> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|source| {
-            if is_corruption(&source) {
-                StoreError::Corrupt { context, source }
-            } else {
-                StoreError::Sqlite { context, source }
-            }
-        })
+        self.map_err(|source| sqlite_error(context, source))
+    }
+}
+
+/// A SQLite error as the store reports it: corruption apart from every other error.
+fn sqlite_error(context: &'static str, source: rusqlite::Error) -> StoreError {
+    if is_corruption(&source) {
+        StoreError::Corrupt { context, source }
+    } else {
+        StoreError::Sqlite { context, source }
     }
 }
 
@@ -198,7 +275,7 @@ impl Default for StoreOptions {
 
 /// A connection to the imgd database. Not `Sync`: give each thread its own `Store`.
 pub struct Store {
-    conn: Connection,
+    db: Db,
     path: PathBuf,
     options: StoreOptions,
 }
@@ -233,12 +310,51 @@ impl Store {
             .ctx("setting synchronous")?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .ctx("enabling foreign keys")?;
-        let mut store = Store {
-            conn,
+        let store = Store {
+            db: Db::sqlite(conn),
             path: path.to_path_buf(),
             options,
         };
-        migrate::apply(&mut store.conn, &store.path, &store.options.modules)?;
+        migrate::apply(&store.db, &store.path, &store.options.modules)?;
+        Ok(store)
+    }
+
+    /// Opens the database `db` names (see [`location::parse`]): a SQLite file or a PostgreSQL
+    /// server.
+    pub fn connect(db: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        match location::parse(db)? {
+            location::Location::Sqlite(path) => Store::open(&path, options),
+            location::Location::Postgres(url) => Store::connect_postgres(&url, options),
+        }
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/db`) and
+    /// applies pending migrations. `url` is never repeated with its password.
+    pub fn connect_postgres(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        let shown = location::without_password(url);
+        let connect_error = |source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        };
+        let config: postgres::Config = url.parse().map_err(connect_error)?;
+        let client = config.connect(postgres::NoTls).map_err(connect_error)?;
+        let store = Store {
+            db: Db::postgres(client),
+            path: PathBuf::from(&shown),
+            options,
+        };
+        // Concurrent first opens by several workers: one applies the migrations, the others
+        // wait on this lock and then find them applied.
+        store
+            .db
+            .batch("SELECT pg_advisory_lock(7283640001)")
+            .ctx("waiting for the migration lock")?;
+        let applied = migrate::apply(&store.db, &store.path, &store.options.modules);
+        store
+            .db
+            .batch("SELECT pg_advisory_unlock(7283640001)")
+            .ctx("releasing the migration lock")?;
+        applied?;
         Ok(store)
     }
 
@@ -264,7 +380,7 @@ impl Store {
         }
     }
 
-    /// The database file.
+    /// The database file (for PostgreSQL, its URL without the password).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -274,41 +390,63 @@ impl Store {
         &self.options
     }
 
+    /// Which engine the store runs on.
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        migrate::current_version(&self.conn)
+        migrate::current_version(&self.db)
     }
 
-    /// Runs `PRAGMA integrity_check` and returns its verdict (`"ok"` when healthy).
+    /// Runs SQLite's `PRAGMA integrity_check` and returns its verdict (`"ok"` when healthy).
+    /// PostgreSQL checks its own pages; there the answer is always `"ok"` once connected.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
-        self.conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .ctx("checking integrity")
+        match self.db.as_sqlite() {
+            Some(conn) => conn
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .ctx("checking integrity"),
+            None => {
+                self.db.batch("SELECT 1").ctx("checking the connection")?;
+                Ok("ok".to_string())
+            }
+        }
     }
 
-    /// Direct access to the connection, for tests and one-off maintenance.
+    /// The connection, for tests and one-off maintenance.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The SQLite connection, for tests and one-off maintenance.
+    ///
+    /// # Panics
+    /// On a PostgreSQL store.
     pub fn connection(&self) -> &Connection {
-        &self.conn
+        self.db
+            .as_sqlite()
+            .expect("Store::connection is SQLite's; use Store::db")
     }
 
     /// Reads a shared setting.
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        use rusqlite::OptionalExtension;
-        self.conn
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()
+        self.db
+            .query_opt(
+                "SELECT value FROM settings WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
             .ctx("reading a setting")
     }
 
     /// Writes a shared setting.
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn
+        self.db
             .execute(
                 "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [key, value],
+                params![key, value],
             )
             .ctx("writing a setting")?;
         Ok(())
@@ -320,12 +458,4 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-impl Store {
-    /// Starts a `BEGIN IMMEDIATE` transaction: it takes the write lock up front (waiting up to
-    /// the busy timeout), so it never fails half-way on a lock another process took meanwhile.
-    pub(crate) fn write_tx(&self) -> Result<rusqlite::Transaction<'_>, rusqlite::Error> {
-        rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
-    }
 }

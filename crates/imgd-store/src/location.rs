@@ -1,5 +1,6 @@
-//! What `--db` / `IMGD_DB` names: a SQLite file as a path or a `sqlite://` URL. Any other URL
-//! is refused with its scheme named, and a password in it is never repeated.
+//! What `--db` / `IMGD_DB` names: a SQLite file as a path or a `sqlite://` URL, or a
+//! PostgreSQL server as a `postgres://` URL. Any other URL is refused with its scheme named, and
+//! a password in it is never repeated.
 
 use std::path::PathBuf;
 
@@ -30,14 +31,33 @@ pub enum LocationError {
     NoPath(String),
 }
 
-/// The SQLite file `db` names: a plain path as it is, `sqlite:///abs/path` or
-/// `sqlite://relative/path` (or `sqlite:path`) without the scheme.
-pub fn sqlite_path(db: &str) -> Result<PathBuf, LocationError> {
+/// The database `--db` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server: the URL as given (`postgres://user@host:port/db`).
+    Postgres(String),
+}
+
+impl Location {
+    /// How the location is shown: the file, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres(url) => without_password(url),
+        }
+    }
+}
+
+/// What `db` names: a plain path as it is, `sqlite:///abs/path` or `sqlite://relative/path`
+/// (or `sqlite:path`) without the scheme, or a `postgres://` (`postgresql://`) URL.
+pub fn parse(db: &str) -> Result<Location, LocationError> {
     let Some((scheme, rest)) = db.split_once("://") else {
-        return Ok(match db.strip_prefix("sqlite:") {
+        return Ok(Location::Sqlite(match db.strip_prefix("sqlite:") {
             Some(path) if !path.is_empty() => PathBuf::from(path),
             _ => PathBuf::from(db),
-        });
+        }));
     };
     let is_scheme = !scheme.is_empty()
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -46,16 +66,26 @@ pub fn sqlite_path(db: &str) -> Result<PathBuf, LocationError> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if !is_scheme {
         // `photos://x` with a `/` before the `://` is a path that happens to hold `://`.
-        return Ok(PathBuf::from(db));
+        return Ok(Location::Sqlite(PathBuf::from(db)));
     }
     let url = without_password(db);
     match scheme.to_ascii_lowercase().as_str() {
         "sqlite" if rest.is_empty() => Err(LocationError::NoPath(url)),
-        "sqlite" => Ok(PathBuf::from(rest)),
-        "postgres" | "postgresql" => Err(LocationError::Postgres { url }),
+        "sqlite" => Ok(Location::Sqlite(PathBuf::from(rest))),
+        "postgres" | "postgresql" => Ok(Location::Postgres(db.to_string())),
         _ => Err(LocationError::UnknownScheme {
             url,
             scheme: scheme.to_string(),
+        }),
+    }
+}
+
+/// The SQLite file `db` names (see [`parse`]); a PostgreSQL URL is refused.
+pub fn sqlite_path(db: &str) -> Result<PathBuf, LocationError> {
+    match parse(db)? {
+        Location::Sqlite(path) => Ok(path),
+        Location::Postgres(url) => Err(LocationError::Postgres {
+            url: without_password(&url),
         }),
     }
 }
@@ -67,13 +97,29 @@ pub fn without_password(url: &str) -> String {
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
+    let tail = hide_password_parameter(tail);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
+            None => format!("{scheme}://{authority}{tail}"),
         },
-        None => url.to_string(),
+        None => format!("{scheme}://{authority}{tail}"),
     }
+}
+
+/// A URL's path and query with the value of a `password=` parameter replaced by `***`.
+fn hide_password_parameter(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -124,12 +170,34 @@ mod tests {
     }
 
     #[test]
+    fn postgres_urls_are_locations_of_their_own() {
+        assert_eq!(
+            parse("postgresql://imgd@db.lan:5432/photos"),
+            Ok(Location::Postgres(
+                "postgresql://imgd@db.lan:5432/photos".into()
+            ))
+        );
+        assert_eq!(
+            parse("/var/lib/imgd/imgd.db"),
+            Ok(Location::Sqlite("/var/lib/imgd/imgd.db".into()))
+        );
+        assert_eq!(
+            parse("postgres://imgd:pw@h/db").unwrap().display(),
+            "postgres://imgd:***@h/db"
+        );
+    }
+
+    #[test]
     fn a_password_is_hidden_wherever_it_sits() {
         assert_eq!(
             without_password("postgres://u:p@a@h/db?sslmode=require"),
             "postgres://u:***@h/db?sslmode=require"
         );
         assert_eq!(without_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            without_password("postgres://u@h/db?password=pw&sslmode=disable"),
+            "postgres://u@h/db?password=***&sslmode=disable"
+        );
         assert_eq!(
             without_password("postgres://h:5432/db"),
             "postgres://h:5432/db"

@@ -4,11 +4,10 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
-
 use imgd_core::{Migration, Registry};
 
-use crate::{Context, StoreError, now_ms};
+use crate::db::{Db, Dialect};
+use crate::{Context, StoreError, now_ms, params};
 
 /// The store's own migrations, in order. Append new files here; never edit an applied one. A
 /// module's tables come with the module's own migrations ([`imgd_core::ModuleSpec`]).
@@ -17,48 +16,57 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "0001_init",
         sql: include_str!("../../../migrations/0001_init.sql"),
+        postgres: Some(include_str!("../../../migrations/0001_init.pg.sql")),
     },
     Migration {
         version: 2,
         name: "0002_faces",
         sql: include_str!("../../../migrations/0002_faces.sql"),
+        postgres: Some(include_str!("../../../migrations/0002_faces.pg.sql")),
     },
     Migration {
         version: 3,
         name: "0003_embedding_model_index",
         sql: include_str!("../../../migrations/0003_embedding_model_index.sql"),
+        postgres: None,
     },
     Migration {
         version: 4,
         name: "0004_suspects",
         sql: include_str!("../../../migrations/0004_suspects.sql"),
+        postgres: None,
     },
     // 5 is the phash module's.
     Migration {
         version: 6,
         name: "0006_sha256",
         sql: include_str!("../../../migrations/0006_sha256.sql"),
+        postgres: None,
     },
     Migration {
         version: 7,
         name: "0007_done_recently",
         sql: include_str!("../../../migrations/0007_done_recently.sql"),
+        postgres: None,
     },
     Migration {
         version: 8,
         name: "0008_batches",
         sql: include_str!("../../../migrations/0008_batches.sql"),
+        postgres: Some(include_str!("../../../migrations/0008_batches.pg.sql")),
     },
     Migration {
         version: 9,
         name: "0009_batch_scan",
         sql: include_str!("../../../migrations/0009_batch_scan.sql"),
+        postgres: Some(include_str!("../../../migrations/0009_batch_scan.pg.sql")),
     },
     // 10 is the thumbnail module's.
     Migration {
         version: 11,
         name: "0011_workers",
         sql: include_str!("../../../migrations/0011_workers.sql"),
+        postgres: Some(include_str!("../../../migrations/0011_workers.pg.sql")),
     },
 ];
 
@@ -75,29 +83,34 @@ pub fn latest_schema_version(modules: &Registry) -> i64 {
     all_migrations(modules).last().map_or(0, |m| m.version)
 }
 
-pub(crate) fn current_version(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row(
+pub(crate) fn current_version(db: &Db) -> Result<i64, StoreError> {
+    db.query_row(
         "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-        [],
+        params![],
         |r| r.get(0),
     )
     .ctx("reading the schema version")
 }
 
-pub(crate) fn apply(
-    conn: &mut Connection,
-    path: &Path,
-    modules: &Registry,
-) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_version (
-             version    INTEGER PRIMARY KEY,
-             name       TEXT    NOT NULL,
-             applied_ms INTEGER NOT NULL
-         )",
-    )
+pub(crate) fn apply(db: &Db, path: &Path, modules: &Registry) -> Result<(), StoreError> {
+    db.batch(match db.dialect() {
+        Dialect::Sqlite => {
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                 version    INTEGER PRIMARY KEY,
+                 name       TEXT    NOT NULL,
+                 applied_ms INTEGER NOT NULL
+             )"
+        }
+        Dialect::Postgres => {
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                 version    BIGINT PRIMARY KEY,
+                 name       TEXT   NOT NULL,
+                 applied_ms BIGINT NOT NULL
+             )"
+        }
+    })
     .ctx("creating the schema_version table")?;
-    let found = current_version(conn)?;
+    let found = current_version(db)?;
     let latest = latest_schema_version(modules);
     if found > latest {
         return Err(StoreError::NewerSchema {
@@ -110,25 +123,19 @@ pub(crate) fn apply(
         .into_iter()
         .filter(|m| m.version > found)
     {
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .ctx("starting a migration")?;
+        let tx = db.write_tx().ctx("starting a migration")?;
         // Another process may have applied it while we waited for the lock.
-        let now_found: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-                [],
-                |r| r.get(0),
-            )
-            .ctx("reading the schema version")?;
-        if now_found >= migration.version {
+        if current_version(&tx)? >= migration.version {
             continue;
         }
-        tx.execute_batch(migration.sql)
-            .ctx("applying a migration")?;
+        tx.batch(match db.dialect() {
+            Dialect::Sqlite => migration.sql,
+            Dialect::Postgres => migration.postgres_sql(),
+        })
+        .ctx("applying a migration")?;
         tx.execute(
             "INSERT INTO schema_version (version, name, applied_ms) VALUES (?1, ?2, ?3)",
-            rusqlite::params![migration.version, migration.name, now_ms()],
+            params![migration.version, migration.name, now_ms()],
         )
         .ctx("recording a migration")?;
         tx.commit().ctx("committing a migration")?;
@@ -138,6 +145,8 @@ pub(crate) fn apply(
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::Connection;
+
     use super::*;
     use crate::{Store, StoreOptions};
 

@@ -2,8 +2,10 @@
 //!
 //! Work is claimed **by image**: a claim hands out images together with all their queued jobs
 //! for the modules the worker can run, so one decode serves every module of an image. A claim
-//! is a lease (owner + expiry) taken inside one `BEGIN IMMEDIATE` transaction, so two processes
-//! claiming from one database never get the same job. A job leaves the lease by being acked
+//! is a lease (owner + expiry) taken inside one transaction, so two processes claiming from one
+//! database never get the same job: on SQLite the transaction holds the write lock
+//! (`BEGIN IMMEDIATE`); on PostgreSQL it locks the job rows it picks with
+//! `FOR UPDATE SKIP LOCKED`, so workers on many hosts claim side by side without waiting. A job leaves the lease by being acked
 //! (see [`crate::results`]), failed ([`Store::fail_jobs`]), released ([`Store::release_jobs`]),
 //! taken back from a daemon proven dead ([`Store::reclaim_dead_owners`]) or by its lease
 //! expiring; the last two put it back in the queue as a *suspect*.
@@ -20,9 +22,9 @@
 use std::time::Duration;
 
 use imgd_core::Module;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use crate::{Context, Store, StoreError, now_ms};
+use crate::db::{Db, Dialect};
+use crate::{Context, Store, StoreError, now_ms, params};
 
 /// The settings key of the pause flag.
 const PAUSED_KEY: &str = "paused";
@@ -111,7 +113,7 @@ pub(crate) fn module_list_sql(modules: &[Module]) -> String {
 /// What the stored result of `module`'s gate says for image `image_id` (see
 /// [`ClaimedJob::gate_open`]).
 fn gate_value(
-    tx: &rusqlite::Connection,
+    db: &Db,
     modules: &imgd_core::Registry,
     module: Module,
     image_id: i64,
@@ -123,13 +125,20 @@ fn gate_value(
         "SELECT {column} FROM {} WHERE image_id = ?1",
         after.result_table()
     );
-    Ok(tx
-        .prepare_cached(&sql)
-        .ctx("preparing a gate lookup")?
-        .query_row([image_id], |r| r.get::<_, Option<bool>>(0))
-        .optional()
+    Ok(db
+        .query_opt(&sql, params![image_id], |r| r.get::<Option<bool>>(0))
         .ctx("reading a gate's result")?
         .flatten())
+}
+
+/// What a claim locks on PostgreSQL: the job rows it picks, skipping rows another worker's
+/// claim holds, so concurrent claims never wait on each other. SQLite's claim holds the
+/// database's write lock instead.
+fn claim_lock(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => "FOR UPDATE OF j SKIP LOCKED",
+    }
 }
 
 impl Store {
@@ -144,18 +153,15 @@ impl Store {
         let expires = now + request.lease.as_millis() as i64;
         let modules = module_list_sql(request.modules);
         let max_lease_expiries = self.options.max_lease_expiries;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx("starting a claim")?;
+        let lock = claim_lock(self.db.dialect());
+        let tx = self.db.write_tx().ctx("starting a claim")?;
         reclaim_expired(&tx, now, max_lease_expiries)?;
         let paused: Option<String> = tx
-            .query_row(
+            .query_opt(
                 "SELECT value FROM settings WHERE key = ?1",
-                [PAUSED_KEY],
+                params![PAUSED_KEY],
                 |r| r.get(0),
             )
-            .optional()
             .ctx("reading the pause flag")?;
         if paused.as_deref() == Some("1") {
             return Ok(Vec::new());
@@ -163,7 +169,7 @@ impl Store {
 
         // Suspects first, alone; nothing else while any waits.
         let mut image_ids: Vec<i64> = Vec::with_capacity(request.max_images);
-        let suspects = queued_suspects(&tx, &modules)?;
+        let suspects = queued_suspects(&tx, &modules, lock)?;
         if let Some(&(_, most)) = suspects.first() {
             if !request.idle {
                 tx.commit().ctx("committing a claim")?;
@@ -180,52 +186,53 @@ impl Store {
             }
         }
         // Walk queued jobs in claim order and collect distinct images until we have enough.
+        // An image has at most one job per module, so that many rows per image always reach
+        // `max_images` images when the queue holds them.
         if image_ids.is_empty() {
-            let mut stmt = tx
-                .prepare_cached(&format!(
+            let limit = request.max_images * request.modules.len();
+            tx.query_each(
+                &format!(
                     "SELECT j.image_id FROM jobs j JOIN images i ON i.id = j.image_id
                      WHERE j.state = 'queued' AND j.module IN {modules} AND i.state = 'present'
-                     ORDER BY j.priority DESC, j.image_id"
-                ))
-                .ctx("preparing the claim scan")?;
-            let mut rows = stmt.query([]).ctx("scanning the queue")?;
-            while let Some(row) = rows.next().ctx("scanning the queue")? {
-                let id: i64 = row.get(0).ctx("scanning the queue")?;
-                if !image_ids.contains(&id) {
-                    image_ids.push(id);
-                    if image_ids.len() == request.max_images {
-                        break;
+                     ORDER BY j.priority DESC, j.image_id
+                     LIMIT ?1 {lock}"
+                ),
+                params![limit],
+                |row| {
+                    let id: i64 = row.get(0)?;
+                    if !image_ids.contains(&id) {
+                        image_ids.push(id);
                     }
-                }
-            }
+                    Ok(image_ids.len() < request.max_images)
+                },
+            )
+            .ctx("scanning the queue")?;
         }
 
         let mut claimed = Vec::with_capacity(image_ids.len());
-        {
-            let mut image_stmt = tx
-                .prepare_cached("SELECT path, format, size FROM images WHERE id = ?1")
-                .ctx("preparing the image lookup")?;
-            let mut jobs_stmt = tx
-                .prepare_cached(&format!(
-                    "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires_ms = ?3,
-                                     updated_ms = ?4
-                     WHERE image_id = ?1 AND state = 'queued' AND module IN {modules}
-                     RETURNING id, module, lease_expiries"
-                ))
-                .ctx("preparing the lease update")?;
-            for image_id in image_ids {
-                let (path, format, size) = image_stmt
-                    .query_row([image_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .ctx("reading a claimed image")?;
-                let mut jobs = Vec::new();
-                let mut lease_expiries = 0u32;
-                let mut rows = jobs_stmt
-                    .query(params![image_id, request.owner, expires, now])
-                    .ctx("leasing jobs")?;
-                while let Some(row) = rows.next().ctx("leasing jobs")? {
-                    let job_id: i64 = row.get(0).ctx("leasing jobs")?;
-                    let module: String = row.get(1).ctx("leasing jobs")?;
-                    lease_expiries = lease_expiries.max(row.get(2).ctx("leasing jobs")?);
+        let lease_sql = format!(
+            "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires_ms = ?3,
+                             updated_ms = ?4
+             WHERE image_id = ?1 AND state = 'queued' AND module IN {modules}
+             RETURNING id, module, lease_expiries"
+        );
+        for image_id in image_ids {
+            let (path, format, size) = tx
+                .query_row(
+                    "SELECT path, format, size FROM images WHERE id = ?1",
+                    params![image_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .ctx("reading a claimed image")?;
+            let mut jobs = Vec::new();
+            let mut lease_expiries = 0u32;
+            tx.query_each(
+                &lease_sql,
+                params![image_id, request.owner, expires, now],
+                |row| {
+                    let job_id: i64 = row.get(0)?;
+                    let module: String = row.get(1)?;
+                    lease_expiries = lease_expiries.max(row.get(2)?);
                     // Rows of other modules are never selected: the IN list holds the
                     // requested modules only.
                     if let Some(&module) = request.modules.iter().find(|m| m.name() == module) {
@@ -235,20 +242,26 @@ impl Store {
                             gate_open: None,
                         });
                     }
-                }
-                jobs.sort_by_key(|j| j.module);
-                for job in &mut jobs {
-                    job.gate_open = gate_value(&tx, &self.options.modules, job.module, image_id)?;
-                }
-                claimed.push(ClaimedImage {
-                    image_id,
-                    path,
-                    format,
-                    size,
-                    jobs,
-                    lease_expiries,
-                });
+                    Ok(true)
+                },
+            )
+            .ctx("leasing jobs")?;
+            if jobs.is_empty() {
+                // Another worker leased them between the scan and the update.
+                continue;
             }
+            jobs.sort_by_key(|j| j.module);
+            for job in &mut jobs {
+                job.gate_open = gate_value(&tx, &self.options.modules, job.module, image_id)?;
+            }
+            claimed.push(ClaimedImage {
+                image_id,
+                path,
+                format,
+                size,
+                jobs,
+                lease_expiries,
+            });
         }
         tx.commit().ctx("committing a claim")?;
         Ok(claimed)
@@ -263,20 +276,16 @@ impl Store {
         lease: Duration,
     ) -> Result<usize, StoreError> {
         let expires = now_ms() + lease.as_millis() as i64;
-        let tx = self.write_tx().ctx("starting a lease extension")?;
+        let tx = self.db.write_tx().ctx("starting a lease extension")?;
         let mut extended = 0;
-        {
-            let mut stmt = tx
-                .prepare_cached(
+        for id in job_ids {
+            extended += tx
+                .execute(
                     "UPDATE jobs SET lease_expires_ms = ?3
                      WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+                    params![id, owner, expires],
                 )
-                .ctx("preparing a lease extension")?;
-            for id in job_ids {
-                extended += stmt
-                    .execute(params![id, owner, expires])
-                    .ctx("extending a lease")?;
-            }
+                .ctx("extending a lease")?;
         }
         tx.commit().ctx("committing a lease extension")?;
         Ok(extended)
@@ -285,22 +294,18 @@ impl Store {
     /// Puts `owner`'s leased jobs back in the queue without counting an attempt (graceful
     /// shutdown). Returns how many were released.
     pub fn release_jobs(&self, owner: &str, job_ids: &[i64]) -> Result<usize, StoreError> {
-        let tx = self.write_tx().ctx("starting a release")?;
+        let tx = self.db.write_tx().ctx("starting a release")?;
         let mut released = 0;
-        {
-            let mut stmt = tx
-                .prepare_cached(
+        let now = now_ms();
+        for id in job_ids {
+            released += tx
+                .execute(
                     "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL,
                                      updated_ms = ?3
                      WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+                    params![id, owner, now],
                 )
-                .ctx("preparing a release")?;
-            let now = now_ms();
-            for id in job_ids {
-                released += stmt
-                    .execute(params![id, owner, now])
-                    .ctx("releasing a job")?;
-            }
+                .ctx("releasing a job")?;
         }
         tx.commit().ctx("committing a release")?;
         Ok(released)
@@ -308,7 +313,7 @@ impl Store {
 
     /// Releases every job `owner` still holds (graceful shutdown).
     pub fn release_all(&self, owner: &str) -> Result<usize, StoreError> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL,
                                  updated_ms = ?2
@@ -321,30 +326,26 @@ impl Store {
     /// Records failed attempts. A job with attempts left goes back to the queue; one that used
     /// its last attempt becomes `failed`. Either way `last_error` keeps the message.
     pub fn fail_jobs(&self, owner: &str, failures: &[JobFailure]) -> Result<(), StoreError> {
-        let tx = self.write_tx().ctx("starting to fail jobs")?;
+        let tx = self.db.write_tx().ctx("starting to fail jobs")?;
         fail_jobs_in(&tx, owner, failures, self.options.max_attempts)?;
         tx.commit().ctx("committing failed jobs")
     }
 
     /// The owners holding leased jobs other than `owner`, and how many each holds.
     pub fn lease_holders(&self, except: &str) -> Result<Vec<LeaseHolder>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        self.db
+            .query_map(
                 "SELECT lease_owner, COUNT(*) FROM jobs
                  WHERE state = 'leased' AND lease_owner IS NOT NULL AND lease_owner != ?1
                  GROUP BY lease_owner ORDER BY lease_owner",
+                params![except],
+                |r| {
+                    Ok(LeaseHolder {
+                        owner: r.get(0)?,
+                        jobs: r.get(1)?,
+                    })
+                },
             )
-            .ctx("preparing the lease holders")?;
-        let rows = stmt
-            .query_map([except], |r| {
-                Ok(LeaseHolder {
-                    owner: r.get(0)?,
-                    jobs: r.get(1)?,
-                })
-            })
-            .ctx("reading the lease holders")?;
-        rows.collect::<Result<_, _>>()
             .ctx("reading the lease holders")
     }
 
@@ -367,22 +368,18 @@ impl Store {
         if dead.is_empty() {
             return Ok(0);
         }
-        let tx = self.write_tx().ctx("starting a dead-owner reclaim")?;
+        let tx = self.db.write_tx().ctx("starting a dead-owner reclaim")?;
+        let sql = take_back_sql(
+            "lease_owner = ?3",
+            "'the daemon died ' || (lease_expiries + 1) || ' times while processing this \
+             image (the last times with no other image in flight)'",
+        );
+        let now = now_ms();
         let mut reclaimed = 0;
-        {
-            let mut stmt = tx
-                .prepare_cached(&take_back_sql(
-                    "lease_owner = ?3",
-                    "'the daemon died ' || (lease_expiries + 1) || ' times while processing this \
-                     image (the last times with no other image in flight)'",
-                ))
-                .ctx("preparing a dead-owner reclaim")?;
-            let now = now_ms();
-            for owner in &dead {
-                reclaimed += stmt
-                    .execute(params![now, self.options.max_lease_expiries, owner])
-                    .ctx("reclaiming a dead owner's leases")?;
-            }
+        for owner in &dead {
+            reclaimed += tx
+                .execute(&sql, params![now, self.options.max_lease_expiries, owner])
+                .ctx("reclaiming a dead owner's leases")?;
         }
         tx.commit().ctx("committing a dead-owner reclaim")?;
         Ok(reclaimed)
@@ -390,7 +387,7 @@ impl Store {
 
     /// Returns expired leases to the queue now (claims also do this). Returns how many.
     pub fn reclaim_expired(&self) -> Result<usize, StoreError> {
-        let tx = self.write_tx().ctx("starting a reclaim")?;
+        let tx = self.db.write_tx().ctx("starting a reclaim")?;
         let n = reclaim_expired(&tx, now_ms(), self.options.max_lease_expiries)?;
         tx.commit().ctx("committing a reclaim")?;
         Ok(n)
@@ -401,8 +398,8 @@ impl Store {
         let now = now_ms();
         let sql = "UPDATE jobs SET state = 'queued', attempts = 0, lease_expiries = 0,
                                    updated_ms = ?1, queued_ms = ?1
-                   WHERE state = 'failed' AND (?2 IS NULL OR module = ?2)";
-        self.conn
+                   WHERE state = 'failed' AND (CAST(?2 AS TEXT) IS NULL OR module = ?2)";
+        self.db
             .execute(sql, params![now, module.map(Module::name)])
             .ctx("re-queuing failed jobs")
     }
@@ -420,55 +417,50 @@ impl Store {
 
 /// Fails jobs inside an open transaction (shared with the writer's commit).
 pub(crate) fn fail_jobs_in(
-    tx: &rusqlite::Connection,
+    db: &Db,
     owner: &str,
     failures: &[JobFailure],
     max_attempts: u32,
 ) -> Result<usize, StoreError> {
-    let mut stmt = tx
-        .prepare_cached(
-            "UPDATE jobs SET
-                 attempts = attempts + 1,
-                 state = CASE WHEN ?6 OR attempts + 1 >= ?4 THEN 'failed' ELSE 'queued' END,
-                 last_error = ?3, lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?5
-             WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
-        )
-        .ctx("preparing to fail jobs")?;
     let now = now_ms();
     let mut failed = 0;
     for failure in failures {
-        failed += stmt
-            .execute(params![
-                failure.job_id,
-                owner,
-                failure.error,
-                max_attempts,
-                now,
-                failure.permanent
-            ])
+        failed += db
+            .execute(
+                "UPDATE jobs SET
+                     attempts = attempts + 1,
+                     state = CASE WHEN ?6 OR attempts + 1 >= ?4 THEN 'failed' ELSE 'queued' END,
+                     last_error = ?3, lease_owner = NULL, lease_expires_ms = NULL,
+                     updated_ms = ?5
+                 WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+                params![
+                    failure.job_id,
+                    owner,
+                    failure.error,
+                    max_attempts,
+                    now,
+                    failure.permanent
+                ],
+            )
             .ctx("failing a job")?;
     }
     Ok(failed)
 }
 
 /// Queued suspect jobs for `modules` (SQL list), most suspect first: image id and count.
-fn queued_suspects(
-    tx: &rusqlite::Transaction<'_>,
-    modules: &str,
-) -> Result<Vec<(i64, u32)>, StoreError> {
-    let mut stmt = tx
-        .prepare_cached(&format!(
+fn queued_suspects(db: &Db, modules: &str, lock: &str) -> Result<Vec<(i64, u32)>, StoreError> {
+    db.query_map(
+        &format!(
             "SELECT j.image_id, j.lease_expiries FROM jobs j JOIN images i ON i.id = j.image_id
              WHERE j.state = 'queued' AND j.lease_expiries > 0 AND j.module IN {modules}
                    AND i.state = 'present'
              ORDER BY j.lease_expiries DESC, j.priority DESC, j.image_id
-             LIMIT 256"
-        ))
-        .ctx("preparing the suspect scan")?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .ctx("scanning for suspects")?;
-    rows.collect::<Result<_, _>>().ctx("scanning for suspects")
+             LIMIT 256 {lock}"
+        ),
+        params![],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .ctx("scanning for suspects")
 }
 
 /// The statement that takes leased jobs back as suspects: one more death counted and back in
@@ -488,17 +480,14 @@ fn take_back_sql(condition: &str, death: &str) -> String {
 /// Puts jobs whose lease ran out back in the queue; after too many expiries (a worker that
 /// keeps dying on this image) the job fails instead, so one poisonous file cannot stall the
 /// queue forever.
-fn reclaim_expired(
-    tx: &rusqlite::Transaction<'_>,
-    now: i64,
-    max_lease_expiries: u32,
-) -> Result<usize, StoreError> {
-    tx.prepare_cached(&take_back_sql(
-        "lease_expires_ms < ?1",
-        "'the worker stopped while processing this image ' || (lease_expiries + 1) \
-         || ' times (lease expired)'",
-    ))
-    .ctx("preparing the reclaim")?
-    .execute(params![now, max_lease_expiries])
+fn reclaim_expired(db: &Db, now: i64, max_lease_expiries: u32) -> Result<usize, StoreError> {
+    db.execute(
+        &take_back_sql(
+            "lease_expires_ms < ?1",
+            "'the worker stopped while processing this image ' || (lease_expiries + 1) \
+             || ' times (lease expired)'",
+        ),
+        params![now, max_lease_expiries],
+    )
     .ctx("reclaiming expired leases")
 }

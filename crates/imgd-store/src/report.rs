@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params, types::ValueRef};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::{Context, Store, StoreError};
+use crate::db::{Dialect, ValueRef};
+use crate::{Context, Store, StoreError, params};
 
 /// Job counts of one module, by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -111,6 +111,17 @@ pub enum ImageRef<'a> {
     Path(&'a str),
 }
 
+/// The words of a search for PostgreSQL's `plainto_tsquery`: every run of characters that are
+/// not letters or digits separates words, as in the indexed text (see `0001_init.pg.sql`), so
+/// `img_0042.jpg` finds the file's name and extension; `None` when no word is left.
+pub fn tsquery_words(text: &str) -> Option<String> {
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
 /// Turns free text into an FTS5 query that cannot be a syntax error: every word becomes a
 /// quoted phrase (quotes doubled), and the phrases are ANDed. Returns `None` for a query with
 /// no words.
@@ -132,15 +143,15 @@ impl Store {
             .iter()
             .map(|m| (m.name().to_string(), StateCounts::default()))
             .collect();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT module, state, COUNT(*) FROM jobs GROUP BY module, state")
-            .ctx("preparing the status query")?;
-        let mut rows = stmt.query([]).ctx("counting jobs")?;
-        while let Some(row) = rows.next().ctx("counting jobs")? {
-            let module: String = row.get(0).ctx("counting jobs")?;
-            let state: String = row.get(1).ctx("counting jobs")?;
-            let count: i64 = row.get(2).ctx("counting jobs")?;
+        let rows: Vec<(String, String, i64)> = self
+            .db
+            .query_map(
+                "SELECT module, state, COUNT(*) FROM jobs GROUP BY module, state",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .ctx("counting jobs")?;
+        for (module, state, count) in rows {
             let counts = modules.entry(module).or_default();
             match state.as_str() {
                 "queued" => counts.queued = count,
@@ -150,12 +161,12 @@ impl Store {
             }
         }
         let images = self
-            .conn
+            .db
             .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(state = 'present'), 0),
-                        COALESCE(SUM(state = 'missing'), 0)
+                "SELECT COUNT(*), COUNT(CASE WHEN state = 'present' THEN 1 END),
+                        COUNT(CASE WHEN state = 'missing' THEN 1 END)
                  FROM images",
-                [],
+                params![],
                 |r| {
                     Ok(ImageCounts {
                         total: r.get(0)?,
@@ -165,23 +176,20 @@ impl Store {
                 },
             )
             .ctx("counting images")?;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let failures = self
+            .db
+            .query_map(
                 "SELECT module, coalesce(last_error, '(no message)'), COUNT(*) FROM jobs
                  WHERE state = 'failed' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ?1",
+                params![top_failures],
+                |r| {
+                    Ok(FailureGroup {
+                        module: r.get(0)?,
+                        error: r.get(1)?,
+                        count: r.get(2)?,
+                    })
+                },
             )
-            .ctx("preparing the failures query")?;
-        let failures = stmt
-            .query_map([top_failures as i64], |r| {
-                Ok(FailureGroup {
-                    module: r.get(0)?,
-                    error: r.get(1)?,
-                    count: r.get(2)?,
-                })
-            })
-            .ctx("grouping failures")?
-            .collect::<Result<Vec<_>, _>>()
             .ctx("grouping failures")?;
         Ok(QueueStatus {
             modules,
@@ -200,24 +208,21 @@ impl Store {
         now_ms: i64,
     ) -> Result<Throughput, StoreError> {
         let since = now_ms - window.as_millis() as i64;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let done: Vec<(String, i64, i64)> = self
+            .db
+            .query_map(
                 "SELECT module, COUNT(*), MIN(updated_ms) FROM jobs
                  WHERE state = 'done' AND updated_ms > ?1 GROUP BY module",
+                params![since],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .ctx("preparing the throughput query")?;
-        let done: Vec<(String, i64, i64)> = stmt
-            .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .ctx("measuring throughput")?
-            .collect::<Result<_, _>>()
             .ctx("measuring throughput")?;
         let images: i64 = self
-            .conn
+            .db
             .query_row(
                 "SELECT COUNT(DISTINCT image_id) FROM jobs
                  WHERE state = 'done' AND updated_ms > ?1",
-                [since],
+                params![since],
                 |r| r.get(0),
             )
             .ctx("measuring throughput")?;
@@ -261,47 +266,60 @@ impl Store {
 
     /// Full-text search over paths, camera, dates and every module's text, best first.
     pub fn search_text(&self, query: &str, limit: usize) -> Result<Vec<SearchHit>, StoreError> {
-        let Some(fts) = fts_query(query) else {
-            return Ok(Vec::new());
-        };
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let (sql, query) = match self.db.dialect() {
+            Dialect::Sqlite => (
                 "SELECT i.id, i.path, -bm25(search_fts),
                         snippet(search_fts, -1, '[', ']', '…', 10)
                  FROM search_fts JOIN images i ON i.id = search_fts.rowid
                  WHERE search_fts MATCH ?1 AND i.state = 'present'
                  ORDER BY bm25(search_fts), i.id LIMIT ?2",
-            )
-            .ctx("preparing the search")?;
-        stmt.query_map(params![fts, limit as i64], |r| {
-            Ok(SearchHit {
-                image_id: r.get(0)?,
-                path: imgd_core::stored_path::display(&r.get::<_, String>(1)?),
-                score: r.get(2)?,
-                snippet: r.get(3)?,
+                fts_query(query),
+            ),
+            Dialect::Postgres => (
+                "SELECT i.id, i.path, CAST(ts_rank(s.document, q) AS DOUBLE PRECISION),
+                        ts_headline('imgd', regexp_replace(
+                            coalesce(s.path, '') || ' ' || coalesce(s.camera, '') || ' ' ||
+                            coalesce(s.taken, '') || ' ' || coalesce(s.caption, '') || ' ' ||
+                            coalesce(s.ocr, '') || ' ' || coalesce(s.labels, '') || ' ' ||
+                            coalesce(s.names, '') || ' ' || coalesce(s.cloud, ''),
+                            '[^[:alnum:]]+', ' ', 'g'), q,
+                            'StartSel=[, StopSel=], MaxWords=10, MinWords=4')
+                 FROM search_fts s JOIN images i ON i.id = s.image_id,
+                      plainto_tsquery('imgd', ?1) q
+                 WHERE s.document @@ q AND i.state = 'present'
+                 ORDER BY 3 DESC, i.id LIMIT ?2",
+                tsquery_words(query),
+            ),
+        };
+        let Some(query) = query else {
+            return Ok(Vec::new());
+        };
+        self.db
+            .query_map(sql, params![query, limit], |r| {
+                Ok(SearchHit {
+                    image_id: r.get(0)?,
+                    path: imgd_core::stored_path::display(&r.get::<String>(1)?),
+                    score: r.get(2)?,
+                    snippet: r.get(3)?,
+                })
             })
-        })
-        .ctx("searching")?
-        .collect::<Result<Vec<_>, _>>()
-        .ctx("searching")
+            .ctx("searching")
     }
 
     /// Finds an image's row id.
     pub fn image_id(&self, image: &ImageRef<'_>) -> Result<i64, StoreError> {
         let found: Option<i64> = match image {
-            ImageRef::Id(id) => self
-                .conn
-                .query_row("SELECT id FROM images WHERE id = ?1", [id], |r| r.get(0))
-                .optional(),
-            ImageRef::Path(path) => self
-                .conn
-                .query_row(
-                    "SELECT id FROM images WHERE path = ?1",
-                    [imgd_core::path_map::installed().to_stored(path)],
-                    |r| r.get(0),
-                )
-                .optional(),
+            ImageRef::Id(id) => {
+                self.db
+                    .query_opt("SELECT id FROM images WHERE id = ?1", params![id], |r| {
+                        r.get(0)
+                    })
+            }
+            ImageRef::Path(path) => self.db.query_opt(
+                "SELECT id FROM images WHERE path = ?1",
+                params![imgd_core::path_map::installed().to_stored(path)],
+                |r| r.get(0),
+            ),
         }
         .ctx("looking up an image")?;
         found.ok_or_else(|| match image {
@@ -375,28 +393,22 @@ impl Store {
     /// Runs a query with one `?1` parameter and returns each row as a JSON object. BLOB columns
     /// are summarised by their length.
     fn row_json(&self, sql: &str, param: i64) -> Result<Vec<Value>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(sql)
-            .ctx("preparing a show query")?;
-        let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
-        let mut rows = stmt.query([param]).ctx("reading a row")?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().ctx("reading a row")? {
-            let mut obj = Map::new();
-            for (i, name) in names.iter().enumerate() {
-                let value = match row.get_ref(i).ctx("reading a column")? {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(v) => json!(v),
-                    ValueRef::Real(v) => json!(v),
-                    ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
-                    ValueRef::Blob(b) => json!({ "bytes": b.len() }),
-                };
-                obj.insert(name.clone(), value);
-            }
-            out.push(Value::Object(obj));
-        }
-        Ok(out)
+        self.db
+            .query_map(sql, params![param], |row| {
+                let mut obj = Map::new();
+                for i in 0..row.len() {
+                    let value = match row.value(i)? {
+                        ValueRef::Null => Value::Null,
+                        ValueRef::Int(v) => json!(v),
+                        ValueRef::Real(v) => json!(v),
+                        ValueRef::Text(t) => Value::String(t.to_string()),
+                        ValueRef::Blob(b) => json!({ "bytes": b.len() }),
+                    };
+                    obj.insert(row.column_name(i)?.to_string(), value);
+                }
+                Ok(Value::Object(obj))
+            })
+            .ctx("reading a row")
     }
 }
 
@@ -416,9 +428,8 @@ impl Store {
             "SELECT {column} FROM {} WHERE image_id = ?1",
             module.result_table()
         );
-        self.conn
-            .query_row(&sql, [image_id], |r| r.get(0))
-            .optional()
+        self.db
+            .query_opt(&sql, params![image_id], |r| r.get(0))
             .ctx("reading a result")
     }
 
@@ -440,18 +451,14 @@ impl Store {
                 .join(", "),
             module.result_table()
         );
-        let mut stmt = self.conn.prepare(&sql).ctx("preparing a result read")?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.db
+            .query_map(&sql, params![], |r| {
                 let values = (0..columns.len())
-                    .map(|k| r.get::<_, Option<i64>>(k + 1))
+                    .map(|k| r.get::<Option<i64>>(k + 1))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok((r.get(0)?, values))
             })
-            .ctx("reading results")?
-            .collect::<Result<Vec<_>, _>>()
-            .ctx("reading results")?;
-        Ok(rows)
+            .ctx("reading results")
     }
 }
 

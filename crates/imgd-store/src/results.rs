@@ -6,11 +6,13 @@
 //! leaves a stale result behind. Results are upserts keyed by image (and model, for
 //! embeddings): replaying a job never duplicates a row.
 
-use imgd_core::{Registry, ResultRow, SqlValue, StoreHook};
-use rusqlite::{Connection, ToSql, params, types::ToSqlOutput};
+use std::borrow::Cow;
 
+use imgd_core::{Registry, ResultRow, SqlValue, StoreHook};
+
+use crate::db::{Db, Dialect, Value};
 use crate::queue::{JobFailure, fail_jobs_in};
-use crate::{Context, Store, StoreError, now_ms};
+use crate::{Context, Store, StoreError, now_ms, params};
 
 /// Everything the pipeline learned about one image in one pass.
 #[derive(Debug, Clone, Default)]
@@ -46,17 +48,14 @@ pub struct CommitSummary {
     pub missing: usize,
 }
 
-struct Sql<'a>(&'a SqlValue);
-
-impl ToSql for Sql<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self.0 {
-            SqlValue::Null => ToSqlOutput::from(rusqlite::types::Null),
-            SqlValue::Integer(v) => ToSqlOutput::from(*v),
-            SqlValue::Real(v) => ToSqlOutput::from(*v),
-            SqlValue::Text(v) => ToSqlOutput::from(v.as_str()),
-            SqlValue::Blob(v) => ToSqlOutput::from(v.as_slice()),
-        })
+/// A module's column value, bound.
+fn bound(value: &SqlValue) -> Value<'_> {
+    match value {
+        SqlValue::Null => Value::Null,
+        SqlValue::Integer(v) => Value::Int(*v),
+        SqlValue::Real(v) => Value::Real(*v),
+        SqlValue::Text(v) => Value::Text(Cow::Borrowed(v)),
+        SqlValue::Blob(v) => Value::Blob(Cow::Borrowed(v)),
     }
 }
 
@@ -69,22 +68,22 @@ impl Store {
         owner: &str,
         outcomes: &[ImageOutcome],
     ) -> Result<CommitSummary, StoreError> {
-        let mut tx = self.write_tx().ctx("starting a result commit")?;
+        let tx = self.db.write_tx().ctx("starting a result commit")?;
         let mut summary = CommitSummary::default();
         let now = now_ms();
         for outcome in outcomes {
             // One savepoint per image: a row that cannot be written fails its own image's jobs
             // and the rest of the transaction commits.
-            let mut image = tx.savepoint().ctx("starting an image's savepoint")?;
+            tx.savepoint("image").ctx("starting an image's savepoint")?;
             let context = WriteContext {
                 owner,
                 now,
                 max_attempts: self.options.max_attempts,
                 modules: &self.options.modules,
             };
-            match write_outcome(&image, &context, outcome) {
+            match write_outcome(&tx, &context, outcome) {
                 Ok(written) => {
-                    image.commit().ctx("releasing an image's savepoint")?;
+                    tx.release("image").ctx("releasing an image's savepoint")?;
                     summary.acked += written.acked;
                     summary.stale += written.stale;
                     summary.failed += written.failed;
@@ -92,8 +91,7 @@ impl Store {
                     summary.missing += usize::from(outcome.missing);
                 }
                 Err(error) if !error.affects_whole_database() => {
-                    image.rollback().ctx("rolling an image back")?;
-                    drop(image);
+                    tx.rollback_to("image").ctx("rolling an image back")?;
                     let message = format!("cannot store the result: {error}");
                     let failures: Vec<JobFailure> = outcome
                         .done
@@ -119,7 +117,7 @@ impl Store {
 
     /// Rewrites the search row of one image from what the database holds now.
     pub fn refresh_search_row(&self, image_id: i64) -> Result<(), StoreError> {
-        let tx = self.write_tx().ctx("starting a search refresh")?;
+        let tx = self.db.write_tx().ctx("starting a search refresh")?;
         refresh_search_row(&tx, &self.options.modules, image_id)?;
         tx.commit().ctx("committing a search refresh")
     }
@@ -145,7 +143,7 @@ struct WriteContext<'a> {
 /// Writes one image's outcome: dimensions, results with their acks, failures, and its search
 /// row once none of its jobs is still in flight.
 fn write_outcome(
-    tx: &Connection,
+    tx: &Db,
     context: &WriteContext<'_>,
     outcome: &ImageOutcome,
 ) -> Result<Written, StoreError> {
@@ -157,36 +155,36 @@ fn write_outcome(
     } = *context;
     let mut written = Written::default();
     if outcome.missing {
-        tx.prepare_cached("UPDATE images SET state = 'missing' WHERE id = ?1")
-            .ctx("preparing to mark an image missing")?
-            .execute([outcome.image_id])
-            .ctx("marking an image missing")?;
-        tx.prepare_cached(
+        tx.execute(
+            "UPDATE images SET state = 'missing' WHERE id = ?1",
+            params![outcome.image_id],
+        )
+        .ctx("marking an image missing")?;
+        tx.execute(
             "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL,
                              last_error = 'the file is missing', updated_ms = ?3
              WHERE image_id = ?1 AND state = 'leased' AND lease_owner = ?2",
+            params![outcome.image_id, owner, now],
         )
-        .ctx("preparing to requeue a missing image")?
-        .execute(params![outcome.image_id, owner, now])
         .ctx("requeuing a missing image's jobs")?;
         return Ok(written);
     }
     if let Some((w, h)) = outcome.dimensions {
-        tx.prepare_cached("UPDATE images SET width = ?2, height = ?3 WHERE id = ?1")
-            .ctx("preparing a dimensions update")?
-            .execute(params![outcome.image_id, w, h])
-            .ctx("updating dimensions")?;
+        tx.execute(
+            "UPDATE images SET width = ?2, height = ?3 WHERE id = ?1",
+            params![outcome.image_id, w, h],
+        )
+        .ctx("updating dimensions")?;
     }
     for (job_id, row) in &outcome.done {
         let acked = tx
-            .prepare_cached(
+            .execute(
                 "UPDATE jobs SET state = 'done', model_id = ?3, model_version = ?4,
                      last_error = NULL, lease_owner = NULL, lease_expires_ms = NULL,
                      updated_ms = ?5
                  WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+                params![job_id, owner, row.model_id, row.model_version, now],
             )
-            .ctx("preparing an ack")?
-            .execute(params![job_id, owner, row.model_id, row.model_version, now])
             .ctx("acking a job")?;
         if acked == 0 {
             written.stale += 1;
@@ -203,9 +201,11 @@ fn write_outcome(
     }
     written.failed = fail_jobs_in(tx, owner, &outcome.failed, max_attempts)?;
     let unfinished: i64 = tx
-        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'")
-        .ctx("preparing the in-flight-jobs count")?
-        .query_row([outcome.image_id], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM jobs WHERE image_id = ?1 AND state = 'leased'",
+            params![outcome.image_id],
+            |r| r.get(0),
+        )
         .ctx("counting in-flight jobs")?;
     // Once per image and pass: when none of its jobs is still in flight. Jobs queued for a
     // module whose model is not installed do not hold the row back; they refresh it when they
@@ -218,12 +218,7 @@ fn write_outcome(
 }
 
 /// Upserts one result row into its module's table.
-fn upsert_result(
-    tx: &Connection,
-    image_id: i64,
-    row: &ResultRow,
-    now: i64,
-) -> Result<(), StoreError> {
+fn upsert_result(tx: &Db, image_id: i64, row: &ResultRow, now: i64) -> Result<(), StoreError> {
     let table = row.module.result_table();
     let mut names = vec![
         "image_id",
@@ -246,41 +241,40 @@ fn upsert_result(
         updates.join(", ")
     );
     let data = serde_json::to_string(&row.data)?;
-    let mut values: Vec<&dyn ToSql> =
-        vec![&image_id, &row.model_id, &row.model_version, &now, &data];
-    let column_values: Vec<Sql<'_>> = row.columns.iter().map(|(_, v)| Sql(v)).collect();
-    values.extend(column_values.iter().map(|v| v as &dyn ToSql));
-    tx.prepare_cached(&sql)
-        .ctx("preparing a result upsert")?
-        .execute(values.as_slice())
-        .ctx("upserting a result")?;
+    let mut values: Vec<Value<'_>> =
+        params![image_id, row.model_id, row.model_version, now, data].to_vec();
+    values.extend(row.columns.iter().map(|(_, v)| bound(v)));
+    tx.execute(&sql, &values).ctx("upserting a result")?;
     Ok(())
 }
 
 /// Builds the search row of an image from its path and what every registered module adds
 /// ([`imgd_core::SearchText`]), and replaces the old one.
 pub(crate) fn refresh_search_row(
-    tx: &Connection,
+    tx: &Db,
     modules: &Registry,
     image_id: i64,
 ) -> Result<(), StoreError> {
     let text = |sql: &str| -> Result<String, StoreError> {
-        let mut stmt = tx
-            .prepare_cached(sql)
-            .ctx("preparing a search-text query")?;
-        let mut rows = stmt.query([image_id]).ctx("reading search text")?;
-        let mut parts = Vec::new();
-        while let Some(row) = rows.next().ctx("reading search text")? {
-            let value: Option<String> = row.get(0).ctx("reading search text")?;
-            parts.extend(value.filter(|v| !v.is_empty()));
-        }
+        let parts: Vec<Option<String>> = tx
+            .query_map(sql, params![image_id], |row| row.get(0))
+            .ctx("reading search text")?;
+        let parts: Vec<String> = parts
+            .into_iter()
+            .flatten()
+            .filter(|v| !v.is_empty())
+            .collect();
         Ok(parts.join(" "))
     };
+    let dialect = tx.dialect();
     let mut columns: Vec<(&str, String)> =
         vec![("path", text("SELECT path FROM images WHERE id = ?1")?)];
     for module in modules.all() {
         for part in module.spec().search_text {
-            let found = text(part.sql)?;
+            let found = text(match dialect {
+                Dialect::Sqlite => part.sql,
+                Dialect::Postgres => part.postgres_sql(),
+            })?;
             let words = match part.words {
                 Some(words) if !found.is_empty() => words(&found),
                 _ => found,
@@ -300,23 +294,30 @@ pub(crate) fn refresh_search_row(
             }
         }
     }
-    tx.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")
-        .ctx("preparing a search-row delete")?
-        .execute([image_id])
-        .ctx("deleting a search row")?;
+    // SQLite's FTS5 row is the image's rowid; PostgreSQL's table has an image_id column.
+    let key = match dialect {
+        Dialect::Sqlite => "rowid",
+        Dialect::Postgres => "image_id",
+    };
+    tx.execute(
+        &format!("DELETE FROM search_fts WHERE {key} = ?1"),
+        params![image_id],
+    )
+    .ctx("deleting a search row")?;
     let names: Vec<&str> = columns.iter().map(|(column, _)| *column).collect();
     let placeholders: Vec<String> = (2..=columns.len() + 1).map(|i| format!("?{i}")).collect();
     let sql = format!(
-        "INSERT INTO search_fts (rowid, {}) VALUES (?1, {})",
+        "INSERT INTO search_fts ({key}, {}) VALUES (?1, {})",
         names.join(", "),
         placeholders.join(", ")
     );
-    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&image_id];
-    values.extend(columns.iter().map(|(_, text)| text as &dyn rusqlite::ToSql));
-    tx.prepare_cached(&sql)
-        .ctx("preparing a search-row insert")?
-        .execute(values.as_slice())
-        .ctx("writing a search row")?;
+    let mut values: Vec<Value<'_>> = vec![Value::Int(image_id)];
+    values.extend(
+        columns
+            .iter()
+            .map(|(_, text)| Value::Text(Cow::Borrowed(text))),
+    );
+    tx.execute(&sql, &values).ctx("writing a search row")?;
     Ok(())
 }
 
@@ -342,7 +343,7 @@ mod tests {
             conn.execute(
                 "INSERT INTO images (id, path, size, mtime_ns, format, first_seen_ms, last_seen_ms)
                  VALUES (?1, ?2, 1, 1, 'jpeg', 0, 0)",
-                params![id, format!("/photos/img{id}.jpg")],
+                rusqlite::params![id, format!("/photos/img{id}.jpg")],
             )
             .unwrap();
         }

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use imgd_core::{Module, Registry};
-use rusqlite::{Connection, params};
 
-use crate::{Context, Store, StoreError, now_ms};
+use crate::db::{Db, Dialect};
+use crate::{Context, Store, StoreError, now_ms, params};
 
 /// A file's identity as the scanner sees it without reading content: size, modification time
 /// and, where the platform has one, the inode.
@@ -113,39 +113,33 @@ impl Store {
     /// path.
     pub fn known_under(&self, root: &str) -> Result<HashMap<String, KnownImage>, StoreError> {
         let (lo, hi) = prefix_bounds(root);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let rows = self
+            .db
+            .query_map(
                 "SELECT path, id, size, mtime_ns, inode, state, modules_mask,
                         content_hash IS NOT NULL, sha256 IS NOT NULL
                  FROM images WHERE (path >= ?1 AND path < ?2) OR path = ?3",
-            )
-            .ctx("preparing the known-images query")?;
-        let rows = stmt
-            .query_map(params![lo, hi, root], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    KnownImage {
-                        id: r.get(1)?,
-                        fingerprint: Fingerprint {
-                            size: r.get(2)?,
-                            mtime_ns: r.get(3)?,
-                            inode: r.get(4)?,
+                params![lo, hi, root],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        KnownImage {
+                            id: r.get(1)?,
+                            fingerprint: Fingerprint {
+                                size: r.get(2)?,
+                                mtime_ns: r.get(3)?,
+                                inode: r.get(4)?,
+                            },
+                            present: r.get::<String>(5)? == "present",
+                            modules_mask: r.get(6)?,
+                            has_hash: r.get(7)?,
+                            has_sha256: r.get(8)?,
                         },
-                        present: r.get::<_, String>(5)? == "present",
-                        modules_mask: r.get(6)?,
-                        has_hash: r.get(7)?,
-                        has_sha256: r.get(8)?,
-                    },
-                ))
-            })
+                    ))
+                },
+            )
             .ctx("reading known images")?;
-        let mut known = HashMap::new();
-        for row in rows {
-            let (path, image) = row.ctx("reading known images")?;
-            known.insert(path, image);
-        }
-        Ok(known)
+        Ok(rows.into_iter().collect())
     }
 
     /// Applies a scan's decisions in one transaction, queuing `modules` at `priority`.
@@ -178,7 +172,7 @@ impl Store {
             now: now_ms(),
             batch,
         };
-        let tx = self.write_tx().ctx("starting a scan transaction")?;
+        let tx = self.db.write_tx().ctx("starting a scan transaction")?;
         for action in actions {
             scan.apply(&tx, action)?;
         }
@@ -190,23 +184,25 @@ impl Store {
         &self,
         limit: usize,
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT content_hash, json_group_array(path) FROM images
-                 WHERE content_hash IS NOT NULL AND state = 'present'
-                 GROUP BY content_hash HAVING COUNT(*) > 1
-                 ORDER BY COUNT(*) DESC, content_hash LIMIT ?1",
+        let paths = match self.db.dialect() {
+            Dialect::Sqlite => "json_group_array(path)",
+            Dialect::Postgres => "json_agg(path)::text",
+        };
+        let rows: Vec<(String, String)> = self
+            .db
+            .query_map(
+                &format!(
+                    "SELECT content_hash, {paths} FROM images
+                     WHERE content_hash IS NOT NULL AND state = 'present'
+                     GROUP BY content_hash HAVING COUNT(*) > 1
+                     ORDER BY COUNT(*) DESC, content_hash LIMIT ?1"
+                ),
+                params![limit],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .ctx("preparing the duplicates query")?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
             .ctx("finding duplicates")?;
         let mut groups = Vec::new();
-        for row in rows {
-            let (hash, paths) = row.ctx("finding duplicates")?;
+        for (hash, paths) in rows {
             let mut paths: Vec<String> = serde_json::from_str(&paths)?;
             paths.sort();
             groups.push((hash, paths));
@@ -274,15 +270,14 @@ struct ScanWrite<'a> {
 
 impl ScanWrite<'_> {
     /// Writes one scan decision (statements are prepared once per connection and cached).
-    fn apply(&self, tx: &Connection, action: &ScanAction) -> Result<(), StoreError> {
+    fn apply(&self, tx: &Db, action: &ScanAction) -> Result<(), StoreError> {
         let (requested, now) = (self.requested, self.now);
         match action {
             ScanAction::New(file) => {
                 let fp = &file.fingerprint;
                 let id: i64 = tx
-                    .prepare_cached(INSERT_IMAGE)
-                    .ctx("preparing the image insert")?
                     .query_row(
+                        INSERT_IMAGE,
                         params![
                             file.path,
                             fp.size,
@@ -306,9 +301,9 @@ impl ScanWrite<'_> {
             } => {
                 let fp = &file.fingerprint;
                 let mask = modules_mask | requested;
-                tx.prepare_cached(UPDATE_CHANGED_IMAGE)
-                    .ctx("preparing the image update")?
-                    .execute(params![
+                tx.execute(
+                    UPDATE_CHANGED_IMAGE,
+                    params![
                         id,
                         fp.size,
                         fp.mtime_ns,
@@ -318,8 +313,9 @@ impl ScanWrite<'_> {
                         mask,
                         now,
                         file.sha256
-                    ])
-                    .ctx("updating a changed image")?;
+                    ],
+                )
+                .ctx("updating a changed image")?;
                 self.queue(tx, REQUEUE_JOB, *id, self.registry.from_mask(mask))
             }
             ScanAction::AddModules { id, modules_mask } => {
@@ -333,9 +329,7 @@ impl ScanWrite<'_> {
             }
             ScanAction::Reappeared { id } => set_state(tx, *id, "present", now),
             ScanAction::SetHash { id, hash, sha256 } => {
-                tx.prepare_cached(SET_HASH)
-                    .ctx("preparing the hash update")?
-                    .execute(params![id, hash, sha256])
+                tx.execute(SET_HASH, params![id, hash, sha256])
                     .ctx("storing a hash")?;
                 Ok(())
             }
@@ -346,41 +340,32 @@ impl ScanWrite<'_> {
     /// Runs `sql` (a job insert) for each of `modules` of image `id`.
     fn queue(
         &self,
-        tx: &Connection,
+        tx: &Db,
         sql: &str,
         id: i64,
         modules: impl Iterator<Item = Module>,
     ) -> Result<(), StoreError> {
-        let mut statement = tx.prepare_cached(sql).ctx("preparing a job insert")?;
         for module in modules {
-            statement
-                .execute(params![
-                    id,
-                    module.name(),
-                    self.priority,
-                    self.now,
-                    self.batch
-                ])
-                .ctx("queuing a job")?;
+            tx.execute(
+                sql,
+                params![id, module.name(), self.priority, self.now, self.batch],
+            )
+            .ctx("queuing a job")?;
         }
         Ok(())
     }
 
     /// Adds the requested modules to image `id`'s mask.
-    fn add_to_mask(&self, tx: &Connection, id: i64) -> Result<(), StoreError> {
-        tx.prepare_cached(ADD_TO_MASK)
-            .ctx("preparing the mask update")?
-            .execute(params![id, self.requested, self.now])
+    fn add_to_mask(&self, tx: &Db, id: i64) -> Result<(), StoreError> {
+        tx.execute(ADD_TO_MASK, params![id, self.requested, self.now])
             .ctx("updating a module mask")?;
         Ok(())
     }
 }
 
 /// Marks image `id` present or missing.
-fn set_state(tx: &Connection, id: i64, state: &str, now: i64) -> Result<(), StoreError> {
-    tx.prepare_cached(SET_STATE)
-        .ctx("preparing the state update")?
-        .execute(params![id, state, now])
+fn set_state(tx: &Db, id: i64, state: &str, now: i64) -> Result<(), StoreError> {
+    tx.execute(SET_STATE, params![id, state, now])
         .ctx("marking an image present or missing")?;
     Ok(())
 }

@@ -1,9 +1,7 @@
 //! What XMP sidecars are written from: the images whose work is finished, and the faces of one
 //! image with the names of their people.
 
-use rusqlite::{OptionalExtension, params};
-
-use crate::{Context, Store, StoreError};
+use crate::{Context, Store, StoreError, params};
 
 /// One face of an image, in pixels of the full image after EXIF orientation.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,30 +52,25 @@ impl Store {
             }
             None => (String::new(), String::new()),
         };
-        let mut stmt = self
-            .conn
-            .prepare_cached(FINISHED)
-            .ctx("preparing the finished-images query")?;
-        stmt.query_map(params![root, lo, hi], |r| {
-            Ok(FinishedImage {
-                id: r.get(0)?,
-                path: r.get(1)?,
+        self.db
+            .query_map(FINISHED, params![root, lo, hi], |r| {
+                Ok(FinishedImage {
+                    id: r.get(0)?,
+                    path: r.get(1)?,
+                })
             })
-        })
-        .ctx("listing finished images")?
-        .collect::<Result<_, _>>()
-        .ctx("listing finished images")
+            .ctx("listing finished images")
     }
 
     /// Image `id`, when it is finished (see [`FinishedImage`]).
     pub fn finished_image(&self, id: i64) -> Result<Option<FinishedImage>, StoreError> {
-        self.conn
-            .query_row(
+        self.db
+            .query_opt(
                 "SELECT i.id, i.path FROM images i
                  WHERE i.id = ?1 AND i.state = 'present'
                    AND EXISTS (SELECT 1 FROM jobs WHERE image_id = ?1 AND state = 'done')
                    AND NOT EXISTS (SELECT 1 FROM jobs WHERE image_id = ?1 AND state = 'leased')",
-                [id],
+                params![id],
                 |r| {
                     Ok(FinishedImage {
                         id: r.get(0)?,
@@ -85,33 +78,29 @@ impl Store {
                     })
                 },
             )
-            .optional()
             .ctx("checking whether an image is finished")
     }
 
     /// The faces of image `id`, in their order in its `faces` result.
     pub fn image_faces(&self, id: i64) -> Result<Vec<ImageFace>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        self.db
+            .query_map(
                 "SELECT f.x, f.y, f.w, f.h, i.name, f.id, f.identity_id
                  FROM faces f LEFT JOIN identities i ON i.id = f.identity_id
                  WHERE f.image_id = ?1 ORDER BY f.idx",
+                params![id],
+                |r| {
+                    Ok(ImageFace {
+                        x: r.get(0)?,
+                        y: r.get(1)?,
+                        w: r.get(2)?,
+                        h: r.get(3)?,
+                        name: r.get(4)?,
+                        id: r.get(5)?,
+                        identity_id: r.get(6)?,
+                    })
+                },
             )
-            .ctx("preparing the image faces query")?;
-        stmt.query_map([id], |r| {
-            Ok(ImageFace {
-                x: r.get(0)?,
-                y: r.get(1)?,
-                w: r.get(2)?,
-                h: r.get(3)?,
-                name: r.get(4)?,
-                id: r.get(5)?,
-                identity_id: r.get(6)?,
-            })
-        })
-        .ctx("listing an image's faces")?
-        .collect::<Result<_, _>>()
-        .ctx("listing an image's faces")
+            .ctx("listing an image's faces")
     }
 }

@@ -58,10 +58,10 @@ mod search;
 use std::sync::Arc;
 
 use imgd_core::Module;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use crate::{Context, Store, StoreError, now_ms};
+use crate::db::ValueRef;
+use crate::{Context, Store, StoreError, now_ms, params};
 
 pub use imgd_vectors::{ModelKey, Neighbour, ScanStats, VectorMatrix, dot, normalize, rank_order};
 pub use search::{RankedHit, SearchMode, SearchRequest, SearchResponse, SortOrder};
@@ -317,44 +317,40 @@ type Fingerprint = (ModelKey, i64, i64);
 impl Store {
     /// Every embedding model with vectors of present images, with its coverage.
     pub fn embedding_models(&self) -> Result<Vec<ModelCoverage>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let rows = self
+            .db
+            .query_map(
                 "SELECT e.model_id, e.model_version, MAX(e.dim), COUNT(*), MAX(e.created_ms)
                  FROM result_embedding e JOIN images i ON i.id = e.image_id
                  WHERE i.state = 'present'
                  GROUP BY e.model_id, e.model_version ORDER BY 1, 2",
+                params![],
+                |r| {
+                    Ok(ModelCoverage {
+                        model: ModelKey::new(r.get::<String>(0)?, r.get::<String>(1)?),
+                        dim: r.get::<i64>(2)?.max(0) as usize,
+                        vectors: r.get::<i64>(3)? as usize,
+                        missing: 0,
+                        newest_ms: r.get(4)?,
+                    })
+                },
             )
-            .ctx("preparing the embedding-model query")?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(ModelCoverage {
-                    model: ModelKey::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                    dim: r.get::<_, i64>(2)?.max(0) as usize,
-                    vectors: r.get::<_, i64>(3)? as usize,
-                    missing: 0,
-                    newest_ms: r.get(4)?,
-                })
-            })
-            .ctx("listing embedding models")?
-            .collect::<Result<Vec<_>, _>>()
             .ctx("listing embedding models")?;
-        let mut missing = self
-            .conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM images i
-                 WHERE i.state = 'present'
-                   AND EXISTS (SELECT 1 FROM jobs j
-                               WHERE j.image_id = i.id AND j.module = 'embedding')
-                   AND NOT EXISTS (SELECT 1 FROM result_embedding e
-                                   WHERE e.model_id = ?1 AND e.model_version = ?2
-                                     AND e.image_id = i.id)",
-            )
-            .ctx("preparing the coverage query")?;
         let mut out = Vec::with_capacity(rows.len());
         for mut m in rows {
-            let n: i64 = missing
-                .query_row(params![m.model.id, m.model.version], |r| r.get(0))
+            let n: i64 = self
+                .db
+                .query_row(
+                    "SELECT COUNT(*) FROM images i
+                     WHERE i.state = 'present'
+                       AND EXISTS (SELECT 1 FROM jobs j
+                                   WHERE j.image_id = i.id AND j.module = 'embedding')
+                       AND NOT EXISTS (SELECT 1 FROM result_embedding e
+                                       WHERE e.model_id = ?1 AND e.model_version = ?2
+                                         AND e.image_id = i.id)",
+                    params![m.model.id, m.model.version],
+                    |r| r.get(0),
+                )
                 .ctx("measuring a model's coverage")?;
             m.missing = n as usize;
             out.push(m);
@@ -383,38 +379,40 @@ impl Store {
     /// contiguous matrix.
     pub fn load_vectors(&self, model: &ModelKey) -> Result<VectorMatrix, VectorError> {
         let (count, _) = self.vector_fingerprint(model)?;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let mut matrix: Option<VectorMatrix> = None;
+        let mut corrupt: Option<VectorError> = None;
+        self.db
+            .query_each(
                 "SELECT e.image_id, e.dim, e.vector
                  FROM result_embedding e JOIN images i ON i.id = e.image_id
                  WHERE e.model_id = ?1 AND e.model_version = ?2 AND i.state = 'present'
                  ORDER BY e.image_id",
+                params![model.id, model.version],
+                |row| {
+                    let image_id: i64 = row.get(0)?;
+                    let dim = row.get::<i64>(1)?.max(0) as usize;
+                    let bytes = match row.value(2)? {
+                        ValueRef::Blob(bytes) => bytes,
+                        _ => &[],
+                    };
+                    let m = matrix.get_or_insert_with(|| {
+                        VectorMatrix::with_capacity(model.clone(), dim, count as usize)
+                    });
+                    if dim != m.dim() || !m.push_le_bytes(image_id, bytes) {
+                        corrupt = Some(VectorError::CorruptVector {
+                            image_id,
+                            model: model.clone(),
+                            bytes: bytes.len(),
+                            dim: m.dim(),
+                        });
+                        return Ok(false);
+                    }
+                    Ok(true)
+                },
             )
-            .ctx("preparing the vector load")?;
-        let mut rows = stmt
-            .query(params![model.id, model.version])
             .ctx("loading vectors")?;
-        let mut matrix: Option<VectorMatrix> = None;
-        while let Some(row) = rows.next().ctx("loading vectors")? {
-            let image_id: i64 = row.get(0).ctx("loading vectors")?;
-            let dim = row.get::<_, i64>(1).ctx("loading vectors")?.max(0) as usize;
-            let blob = row.get_ref(2).ctx("loading vectors")?;
-            let bytes = blob.as_blob().map_err(|e| StoreError::Sqlite {
-                context: "loading vectors",
-                source: e.into(),
-            })?;
-            let m = matrix.get_or_insert_with(|| {
-                VectorMatrix::with_capacity(model.clone(), dim, count as usize)
-            });
-            if dim != m.dim() || !m.push_le_bytes(image_id, bytes) {
-                return Err(VectorError::CorruptVector {
-                    image_id,
-                    model: model.clone(),
-                    bytes: bytes.len(),
-                    dim: m.dim(),
-                });
-            }
+        if let Some(error) = corrupt {
+            return Err(error);
         }
         Ok(matrix.unwrap_or_else(|| VectorMatrix::new(model.clone(), 0)))
     }
@@ -442,15 +440,13 @@ impl Store {
 
     /// (row count, newest created_ms) of one model, from the index alone.
     fn vector_fingerprint(&self, model: &ModelKey) -> Result<(i64, i64), StoreError> {
-        self.conn
-            .prepare_cached(
+        self.db
+            .query_row(
                 "SELECT COUNT(*), COALESCE(MAX(created_ms), 0) FROM result_embedding
                  WHERE model_id = ?1 AND model_version = ?2",
+                params![model.id, model.version],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .ctx("preparing the vector fingerprint")?
-            .query_row(params![model.id, model.version], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
             .ctx("reading the vector fingerprint")
     }
 
@@ -461,14 +457,13 @@ impl Store {
         model: &ModelKey,
     ) -> Result<Option<Vec<f32>>, VectorError> {
         let blob: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached(
+            .db
+            .query_opt(
                 "SELECT vector FROM result_embedding
                  WHERE image_id = ?1 AND model_id = ?2 AND model_version = ?3",
+                params![image_id, model.id, model.version],
+                |r| r.get(0),
             )
-            .ctx("preparing a vector lookup")?
-            .query_row(params![image_id, model.id, model.version], |r| r.get(0))
-            .optional()
             .ctx("reading a vector")?;
         match blob {
             None => Ok(None),
@@ -491,37 +486,26 @@ impl Store {
         model: &ModelKey,
         vectors: impl IntoIterator<Item = (i64, V)>,
     ) -> Result<usize, StoreError> {
-        let tx = self.write_tx().ctx("starting an embedding import")?;
+        let tx = self.db.write_tx().ctx("starting an embedding import")?;
         let now = now_ms();
         let mut written = 0;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO result_embedding
-                         (image_id, model_id, model_version, created_ms, dim, vector)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (image_id, model_id) DO UPDATE SET
-                         model_version = excluded.model_version,
-                         created_ms = excluded.created_ms, dim = excluded.dim,
-                         vector = excluded.vector, data = '{}'",
-                )
-                .ctx("preparing an embedding import")?;
-            let mut blob = Vec::new();
-            for (image_id, vector) in vectors {
-                let vector = vector.as_ref();
-                blob.clear();
-                blob.extend(vector.iter().flat_map(|v| v.to_le_bytes()));
-                stmt.execute(params![
-                    image_id,
-                    model.id,
-                    model.version,
-                    now,
-                    vector.len() as i64,
-                    blob
-                ])
-                .ctx("importing an embedding")?;
-                written += 1;
-            }
+        let mut blob = Vec::new();
+        for (image_id, vector) in vectors {
+            let vector = vector.as_ref();
+            blob.clear();
+            blob.extend(vector.iter().flat_map(|v| v.to_le_bytes()));
+            tx.execute(
+                "INSERT INTO result_embedding
+                     (image_id, model_id, model_version, created_ms, dim, vector)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (image_id, model_id) DO UPDATE SET
+                     model_version = excluded.model_version,
+                     created_ms = excluded.created_ms, dim = excluded.dim,
+                     vector = excluded.vector, data = '{}'",
+                params![image_id, model.id, model.version, now, vector.len(), blob],
+            )
+            .ctx("importing an embedding")?;
+            written += 1;
         }
         tx.commit().ctx("committing an embedding import")?;
         Ok(written)
@@ -550,7 +534,7 @@ impl Store {
                                  AND r.model_id = ?2 AND r.model_version = ?3)",
             table = module.result_table()
         );
-        let tx = self.write_tx().ctx("starting a model re-queue")?;
+        let tx = self.db.write_tx().ctx("starting a model re-queue")?;
         let n = tx
             .execute(
                 &sql,
@@ -568,23 +552,27 @@ impl Store {
         among: Option<&[i64]>,
         limit: usize,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
-        let among_json = among.map(|ids| serde_json::to_string(ids).unwrap_or_default());
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT a.image_id, a.score FROM result_aesthetic a
-                 JOIN images i ON i.id = a.image_id
-                 WHERE a.score IS NOT NULL AND i.state = 'present'
-                   AND (?1 IS NULL OR a.image_id IN (SELECT value FROM json_each(?1)))
-                 ORDER BY a.score DESC, a.image_id LIMIT ?2",
+        // Ids are integers: written into the statement, they cannot inject anything.
+        let among = match among {
+            Some([]) => return Ok(Vec::new()),
+            Some(ids) => {
+                let listed: Vec<String> = ids.iter().map(i64::to_string).collect();
+                format!("AND a.image_id IN ({})", listed.join(","))
+            }
+            None => String::new(),
+        };
+        self.db
+            .query_map(
+                &format!(
+                    "SELECT a.image_id, a.score FROM result_aesthetic a
+                     JOIN images i ON i.id = a.image_id
+                     WHERE a.score IS NOT NULL AND i.state = 'present' {among}
+                     ORDER BY a.score DESC, a.image_id LIMIT ?1"
+                ),
+                params![limit],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .ctx("preparing the aesthetic ranking")?;
-        stmt.query_map(params![among_json, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .ctx("ranking by aesthetic score")?
-        .collect::<Result<Vec<_>, _>>()
-        .ctx("ranking by aesthetic score")
+            .ctx("ranking by aesthetic score")
     }
 
     /// Paths of present images, by id (absent ids are left out).
@@ -592,15 +580,15 @@ impl Store {
         &self,
         ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT path FROM images WHERE id = ?1 AND state = 'present'")
-            .ctx("preparing a path lookup")?;
         let mut out = std::collections::HashMap::with_capacity(ids.len());
         for &id in ids {
-            if let Some(path) = stmt
-                .query_row([id], |r| r.get::<_, String>(0))
-                .optional()
+            if let Some(path) = self
+                .db
+                .query_opt(
+                    "SELECT path FROM images WHERE id = ?1 AND state = 'present'",
+                    params![id],
+                    |r| r.get::<String>(0),
+                )
                 .ctx("reading a path")?
             {
                 out.insert(id, imgd_core::stored_path::display(&path));

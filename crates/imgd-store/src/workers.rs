@@ -1,10 +1,9 @@
 //! The daemons that drain the queue: each records itself, beats, and records how it ended, so
 //! that `imgd status` lists who works on the library, how fast, and who went silent.
 
-use rusqlite::params;
 use serde::Serialize;
 
-use crate::{Context, Store, StoreError};
+use crate::{Context, Store, StoreError, params};
 
 /// A worker with no heartbeat for this long is listed as silent (it beats every 10 s).
 pub const SILENT_AFTER_MS: i64 = 60_000;
@@ -46,7 +45,7 @@ impl Store {
         pid: u32,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn
+        self.db
             .execute(
                 "INSERT INTO workers (owner, host, pid, started_ms, heartbeat_ms)
                  VALUES (?1, ?2, ?3, ?4, ?4)
@@ -55,10 +54,10 @@ impl Store {
                 params![owner, host, pid, now_ms],
             )
             .ctx("recording a worker")?;
-        self.conn
+        self.db
             .execute(
                 "DELETE FROM workers WHERE ended_ms < ?1",
-                [now_ms - FORGET_AFTER_MS],
+                params![now_ms - FORGET_AFTER_MS],
             )
             .ctx("forgetting old workers")?;
         Ok(())
@@ -72,7 +71,7 @@ impl Store {
         images_per_second: f64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE workers SET heartbeat_ms = ?2, images = ?3, images_per_second = ?4
                  WHERE owner = ?1",
@@ -84,7 +83,7 @@ impl Store {
 
     /// Records that `owner` ended: `died` when another daemon found it dead, else `stopped`.
     pub fn worker_ended(&self, owner: &str, died: bool, now_ms: i64) -> Result<(), StoreError> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE workers SET ended_ms = ?2, ended = ?3, images_per_second = 0
                  WHERE owner = ?1 AND ended_ms IS NULL",
@@ -101,16 +100,14 @@ impl Store {
         is_dead: impl Fn(&str) -> bool,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        let running: Vec<String> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT owner FROM workers WHERE host = ?1 AND ended_ms IS NULL")
-                .ctx("listing running workers")?;
-            stmt.query_map([host], |r| r.get(0))
-                .ctx("listing running workers")?
-                .collect::<Result<_, _>>()
-                .ctx("listing running workers")?
-        };
+        let running: Vec<String> = self
+            .db
+            .query_map(
+                "SELECT owner FROM workers WHERE host = ?1 AND ended_ms IS NULL",
+                params![host],
+                |r| r.get(0),
+            )
+            .ctx("listing running workers")?;
         let mut buried = 0;
         for owner in running.iter().filter(|o| is_dead(o)) {
             self.worker_ended(owner, true, now_ms)?;
@@ -121,40 +118,37 @@ impl Store {
 
     /// The workers, running ones first, then the most recently ended; at most `limit`.
     pub fn workers(&self, now_ms: i64, limit: usize) -> Result<Vec<WorkerStatus>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        self.db
+            .query_map(
                 "SELECT owner, host, pid, started_ms, heartbeat_ms, images, images_per_second,
-                        ended_ms, ended
-                 FROM workers
-                 ORDER BY ended_ms IS NOT NULL, coalesce(ended_ms, heartbeat_ms) DESC, owner
-                 LIMIT ?1",
+                    ended_ms, ended
+             FROM workers
+             ORDER BY ended_ms IS NOT NULL, coalesce(ended_ms, heartbeat_ms) DESC, owner
+             LIMIT ?1",
+                params![limit],
+                |r| {
+                    let heartbeat_ms: i64 = r.get(4)?;
+                    let ended: Option<String> = r.get(8)?;
+                    let state = match ended.as_deref() {
+                        Some("died") => "died",
+                        Some(_) => "stopped",
+                        None if now_ms - heartbeat_ms > SILENT_AFTER_MS => "silent",
+                        None => "running",
+                    };
+                    Ok(WorkerStatus {
+                        owner: r.get(0)?,
+                        host: r.get(1)?,
+                        pid: r.get(2)?,
+                        started_ms: r.get(3)?,
+                        heartbeat_ms,
+                        images: r.get(5)?,
+                        images_per_second: r.get(6)?,
+                        state,
+                        ended_ms: r.get(7)?,
+                    })
+                },
             )
-            .ctx("listing workers")?;
-        stmt.query_map([limit as i64], |r| {
-            let heartbeat_ms: i64 = r.get(4)?;
-            let ended: Option<String> = r.get(8)?;
-            let state = match ended.as_deref() {
-                Some("died") => "died",
-                Some(_) => "stopped",
-                None if now_ms - heartbeat_ms > SILENT_AFTER_MS => "silent",
-                None => "running",
-            };
-            Ok(WorkerStatus {
-                owner: r.get(0)?,
-                host: r.get(1)?,
-                pid: r.get(2)?,
-                started_ms: r.get(3)?,
-                heartbeat_ms,
-                images: r.get(5)?,
-                images_per_second: r.get(6)?,
-                state,
-                ended_ms: r.get(7)?,
-            })
-        })
-        .ctx("listing workers")?
-        .collect::<Result<_, _>>()
-        .ctx("listing workers")
+            .ctx("listing workers")
     }
 }
 

@@ -1,7 +1,6 @@
 //! The web page's search filters over real result rows: camera, dates, object label, text,
 //! aesthetic score, failed module, each alone and together.
 
-use std::path::Path;
 use std::time::Duration;
 
 use imgd_core::{Module, ResultRow, SqlValue};
@@ -12,6 +11,7 @@ use imgd_store::results::ImageOutcome;
 use serde_json::json;
 
 mod common;
+use common::backends::{TestDb, each_backend};
 
 const MODULES: [Module; 4] = [
     imgd_modules::METADATA,
@@ -77,9 +77,9 @@ fn row(module: Module, columns: Vec<(&'static str, SqlValue)>) -> ResultRow {
     }
 }
 
-fn library(db: &Path) -> Store {
+fn library(db: &TestDb) -> Store {
     let paths: Vec<&str> = PHOTOS.iter().map(|p| p.path).collect();
-    let mut store = common::store_with(db, &paths, &MODULES);
+    let mut store = common::store_in(db, &paths, &MODULES);
     let claimed = store
         .claim(&ClaimRequest {
             owner: "test",
@@ -151,114 +151,115 @@ fn paths(store: &Store, filter: &ImageFilter) -> Vec<String> {
 
 #[test]
 fn each_filter_keeps_what_it_names_and_they_combine() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = library(&dir.path().join("b.db"));
-    let all = ImageFilter::default();
-    assert_eq!(paths(&store, &all).len(), 3);
-    let f = |filter: ImageFilter| paths(&store, &filter);
-    assert_eq!(
-        f(ImageFilter {
-            camera: Some("canon".into()),
-            ..all.clone()
-        }),
-        ["/p/beach.jpg", "/p/night.jpg"]
-    );
-    assert_eq!(
-        f(ImageFilter {
-            camera: Some("eos 5d".into()),
-            ..all.clone()
-        }),
-        ["/p/beach.jpg"]
-    );
-    // LIKE's wildcards in user input are literal.
-    assert!(
-        f(ImageFilter {
-            camera: Some("%".into()),
-            ..all.clone()
-        })
-        .is_empty()
-    );
-    assert_eq!(
-        f(ImageFilter {
-            taken_from: Some("2024-01-01".into()),
-            taken_to: Some("2024-12-31".into()),
-            ..all.clone()
-        }),
-        ["/p/night.jpg", "/p/sign.jpg"],
-        "both ends of the range are included"
-    );
-    assert_eq!(
-        f(ImageFilter {
-            label: Some("Dog".into()),
-            ..all.clone()
-        }),
-        ["/p/beach.jpg", "/p/night.jpg"]
-    );
-    assert_eq!(
-        f(ImageFilter {
-            label: Some("traffic light".into()),
-            ..all.clone()
-        }),
-        ["/p/sign.jpg"]
-    );
-    assert!(
-        f(ImageFilter {
-            label: Some("do".into()),
-            ..all.clone()
-        })
-        .is_empty(),
-        "a label matches whole words"
-    );
-    assert_eq!(
-        f(ImageFilter {
-            has_text: true,
-            ..all.clone()
-        }),
-        ["/p/sign.jpg"]
-    );
-    assert_eq!(
-        f(ImageFilter {
-            min_aesthetic: Some(5.0),
-            ..all.clone()
-        }),
-        ["/p/beach.jpg", "/p/night.jpg"]
-    );
-    assert_eq!(
-        f(ImageFilter {
-            failed_module: Some("ocr".into()),
-            ..all.clone()
-        }),
-        ["/p/night.jpg"]
-    );
-    let together = ImageFilter {
-        camera: Some("canon".into()),
-        label: Some("dog".into()),
-        min_aesthetic: Some(6.0),
-        ..all.clone()
-    };
-    assert_eq!(f(together.clone()), ["/p/beach.jpg"]);
-    // Narrowing a ranked list keeps its order.
-    let ids = store.filtered_images(&all, 100).unwrap();
-    let reversed: Vec<i64> = ids.iter().rev().copied().collect();
-    let kept = store
-        .keep_passing(
-            &reversed,
-            &ImageFilter {
-                label: Some("dog".into()),
+    each_backend(|db| {
+        let store = library(db);
+        let all = ImageFilter::default();
+        assert_eq!(paths(&store, &all).len(), 3);
+        let f = |filter: ImageFilter| paths(&store, &filter);
+        assert_eq!(
+            f(ImageFilter {
+                camera: Some("canon".into()),
                 ..all.clone()
-            },
-        )
-        .unwrap();
-    assert_eq!(kept.len(), 2);
-    assert_eq!(
-        kept,
-        reversed
-            .iter()
-            .copied()
-            .filter(|id| kept.contains(id))
-            .collect::<Vec<_>>()
-    );
-    let cameras = store.cameras(10).unwrap();
-    assert_eq!(cameras.len(), 3);
-    assert!(cameras.iter().all(|(_, n)| *n == 1));
+            }),
+            ["/p/beach.jpg", "/p/night.jpg"]
+        );
+        assert_eq!(
+            f(ImageFilter {
+                camera: Some("eos 5d".into()),
+                ..all.clone()
+            }),
+            ["/p/beach.jpg"]
+        );
+        // LIKE's wildcards in user input are literal.
+        assert!(
+            f(ImageFilter {
+                camera: Some("%".into()),
+                ..all.clone()
+            })
+            .is_empty()
+        );
+        assert_eq!(
+            f(ImageFilter {
+                taken_from: Some("2024-01-01".into()),
+                taken_to: Some("2024-12-31".into()),
+                ..all.clone()
+            }),
+            ["/p/night.jpg", "/p/sign.jpg"],
+            "both ends of the range are included"
+        );
+        assert_eq!(
+            f(ImageFilter {
+                label: Some("Dog".into()),
+                ..all.clone()
+            }),
+            ["/p/beach.jpg", "/p/night.jpg"]
+        );
+        assert_eq!(
+            f(ImageFilter {
+                label: Some("traffic light".into()),
+                ..all.clone()
+            }),
+            ["/p/sign.jpg"]
+        );
+        assert!(
+            f(ImageFilter {
+                label: Some("do".into()),
+                ..all.clone()
+            })
+            .is_empty(),
+            "a label matches whole words"
+        );
+        assert_eq!(
+            f(ImageFilter {
+                has_text: true,
+                ..all.clone()
+            }),
+            ["/p/sign.jpg"]
+        );
+        assert_eq!(
+            f(ImageFilter {
+                min_aesthetic: Some(5.0),
+                ..all.clone()
+            }),
+            ["/p/beach.jpg", "/p/night.jpg"]
+        );
+        assert_eq!(
+            f(ImageFilter {
+                failed_module: Some("ocr".into()),
+                ..all.clone()
+            }),
+            ["/p/night.jpg"]
+        );
+        let together = ImageFilter {
+            camera: Some("canon".into()),
+            label: Some("dog".into()),
+            min_aesthetic: Some(6.0),
+            ..all.clone()
+        };
+        assert_eq!(f(together.clone()), ["/p/beach.jpg"]);
+        // Narrowing a ranked list keeps its order.
+        let ids = store.filtered_images(&all, 100).unwrap();
+        let reversed: Vec<i64> = ids.iter().rev().copied().collect();
+        let kept = store
+            .keep_passing(
+                &reversed,
+                &ImageFilter {
+                    label: Some("dog".into()),
+                    ..all.clone()
+                },
+            )
+            .unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            kept,
+            reversed
+                .iter()
+                .copied()
+                .filter(|id| kept.contains(id))
+                .collect::<Vec<_>>()
+        );
+        let cameras = store.cameras(10).unwrap();
+        assert_eq!(cameras.len(), 3);
+        assert!(cameras.iter().all(|(_, n)| *n == 1));
+    });
 }

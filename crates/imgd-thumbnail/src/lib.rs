@@ -29,6 +29,7 @@ pub static THUMBNAIL_SPEC: ModuleSpec = ModuleSpec {
         version: 10,
         name: "0010_thumbnail",
         sql: include_str!("../migrations/0010_thumbnail.sql"),
+        postgres: Some(include_str!("../migrations/0010_thumbnail.pg.sql")),
     }],
     search_text: &[],
     gate: None,

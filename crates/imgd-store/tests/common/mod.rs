@@ -1,5 +1,9 @@
 //! A real store with registered files, for the store tests.
 
+#![allow(dead_code)]
+
+pub mod backends;
+
 use imgd_core::Module;
 use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
 use imgd_store::{Store, StoreOptions};
@@ -14,6 +18,20 @@ pub fn store_with(db: &std::path::Path, paths: &[&str], modules: &[Module]) -> S
         },
     )
     .unwrap();
+    register(&store, paths, modules);
+    store
+}
+
+/// A connection to the test database `db` with `paths` registered as new JPEGs and `modules`
+/// queued for them.
+pub fn store_in(db: &backends::TestDb, paths: &[&str], modules: &[Module]) -> Store {
+    let store = db.open();
+    register(&store, paths, modules);
+    store
+}
+
+/// Registers `paths` as new JPEGs with `modules` queued for them.
+fn register(store: &Store, paths: &[&str], modules: &[Module]) {
     let actions: Vec<ScanAction> = paths
         .iter()
         .enumerate()
@@ -32,5 +50,4 @@ pub fn store_with(db: &std::path::Path, paths: &[&str], modules: &[Module]) -> S
         })
         .collect();
     store.apply_scan(&actions, modules, 0).unwrap();
-    store
 }
