@@ -3,6 +3,7 @@
 # folder, port and socket, trust authentication on loopback, no fsync (the data is thrown away).
 #   scripts/pg-test-cluster.sh start   initdb (once) and start; prints the URL to export as
 #                                      IMGD_TEST_POSTGRES
+#   scripts/pg-test-cluster.sh restart stop it (fast: clients are cut off) and start it again
 #   scripts/pg-test-cluster.sh stop    stop it and delete its folder
 # IMGD_PG_DIR (default /tmp/imgd-pg-test) and IMGD_PG_PORT (default 54329) move it.
 set -euo pipefail
@@ -31,6 +32,9 @@ case "${1:-}" in
     fi
     echo "postgres://postgres@127.0.0.1:$PORT/postgres"
     ;;
+  restart)
+    as_owner "$BIN/pg_ctl" -D "$DIR/data" -m fast -w -t 60 restart >/dev/null
+    ;;
   stop)
     if [ -f "$DIR/data/PG_VERSION" ]; then
       as_owner "$BIN/pg_ctl" -D "$DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
@@ -38,7 +42,7 @@ case "${1:-}" in
     rm -rf "$DIR"
     ;;
   *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|restart|stop" >&2
     exit 2
     ;;
 esac

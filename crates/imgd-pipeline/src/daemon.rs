@@ -24,7 +24,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -33,6 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, bounded};
 use imgd_core::{Module, Registry};
 use imgd_decode::DecodeOptions;
+use imgd_store::location::Location;
 use imgd_store::queue::ClaimRequest;
 use imgd_store::{Store, StoreError, StoreOptions};
 use serde::Serialize;
@@ -299,14 +299,14 @@ struct Stages {
 
 /// Starts the writer, the inference thread and the decode threads.
 fn start_stages(
-    db: &Path,
+    db: &Location,
     config: &PipelineConfig,
     modules: Modules,
     metrics: &Arc<Metrics>,
     owner: &str,
     supervisor: &Arc<Supervisor>,
 ) -> Result<Stages, PipelineError> {
-    let writer_store = Store::open(db, store_options(config, &modules.registry))?;
+    let writer_store = Store::open_location(db, store_options(config, &modules.registry))?;
     let Modules {
         analyses, runners, ..
     } = modules;
@@ -435,6 +435,8 @@ struct Scheduler<'a> {
     /// Images finished at each heartbeat of the last minute, for the rate the heartbeat
     /// records.
     beats: VecDeque<(Instant, u64)>,
+    /// When dead daemons' leases were last looked for (at most once a second).
+    last_reaped: Option<Instant>,
 }
 
 impl Scheduler<'_> {
@@ -442,6 +444,7 @@ impl Scheduler<'_> {
         let mut last_extend = Instant::now();
         let mut last_alive = Instant::now() - Duration::from_secs(1);
         let mut last_gauges = Instant::now() - Duration::from_secs(60);
+        let mut outage: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             if self.supervisor.failed() {
                 return LoopEnd::StageFailed;
@@ -461,8 +464,18 @@ impl Scheduler<'_> {
                 last_extend = Instant::now();
             }
             match self.turn(stages) {
-                Ok(true) => {}
+                Ok(true) => outage = None,
                 Ok(false) => return LoopEnd::Done,
+                Err(err) if err.is_transient() => {
+                    // The server restarts or is unreachable: the work in flight carries on,
+                    // and claims resume once it answers (the store connects again).
+                    let since = *outage.get_or_insert_with(Instant::now);
+                    tracing::warn!(
+                        "the database is unavailable ({}s so far), trying again: {err}",
+                        since.elapsed().as_secs()
+                    );
+                    sleep_unless_stopped(Duration::from_secs(1), self.stop);
+                }
                 Err(err) => {
                     tracing::error!("claim failed: {err}");
                     return LoopEnd::Store(err);
@@ -486,7 +499,13 @@ impl Scheduler<'_> {
             thread::sleep(Duration::from_millis(5));
             return Ok(true);
         }
-        self.reclaim_dead()?;
+        if self
+            .last_reaped
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.reclaim_dead()?;
+            self.last_reaped = Some(Instant::now());
+        }
         let claimed = self.store.claim(&ClaimRequest {
             owner: self.owner,
             modules: &self.modules,
@@ -498,12 +517,13 @@ impl Scheduler<'_> {
             if self.mode.drains() && held == 0 {
                 return self.drained();
             }
-            let pause = if self.mode.drains() {
-                Duration::from_millis(20)
+            if self.mode.drains() {
+                sleep_unless_stopped(Duration::from_millis(20), self.stop);
             } else {
-                self.config.poll_interval
-            };
-            sleep_unless_stopped(pause, self.stop);
+                // Woken at once by new work on PostgreSQL; a poll on SQLite.
+                self.store
+                    .wait_for_work(self.config.poll_interval, self.stop)?;
+            }
             return Ok(true);
         }
         for image in claimed {
@@ -549,20 +569,23 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Takes back the leases of daemons of this host that died.
+    /// Takes back the leases of daemons that died: of this host, proven by their processes;
+    /// of any host on PostgreSQL, proven by their session locks.
     fn reclaim_dead(&mut self) -> Result<(), StoreError> {
-        self.store.bury_dead_workers(
-            owner::host_name(),
-            owner::is_dead_here,
-            imgd_store::now_ms(),
-        )?;
-        let reclaimed = self
-            .store
-            .reclaim_dead_owners(self.owner, owner::is_dead_here)?;
+        let now = imgd_store::now_ms();
+        self.store
+            .bury_dead_workers(owner::host_name(), owner::is_dead_here, now)?;
+        let elsewhere = self.store.dead_elsewhere(self.owner)?;
+        for dead in &elsewhere {
+            self.store.worker_ended(dead, true, now)?;
+        }
+        let is_dead =
+            |owner: &str| owner::is_dead_here(owner) || elsewhere.iter().any(|d| d == owner);
+        let reclaimed = self.store.reclaim_dead_owners(self.owner, is_dead)?;
         if reclaimed > 0 {
             tracing::warn!(
-                "took back {reclaimed} jobs from a daemon of this host that died; their images \
-                 run apart from others until the one that kills the daemon is found"
+                "took back {reclaimed} jobs from a daemon that died; their images run apart \
+                 from others until the one that kills the daemon is found"
             );
             self.reclaimed += reclaimed as u64;
         }
@@ -635,7 +658,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs the pipeline on the database at `db` until the queue is empty (`Once`), `stop` is set
 /// or a stage fails. The caller's thread is the scheduler.
 pub fn run(
-    db: &Path,
+    db: &Location,
     config: &PipelineConfig,
     modules: Modules,
     metrics: Arc<Metrics>,
@@ -645,7 +668,9 @@ pub fn run(
 ) -> Result<RunSummary, PipelineError> {
     let owner = owner::lease_owner();
     // Its own connection: the end is recorded however the run ends.
-    let workers = Store::open(db, store_options(config, &modules.registry))?;
+    let workers = Store::open_location(db, store_options(config, &modules.registry))?;
+    // Locked before it is listed: a worker found listed without its lock is dead.
+    workers.hold_worker_lock(&owner)?;
     workers.register_worker(
         &owner,
         owner::host_name(),
@@ -667,7 +692,7 @@ pub fn run(
 /// [`run`] as the worker `owner`.
 #[allow(clippy::too_many_arguments)]
 fn run_as(
-    db: &Path,
+    db: &Location,
     config: &PipelineConfig,
     modules: Modules,
     metrics: Arc<Metrics>,
@@ -682,8 +707,11 @@ fn run_as(
         metrics.register_model(runner.model_name());
     }
     let supervisor = Arc::new(Supervisor::default());
+    let store = Store::open_location(db, store_options(config, &modules.registry))?;
+    // While this connection lives, workers on other hosts know this one runs.
+    store.hold_worker_lock(&owner)?;
     let mut scheduler = Scheduler {
-        store: Store::open(db, store_options(config, &modules.registry))?,
+        store,
         owner: &owner,
         config,
         modules: modules.runnable(),
@@ -696,6 +724,7 @@ fn run_as(
         leased_elsewhere: 0,
         probation: HashSet::new(),
         waiting_logged: false,
+        last_reaped: None,
         beats: VecDeque::new(),
     };
     // Daemons of this host that died before this start: their images are not left waiting

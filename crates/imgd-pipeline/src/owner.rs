@@ -11,10 +11,16 @@
 
 use std::sync::OnceLock;
 
-/// This host's name (the kernel's node name).
+/// This host's name: `IMGD_HOST` when set (several daemons of one machine that must count as
+/// different hosts, or a name more telling than the kernel's), else the kernel's node name.
 pub fn host_name() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
+        if let Ok(name) = std::env::var("IMGD_HOST")
+            && !name.trim().is_empty()
+        {
+            return name.trim().to_string();
+        }
         let uname = rustix::system::uname();
         let name = uname.nodename().to_string_lossy().trim().to_string();
         if name.is_empty() {

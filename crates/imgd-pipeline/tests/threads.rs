@@ -127,7 +127,7 @@ fn runners_are_called_only_on_the_inference_thread() {
         ..PipelineConfig::default()
     };
     let summary = run(
-        &db,
+        &imgd_store::location::Location::Sqlite(db.clone()),
         &config,
         Modules {
             registry: imgd_registry::registry(),

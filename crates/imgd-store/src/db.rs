@@ -33,6 +33,9 @@ pub enum DbError {
     /// PostgreSQL's (or its client's: the connection, the protocol).
     #[error(transparent)]
     Postgres(#[from] postgres::Error),
+    /// The PostgreSQL connection was lost in the middle of a transaction, which went with it.
+    #[error("the connection to the PostgreSQL server was lost in the middle of a transaction")]
+    Lost,
     /// A query that must return a row returned none.
     #[error("the query returned no rows")]
     NoRow,
@@ -419,7 +422,15 @@ const STATEMENT_CACHE: usize = 256;
 /// A PostgreSQL connection and its prepared statements.
 struct PgConnection {
     client: postgres::Client,
+    /// How to connect again when the server closes the connection.
+    config: postgres::Config,
     statements: HashMap<String, postgres::Statement>,
+    /// Statements that set the session up (`LISTEN`, a worker's lock), run again on every
+    /// new connection.
+    session: Vec<String>,
+    /// A transaction is open: a lost connection then fails it instead of reconnecting, so
+    /// no statement of it ever runs outside it.
+    in_transaction: bool,
 }
 
 /// One connection to the database: SQLite's or PostgreSQL's.
@@ -475,11 +486,14 @@ impl Db {
         Db(Engine::Sqlite(conn))
     }
 
-    /// A PostgreSQL connection from a connected client.
-    pub(crate) fn postgres(client: postgres::Client) -> Db {
+    /// A PostgreSQL connection from a connected client and how it was connected.
+    pub(crate) fn postgres(client: postgres::Client, config: postgres::Config) -> Db {
         Db(Engine::Postgres(Box::new(RefCell::new(PgConnection {
             client,
+            config,
             statements: HashMap::new(),
+            session: Vec::new(),
+            in_transaction: false,
         }))))
     }
 
@@ -503,7 +517,7 @@ impl Db {
     pub fn batch(&self, sql: &str) -> Result<(), DbError> {
         match &self.0 {
             Engine::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
-            Engine::Postgres(pg) => Ok(pg.borrow_mut().client.batch_execute(sql)?),
+            Engine::Postgres(pg) => Ok(pg.borrow_mut().ready()?.batch_execute(sql)?),
         }
     }
 
@@ -518,7 +532,7 @@ impl Db {
                 let statement = pg.statement(sql)?;
                 let bound: Vec<&(dyn ToSql + Sync)> =
                     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                Ok(pg.client.execute(&statement, &bound)? as usize)
+                Ok(pg.ready()?.execute(&statement, &bound)? as usize)
             }
         }
     }
@@ -547,7 +561,7 @@ impl Db {
                     let statement = pg.statement(sql)?;
                     let bound: Vec<&(dyn ToSql + Sync)> =
                         params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                    pg.client.query(&statement, &bound)?
+                    pg.ready()?.query(&statement, &bound)?
                 };
                 for row in &rows {
                     if !each(&Row::Postgres(row))? {
@@ -625,19 +639,119 @@ impl Db {
     /// `BEGIN` on PostgreSQL (whose row locks are taken as rows are touched). It rolls back when
     /// dropped uncommitted.
     pub fn write_tx(&self) -> Result<Tx<'_>, DbError> {
-        self.batch(match self.dialect() {
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-            Dialect::Postgres => "BEGIN",
-        })?;
+        match &self.0 {
+            Engine::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE")?,
+            Engine::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                pg.ready()?.batch_execute("BEGIN")?;
+                pg.in_transaction = true;
+            }
+        }
         Ok(Tx {
             db: self,
             open: true,
         })
     }
+
+    /// Ends the open transaction with `COMMIT` or `ROLLBACK`. A PostgreSQL connection lost
+    /// meanwhile took the transaction with it: a rollback then has nothing left to do.
+    fn end_tx(&self, statement: &str) -> Result<(), DbError> {
+        match &self.0 {
+            Engine::Sqlite(conn) => Ok(conn.execute_batch(statement)?),
+            Engine::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                pg.in_transaction = false;
+                if pg.client.is_closed() && statement == "ROLLBACK" {
+                    return Ok(());
+                }
+                Ok(pg.ready()?.batch_execute(statement)?)
+            }
+        }
+    }
+
+    /// Runs `sql`, a statement that sets the session up (`LISTEN`, taking a session lock); on
+    /// PostgreSQL it runs again on every new connection after a lost one.
+    pub fn session(&self, sql: &str) -> Result<(), DbError> {
+        match &self.0 {
+            Engine::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+            Engine::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                pg.ready()?.batch_execute(sql)?;
+                pg.session.push(sql.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a notification on a channel this session listens to
+    /// ([`Db::session`] with `LISTEN`); `true` when one came (every pending one is taken).
+    /// SQLite has no notifications: it waits the whole time and says `false`.
+    pub fn wait_for_notification(&self, timeout: std::time::Duration) -> Result<bool, DbError> {
+        match &self.0 {
+            Engine::Sqlite(_) => {
+                std::thread::sleep(timeout);
+                Ok(false)
+            }
+            Engine::Postgres(pg) => {
+                use postgres::fallible_iterator::FallibleIterator;
+                let mut pg = pg.borrow_mut();
+                let client = pg.ready()?;
+                let mut notifications = client.notifications();
+                let mut came = notifications.iter().next()?.is_some();
+                if !came {
+                    came = notifications.timeout_iter(timeout).next()?.is_some();
+                }
+                while notifications.iter().next()?.is_some() {}
+                Ok(came)
+            }
+        }
+    }
 }
 
+/// How long a lost PostgreSQL connection is tried again (a server restart, a failover) before
+/// its error reaches the caller.
+pub const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl PgConnection {
+    /// The client, connected again first when the server closed the connection: tried with
+    /// pauses growing from 0.1 s to 5 s for up to [`RECONNECT_FOR`]. Inside a transaction a
+    /// lost connection is an error instead: the transaction is gone, and its remaining
+    /// statements must not run outside it.
+    fn ready(&mut self) -> Result<&mut postgres::Client, DbError> {
+        if self.client.is_closed() {
+            if self.in_transaction {
+                return Err(DbError::Lost);
+            }
+            self.reconnect()?;
+        }
+        Ok(&mut self.client)
+    }
+
+    fn reconnect(&mut self) -> Result<(), DbError> {
+        let deadline = std::time::Instant::now() + RECONNECT_FOR;
+        let mut pause = std::time::Duration::from_millis(100);
+        let client = loop {
+            match self.config.connect(postgres::NoTls) {
+                Ok(client) => break client,
+                Err(_) if std::time::Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        self.client = client;
+        self.statements.clear();
+        for sql in &self.session {
+            self.client.batch_execute(sql)?;
+        }
+        Ok(())
+    }
+
+    /// `sql` prepared on the current connection (connected again first if it was lost: the
+    /// statements of a lost connection are gone with it).
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
+        self.ready()?;
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
@@ -661,7 +775,7 @@ impl Tx<'_> {
     /// Commits.
     pub fn commit(mut self) -> Result<(), DbError> {
         self.open = false;
-        self.db.batch("COMMIT")
+        self.db.end_tx("COMMIT")
     }
 }
 
@@ -675,7 +789,7 @@ impl std::ops::Deref for Tx<'_> {
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.db.batch("ROLLBACK");
+            let _ = self.db.end_tx("ROLLBACK");
         }
     }
 }

@@ -63,6 +63,16 @@ pub enum StoreError {
         #[source]
         source: postgres::Error,
     },
+    /// The connection to the PostgreSQL server was lost in the middle of a transaction: none
+    /// of it was written, and the next statement connects again.
+    #[error(
+        "the connection to the PostgreSQL server was lost while {context}; nothing of it was \
+         written"
+    )]
+    Lost {
+        /// What the store was doing.
+        context: &'static str,
+    },
     /// A value read from the database did not have the type the store expected.
     #[error("database error while {context}: {message}")]
     Type {
@@ -151,8 +161,9 @@ impl StoreError {
         use rusqlite::ErrorCode as C;
         match self {
             StoreError::Corrupt { .. } | StoreError::MarkedCorrupt { .. } => true,
-            StoreError::Postgres { source, .. } => source.is_closed() || source.code().is_none(),
-            StoreError::Connect { .. } => true,
+            StoreError::Postgres { .. } | StoreError::Connect { .. } | StoreError::Lost { .. } => {
+                self.is_transient()
+            }
             StoreError::Sqlite {
                 source: rusqlite::Error::SqliteFailure(e, _),
                 ..
@@ -167,6 +178,34 @@ impl StoreError {
                     | C::OutOfMemory
                     | C::FileLockingProtocolFailed
             ),
+            _ => false,
+        }
+    }
+
+    /// Whether the error will likely pass if the same work is tried again later: the
+    /// PostgreSQL server was unreachable, restarting, or cut the connection, or the
+    /// transaction lost a serialization or deadlock race.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Lost { .. } | StoreError::Connect { .. } => true,
+            StoreError::Postgres { source, .. } => {
+                source.is_closed()
+                    || match source.code() {
+                        // Not the server's: the connection's (I/O, a closed socket).
+                        None => true,
+                        Some(code) => {
+                            let code = code.code();
+                            // 08: connection exception; 57: operator intervention (shutdown,
+                            // restart); 53: insufficient resources; 40001 / 40P01:
+                            // serialization failure, deadlock.
+                            code.starts_with("08")
+                                || code.starts_with("57")
+                                || code.starts_with("53")
+                                || code == "40001"
+                                || code == "40P01"
+                        }
+                    }
+            }
             _ => false,
         }
     }
@@ -218,6 +257,7 @@ impl<T> Context<T> for Result<T, DbError> {
         self.map_err(|error| match error {
             DbError::Sqlite(source) => sqlite_error(context, source),
             DbError::Postgres(source) => StoreError::Postgres { context, source },
+            DbError::Lost => StoreError::Lost { context },
             DbError::NoRow => StoreError::Type {
                 context,
                 message: "the query returned no rows".into(),
@@ -244,6 +284,10 @@ fn sqlite_error(context: &'static str, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite { context, source }
     }
 }
+
+/// How long connecting to a PostgreSQL server may take, unless its URL says
+/// (`connect_timeout=`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -278,6 +322,8 @@ pub struct Store {
     db: Db,
     path: PathBuf,
     options: StoreOptions,
+    /// The session listens for new work ([`Store::wait_for_work`]).
+    listening: std::cell::Cell<bool>,
 }
 
 impl Store {
@@ -314,6 +360,7 @@ impl Store {
             db: Db::sqlite(conn),
             path: path.to_path_buf(),
             options,
+            listening: std::cell::Cell::new(false),
         };
         migrate::apply(&store.db, &store.path, &store.options.modules)?;
         Ok(store)
@@ -322,9 +369,17 @@ impl Store {
     /// Opens the database `db` names (see [`location::parse`]): a SQLite file or a PostgreSQL
     /// server.
     pub fn connect(db: &str, options: StoreOptions) -> Result<Store, StoreError> {
-        match location::parse(db)? {
-            location::Location::Sqlite(path) => Store::open(&path, options),
-            location::Location::Postgres(url) => Store::connect_postgres(&url, options),
+        Store::open_location(&location::parse(db)?, options)
+    }
+
+    /// Opens the database at `location`: a SQLite file or a PostgreSQL server.
+    pub fn open_location(
+        location: &location::Location,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        match location {
+            location::Location::Sqlite(path) => Store::open(path, options),
+            location::Location::Postgres(url) => Store::connect_postgres(url, options),
         }
     }
 
@@ -336,13 +391,30 @@ impl Store {
             url: shown.clone(),
             source,
         };
-        let config: postgres::Config = url.parse().map_err(connect_error)?;
+        let mut config: postgres::Config = url.parse().map_err(connect_error)?;
+        if config.get_password().is_none()
+            && let Ok(password) = std::env::var("PGPASSWORD")
+        {
+            config.password(password);
+        }
+        if config.get_connect_timeout().is_none() {
+            // An unreachable host fails in seconds, not after the system's TCP timeout.
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // A server that vanished (a crash, a cut cable) is noticed within a minute.
+        config.keepalives_idle(Duration::from_secs(30));
         let client = config.connect(postgres::NoTls).map_err(connect_error)?;
         let store = Store {
-            db: Db::postgres(client),
+            db: Db::postgres(client, config),
             path: PathBuf::from(&shown),
             options,
+            listening: std::cell::Cell::new(false),
         };
+        // The server's notices ("already exists, skipping") are not news.
+        store
+            .db
+            .session("SET client_min_messages = warning")
+            .ctx("setting up the session")?;
         // Concurrent first opens by several workers: one applies the migrations, the others
         // wait on this lock and then find them applied.
         store

@@ -48,6 +48,20 @@ impl Location {
             Location::Postgres(url) => without_password(url),
         }
     }
+
+    /// The SQLite file, when this is one.
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Location::Sqlite(path) => Some(path),
+            Location::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display())
+    }
 }
 
 /// What `db` names: a plain path as it is, `sqlite:///abs/path` or `sqlite://relative/path`

@@ -29,6 +29,10 @@ use crate::{Context, Store, StoreError, now_ms, params};
 /// The settings key of the pause flag.
 const PAUSED_KEY: &str = "paused";
 
+/// The PostgreSQL channel told whenever jobs enter the queue (an enqueue, a retry, a resume,
+/// a release), so that idle workers claim them at once.
+const WORK_CHANNEL: &str = "imgd_work";
+
 /// One job handed out by a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedJob {
@@ -307,20 +311,28 @@ impl Store {
                 )
                 .ctx("releasing a job")?;
         }
+        if released > 0 {
+            notify_work(&tx)?;
+        }
         tx.commit().ctx("committing a release")?;
         Ok(released)
     }
 
     /// Releases every job `owner` still holds (graceful shutdown).
     pub fn release_all(&self, owner: &str) -> Result<usize, StoreError> {
-        self.db
+        let released = self
+            .db
             .execute(
                 "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL,
                                  updated_ms = ?2
                  WHERE state = 'leased' AND lease_owner = ?1",
                 params![owner, now_ms()],
             )
-            .ctx("releasing jobs")
+            .ctx("releasing jobs")?;
+        if released > 0 {
+            notify_work(&self.db)?;
+        }
+        Ok(released)
     }
 
     /// Records failed attempts. A job with attempts left goes back to the queue; one that used
@@ -381,6 +393,9 @@ impl Store {
                 .execute(&sql, params![now, self.options.max_lease_expiries, owner])
                 .ctx("reclaiming a dead owner's leases")?;
         }
+        if reclaimed > 0 {
+            notify_work(&tx)?;
+        }
         tx.commit().ctx("committing a dead-owner reclaim")?;
         Ok(reclaimed)
     }
@@ -399,20 +414,73 @@ impl Store {
         let sql = "UPDATE jobs SET state = 'queued', attempts = 0, lease_expiries = 0,
                                    updated_ms = ?1, queued_ms = ?1
                    WHERE state = 'failed' AND (CAST(?2 AS TEXT) IS NULL OR module = ?2)";
-        self.db
+        let requeued = self
+            .db
             .execute(sql, params![now, module.map(Module::name)])
-            .ctx("re-queuing failed jobs")
+            .ctx("re-queuing failed jobs")?;
+        if requeued > 0 {
+            notify_work(&self.db)?;
+        }
+        Ok(requeued)
     }
 
     /// Pauses or resumes the queue for every worker on this database.
     pub fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
-        self.set_setting(PAUSED_KEY, if paused { "1" } else { "0" })
+        self.set_setting(PAUSED_KEY, if paused { "1" } else { "0" })?;
+        if !paused {
+            notify_work(&self.db)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until jobs may have entered the queue, or `timeout` passed, or `stop` is set.
+    /// On PostgreSQL every enqueue, retry, resume and release notifies the waiting workers
+    /// of every host (`LISTEN`/`NOTIFY`), so new work is claimed at once; SQLite has no such
+    /// signal and the wait is the whole `timeout` (a poll). Returns whether a notification
+    /// came.
+    pub fn wait_for_work(
+        &self,
+        timeout: Duration,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<bool, StoreError> {
+        if self.db.dialect() == Dialect::Postgres && !self.listening.get() {
+            self.db
+                .session(&format!("LISTEN {WORK_CHANNEL}"))
+                .ctx("listening for new work")?;
+            self.listening.set(true);
+        }
+        let until = std::time::Instant::now() + timeout;
+        // Short slices, so that a stop is seen within a fifth of a second.
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if self
+                .db
+                .wait_for_notification(left.min(Duration::from_millis(200)))
+                .ctx("waiting for new work")?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether the queue is paused.
     pub fn is_paused(&self) -> Result<bool, StoreError> {
         Ok(self.setting(PAUSED_KEY)?.as_deref() == Some("1"))
     }
+}
+
+/// Tells idle workers that jobs entered the queue: on PostgreSQL a `NOTIFY`, delivered when
+/// the transaction it runs in commits; nothing on SQLite, whose workers poll.
+pub(crate) fn notify_work(db: &Db) -> Result<(), StoreError> {
+    if db.dialect() == Dialect::Postgres {
+        db.batch(&format!("NOTIFY {WORK_CHANNEL}"))
+            .ctx("notifying workers of new work")?;
+    }
+    Ok(())
 }
 
 /// Fails jobs inside an open transaction (shared with the writer's commit).

@@ -176,6 +176,7 @@ impl Store {
         for action in actions {
             scan.apply(&tx, action)?;
         }
+        crate::queue::notify_work(&tx)?;
         tx.commit().ctx("committing a scan")
     }
 

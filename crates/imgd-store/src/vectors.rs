@@ -541,6 +541,9 @@ impl Store {
                 params![module.name(), model_id, model_version, now_ms()],
             )
             .ctx("re-queuing jobs for a new model")?;
+        if n > 0 {
+            crate::queue::notify_work(&tx)?;
+        }
         tx.commit().ctx("committing a model re-queue")?;
         Ok(n)
     }

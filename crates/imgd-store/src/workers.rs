@@ -1,12 +1,19 @@
 //! The daemons that drain the queue: each records itself, beats, and records how it ended, so
 //! that `imgd status` lists who works on the library, how fast, and who went silent.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
+use crate::db::Dialect;
 use crate::{Context, Store, StoreError, params};
 
 /// A worker with no heartbeat for this long is listed as silent (it beats every 10 s).
 pub const SILENT_AFTER_MS: i64 = 60_000;
+
+/// The second key of a worker's PostgreSQL session lock (the first is its owner name's hash),
+/// so that imgd's locks never meet another application's.
+const LOCK_SPACE: i64 = 0x696d_6764; // "imgd"
 
 /// Ended workers are forgotten after this long.
 const FORGET_AFTER_MS: i64 = 7 * 86_400_000;
@@ -63,7 +70,71 @@ impl Store {
         Ok(())
     }
 
-    /// A heartbeat of `owner`: the images it finished so far and its recent rate.
+    /// Holds, for as long as this connection lives, a PostgreSQL session lock named after
+    /// `owner`: the proof, to workers on other hosts, that it runs ([`Store::dead_elsewhere`]).
+    /// The lock is shared, so that several connections of one worker can each hold it; the
+    /// worker counts as dead once none does. A connection lost and made again takes it again.
+    /// Nothing on SQLite, whose workers share one host and prove they run by their processes.
+    pub fn hold_worker_lock(&self, owner: &str) -> Result<(), StoreError> {
+        if self.db.dialect() == Dialect::Postgres {
+            self.db
+                .session(&format!(
+                    "SELECT pg_advisory_lock_shared(hashtextextended('{}', {LOCK_SPACE}))",
+                    owner.replace('\'', "''")
+                ))
+                .ctx("taking the worker's lock")?;
+        }
+        Ok(())
+    }
+
+    /// Workers of any host that no longer run, other than `except`: those recorded as running
+    /// or holding leases whose session lock ([`Store::hold_worker_lock`]) is free, because
+    /// the connection that held it is gone (the process died, or its host did). PostgreSQL
+    /// frees such a lock the moment it notices the connection closed. Always empty on SQLite.
+    pub fn dead_elsewhere(&self, except: &str) -> Result<Vec<String>, StoreError> {
+        if self.db.dialect() != Dialect::Postgres {
+            return Ok(Vec::new());
+        }
+        let mut owners: BTreeSet<String> = self
+            .lease_holders(except)?
+            .into_iter()
+            .map(|holder| holder.owner)
+            .collect();
+        let running: Vec<String> = self
+            .db
+            .query_map(
+                "SELECT owner FROM workers WHERE ended_ms IS NULL AND owner != ?1",
+                params![except],
+                |r| r.get(0),
+            )
+            .ctx("listing running workers")?;
+        owners.extend(running);
+        let mut dead = Vec::new();
+        for owner in owners {
+            let free: bool = self
+                .db
+                .query_row(
+                    &format!("SELECT pg_try_advisory_lock(hashtextextended(?1, {LOCK_SPACE}))"),
+                    params![owner],
+                    |r| r.get(0),
+                )
+                .ctx("testing a worker's lock")?;
+            if free {
+                self.db
+                    .query_row(
+                        &format!("SELECT pg_advisory_unlock(hashtextextended(?1, {LOCK_SPACE}))"),
+                        params![owner],
+                        |r| r.get::<bool>(0),
+                    )
+                    .ctx("releasing a worker's lock")?;
+                dead.push(owner);
+            }
+        }
+        Ok(dead)
+    }
+
+    /// A heartbeat of `owner`: the images it finished so far and its recent rate. A worker
+    /// that beats runs, even if another found it dead while its connection was cut.
     pub fn worker_heartbeat(
         &self,
         owner: &str,
@@ -73,7 +144,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.db
             .execute(
-                "UPDATE workers SET heartbeat_ms = ?2, images = ?3, images_per_second = ?4
+                "UPDATE workers SET heartbeat_ms = ?2, images = ?3, images_per_second = ?4,
+                                    ended_ms = NULL, ended = NULL
                  WHERE owner = ?1",
                 params![owner, now_ms, images as i64, images_per_second],
             )

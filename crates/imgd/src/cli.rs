@@ -19,9 +19,11 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "imgd", version, verbatim_doc_comment, max_term_width = 100)]
 pub struct Cli {
-    /// The database file. Defaults to `$XDG_DATA_HOME/imgd/imgd.db`
+    /// The database: a SQLite file (a path, or sqlite:///path/to/imgd.db), or a PostgreSQL
+    /// server shared by workers on many hosts (postgres://user@host:5432/db; a password in it
+    /// is never printed). Defaults to `$XDG_DATA_HOME/imgd/imgd.db`
     /// (usually ~/.local/share/imgd/imgd.db).
-    #[arg(long, global = true, env = "IMGD_DB", value_name = "PATH")]
+    #[arg(long, global = true, env = "IMGD_DB", value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
 
     /// What to do.
@@ -67,6 +69,13 @@ pub enum Command {
     /// the writer flushed), or with --once until the queue is empty. Under systemd it reports
     /// READY, STOPPING and WATCHDOG (Type=notify). Serves /metrics, /healthz and /status on
     /// --metrics-addr.
+    ///
+    /// On PostgreSQL (--db postgres://...) any number of daemons on any number of hosts drain
+    /// one queue: each claims with FOR UPDATE SKIP LOCKED, is woken at once by new work
+    /// (LISTEN/NOTIFY), takes back at once the leases of a daemon whose host or process died
+    /// (its session lock is gone), and rides out a server restart by connecting again.
+    /// IMGD_HOST names the host in lease owners and `imgd status` (default: the kernel's node
+    /// name); `[store] path_map` maps the library's paths between hosts.
     Run(RunArgs),
     /// Decode files exactly as the pipeline would and report format, size, orientation, the
     /// decode path taken and the time, or the error.

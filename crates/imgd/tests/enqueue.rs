@@ -344,7 +344,10 @@ fn a_database_from_a_newer_imgd_is_refused_with_a_clear_message() {
 fn a_database_url_of_another_scheme_is_refused_and_creates_nothing() {
     let env = env();
     for (url, named) in [
-        ("postgres://imgd:s3cret@db.lan:5432/photos", "PostgreSQL"),
+        (
+            "postgres://imgd:s3cret@db.lan:5432/photos",
+            "cannot connect to the PostgreSQL server",
+        ),
         ("mysql://root:s3cret@db.lan/photos", "mysql://"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgd"))

@@ -1,5 +1,6 @@
 //! `imgd run` and `imgd validate`.
 
+use imgd_store::location::Location;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,13 +19,13 @@ use serde_json::json;
 use super::config::FileConfig;
 use super::modules::{REGISTRY, cpu_analyses};
 use super::runners::{self, Availability};
-use super::{default_db_path, open_store, print_json};
+use super::{default_database, open_store, print_json};
 use crate::cli::{RunArgs, ValidateArgs};
 
-fn resolve_db(flag: Option<PathBuf>, config: &FileConfig) -> Result<PathBuf> {
+fn resolve_db(flag: Option<PathBuf>, config: &FileConfig) -> Result<Location> {
     match flag.or_else(|| config.db.clone()) {
-        Some(db) => super::database_file(db),
-        None => default_db_path(),
+        Some(db) => super::database(db),
+        None => default_database(),
     }
 }
 
@@ -163,7 +164,7 @@ fn arm_fault_injection() -> Result<()> {
 /// empty or `off`.
 fn serve_http(
     addr: &str,
-    db: &std::path::Path,
+    db: &Location,
     args: &RunArgs,
     file: &FileConfig,
     metrics: &Arc<Metrics>,
@@ -291,7 +292,7 @@ fn raise_file_limit() {
 
 /// Re-queues, for each versioned module, the images whose result came from another model than
 /// the one now loaded (a changed `[models]` setting, or new weights).
-fn requeue_for_new_models(db: &std::path::Path, models: &[(Module, String, String)]) -> Result<()> {
+fn requeue_for_new_models(db: &Location, models: &[(Module, String, String)]) -> Result<()> {
     if models.is_empty() {
         return Ok(());
     }
@@ -332,7 +333,7 @@ pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode
         ignore_corrupt_marker: true,
         ..super::store_options()
     };
-    match imgd_store::Store::open(&db, options) {
+    match imgd_store::Store::open_location(&db, options) {
         Ok(store) => {
             notes.push(format!(
                 "database {} is usable (schema version {})",
@@ -341,12 +342,14 @@ pub fn validate(db_flag: Option<PathBuf>, args: ValidateArgs) -> Result<ExitCode
             ));
             match store.integrity_check() {
                 Ok(verdict) if verdict == "ok" => {
-                    imgd_store::Store::clear_corrupt_marker(&db).with_context(|| {
-                        format!(
-                            "cannot remove {}",
-                            imgd_store::Store::corrupt_marker(&db).display()
-                        )
-                    })?;
+                    if let Some(file) = db.sqlite_file() {
+                        imgd_store::Store::clear_corrupt_marker(file).with_context(|| {
+                            format!(
+                                "cannot remove {}",
+                                imgd_store::Store::corrupt_marker(file).display()
+                            )
+                        })?;
+                    }
                 }
                 Ok(verdict) => problems.push(format!("database integrity check: {verdict}")),
                 Err(err) => problems.push(format!("{err:#}")),

@@ -1,6 +1,6 @@
 //! `imgd duplicates`.
 
-use std::path::Path;
+use imgd_store::location::Location;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -41,7 +41,7 @@ struct Report {
     exact: Vec<ExactGroup>,
 }
 
-pub fn run(db: &Path, args: DuplicatesArgs) -> Result<ExitCode> {
+pub fn run(db: &Location, args: DuplicatesArgs) -> Result<ExitCode> {
     let store = open_store(db)?;
     let mut report = match args.method {
         DuplicateMethod::Clip => by_embedding(&store, &args)?,

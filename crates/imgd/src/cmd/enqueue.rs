@@ -1,7 +1,7 @@
 //! `imgd enqueue`.
 
+use imgd_store::location::Location;
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use super::modules::REGISTRY;
 use super::{open_store, print_json};
 use crate::cli::{EnqueueArgs, HashArg};
 
-pub fn run(db: &Path, args: EnqueueArgs) -> Result<ExitCode> {
+pub fn run(db: &Location, args: EnqueueArgs) -> Result<ExitCode> {
     let modules = match &args.modules {
         Some(list) => REGISTRY.parse_list(list)?,
         None => REGISTRY.defaults(),

@@ -1,6 +1,6 @@
 //! `imgd faces`: identities (people) found by clustering face embeddings.
 
-use std::path::Path;
+use imgd_store::location::Location;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{open_store, print_json};
 use crate::cli::{FacesArgs, FacesCommand};
 
-pub fn run(db: &Path, args: FacesArgs) -> Result<ExitCode> {
+pub fn run(db: &Location, args: FacesArgs) -> Result<ExitCode> {
     let store = open_store(db)?;
     match args.command {
         FacesCommand::List { json, id } => {

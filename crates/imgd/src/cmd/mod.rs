@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use imgd_store::location::Location;
 use imgd_store::{Store, StoreOptions};
 
 use crate::cli::{Cli, Command};
@@ -34,8 +35,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         _ => {}
     }
     let db = match cli.db {
-        Some(db) => database_file(db)?,
-        None => default_db_path()?,
+        Some(db) => database(db)?,
+        None => default_database()?,
     };
     match cli.command {
         Command::Enqueue(args) => enqueue::run(&db, args),
@@ -83,21 +84,22 @@ fn install_path_map(command: &Command) -> Result<()> {
     Ok(())
 }
 
-/// The SQLite file `--db`, `IMGD_DB` or the config's `db` names (a path or a `sqlite://`
-/// URL); any other URL is an error naming its scheme, never its password.
-pub fn database_file(db: PathBuf) -> Result<PathBuf> {
+/// The database `--db`, `IMGD_DB` or the config's `db` names: a SQLite file (a path or a
+/// `sqlite://` URL) or a PostgreSQL server (`postgres://`); any other URL is an error naming
+/// its scheme, never its password.
+pub fn database(db: PathBuf) -> Result<Location> {
     match db.to_str() {
-        Some(text) => Ok(imgd_store::location::sqlite_path(text)?),
+        Some(text) => Ok(imgd_store::location::parse(text)?),
         // Not UTF-8: a path, not a URL.
-        None => Ok(db),
+        None => Ok(Location::Sqlite(db)),
     }
 }
 
 /// `$XDG_DATA_HOME/imgd/imgd.db`.
-pub fn default_db_path() -> Result<PathBuf> {
+pub fn default_database() -> Result<Location> {
     let dirs = directories::ProjectDirs::from("", "", "imgd")
         .context("cannot find a home folder for the default database; pass --db PATH")?;
-    Ok(dirs.data_dir().join("imgd.db"))
+    Ok(Location::Sqlite(dirs.data_dir().join("imgd.db")))
 }
 
 /// The store's options for this build's modules.
@@ -108,18 +110,20 @@ pub fn store_options() -> StoreOptions {
     }
 }
 
-/// Opens the database with default options, naming the file in errors.
-pub fn open_store(db: &std::path::Path) -> Result<Store> {
+/// Opens the database with default options, naming it in errors.
+pub fn open_store(db: &Location) -> Result<Store> {
     remember_db(db);
-    Store::open(db, store_options())
-        .with_context(|| format!("cannot open the database {}", db.display()))
+    Store::open_location(db, store_options())
+        .with_context(|| format!("cannot open the database {db}"))
 }
 
-/// The database this command opened, for [`mark_if_corrupt`].
+/// The SQLite file this command opened, for [`mark_if_corrupt`].
 static OPENED_DB: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
 
-fn remember_db(db: &std::path::Path) {
-    *OPENED_DB.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.to_path_buf());
+fn remember_db(db: &Location) {
+    if let Some(file) = db.sqlite_file() {
+        *OPENED_DB.lock().unwrap_or_else(|e| e.into_inner()) = Some(file.to_path_buf());
+    }
 }
 
 /// When `error` says the database is corrupt, marks it so (see

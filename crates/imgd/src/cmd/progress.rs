@@ -3,8 +3,8 @@
 //! through [`log_writer`], which writes around the bar so that a log line never leaves a copy
 //! of it on the terminal.
 
+use imgd_store::location::Location;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -93,7 +93,7 @@ fn reading(store: &Store, runnable: &[Module]) -> Result<(u64, u64, String)> {
 
 impl Progress {
     /// Starts showing the progress of the jobs of `runnable` in the database at `db`.
-    pub fn start(db: &Path, runnable: Vec<Module>) -> Result<Progress> {
+    pub fn start(db: &Location, runnable: Vec<Module>) -> Result<Progress> {
         let store = open_store(db)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);

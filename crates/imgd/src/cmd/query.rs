@@ -1,6 +1,6 @@
 //! `imgd search` and `imgd show`.
 
-use std::path::Path;
+use imgd_store::location::Location;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -13,7 +13,7 @@ use super::config::FileConfig;
 use super::{embedder, open_store, print_json};
 use crate::cli::{SearchArgs, SearchModeArg, ShowArgs, SortArg};
 
-pub fn search(db: &Path, args: SearchArgs) -> Result<ExitCode> {
+pub fn search(db: &Location, args: SearchArgs) -> Result<ExitCode> {
     let store = open_store(db)?;
     let query = args.query.join(" ");
     let similar_to = match &args.similar {
@@ -102,7 +102,7 @@ fn resolve_image(store: &Store, image: &str) -> Result<i64> {
     Ok(id)
 }
 
-pub fn show(db: &Path, args: ShowArgs) -> Result<ExitCode> {
+pub fn show(db: &Location, args: ShowArgs) -> Result<ExitCode> {
     let store = open_store(db)?;
     // A path that exists is resolved the way `imgd enqueue` registered it; anything else that
     // is a number is an id.

@@ -1,6 +1,6 @@
 //! `imgd status`, `imgd retry`, `imgd pause` and `imgd resume`.
 
-use std::path::Path;
+use imgd_store::location::Location;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +32,7 @@ pub use imgd_core::human_duration;
 
 /// `imgd status --json` and the daemon's `/status`: the queue, rates and ETAs over the last
 /// minutes, why modules wait, faces and cloud totals.
-pub fn status_document(store: &Store, db: &Path, config: &FileConfig) -> Result<Value> {
+pub fn status_document(store: &Store, db: &Location, config: &FileConfig) -> Result<Value> {
     let status = store.queue_status(5)?;
     let throughput = store.throughput(&status, RATE_WINDOW, now_ms())?;
     let cloud = store.cloud_totals()?;
@@ -109,7 +109,7 @@ fn batch(store: &Store, id: i64, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
+pub fn run(db: &Location, args: StatusArgs) -> Result<ExitCode> {
     let config = FileConfig::load(args.config.as_deref())?;
     let store = open_store(db)?;
     if let Some(id) = args.batch {
@@ -231,7 +231,7 @@ pub fn run(db: &Path, args: StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn retry(db: &Path, args: RetryArgs) -> Result<ExitCode> {
+pub fn retry(db: &Location, args: RetryArgs) -> Result<ExitCode> {
     let module = args
         .module
         .as_deref()
@@ -247,7 +247,7 @@ pub fn retry(db: &Path, args: RetryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn set_paused(db: &Path, paused: bool) -> Result<ExitCode> {
+pub fn set_paused(db: &Location, paused: bool) -> Result<ExitCode> {
     let store = open_store(db)?;
     store.set_paused(paused)?;
     println!(

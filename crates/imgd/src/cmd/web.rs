@@ -10,6 +10,7 @@
 //! | `GET /api/batches/ID/events` | Server-Sent Events: the batch's progress until it is finished |
 //! | anything else | `imgd_web`'s pages, images and face changes |
 
+use imgd_store::location::Location;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ use super::status::{RATE_WINDOW, now_ms, status_document};
 /// What the application reads: the database, the configuration file and the metrics.
 #[derive(Clone)]
 pub struct Web {
-    db: PathBuf,
+    db: Location,
     config: Option<PathBuf>,
     metrics: Arc<Metrics>,
     /// Written into pages requested with it, for their forms.
@@ -63,7 +64,7 @@ impl Web {
     /// The application over the database `db`, reading the config file `config` for status
     /// and `metrics` for the inference thread's figures.
     pub fn new(
-        db: &Path,
+        db: &Location,
         config: Option<&Path>,
         metrics: Arc<Metrics>,
         token: Option<String>,
@@ -75,7 +76,7 @@ impl Web {
             super::embedder::text_embedder(Some(model), &config)
         });
         Web {
-            db: db.to_path_buf(),
+            db: db.clone(),
             config,
             metrics,
             token,

@@ -1,5 +1,6 @@
 //! `imgd xmp write`, and the daemon's sidecar thread (`[xmp] write = true`).
 
+use imgd_store::location::Location;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread::JoinHandle;
@@ -15,7 +16,7 @@ use super::config::FileConfig;
 use super::{open_store, print_json};
 use crate::cli::{XmpArgs, XmpCommand};
 
-pub fn run(db: &Path, args: XmpArgs) -> Result<ExitCode> {
+pub fn run(db: &Location, args: XmpArgs) -> Result<ExitCode> {
     match args.command {
         XmpCommand::Write {
             paths,
@@ -34,7 +35,7 @@ struct Report {
     problems: Vec<String>,
 }
 
-fn write(db: &Path, paths: &[PathBuf], config: Option<&Path>, json: bool) -> Result<ExitCode> {
+fn write(db: &Location, paths: &[PathBuf], config: Option<&Path>, json: bool) -> Result<ExitCode> {
     let settings = FileConfig::load(config)?.xmp;
     let store = open_store(db)?;
     let roots: Vec<Option<String>> = if paths.is_empty() {
@@ -125,7 +126,7 @@ fn write_one(
 /// The daemon's sidecar thread: writes the sidecar of each committed image with results and
 /// nothing in progress, off the pipeline's threads. It ends when every sender is dropped.
 pub fn spawn_writer(
-    db: &Path,
+    db: &Location,
     settings: XmpSettings,
     committed: crossbeam_channel::Receiver<i64>,
 ) -> Result<JoinHandle<()>> {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
