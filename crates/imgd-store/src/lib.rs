@@ -19,6 +19,7 @@
 pub mod batches;
 pub mod browse;
 pub mod cloud;
+pub mod copy;
 pub mod db;
 pub mod faces;
 pub mod location;

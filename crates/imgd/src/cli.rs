@@ -110,6 +110,8 @@ pub enum Command {
     /// and digiKam's), `jpeg_heic`, `rating`, and `write = true` for the daemon to write each
     /// image's sidecar as it finishes.
     Xmp(XmpArgs),
+    /// The database itself: copy a library between SQLite and PostgreSQL.
+    Db(DbArgs),
 }
 
 /// Arguments of `imgd xmp`.
@@ -133,6 +135,43 @@ pub enum XmpCommand {
         #[arg(long, env = "IMGD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
         /// Print one JSON object with the counts and problems instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `imgd db`.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DbCommand,
+}
+
+/// The `imgd db` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy a library from one database to another: SQLite to PostgreSQL (to grow past one
+    /// machine) or back.
+    ///
+    /// Copies images, batches, jobs, identities and faces, every module's results (vectors and
+    /// cloud totals among them), the search rows and the settings, parents first, in chunks of
+    /// 1000 rows per transaction. Rows already in the destination are left alone, so a copy
+    /// that stopped is finished by running it again. The destination gets its schema as any
+    /// imgd would create it; at the end every table must hold as many rows in the destination
+    /// as in the source, else the command fails naming the table. Stop the daemons writing to
+    /// the source first.
+    ///
+    ///   imgd db copy ~/.local/share/imgd/imgd.db postgres://imgd@db.lan/photos
+    #[command(verbatim_doc_comment)]
+    Copy {
+        /// The database to read: a SQLite file or a postgres:// URL.
+        #[arg(value_name = "SRC")]
+        source: String,
+        /// The database to write: a SQLite file or a postgres:// URL.
+        #[arg(value_name = "DST")]
+        destination: String,
+        /// Print the per-table counts as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -2,6 +2,7 @@
 
 pub mod config;
 mod daemon;
+mod db;
 mod duplicates;
 mod embedder;
 mod enqueue;
@@ -51,6 +52,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Models(args) => models::run(args),
         Command::Faces(args) => faces::run(&db, args),
         Command::Xmp(args) => xmp::run(&db, args),
+        Command::Db(args) => db::run(args),
         Command::Run(_) | Command::Validate(_) => unreachable!("handled above"),
     }
 }
