@@ -165,6 +165,22 @@ fn the_whole_job_runs_on_postgres() {
     let again = json(&schema.url, &["enqueue", "--json", tree_text]);
     assert_eq!(again["new"], 0, "{again}");
     assert_eq!(again["unchanged"], 5, "{again}");
+    // The library copied into a SQLite file is the same library there.
+    let status = json(&schema.url, &["status", "--json"]);
+    let file = dir.path().join("copy.db");
+    let file = file.to_str().unwrap();
+    let copied = json(&schema.url, &["db", "copy", &schema.url, file, "--json"]);
+    let images = copied
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "images")
+        .unwrap();
+    assert_eq!(images["destination_rows"], 5, "{copied}");
+    let there = json(file, &["status", "--json"]);
+    assert_eq!(there["modules"], status["modules"], "{there}");
+    let hits = json(file, &["search", "--json", "hopper"]);
+    assert_eq!(hits.as_array().map(Vec::len), Some(1), "{hits}");
 }
 
 #[cfg(feature = "fake-model")]
