@@ -11,16 +11,18 @@
 
 use std::sync::OnceLock;
 
-/// This host's name: `IMGD_HOST` when set (several daemons of one machine that must count as
-/// different hosts, or a name more telling than the kernel's), else the kernel's node name.
+static HOST: OnceLock<String> = OnceLock::new();
+
+/// Names this host `name` instead of the kernel's node name (several daemons of one machine
+/// that must count as different hosts, or a name more telling). Only before the first
+/// [`host_name`]; returns whether it took.
+pub fn set_host_name(name: &str) -> bool {
+    HOST.set(name.trim().to_string()).is_ok()
+}
+
+/// This host's name: the one given to [`set_host_name`], else the kernel's node name.
 pub fn host_name() -> &'static str {
-    static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
-        if let Ok(name) = std::env::var("IMGD_HOST")
-            && !name.trim().is_empty()
-        {
-            return name.trim().to_string();
-        }
         let uname = rustix::system::uname();
         let name = uname.nodename().to_string_lossy().trim().to_string();
         if name.is_empty() {

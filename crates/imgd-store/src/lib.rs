@@ -393,11 +393,6 @@ impl Store {
             source,
         };
         let mut config: postgres::Config = url.parse().map_err(connect_error)?;
-        if config.get_password().is_none()
-            && let Ok(password) = std::env::var("PGPASSWORD")
-        {
-            config.password(password);
-        }
         if config.get_connect_timeout().is_none() {
             // An unreachable host fails in seconds, not after the system's TCP timeout.
             config.connect_timeout(CONNECT_TIMEOUT);

@@ -94,6 +94,36 @@ pub fn parse(db: &str) -> Result<Location, LocationError> {
     }
 }
 
+impl Location {
+    /// A PostgreSQL location whose URL has no password, given `password` (as the binary reads
+    /// it from `PGPASSWORD`); any other location as it is.
+    pub fn with_password(self, password: &str) -> Location {
+        let Location::Postgres(url) = &self else {
+            return self;
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return self;
+        };
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let encoded: String = password
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        match authority.rsplit_once('@') {
+            Some((user, host)) if !user.contains(':') => {
+                Location::Postgres(format!("{scheme}://{user}:{encoded}@{host}{tail}"))
+            }
+            _ => self,
+        }
+    }
+}
+
 /// The SQLite file `db` names (see [`parse`]); a PostgreSQL URL is refused.
 pub fn sqlite_path(db: &str) -> Result<PathBuf, LocationError> {
     match parse(db)? {
@@ -198,6 +228,28 @@ mod tests {
         assert_eq!(
             parse("postgres://imgd:pw@h/db").unwrap().display(),
             "postgres://imgd:***@h/db"
+        );
+    }
+
+    #[test]
+    fn a_password_from_the_environment_joins_a_url_without_one() {
+        let given = parse("postgres://imgd@db.lan:5432/photos").unwrap();
+        let Location::Postgres(url) = given.with_password("p@ss/w:rd") else {
+            panic!("still PostgreSQL");
+        };
+        assert_eq!(url, "postgres://imgd:p%40ss%2Fw%3Ard@db.lan:5432/photos");
+        let parsed: postgres::Config = url.parse().unwrap();
+        assert_eq!(parsed.get_password(), Some(&b"p@ss/w:rd"[..]));
+        // A URL's own password wins; files are left alone.
+        assert_eq!(
+            parse("postgres://imgd:mine@h/db")
+                .unwrap()
+                .with_password("other"),
+            Location::Postgres("postgres://imgd:mine@h/db".into())
+        );
+        assert_eq!(
+            parse("/x.db").unwrap().with_password("p"),
+            Location::Sqlite("/x.db".into())
         );
     }
 

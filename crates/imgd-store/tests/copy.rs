@@ -105,7 +105,9 @@ fn library(db: &TestDb) -> Store {
         .db()
         .query_map("SELECT id FROM faces ORDER BY id", params![], |r| r.get(0))
         .unwrap();
-    let ids = store.apply_clusters(&[], &[faces.clone()]).unwrap();
+    let ids = store
+        .apply_clusters(&[], std::slice::from_ref(&faces))
+        .unwrap();
     store.name_identity(ids[0], Some("Ada")).unwrap();
     store.set_paused(true).unwrap();
     store

@@ -11,6 +11,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     settle_cpu_threads();
     cmd::config::configure_model_dirs();
+    cmd::config::configure_host();
     let cli = cli::Cli::parse_from(cli::join_hash_values(std::env::args_os()));
     if !matches!(cli.command, cli::Command::Run(_)) {
         end_quietly_on_broken_pipe();

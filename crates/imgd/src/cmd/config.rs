@@ -445,6 +445,14 @@ pub fn env_path(name: &str) -> Option<PathBuf> {
     env_var(name).map(PathBuf::from)
 }
 
+/// Hands the pipeline the host name `IMGD_HOST` gives (lease owners and `imgd status` name
+/// hosts by it; default: the kernel's node name); `main` calls it first.
+pub fn configure_host() {
+    if let Some(host) = env_var("IMGD_HOST") {
+        imgd_pipeline::owner::set_host_name(&host);
+    }
+}
+
 /// Hands the model folders the environment names (`IMGD_MODELS`, `IMGD_REGISTRY_MODELS`) to
 /// the libraries; `main` calls it first.
 pub fn configure_model_dirs() {

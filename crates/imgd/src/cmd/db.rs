@@ -22,9 +22,9 @@ pub fn run(args: DbArgs) -> Result<ExitCode> {
 fn copy(source: &str, destination: &str, json: bool) -> Result<ExitCode> {
     let shown =
         |db: &str| imgd_store::location::parse(db).map_or_else(|_| db.to_string(), |l| l.display());
-    let from = Store::connect(source, store_options())
+    let from = Store::open_location(&super::database(source.into())?, store_options())
         .with_context(|| format!("cannot open the source {}", shown(source)))?;
-    let to = Store::connect(destination, store_options())
+    let to = Store::open_location(&super::database(destination.into())?, store_options())
         .with_context(|| format!("cannot open the destination {}", shown(destination)))?;
     let mut current = String::new();
     let report = from

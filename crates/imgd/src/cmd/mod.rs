@@ -89,12 +89,17 @@ fn install_path_map(command: &Command) -> Result<()> {
 /// The database `--db`, `IMGD_DB` or the config's `db` names: a SQLite file (a path or a
 /// `sqlite://` URL) or a PostgreSQL server (`postgres://`); any other URL is an error naming
 /// its scheme, never its password.
+/// A PostgreSQL URL without a password takes `PGPASSWORD`'s, as libpq's tools do.
 pub fn database(db: PathBuf) -> Result<Location> {
-    match db.to_str() {
-        Some(text) => Ok(imgd_store::location::parse(text)?),
+    let location = match db.to_str() {
+        Some(text) => imgd_store::location::parse(text)?,
         // Not UTF-8: a path, not a URL.
-        None => Ok(Location::Sqlite(db)),
-    }
+        None => Location::Sqlite(db),
+    };
+    Ok(match config::env_var("PGPASSWORD") {
+        Some(password) => location.with_password(&password),
+        None => location,
+    })
 }
 
 /// `$XDG_DATA_HOME/imgd/imgd.db`.
