@@ -709,8 +709,9 @@ impl Db {
 }
 
 /// How long a lost PostgreSQL connection is tried again (a server restart, a failover) before
-/// its error reaches the caller.
-pub const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// its error reaches the caller, who may try again: well within the systemd watchdog's minute,
+/// which the daemon's scheduler must keep feeding meanwhile.
+pub const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl PgConnection {
     /// The client, connected again first when the server closed the connection: tried with
