@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-N=${N:-900}
+N=${N:-1800}
 FIXED_MS=${FIXED_MS:-200}
 BATCH=${BATCH:-8}
 WORK=$(mktemp -d)
