@@ -1,18 +1,21 @@
-//! SQLite storage of imgd.
+//! Storage of imgd, on SQLite or PostgreSQL.
 //!
-//! One database file holds everything: registered images, the durable job queue, module
-//! results, the FTS5 search index and shared settings. It is opened in WAL mode with a busy
-//! timeout, so several processes (a daemon, `imgd enqueue`, `imgd status`) can use it at once.
+//! One database holds everything: registered images, the durable job queue, module results,
+//! the full-text search index and shared settings. SQLite (one file, the embedded default) is
+//! opened in WAL mode with a busy timeout, so several processes (a daemon, `imgd enqueue`,
+//! `imgd status`) can use it at once; PostgreSQL serves workers on many hosts. [`db`] is the
+//! one seam between the two engines.
 //!
-//! - [`Store::open`] applies the numbered migrations of `migrations/` in order and refuses a
-//!   database written by a newer imgd.
+//! - [`Store::open_location`] opens what `--db` names ([`location`]), applies the numbered
+//!   migrations in order and refuses a database written by a newer imgd.
 //! - [`queue`]: claim images with their queued jobs under a lease, extend, release, fail,
-//!   retry, pause.
+//!   retry, pause, and wait for new work.
 //! - [`results`]: one transaction that upserts results, acks their jobs and refreshes the
 //!   search rows of finished images.
 //! - [`scan`]: what `imgd enqueue` needs: known fingerprints under a folder, and applying a
 //!   scan's changes in one transaction.
 //! - [`report`]: `imgd status`, `imgd search` and `imgd show`.
+//! - [`copy`]: `imgd db copy`, a library from one database to another.
 
 #![deny(missing_docs)]
 
