@@ -766,7 +766,7 @@ impl PgConnection {
     }
 }
 
-/// An open transaction on a [`Db`]; statements go through [`Tx::db`] (it derefs to it).
+/// An open transaction on a [`Db`]; statements go through it (it derefs to the [`Db`]).
 pub struct Tx<'a> {
     db: &'a Db,
     open: bool,
