@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy with warnings as errors, and the whole test
 # suite (unit, integration and end-to-end tests on real files, real SQLite databases and a real
-# PostgreSQL server: a throwaway cluster started here and stopped at the end).
+# PostgreSQL server: a throwaway cluster started here and stopped at the end), then the
+# end-to-end suite once more with every database a PostgreSQL schema (IMGD_TEST_ENGINE).
 # Test-only features are switched on; the `cuda` features are not (they need the CUDA toolkit:
 # see scripts/build-gpu-bundle.sh).
 set -euo pipefail
@@ -14,3 +15,8 @@ trap 'scripts/pg-test-cluster.sh stop' EXIT
 export IMGD_REQUIRE_POSTGRES=1
 cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
 cargo test --workspace --features "$FEATURES"
+# Every end-to-end file of the binary but postgres.rs (on PostgreSQL already) and models.rs
+# (no database).
+IMGD_TEST_ENGINE=postgres cargo test -p imgd --features "$FEATURES" \
+  --test daemon --test enqueue --test faces --test modules --test path_map --test search \
+  --test trocr --test browser

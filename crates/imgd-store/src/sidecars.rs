@@ -34,10 +34,11 @@ pub struct FinishedImage {
 }
 
 /// Every finished image under the folder `root` (or the file `root`), all of them when `root`
-/// is `None`, by id.
+/// is `None`, by id. (The cast gives PostgreSQL the type of a parameter it first meets in
+/// `IS NULL`.)
 const FINISHED: &str = "SELECT i.id, i.path FROM images i
      WHERE i.state = 'present'
-       AND (?1 IS NULL OR i.path = ?1 OR (i.path >= ?2 AND i.path < ?3))
+       AND (CAST(?1 AS TEXT) IS NULL OR i.path = ?1 OR (i.path >= ?2 AND i.path < ?3))
        AND EXISTS (SELECT 1 FROM jobs j WHERE j.image_id = i.id AND j.state = 'done')
        AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.image_id = i.id AND j.state = 'leased')
      ORDER BY i.id";

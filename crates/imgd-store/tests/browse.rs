@@ -263,3 +263,26 @@ fn each_filter_keeps_what_it_names_and_they_combine() {
         assert!(cameras.iter().all(|(_, n)| *n == 1));
     });
 }
+
+#[test]
+fn finished_images_are_listed_under_a_folder_a_file_or_everywhere() {
+    each_backend(|db| {
+        let store = library(db);
+        let listed = |root: Option<&str>| {
+            let mut paths: Vec<String> = store
+                .finished_images(root)
+                .unwrap()
+                .into_iter()
+                .map(|image| image.path)
+                .collect();
+            paths.sort();
+            paths
+        };
+        let all = ["/p/beach.jpg", "/p/night.jpg", "/p/sign.jpg"];
+        assert_eq!(listed(None), all);
+        assert_eq!(listed(Some("/p")), all);
+        assert_eq!(listed(Some("/p/")), all);
+        assert_eq!(listed(Some("/p/sign.jpg")), ["/p/sign.jpg"]);
+        assert!(listed(Some("/q")).is_empty());
+    });
+}

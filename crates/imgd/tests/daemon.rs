@@ -4,86 +4,19 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
-use common::{Daemon, free_port, http_get, http_request, signal, wait_exit, wait_healthy};
+use common::{
+    Daemon, Env, env, free_port, http_get, http_request, signal, wait_exit, wait_healthy,
+};
 
 const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/photos");
 const DECODE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/decode");
-
-struct Env {
-    dir: tempfile::TempDir,
-    db: PathBuf,
-    tree: PathBuf,
-}
-
-fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("imgd.db");
-    let tree = dir.path().join("photos");
-    fs::create_dir_all(&tree).unwrap();
-    let tree = fs::canonicalize(&tree).unwrap();
-    Env { dir, db, tree }
-}
-
-impl Env {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgd"));
-        cmd.arg("--db")
-            .arg(&self.db)
-            .args(args)
-            .env_remove("IMGD_FAKE_MODEL");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self.cmd(args).output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let (ok, stdout, stderr) = self.run(args);
-        assert!(ok, "imgd {args:?} failed: {stderr}");
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-    }
-
-    fn config(&self, text: &str) -> String {
-        let path = self.dir.path().join("imgd.toml");
-        fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-
-    fn add(&self, source: &str, name: &str) -> PathBuf {
-        let to = self.tree.join(name);
-        fs::copy(source, &to).unwrap();
-        to
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
-    }
-
-    /// `imgd enqueue --json --modules MODULES` of the whole tree.
-    fn enqueue(&self, modules: &str) -> Value {
-        self.json(&[
-            "enqueue",
-            "--json",
-            "--modules",
-            modules,
-            self.tree.to_str().unwrap(),
-        ])
-    }
-}
 
 /// Starts `cmd` with its output discarded; the child is killed if the test ends first.
 fn quiet(cmd: &mut Command) -> Daemon {
@@ -389,13 +322,16 @@ fn a_corrupt_database_is_refused_with_a_clear_error() {
         env.add(&photo("flower.jpg"), &format!("f{i:03}.jpg"));
     }
     env.json(&["enqueue", "--json", env.tree.to_str().unwrap()]);
+    let Some(db) = env.db.sqlite_only("a damaged SQLite file") else {
+        return;
+    };
     // Checkpoint the WAL into the main file, then damage its middle.
-    let conn = rusqlite::Connection::open(&env.db).unwrap();
+    let conn = rusqlite::Connection::open(db).unwrap();
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
     drop(conn);
-    let len = fs::metadata(&env.db).unwrap().len();
-    let mut file = fs::OpenOptions::new().write(true).open(&env.db).unwrap();
+    let len = fs::metadata(db).unwrap().len();
+    let mut file = fs::OpenOptions::new().write(true).open(db).unwrap();
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len / 2)).unwrap();
     file.write_all(&vec![0xA5; 16 * 1024]).unwrap();
     drop(file);
@@ -411,11 +347,11 @@ fn a_corrupt_database_is_refused_with_a_clear_error() {
         assert!(!ok, "{args:?} succeeded on a corrupt database");
         assert!(stderr.contains("is corrupt"), "{args:?}: {stderr}");
     }
-    let before = fs::read(&env.db).unwrap();
+    let before = fs::read(db).unwrap();
     let (ok, stdout, _) = env.run(&["validate"]);
     assert!(!ok);
     assert!(stdout.contains("integrity"), "{stdout}");
-    assert_eq!(fs::read(&env.db).unwrap(), before, "nothing was written");
+    assert_eq!(fs::read(db).unwrap(), before, "nothing was written");
 }
 
 /// Runs a child until it exits or `limit` passes.
@@ -1119,11 +1055,7 @@ mod with_fake_model {
             env.count("SELECT COUNT(*) FROM jobs WHERE state = 'failed'"),
             0
         );
-        let conn = rusqlite::Connection::open(&env.db).unwrap();
-        let verdict: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(verdict, "ok");
+        assert_eq!(env.db.store().integrity_check().unwrap(), "ok");
     }
 
     /// `imgd run --once` with the fake model and a fault armed; returns the exit status, the
@@ -1206,19 +1138,10 @@ mod with_fake_model {
             crashes, 10,
             "max_lease_expiries deaths, then the file is failed"
         );
-        let failed: Vec<String> = {
-            let conn = rusqlite::Connection::open(&env.db).unwrap();
-            let mut stmt = conn
-                .prepare(
-                    "SELECT DISTINCT i.path FROM jobs j JOIN images i ON i.id = j.image_id
-                     WHERE j.state = 'failed'",
-                )
-                .unwrap();
-            stmt.query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
+        let failed = env.db.strings(
+            "SELECT DISTINCT i.path FROM jobs j JOIN images i ON i.id = j.image_id
+             WHERE j.state = 'failed'",
+        );
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert!(failed[0].ends_with("img0017-poison.jpg"));
         assert_eq!(

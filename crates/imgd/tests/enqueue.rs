@@ -8,15 +8,18 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+mod common;
+use common::TestDb;
+
 struct Env {
     dir: tempfile::TempDir,
-    db: PathBuf,
+    db: TestDb,
     tree: PathBuf,
 }
 
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("state/imgd.db");
+    let db = TestDb::new(dir.path().join("state/imgd.db"));
     let tree = dir.path().join("Pictures");
     fs::create_dir_all(&tree).unwrap();
     Env {
@@ -29,10 +32,10 @@ fn env() -> Env {
 fn imgd(env: &Env, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_imgd"))
         .arg("--db")
-        .arg(&env.db)
+        .arg(env.db.arg())
         .args(args)
         // No fetched model weights: what a model module waits for is predictable.
-        .env("IMGD_MODELS", env.db.with_extension("models"))
+        .env("IMGD_MODELS", env.dir.path().join("models"))
         .env_remove("IMGD_CONFIG")
         .output()
         .unwrap();
@@ -328,10 +331,10 @@ fn search_show_retry_and_pause_work_on_a_fresh_queue() {
 fn a_database_from_a_newer_imgd_is_refused_with_a_clear_message() {
     let env = env();
     enqueue(&env, &[]);
-    rusqlite::Connection::open(&env.db)
-        .unwrap()
-        .execute("INSERT INTO schema_version VALUES (999, 'future', 0)", [])
-        .unwrap();
+    env.db.execute(
+        "INSERT INTO schema_version VALUES (999, 'future', 0)",
+        imgd_store::params![],
+    );
     let (ok, _, stderr) = imgd(&env, &["status"]);
     assert!(!ok);
     assert!(stderr.contains("upgrade imgd"), "{stderr}");

@@ -14,17 +14,19 @@ use imgd_pipeline::batcher::{BatchConfig, CloseReason};
 use imgd_pipeline::runner::{ImageInput, JobKey};
 use imgd_store::queue::ClaimRequest;
 use imgd_store::results::ImageOutcome;
-use imgd_store::{Store, StoreOptions};
 use serde_json::Value;
+
+mod common;
+use common::TestDb;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn imgd(db: &Path, args: &[&str]) -> (bool, String, String) {
+fn imgd(db: &TestDb, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_imgd"))
         .arg("--db")
-        .arg(db)
+        .arg(db.arg())
         .args(args)
         .output()
         .unwrap();
@@ -35,20 +37,20 @@ fn imgd(db: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn imgd_ok(db: &Path, args: &[&str]) -> String {
+fn imgd_ok(db: &TestDb, args: &[&str]) -> String {
     let (ok, stdout, stderr) = imgd(db, args);
     assert!(ok, "imgd {args:?} failed: {stderr}");
     stdout
 }
 
-fn imgd_json(db: &Path, args: &[&str]) -> Value {
+fn imgd_json(db: &TestDb, args: &[&str]) -> Value {
     let stdout = imgd_ok(db, args);
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
 /// What the daemon's inference and writer stages do for the faces jobs: decode, the faces
 /// tier (long edge ≤ `tier`), the runner, one commit with the images' full sizes.
-fn analyse_queued_faces(db: &Path, tier: u32) {
+fn analyse_queued_faces(db: &TestDb, tier: u32) {
     let mut models = FaceModels::locate(Path::new("/nonexistent-imgd-models"));
     assert!(
         models.mtcnn.is_some(),
@@ -66,14 +68,7 @@ fn analyse_queued_faces(db: &Path, tier: u32) {
         &FacesConfig::default(),
     )
     .unwrap();
-    let mut store = Store::open(
-        db,
-        StoreOptions {
-            modules: imgd_registry::registry(),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let mut store = db.store();
     let claimed = store
         .claim(&ClaimRequest {
             owner: "test",
@@ -134,7 +129,7 @@ fn analyse_queued_faces(db: &Path, tier: u32) {
     assert_eq!(summary.acked, claimed.len());
 }
 
-fn search(db: &Path, query: &str) -> Vec<String> {
+fn search(db: &TestDb, query: &str) -> Vec<String> {
     let hits = imgd_json(db, &["search", "--json", query]);
     let mut paths: Vec<String> = hits
         .as_array()
@@ -155,7 +150,7 @@ fn search(db: &Path, query: &str) -> Vec<String> {
 #[test]
 fn faces_are_shown_clustered_named_and_searchable_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("imgd.db");
+    let db = TestDb::new(dir.path().join("imgd.db"));
     let tree = dir.path().join("Pictures");
     fs::create_dir_all(&tree).unwrap();
     let faces = repo().join("fixtures/faces");
@@ -293,7 +288,7 @@ fn list(value: &Value) -> Vec<String> {
 #[test]
 fn named_faces_reach_xmp_sidecars_and_a_rename_replaces_only_imgds_keywords() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("imgd.db");
+    let db = TestDb::new(dir.path().join("imgd.db"));
     let tree = dir.path().join("Pictures");
     fs::create_dir_all(&tree).unwrap();
     let faces = repo().join("fixtures/faces");

@@ -21,7 +21,12 @@ fn a_moved_library_is_found_through_the_path_map_without_re_registering() {
 
     // Without the map the moved files are new images (their analysis would start over).
     let copy = env.dir.path().join("copy.db");
-    fs::copy(&env.db, &copy).unwrap();
+    env.ok(&[
+        "db",
+        "copy",
+        env.db.arg().to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
     let out = env
         .cmd(&[
             "enqueue",

@@ -7,12 +7,14 @@ use std::process::Command;
 
 use imgd_store::scan::{Fingerprint, FoundFile, ScanAction};
 use imgd_store::vectors::{ModelKey, normalize};
-use imgd_store::{Store, StoreOptions};
 use serde_json::Value;
+
+mod common;
+use common::TestDb;
 
 struct Env {
     _dir: tempfile::TempDir,
-    db: PathBuf,
+    db: TestDb,
     photos: PathBuf,
 }
 
@@ -76,15 +78,8 @@ fn env() -> Env {
     let photos = dir.path().join("Pictures");
     fs::create_dir_all(&photos).unwrap();
     let photos = fs::canonicalize(&photos).unwrap();
-    let db = dir.path().join("imgd.db");
-    let store = Store::open(
-        &db,
-        StoreOptions {
-            modules: imgd_registry::registry(),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let db = TestDb::new(dir.path().join("imgd.db"));
+    let store = db.store();
     let mut actions = Vec::new();
     for (i, (name, ..)) in PHOTOS.iter().enumerate() {
         let path = photos.join(name);
@@ -117,21 +112,22 @@ fn env() -> Env {
     store.insert_embeddings(&model, vectors).unwrap();
     for (i, (_, caption, _, aesthetic, _)) in PHOTOS.iter().enumerate() {
         let id = i as i64 + 1;
-        let conn = store.connection();
-        conn.execute(
+        let db = store.db();
+        db.execute(
             "INSERT INTO result_caption (image_id, created_ms, caption) VALUES (?1, 0, ?2)",
-            rusqlite::params![id, caption],
+            imgd_store::params![id, caption],
         )
         .unwrap();
         if let Some(score) = aesthetic {
-            conn.execute(
+            db.execute(
                 "INSERT INTO result_aesthetic (image_id, created_ms, score) VALUES (?1, 0, ?2)",
-                rusqlite::params![id, score],
+                imgd_store::params![id, score],
             )
             .unwrap();
         }
         store.refresh_search_row(id).unwrap();
     }
+    drop(store);
     Env {
         _dir: dir,
         db,
@@ -142,7 +138,7 @@ fn env() -> Env {
 fn imgd(env: &Env, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_imgd"))
         .arg("--db")
-        .arg(&env.db)
+        .arg(env.db.arg())
         .args(args)
         .output()
         .unwrap();

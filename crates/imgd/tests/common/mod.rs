@@ -1,10 +1,15 @@
 //! Helpers shared by the end-to-end tests: a temporary database and folders driven through the
 //! real binary ([`Env`]), child processes, signals and plain HTTP.
+//!
+//! The tests run on SQLite files by default. With `IMGD_TEST_ENGINE=postgres` every [`TestDb`]
+//! is a fresh schema on the PostgreSQL server `IMGD_TEST_POSTGRES` names (`scripts/test.sh` runs
+//! the suite both ways).
 
 #![allow(dead_code)]
 
 pub mod postgres;
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use imgd_store::{Store, StoreOptions};
 use serde_json::Value;
 
 /// Waits up to `limit` for the child to exit.
@@ -131,12 +137,109 @@ impl Drop for Daemon {
 
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
 
+/// Whether the tests run on PostgreSQL (`IMGD_TEST_ENGINE=postgres`) rather than SQLite.
+pub fn on_postgres() -> bool {
+    match std::env::var("IMGD_TEST_ENGINE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("IMGD_TEST_ENGINE is `{other}`: use `sqlite` or `postgres`"),
+    }
+}
+
+/// A test's database: a SQLite file, or a fresh PostgreSQL schema (dropped at the end) when
+/// the tests run on PostgreSQL.
+pub enum TestDb {
+    /// A SQLite file (created by the first command that opens it).
+    File(PathBuf),
+    /// A schema of its own on the test server.
+    Postgres(postgres::Schema),
+}
+
+impl TestDb {
+    /// A new database: the SQLite file `file`, or a schema when the tests run on PostgreSQL.
+    pub fn new(file: PathBuf) -> TestDb {
+        if on_postgres() {
+            let server = std::env::var("IMGD_TEST_POSTGRES")
+                .ok()
+                .filter(|url| !url.is_empty())
+                .expect("IMGD_TEST_ENGINE=postgres needs IMGD_TEST_POSTGRES, the server's URL");
+            TestDb::Postgres(postgres::Schema::new(&server))
+        } else {
+            TestDb::File(file)
+        }
+    }
+
+    /// What `--db` takes to open it.
+    pub fn arg(&self) -> OsString {
+        match self {
+            TestDb::File(path) => path.clone().into_os_string(),
+            TestDb::Postgres(schema) => schema.url.clone().into(),
+        }
+    }
+
+    /// The SQLite file, or `None` on PostgreSQL.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            TestDb::File(path) => Some(path),
+            TestDb::Postgres(_) => None,
+        }
+    }
+
+    /// The SQLite file, for a test about that file itself (its corruption, its WAL); `None`,
+    /// with a note, on PostgreSQL, where the test has nothing to check.
+    pub fn sqlite_only(&self, about: &str) -> Option<&Path> {
+        let file = self.file();
+        if file.is_none() {
+            eprintln!("this test is about {about}: it does not apply to PostgreSQL");
+        }
+        file
+    }
+
+    /// A store on the database, with every module's tables, to read or set up what a test
+    /// checks.
+    pub fn store(&self) -> Store {
+        let options = StoreOptions {
+            modules: imgd_registry::registry(),
+            ..StoreOptions::default()
+        };
+        let store = match self {
+            TestDb::File(path) => Store::open(path, options),
+            TestDb::Postgres(schema) => Store::connect_postgres(&schema.url, options),
+        };
+        store.unwrap_or_else(|e| panic!("opening the test database: {e}"))
+    }
+
+    /// The one integer `sql` returns.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.store()
+            .db()
+            .query_row(sql, &[], |row| row.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs one statement of `sql`, parameters as [`imgd_store::params`] binds them.
+    pub fn execute(&self, sql: &str, params: &[imgd_store::db::Value<'_>]) -> usize {
+        self.store()
+            .db()
+            .execute(sql, params)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The first column of every row `sql` returns, as text.
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        self.store()
+            .db()
+            .query_map(sql, &[], |row| row.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
 /// A temporary database, photo folder and user model folder.
 pub struct Env {
     /// The folder holding the rest.
     pub dir: tempfile::TempDir,
-    /// The database file.
-    pub db: PathBuf,
+    /// The database.
+    pub db: TestDb,
     /// The photo folder (canonical path).
     pub tree: PathBuf,
     /// The user model folder (`IMGD_MODELS`).
@@ -146,7 +249,7 @@ pub struct Env {
 /// A fresh [`Env`].
 pub fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("imgd.db");
+    let db = TestDb::new(dir.path().join("imgd.db"));
     let tree = dir.path().join("photos");
     let models = dir.path().join("models");
     fs::create_dir_all(&tree).unwrap();
@@ -180,7 +283,7 @@ impl Env {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgd"));
         cmd.arg("--db")
-            .arg(&self.db)
+            .arg(self.db.arg())
             .args(args)
             .env("IMGD_MODELS", &self.models)
             .env_remove("IMGD_FAKE_MODEL")
@@ -228,18 +331,17 @@ impl Env {
 
     /// The one integer `sql` returns from the database.
     pub fn count(&self, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        self.db.count(sql)
     }
 
-    /// `imgd enqueue --modules MODULES` over the photo folder.
-    pub fn enqueue(&self, modules: &str) {
+    /// `imgd enqueue --json --modules MODULES` over the photo folder: its report.
+    pub fn enqueue(&self, modules: &str) -> Value {
         self.json(&[
             "enqueue",
             "--json",
             "--modules",
             modules,
             self.tree.to_str().unwrap(),
-        ]);
+        ])
     }
 }
