@@ -8,7 +8,12 @@
 //! cargo bench -p imgd-clip --bench clip -- 1,8,32            # other batch sizes
 //! cargo bench -p imgd-clip --bench clip -- 1,8 --preset clip-vit-l14 --secs 5
 //! cargo bench -p imgd-clip --features cuda --bench clip -- 1,8,32,64 --cuda
+//! cargo bench -p imgd-clip --bench clip -- 8 --model DIR --tower-only  # a checkpoint's weights
 //! ```
+//!
+//! `--model DIR` loads a `CLIPModel` checkpoint instead of random weights
+//! (`scripts/bench-clip-cpu.sh` times it against ONNX Runtime on an export of the same tower);
+//! `--tower-only` skips the preprocessing figures.
 //!
 //! Prints one `clip_image_ms_per_image{...} X` line per batch size, and the speed-up of the
 //! largest batch over batch 1 (the baseline, measured in the same run). Before that, the cost
@@ -31,6 +36,8 @@ struct Args {
     preset: String,
     secs: f64,
     cuda: bool,
+    model: Option<std::path::PathBuf>,
+    tower_only: bool,
 }
 
 fn parse_args() -> Args {
@@ -39,6 +46,8 @@ fn parse_args() -> Args {
         preset: "clip-vit-b32".into(),
         secs: 3.0,
         cuda: false,
+        model: None,
+        tower_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -51,6 +60,8 @@ fn parse_args() -> Args {
                     .expect("--secs SECONDS")
             }
             "--cuda" => args.cuda = true,
+            "--model" => args.model = Some(it.next().expect("--model DIR").into()),
+            "--tower-only" => args.tower_only = true,
             // `cargo bench` passes `--bench`; ignore it and other flags.
             flag if flag.starts_with("--") => {}
             list => {
@@ -84,12 +95,27 @@ fn main() {
         eprintln!("note: {why}; running on the CPU");
     }
     let device = choice.device;
-    let config = ClipConfig::preset(&args.preset).expect("a known preset");
-    let size = config.vision.image_size;
+    let encoder = match &args.model {
+        Some(dir) => ClipImageEncoder::load(dir, &device).expect("the checkpoint in --model"),
+        None => random_encoder(&args.preset, &device),
+    };
+    // Preprocessing one 448x336 tier (the decode stage's embedding tier).
+    let tier = RgbImage::from_fn(448, 336, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+    });
+    let pixels = encoder.preprocess(&tier).expect("preprocess");
+    if !args.tower_only {
+        preprocessing(&encoder, &tier);
+    }
+    tower(&args, &encoder, &pixels, &device);
+}
 
-    // Random weights in the real shape.
+/// An image tower of `preset`'s shape with random weights.
+fn random_encoder(preset: &str, device: &candle_core::Device) -> ClipImageEncoder {
+    let config = ClipConfig::preset(preset).expect("a known preset");
+    let size = config.vision.image_size;
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     vb.pp("vision_model.embeddings")
         .get_with_hints(
             config.vision.hidden_size,
@@ -101,18 +127,16 @@ fn main() {
         )
         .expect("class embedding");
     let info = ModelInfo {
-        id: args.preset.clone(),
+        id: preset.to_string(),
         version: "random".into(),
     };
-    let encoder = ClipImageEncoder::new(vb, config, Preprocess::openai(size as u32), info)
-        .expect("random-weight image tower");
+    ClipImageEncoder::new(vb, config, Preprocess::openai(size as u32), info)
+        .expect("random-weight image tower")
+}
 
-    // Preprocessing one 448x336 tier (the decode stage's embedding tier).
-    let tier = RgbImage::from_fn(448, 336, |x, y| {
-        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
-    });
-    let pixels = encoder.preprocess(&tier).expect("preprocess");
-    let preprocess_ms = ms_per_run(500, || encoder.preprocess(&tier).expect("preprocess"));
+/// Preprocessing one tier, its resize and crop both ways, and a batch's input both ways.
+fn preprocessing(encoder: &ClipImageEncoder, tier: &RgbImage) {
+    let preprocess_ms = ms_per_run(500, || encoder.preprocess(tier).expect("preprocess"));
     println!("clip_preprocess_ms_per_image{{tier=\"448x336\"}} {preprocess_ms:.2}");
     // The resize and centre crop as one window against resizing all, then cropping.
     let crop = encoder.preprocessor().crop;
@@ -122,10 +146,10 @@ fn main() {
         encoder.preprocessor().shortest_edge,
     );
     let full_ms = ms_per_run(1000, || {
-        center_crop(&resize_bicubic_pil(&tier, w, h), crop, crop)
+        center_crop(&resize_bicubic_pil(tier, w, h), crop, crop)
     });
     let window_ms = ms_per_run(1000, || {
-        encoder.preprocessor().resize_and_crop(&tier).unwrap()
+        encoder.preprocessor().resize_and_crop(tier).unwrap()
     });
     println!("clip_resize_crop_ms{{tier=\"448x336\",path=\"resize all, then crop\"}} {full_ms:.2}");
     println!("clip_resize_crop_ms{{tier=\"448x336\",path=\"window\"}} {window_ms:.2}");
@@ -135,7 +159,7 @@ fn main() {
     // runs) against the tensor operations of the GPU path (here on the same device).
     let crop = encoder
         .preprocessor()
-        .resize_and_crop(&tier)
+        .resize_and_crop(tier)
         .expect("resize and crop");
     let crops = vec![crop; 128];
     let device_ms = ms_per_run(1500, || {
@@ -144,19 +168,22 @@ fn main() {
     let host_ms = ms_per_run(1500, || encoder.crops_on_host(&crops).expect("host input"));
     println!(
         "clip_crop_input_ms{{batch=\"128\",path=\"tensor-ops\",device=\"{}\"}} {device_ms:.1}",
-        device_name(&device)
+        device_name(encoder.device())
     );
     println!("clip_crop_input_ms{{batch=\"128\",path=\"host\"}} {host_ms:.1}");
     println!(
         "clip_crop_input_host_speedup{{device=\"{}\"}} {:.2}",
-        device_name(&device),
+        device_name(encoder.device()),
         device_ms / host_ms
     );
+}
 
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// The image tower's ms per image at each batch size of `args`.
+fn tower(args: &Args, encoder: &ClipImageEncoder, pixels: &[f32], device: &candle_core::Device) {
+    let threads = candle_core::utils::get_num_threads();
     let mut results = Vec::new();
     for &batch in &args.batches {
-        let inputs = vec![pixels.clone(); batch.max(1)];
+        let inputs = vec![pixels.to_vec(); batch.max(1)];
         encoder.embed_pixels(&inputs).expect("warm-up");
         let started = Instant::now();
         let mut runs = 0u32;
@@ -166,9 +193,9 @@ fn main() {
         }
         let ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs) / batch as f64;
         println!(
-            "clip_image_ms_per_image{{preset=\"{}\",device=\"{}\",threads=\"{threads}\",batch=\"{batch}\"}} {ms:.2}",
-            args.preset,
-            device_name(&device),
+            "clip_image_ms_per_image{{model=\"{}\",device=\"{}\",threads=\"{threads}\",batch=\"{batch}\"}} {ms:.2}",
+            encoder.info().id,
+            device_name(device),
         );
         results.push((batch, ms));
     }

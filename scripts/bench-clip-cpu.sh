@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# CLIP ViT-B/32's image tower on the CPU: imgd (candle, f32) against ONNX Runtime 1.31.1's CPU
+# provider on an ONNX export of the same tower with the same weights, THREADS threads each
+# (default 2), one batch size (default 8). The first run writes a random-weight CLIPModel of
+# openai/clip-vit-base-patch32's real size and its image tower's export into
+# .cache/clip-cpu-bench/ (torch, transformers, onnx and onnxruntime in .venv-fixtures).
+# Prints each engine's ms per image and, last, clip_cpu_vs_ort=X (imgd's images/s ÷ ONNX
+# Runtime's).
+#
+#   scripts/bench-clip-cpu.sh
+#   THREADS=2 BATCH=8 SECS=10 scripts/bench-clip-cpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS="${THREADS:-2}"
+BATCH="${BATCH:-8}"
+SECS="${SECS:-10}"
+MODEL="$PWD/.cache/clip-cpu-bench/clip-vit-b32"
+PY=.venv-fixtures/bin/python
+
+if [ ! -x "$PY" ]; then
+  echo "run scripts/make-fixtures.py first: it creates .venv-fixtures/" >&2
+  exit 1
+fi
+if ! "$PY" -c "import onnx, onnxruntime" 2>/dev/null; then
+  "$PY" -m pip install -q --disable-pip-version-check onnx "onnxruntime==1.31.1"
+fi
+
+if [ ! -f "$MODEL/vision.onnx" ]; then
+  mkdir -p "$MODEL"
+  "$PY" - "$MODEL" <<'PY'
+import sys
+
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+out = sys.argv[1]
+torch.manual_seed(0)
+# openai/clip-vit-base-patch32's shape.
+config = CLIPConfig(
+    text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                     num_attention_heads=8, max_position_embeddings=77, vocab_size=49408),
+    vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                       num_attention_heads=12, image_size=224, patch_size=32),
+    projection_dim=512,
+)
+model = CLIPModel(config).eval()
+model.save_pretrained(out)
+
+
+class Tower(torch.nn.Module):
+    def __init__(self, clip):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, pixel_values):
+        return self.clip.get_image_features(pixel_values=pixel_values)
+
+
+torch.onnx.export(
+    Tower(model), (torch.randn(1, 3, 224, 224),), f"{out}/vision.onnx",
+    input_names=["pixel_values"], output_names=["image_embeds"],
+    dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
+    opset_version=17, dynamo=False,
+)
+PY
+fi
+
+imgd_out=$(RAYON_NUM_THREADS="$THREADS" cargo bench -q -p imgd-clip --bench clip -- \
+  "$BATCH" --model "$MODEL" --tower-only --secs "$SECS" 2>/dev/null)
+echo "$imgd_out"
+imgd_ms=$(echo "$imgd_out" | awk '/^clip_image_ms_per_image/ {print $2}' | tail -1)
+
+ort_ms=$("$PY" - "$MODEL/vision.onnx" "$THREADS" "$BATCH" "$SECS" <<'PY'
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+path, threads, batch, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+options = ort.SessionOptions()
+options.intra_op_num_threads = threads
+options.inter_op_num_threads = 1
+session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+pixels = np.random.RandomState(0).randn(batch, 3, 224, 224).astype(np.float32)
+session.run(None, {"pixel_values": pixels})
+runs, started = 0, time.perf_counter()
+while runs < 2 or time.perf_counter() - started < secs:
+    session.run(None, {"pixel_values": pixels})
+    runs += 1
+print(f"{1000 * (time.perf_counter() - started) / runs / batch:.2f}")
+PY
+)
+echo "ort_image_ms_per_image{model=\"clip-vit-b32\",threads=\"$THREADS\",batch=\"$BATCH\"} $ort_ms"
+awk -v imgd="$imgd_ms" -v ort="$ort_ms" 'BEGIN { printf "clip_cpu_vs_ort=%.2f\n", ort / imgd }'
