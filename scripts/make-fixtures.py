@@ -539,6 +539,150 @@ def make_blip():
     print(f"fixtures/blip: {total / 1e6:.2f} MB")
 
 
+# --- BLIP-2 ----------------------------------------------------------------------------------
+
+BLIP2_OUT = ROOT / "fixtures" / "blip2"
+BLIP2_IMAGE_SIZE = 32
+BLIP2_PATCH = 4
+BLIP2_QUERY_TOKENS = 8
+BLIP2_VOCAB = 64
+BLIP2_MAX_NEW_TOKENS = 8
+# Token ids standing for a caption's prompt (none) and two questions' "Question: ... Answer:"
+# prompts after OPT's BOS; the tiny model has no real vocabulary.
+BLIP2_PROMPTS = {"caption": [], "q1": [5, 17, 23, 9], "q2": [11, 30, 4]}
+
+
+def make_blip2():
+    """A tiny random-weight BLIP-2 with OPT (`Blip2ForConditionalGeneration`), its processor's
+    pixels, the vision, Q-Former and projected outputs, first-step logits and greedy ids."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED + 2)
+    model_dir = BLIP2_OUT / "tiny-blip2-opt"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    bos, eos, pad = 2, 2, 1
+    image_token = BLIP2_VOCAB  # one past the text vocabulary, as the released checkpoints add it
+    text = OPTConfig(
+        vocab_size=BLIP2_VOCAB + 1, hidden_size=HIDDEN, ffn_dim=INTERMEDIATE, num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS, max_position_embeddings=64, word_embed_proj_dim=HIDDEN,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
+        # An output head of its own: with tied random weights greedy decoding repeats the last
+        # token (the released checkpoints store `lm_head.weight` too).
+        tie_word_embeddings=False,
+    )
+    config = Blip2Config(
+        vision_config=dict(
+            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS, image_size=BLIP2_IMAGE_SIZE, patch_size=BLIP2_PATCH,
+        ),
+        qformer_config=dict(
+            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS, cross_attention_frequency=2,
+        ),
+        text_config=text.to_dict(),
+        num_query_tokens=BLIP2_QUERY_TOKENS,
+        image_token_index=image_token,
+    )
+    model = Blip2ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+        perturb(model, generator)
+        # The key has no bias in BLIP-2's vision attention (its third of `qkv.bias` is zero).
+        for layer in model.vision_model.encoder.layers:
+            bias = layer.self_attn.qkv.bias
+            bias[HIDDEN : 2 * HIDDEN] = 0.0
+        # Stronger output weights, so that the greedy choice is clear-cut.
+        model.language_model.lm_head.weight.mul_(3.0)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["imgd_model_id"] = "tiny-blip2-opt"
+    cfg["imgd_model_version"] = "fixture-1"
+    (model_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (model_dir / "generation_config.json").unlink(missing_ok=True)
+    processor = BlipImageProcessorPil(
+        size={"height": BLIP2_IMAGE_SIZE, "width": BLIP2_IMAGE_SIZE},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor.save_pretrained(model_dir)
+
+    images_dir = ROOT / "fixtures" / "blip" / "images"
+    names = sorted(p.name for p in images_dir.glob("*.png"))
+    images = [Image.open(images_dir / n).convert("RGB") for n in names]
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def prompt_ids(prompt):
+        return [image_token] * BLIP2_QUERY_TOKENS + [bos] + BLIP2_PROMPTS[prompt]
+
+    greedy = dict(max_new_tokens=BLIP2_MAX_NEW_TOKENS, do_sample=False, num_beams=1)
+    tensors, generated = {}, {}
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values=pixels, return_dict=True)
+        tensors["vision"] = features.vision_outputs.last_hidden_state.contiguous()
+        tensors["qformer"] = features.qformer_outputs.last_hidden_state.contiguous()
+        tensors["projected"] = features.pooler_output.contiguous()
+        for prompt in BLIP2_PROMPTS:
+            ids = torch.tensor([prompt_ids(prompt)] * len(names))
+            logits = model(pixel_values=pixels, input_ids=ids).logits
+            tensors[f"logits.{prompt}"] = logits[:, -1, :].contiguous()
+            out = model.generate(pixel_values=pixels, input_ids=ids, **greedy)
+            rows = []
+            for row in out[:, ids.shape[1]:].tolist():
+                rows.append(row[: row.index(eos) + 1] if eos in row else row)
+            generated[prompt] = rows
+    print("greedy ids:", generated)
+    for i, name in enumerate(names):
+        tensors[f"pixels.{name}"] = pixels[i].contiguous()
+    save_file(tensors, str(BLIP2_OUT / "reference.safetensors"))
+
+    # The released checkpoints store each vision attention's bias as `q_bias` and `v_bias`
+    # (the key has none); transformers writes one `qkv.bias`. The same weights in that layout:
+    from safetensors.torch import load_file
+    state = load_file(str(model_dir / "model.safetensors"))
+    split_dir = BLIP2_OUT / "tiny-blip2-opt-split-bias"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    split = {}
+    for key, value in state.items():
+        if key.endswith("self_attn.qkv.bias"):
+            q, _, v = value.chunk(3)
+            split[key.replace("qkv.bias", "q_bias")] = q.clone()
+            split[key.replace("qkv.bias", "v_bias")] = v.clone()
+        else:
+            split[key] = value
+    # Sharded in two, with the index a sharded checkpoint has.
+    keys = sorted(split)
+    half = len(keys) // 2
+    weight_map = {}
+    for n, part in enumerate([keys[:half], keys[half:]], start=1):
+        file = f"model-0000{n}-of-00002.safetensors"
+        save_file({k: split[k].contiguous() for k in part}, str(split_dir / file), metadata={"format": "pt"})
+        weight_map.update({k: file for k in part})
+    (split_dir / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n")
+    for extra in ["config.json", "preprocessor_config.json"]:
+        (split_dir / extra).write_text((model_dir / extra).read_text())
+
+    (BLIP2_OUT / "reference.json").write_text(json.dumps({
+        "images": names,
+        "max_new_tokens": BLIP2_MAX_NEW_TOKENS,
+        "prompts": {p: prompt_ids(p) for p in BLIP2_PROMPTS},
+        "greedy_ids": generated,
+        "token_ids": {"bos": bos, "eos": eos, "pad": pad, "image": image_token},
+        "made_with": {
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "pillow": Image.__version__,
+            "image_processor": "BlipImageProcessorPil",
+        },
+    }, indent=2) + "\n")
+    total = sum(p.stat().st_size for p in BLIP2_OUT.rglob("*") if p.is_file())
+    print(f"fixtures/blip2: {total / 1e6:.2f} MB")
+
+
 # --- TrOCR -----------------------------------------------------------------------------------
 
 TROCR_OUT = ROOT / "fixtures" / "trocr"
@@ -1108,18 +1252,20 @@ def make_siglip_v1():
 
 
 if __name__ == "__main__":
-    # `make-fixtures.py [clip|blip|trocr|siglip|all]` (default: all);
+    # `make-fixtures.py [clip|blip|blip2|trocr|siglip|all]` (default: all);
     # `make-fixtures.py trocr-full DIR` for the TrOCR benchmark's model.
     if len(sys.argv) == 3 and sys.argv[1] == "trocr-full":
         make_trocr_full_size(Path(sys.argv[2]).resolve())
         sys.exit()
     target = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if target not in ("clip", "blip", "trocr", "siglip", "all"):
-        sys.exit(f"usage: {sys.argv[0]} [clip|blip|trocr|siglip|all] | trocr-full DIR")
+    if target not in ("clip", "blip", "blip2", "trocr", "siglip", "all"):
+        sys.exit(f"usage: {sys.argv[0]} [clip|blip|blip2|trocr|siglip|all] | trocr-full DIR")
     if target in ("clip", "all"):
         main()
     if target in ("blip", "all"):
         make_blip()
+    if target in ("blip2", "all"):
+        make_blip2()
     if target in ("trocr", "all"):
         make_trocr()
     if target in ("siglip", "all"):

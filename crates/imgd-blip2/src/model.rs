@@ -1,0 +1,254 @@
+//! The whole model: load a checkpoint folder, encode images once, decode many prompts per
+//! image from the cached query embeddings.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use imgd_candle::ModelError;
+
+use crate::Result;
+use crate::config::{Blip2Config, TextConfig};
+use crate::opt::{KvCache, Opt};
+use crate::qformer::QFormer;
+use crate::vision::VisionTower;
+
+/// The weights files of a checkpoint folder: `model.safetensors`, or the shards
+/// `model.safetensors.index.json` lists.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = imgd_candle::model_info::require(dir, "model.safetensors.index.json")
+        .map_err(|_| ModelError::MissingFile(single.clone()))?;
+    let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
+        path: index.clone(),
+        source,
+    })?;
+    let parsed: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Config(format!("{}: {e}", index.display())))?;
+    let shards: BTreeSet<&str> = parsed["weight_map"]
+        .as_object()
+        .ok_or_else(|| ModelError::Config(format!("{}: no weight_map", index.display())))?
+        .values()
+        .filter_map(|v| v.as_str())
+        .collect();
+    shards
+        .into_iter()
+        .map(|name| imgd_candle::model_info::require(dir, name))
+        .collect()
+}
+
+/// What encoding a batch of images gives: each stage's output, the last one what the
+/// language model reads.
+pub struct Encoded {
+    /// The vision tower's features, `(n, tokens, vision width)`.
+    pub vision: Tensor,
+    /// The Q-Former's query states, `(n, queries, Q-Former width)`.
+    pub qformer: Tensor,
+    /// The query states projected into the language model, `(n, queries, text width)`.
+    pub projected: Tensor,
+}
+
+/// How to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    /// New tokens at most per prompt.
+    pub max_new_tokens: usize,
+}
+
+/// BLIP-2 with OPT.
+pub struct Blip2 {
+    vision: VisionTower,
+    qformer: QFormer,
+    projection: Linear,
+    opt: Opt,
+    config: Blip2Config,
+    dtype: DType,
+}
+
+impl Blip2 {
+    /// Loads the checkpoint in `dir` (`config.json` and memory-mapped safetensors, one file
+    /// or shards), in f32.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config = Blip2Config::load(dir)?;
+        let files = weight_files(dir)?;
+        // SAFETY: the files are memory-mapped read-only; model files are not modified while
+        // imgd runs (they are replaced by rename, which keeps the mapped inode intact).
+        #[allow(unsafe_code)]
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device)? };
+        Self::new(vb, config)
+    }
+
+    /// Builds it from `vb` (a checkpoint's root).
+    pub fn new(vb: VarBuilder<'_>, config: Blip2Config) -> Result<Self> {
+        let TextConfig::Opt(text) = &config.text_config else {
+            return Err(ModelError::Config(
+                "only OPT language models are implemented so far".into(),
+            ));
+        };
+        let vision = VisionTower::new(vb.pp("vision_model"), &config.vision_config)?;
+        let qformer = QFormer::new(vb.clone(), &config.qformer_config, config.num_query_tokens)?;
+        let projection = candle_nn::linear(
+            config.qformer_config.hidden_size,
+            text.hidden_size,
+            vb.pp("language_projection"),
+        )?;
+        let opt = Opt::new(vb.pp("language_model"), text)?;
+        Ok(Blip2 {
+            vision,
+            qformer,
+            projection,
+            opt,
+            dtype: vb.dtype(),
+            config,
+        })
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &Blip2Config {
+        &self.config
+    }
+
+    /// The language model.
+    pub fn language_model(&self) -> &Opt {
+        &self.opt
+    }
+
+    /// Runs the vision tower, the Q-Former (in f32) and the projection on `(n, 3, S, S)`
+    /// pixels.
+    pub fn encode(&self, pixels: &Tensor) -> Result<Encoded> {
+        let vision = self.vision.forward(&pixels.to_dtype(self.dtype)?)?;
+        let qformer = self.qformer.forward(&vision.to_dtype(DType::F32)?)?;
+        let projected = self.projection.forward(&qformer.to_dtype(self.dtype)?)?;
+        Ok(Encoded {
+            vision,
+            qformer,
+            projected,
+        })
+    }
+
+    /// The language model's cache after each image's query embeddings (`projected`,
+    /// `(n, queries, width)`): the image comes first in every prompt, so this is computed once
+    /// per image and every prompt continues from it.
+    pub fn image_prefix(&self, projected: &Tensor) -> Result<KvCache> {
+        let (n, queries, _) = projected.dims3()?;
+        let mut cache = KvCache::new(self.opt.layer_count(), n);
+        self.opt
+            .forward(projected, &vec![vec![1; queries]; n], &mut cache)?;
+        Ok(cache)
+    }
+
+    /// Feeds every (image, prompt) pair's prompt after its image's cached prefix, the prompts
+    /// left-padded to one length: the cache of the `images × prompts` rows (image-major) and
+    /// the next-token logits of each, `(rows, vocab)`.
+    pub fn prompt_logits(
+        &self,
+        prefix: &KvCache,
+        prompts: &[Vec<u32>],
+    ) -> Result<(KvCache, Tensor)> {
+        if prompts.iter().any(Vec::is_empty) {
+            return Err(ModelError::Input(
+                "a prompt has no tokens (BOS first)".into(),
+            ));
+        }
+        let images = prefix.rows();
+        let rows: Vec<usize> = (0..images)
+            .flat_map(|image| std::iter::repeat_n(image, prompts.len()))
+            .collect();
+        let mut cache = prefix.select(&rows)?;
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let pad = self.opt.config().pad_token_id;
+        let mut ids = Vec::with_capacity(rows.len() * longest);
+        let mut real = Vec::with_capacity(rows.len());
+        for _ in 0..images {
+            for prompt in prompts {
+                let padding = longest - prompt.len();
+                ids.extend(std::iter::repeat_n(pad, padding));
+                ids.extend_from_slice(prompt);
+                let mut bits = vec![0u8; padding];
+                bits.extend(std::iter::repeat_n(1u8, prompt.len()));
+                real.push(bits);
+            }
+        }
+        let device = self.device();
+        let ids = Tensor::from_vec(ids, (rows.len(), longest), device)?;
+        let hidden = self
+            .opt
+            .forward(&self.opt.embed(&ids)?, &real, &mut cache)?;
+        let logits = self.opt.logits(&hidden)?;
+        Ok((cache, logits))
+    }
+
+    /// Greedy decoding of every prompt for every image in one batch: `result[image][prompt]`
+    /// is the new tokens, up to and including the end token. Each image's query embeddings go
+    /// through the language model once; rows leave the batch at their end token.
+    pub fn generate(
+        &self,
+        projected: &Tensor,
+        prompts: &[Vec<u32>],
+        generation: Generation,
+    ) -> Result<Vec<Vec<Vec<u32>>>> {
+        let images = projected.dim(0)?;
+        let prefix = self.image_prefix(projected)?;
+        let (mut cache, mut logits) = self.prompt_logits(&prefix, prompts)?;
+        let eos = self.opt.config().eos_token_id;
+        let mut out = vec![Vec::new(); images * prompts.len()];
+        let mut active: Vec<usize> = (0..out.len()).collect();
+        for step in 0..generation.max_new_tokens {
+            let next: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
+            let mut keep = Vec::with_capacity(active.len());
+            for (slot, (&row, &token)) in active.iter().zip(&next).enumerate() {
+                out[row].push(token);
+                if token != eos {
+                    keep.push(slot);
+                }
+            }
+            if keep.is_empty() || step + 1 == generation.max_new_tokens {
+                break;
+            }
+            let tokens: Vec<u32> = keep.iter().map(|&slot| next[slot]).collect();
+            if keep.len() < active.len() {
+                cache = cache.select(&keep)?;
+                active = keep.iter().map(|&slot| active[slot]).collect();
+            }
+            let ids = Tensor::from_vec(tokens, (active.len(), 1), self.device())?;
+            let real = vec![vec![1u8]; active.len()];
+            let hidden = self
+                .opt
+                .forward(&self.opt.embed(&ids)?, &real, &mut cache)?;
+            logits = self.opt.logits(&hidden)?;
+        }
+        Ok(out
+            .chunks(prompts.len())
+            .map(<[Vec<u32>]>::to_vec)
+            .collect())
+    }
+
+    /// The next-token logits of one forward over the whole sequence (the image's query
+    /// embeddings, then `prompt`), without a cache: what the reference's forward computes.
+    pub fn full_forward_logits(&self, projected: &Tensor, prompt: &[u32]) -> Result<Tensor> {
+        let (n, queries, _) = projected.dims3()?;
+        let ids = Tensor::from_vec(
+            prompt
+                .iter()
+                .copied()
+                .cycle()
+                .take(n * prompt.len())
+                .collect::<Vec<_>>(),
+            (n, prompt.len()),
+            self.device(),
+        )?;
+        let embeds = Tensor::cat(&[projected, &self.opt.embed(&ids)?], 1)?;
+        let mut cache = KvCache::new(self.opt.layer_count(), n);
+        let real = vec![vec![1u8; queries + prompt.len()]; n];
+        let hidden = self.opt.forward(&embeds, &real, &mut cache)?;
+        Ok(self.opt.logits(&hidden)?)
+    }
+
+    fn device(&self) -> &Device {
+        self.projection.weight().device()
+    }
+}
