@@ -550,6 +550,16 @@ BLIP2_MAX_NEW_TOKENS = 8
 # Token ids standing for a caption's prompt (none) and two questions' "Question: ... Answer:"
 # prompts after OPT's BOS; the tiny model has no real vocabulary.
 BLIP2_PROMPTS = {"caption": [], "q1": [5, 17, 23, 9], "q2": [11, 30, 4]}
+# `generate` settings the fixture records: greedy; beam search; beam search as BLIP-2's
+# question recipe runs it (shorter answers favoured) with the other processors on.
+BLIP2_DECODINGS = {
+    "greedy": {"num_beams": 1},
+    "greedy_penalised": {"num_beams": 1, "repetition_penalty": 1.5, "min_new_tokens": 3},
+    "beam3": {"num_beams": 3},
+    "beam3_penalised": {
+        "num_beams": 3, "length_penalty": -1.0, "repetition_penalty": 1.5, "min_new_tokens": 2,
+    },
+}
 
 
 def make_blip2():
@@ -595,8 +605,10 @@ def make_blip2():
         for layer in model.vision_model.encoder.layers:
             bias = layer.self_attn.qkv.bias
             bias[HIDDEN : 2 * HIDDEN] = 0.0
-        # Stronger output weights, so that the greedy choice is clear-cut.
+        # Stronger output weights, so that the greedy choice is clear-cut, and a stronger end
+        # token, so that some decodes end before the token limit.
         model.language_model.lm_head.weight.mul_(3.0)
+        model.language_model.lm_head.weight[eos].mul_(2.5)
     model.save_pretrained(model_dir, safe_serialization=True)
     cfg = json.loads((model_dir / "config.json").read_text())
     cfg["imgd_model_id"] = "tiny-blip2-opt"
@@ -618,8 +630,7 @@ def make_blip2():
     def prompt_ids(prompt):
         return [image_token] * BLIP2_QUERY_TOKENS + [bos] + BLIP2_PROMPTS[prompt]
 
-    greedy = dict(max_new_tokens=BLIP2_MAX_NEW_TOKENS, do_sample=False, num_beams=1)
-    tensors, generated = {}, {}
+    tensors, generated, scores = {}, {}, {}
     with torch.no_grad():
         features = model.get_image_features(pixel_values=pixels, return_dict=True)
         tensors["vision"] = features.vision_outputs.last_hidden_state.contiguous()
@@ -629,12 +640,21 @@ def make_blip2():
             ids = torch.tensor([prompt_ids(prompt)] * len(names))
             logits = model(pixel_values=pixels, input_ids=ids).logits
             tensors[f"logits.{prompt}"] = logits[:, -1, :].contiguous()
-            out = model.generate(pixel_values=pixels, input_ids=ids, **greedy)
-            rows = []
-            for row in out[:, ids.shape[1]:].tolist():
-                rows.append(row[: row.index(eos) + 1] if eos in row else row)
-            generated[prompt] = rows
-    print("greedy ids:", generated)
+            for name, settings in BLIP2_DECODINGS.items():
+                out = model.generate(
+                    pixel_values=pixels, input_ids=ids, return_dict_in_generate=True,
+                    output_scores=True, max_new_tokens=BLIP2_MAX_NEW_TOKENS, do_sample=False,
+                    **settings,
+                )
+                new = out.sequences[:, ids.shape[1]:].tolist()
+                if settings.get("num_beams", 1) > 1:
+                    lengths = (out.beam_indices >= 0).sum(dim=1).tolist()
+                    rows = [row[:n] for row, n in zip(new, lengths)]
+                    scores[f"{name}.{prompt}"] = out.sequences_scores.tolist()
+                else:
+                    rows = [row[: row.index(eos) + 1] if eos in row else row for row in new]
+                generated[f"{name}.{prompt}"] = rows
+    print("generated ids:", json.dumps(generated))
     for i, name in enumerate(names):
         tensors[f"pixels.{name}"] = pixels[i].contiguous()
     save_file(tensors, str(BLIP2_OUT / "reference.safetensors"))
@@ -670,7 +690,9 @@ def make_blip2():
         "images": names,
         "max_new_tokens": BLIP2_MAX_NEW_TOKENS,
         "prompts": {p: prompt_ids(p) for p in BLIP2_PROMPTS},
-        "greedy_ids": generated,
+        "decodings": BLIP2_DECODINGS,
+        "generated_ids": generated,
+        "beam_scores": scores,
         "token_ids": {"bos": bos, "eos": eos, "pad": pad, "image": image_token},
         "made_with": {
             "transformers": transformers.__version__,

@@ -17,6 +17,7 @@
 //! as one batch, and rows leave it at their end token ([`model::Blip2::generate`]).
 
 pub mod config;
+pub mod generation;
 pub mod model;
 pub mod opt;
 pub mod qformer;

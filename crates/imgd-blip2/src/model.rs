@@ -10,6 +10,8 @@ use imgd_candle::ModelError;
 
 use crate::Result;
 use crate::config::{Blip2Config, TextConfig};
+pub use crate::generation::Generation;
+use crate::generation::{BeamSearch, argmax, log_softmax};
 use crate::opt::{KvCache, Opt};
 use crate::qformer::QFormer;
 use crate::vision::VisionTower;
@@ -52,11 +54,14 @@ pub struct Encoded {
     pub projected: Tensor,
 }
 
-/// How to decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Generation {
-    /// New tokens at most per prompt.
-    pub max_new_tokens: usize,
+/// One decoded prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The new tokens, the end token included when the decode ended on it.
+    pub tokens: Vec<u32>,
+    /// Beam search's score of the hypothesis (its log-probability over its length to the
+    /// `length_penalty`); `None` for greedy decoding.
+    pub score: Option<f32>,
 }
 
 /// BLIP-2 with OPT.
@@ -182,49 +187,154 @@ impl Blip2 {
         Ok((cache, logits))
     }
 
-    /// Greedy decoding of every prompt for every image in one batch: `result[image][prompt]`
-    /// is the new tokens, up to and including the end token. Each image's query embeddings go
-    /// through the language model once; rows leave the batch at their end token.
+    /// Decodes every prompt for every image in one batch, greedily or by beam search as
+    /// `generation` says: `result[image][prompt]` holds the new tokens, up to and including
+    /// the end token. Each image's query embeddings go through the language model once; every
+    /// prompt continues from that cache, and rows leave the batch when their prompt is done.
     pub fn generate(
         &self,
         projected: &Tensor,
         prompts: &[Vec<u32>],
         generation: Generation,
-    ) -> Result<Vec<Vec<Vec<u32>>>> {
+    ) -> Result<Vec<Vec<Decoded>>> {
         let images = projected.dim(0)?;
         let prefix = self.image_prefix(projected)?;
-        let (mut cache, mut logits) = self.prompt_logits(&prefix, prompts)?;
+        let (cache, logits) = self.prompt_logits(&prefix, prompts)?;
+        // Each (image, prompt) row's tokens so far, for the repetition penalty: the image
+        // placeholders, then the prompt, as the reference's `input_ids` hold them.
+        let placeholders = self
+            .config
+            .image_token_index
+            .map(|id| vec![id; self.config.num_query_tokens])
+            .unwrap_or_default();
+        let seen: Vec<Vec<u32>> = (0..images)
+            .flat_map(|_| prompts.iter())
+            .map(|prompt| [placeholders.as_slice(), prompt].concat())
+            .collect();
+        let answers = if generation.num_beams > 1 {
+            self.beam_search(cache, logits, &seen, &generation)?
+        } else {
+            self.greedy(cache, logits, &seen, &generation)?
+                .into_iter()
+                .map(|tokens| Decoded {
+                    tokens,
+                    score: None,
+                })
+                .collect()
+        };
+        Ok(answers
+            .chunks(prompts.len())
+            .map(<[Decoded]>::to_vec)
+            .collect())
+    }
+
+    /// Greedy decoding of rows whose prompts are in `cache`, `logits` their next-token logits.
+    fn greedy(
+        &self,
+        mut cache: KvCache,
+        mut logits: Tensor,
+        seen: &[Vec<u32>],
+        generation: &Generation,
+    ) -> Result<Vec<Vec<u32>>> {
         let eos = self.opt.config().eos_token_id;
-        let mut out = vec![Vec::new(); images * prompts.len()];
+        let mut out = vec![Vec::new(); seen.len()];
         let mut active: Vec<usize> = (0..out.len()).collect();
         for step in 0..generation.max_new_tokens {
-            let next: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
+            let mut scores: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
             let mut keep = Vec::with_capacity(active.len());
-            for (slot, (&row, &token)) in active.iter().zip(&next).enumerate() {
+            let mut tokens = Vec::with_capacity(active.len());
+            for (slot, (&row, scores)) in active.iter().zip(scores.iter_mut()).enumerate() {
+                let sequence = [seen[row].as_slice(), &out[row]].concat();
+                generation.process(scores, &sequence, out[row].len(), eos);
+                let token = argmax(scores);
                 out[row].push(token);
                 if token != eos {
                     keep.push(slot);
+                    tokens.push(token);
                 }
             }
             if keep.is_empty() || step + 1 == generation.max_new_tokens {
                 break;
             }
-            let tokens: Vec<u32> = keep.iter().map(|&slot| next[slot]).collect();
             if keep.len() < active.len() {
                 cache = cache.select(&keep)?;
                 active = keep.iter().map(|&slot| active[slot]).collect();
             }
-            let ids = Tensor::from_vec(tokens, (active.len(), 1), self.device())?;
-            let real = vec![vec![1u8]; active.len()];
-            let hidden = self
-                .opt
-                .forward(&self.opt.embed(&ids)?, &real, &mut cache)?;
-            logits = self.opt.logits(&hidden)?;
+            logits = self.step(&mut cache, tokens)?;
         }
-        Ok(out
-            .chunks(prompts.len())
-            .map(<[Vec<u32>]>::to_vec)
+        Ok(out)
+    }
+
+    /// Beam search of rows whose prompts are in `cache`, `logits` their next-token logits: the
+    /// beams of all rows run as one batch, and a row's beams leave it when its search ends.
+    fn beam_search(
+        &self,
+        mut cache: KvCache,
+        mut logits: Tensor,
+        seen: &[Vec<u32>],
+        generation: &Generation,
+    ) -> Result<Vec<Decoded>> {
+        let eos = self.opt.config().eos_token_id;
+        let mut searches = vec![BeamSearch::new(generation.num_beams); seen.len()];
+        // The prompt each cache row belongs to; a prompt's rows are its running beams in order.
+        let mut owner: Vec<usize> = (0..seen.len()).collect();
+        loop {
+            let mut scores: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+            let mut rows_from = 0;
+            let mut parents = Vec::new();
+            let mut tokens = Vec::new();
+            let mut next_owner = Vec::new();
+            while rows_from < owner.len() {
+                let prompt = owner[rows_from];
+                let rows = owner[rows_from..]
+                    .iter()
+                    .take_while(|&&o| o == prompt)
+                    .count();
+                let search = &mut searches[prompt];
+                for (beam, scores) in scores[rows_from..rows_from + rows].iter_mut().enumerate() {
+                    log_softmax(scores);
+                    let tokens_so_far = &search.running[beam].tokens;
+                    let sequence = [seen[prompt].as_slice(), tokens_so_far].concat();
+                    generation.process(scores, &sequence, tokens_so_far.len(), eos);
+                }
+                let continuations =
+                    search.step(&scores[rows_from..rows_from + rows], generation, eos);
+                if !search.done {
+                    for continuation in continuations {
+                        parents.push(rows_from + continuation.parent);
+                        tokens.push(continuation.token);
+                        next_owner.push(prompt);
+                    }
+                }
+                rows_from += rows;
+            }
+            if parents.is_empty() {
+                break;
+            }
+            cache = cache.select(&parents)?;
+            owner = next_owner;
+            logits = self.step(&mut cache, tokens)?;
+        }
+        Ok(searches
+            .iter()
+            .map(|search| {
+                let (tokens, score) = search.best();
+                Decoded {
+                    tokens,
+                    score: Some(score),
+                }
+            })
             .collect())
+    }
+
+    /// Feeds one token per cache row; their next-token logits.
+    fn step(&self, cache: &mut KvCache, tokens: Vec<u32>) -> Result<Tensor> {
+        let rows = tokens.len();
+        let ids = Tensor::from_vec(tokens, (rows, 1), self.device())?;
+        let hidden = self
+            .opt
+            .forward(&self.opt.embed(&ids)?, &vec![vec![1u8]; rows], cache)?;
+        Ok(self.opt.logits(&hidden)?)
     }
 
     /// The next-token logits of one forward over the whole sequence (the image's query

@@ -66,8 +66,21 @@ impl Reference {
             .collect()
     }
 
-    fn greedy(&self, name: &str) -> Vec<Vec<u32>> {
-        serde_json::from_value(self.json["greedy_ids"][name].clone()).unwrap()
+    fn generated(&self, name: &str) -> Vec<Vec<u32>> {
+        serde_json::from_value(self.json["generated_ids"][name].clone()).unwrap()
+    }
+
+    /// The decoding `name` of the fixture, as settings.
+    fn decoding(&self, name: &str) -> Generation {
+        let d = &self.json["decodings"][name];
+        let number = |key: &str, default: f64| d[key].as_f64().unwrap_or(default);
+        Generation {
+            max_new_tokens: self.json["max_new_tokens"].as_u64().unwrap() as usize,
+            min_new_tokens: number("min_new_tokens", 0.0) as usize,
+            num_beams: number("num_beams", 1.0) as usize,
+            length_penalty: number("length_penalty", 1.0) as f32,
+            repetition_penalty: number("repetition_penalty", 1.0) as f32,
+        }
     }
 }
 
@@ -155,33 +168,48 @@ fn first_step_logits_match_from_the_cached_image_and_from_a_full_forward() {
 }
 
 #[test]
-fn greedy_ids_match_the_reference_for_a_caption_and_two_questions() {
+fn greedy_and_beam_search_ids_match_the_reference_for_a_caption_and_two_questions() {
     let reference = reference();
     let model = model("tiny-blip2-opt");
     let encoded = model.encode(&reference.pixels()).unwrap();
     let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| reference.prompt(p)).collect();
-    let generation = Generation {
-        max_new_tokens: reference.json["max_new_tokens"].as_u64().unwrap() as usize,
-    };
-    let together = model
-        .generate(&encoded.projected, &prompts, generation)
-        .unwrap();
-    for (p, name) in PROMPTS.iter().enumerate() {
-        let want = reference.greedy(name);
-        let got: Vec<Vec<u32>> = together
-            .iter()
-            .map(|per_image| per_image[p].clone())
-            .collect();
-        assert_eq!(got, want, "{name}");
-    }
-    // Each image alone, each prompt alone: the same tokens.
-    for (image, per_image) in together.iter().enumerate() {
-        let one = encoded.projected.narrow(0, image, 1).unwrap();
-        for (p, prompt) in prompts.iter().enumerate() {
-            let alone = model
-                .generate(&one, std::slice::from_ref(prompt), generation)
-                .unwrap();
-            assert_eq!(alone[0][0], per_image[p], "image {image}, {}", PROMPTS[p]);
+    for decoding in ["greedy", "greedy_penalised", "beam3", "beam3_penalised"] {
+        let generation = reference.decoding(decoding);
+        // Every prompt of every image in one batch.
+        let together = model
+            .generate(&encoded.projected, &prompts, generation)
+            .unwrap();
+        for (p, name) in PROMPTS.iter().enumerate() {
+            let key = format!("{decoding}.{name}");
+            let got: Vec<Vec<u32>> = together
+                .iter()
+                .map(|per_image| per_image[p].tokens.clone())
+                .collect();
+            assert_eq!(got, reference.generated(&key), "{key}");
+            if let Some(scores) = reference.json["beam_scores"][&key].as_array() {
+                for (image, want) in scores.iter().enumerate() {
+                    let want = want.as_f64().unwrap() as f32;
+                    let score = together[image][p].score.unwrap();
+                    assert!(
+                        (score - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "{key}, image {image}: score {score} vs {want}"
+                    );
+                }
+            }
+        }
+        // Each image alone, each prompt alone: the same tokens.
+        for (image, per_image) in together.iter().enumerate() {
+            let one = encoded.projected.narrow(0, image, 1).unwrap();
+            for (p, prompt) in prompts.iter().enumerate() {
+                let alone = model
+                    .generate(&one, std::slice::from_ref(prompt), generation)
+                    .unwrap();
+                assert_eq!(
+                    alone[0][0].tokens, per_image[p].tokens,
+                    "{decoding}: image {image}, {}",
+                    PROMPTS[p]
+                );
+            }
         }
     }
 }
