@@ -2,7 +2,7 @@
 """Builds the CLIP and aesthetic parity fixtures under fixtures/clip/ with the reference
 implementation (Hugging Face `transformers` + `torch`, CPU).
 
-    python3 scripts/make-fixtures.py [clip|blip|trocr|siglip|all]   # (re)builds fixtures/<target>/
+    python3 scripts/make-fixtures.py [clip|blip|blip2|trocr|siglip|all]   # (re)builds fixtures/<target>/
 
 The first run creates a git-ignored virtual environment `.venv-fixtures/` and installs torch,
 transformers, pillow, safetensors and regex from PyPI into it (a few GB: PyPI's torch wheel
@@ -32,6 +32,11 @@ fixtures/blip/ (see its SOURCES.md) holds a tiny random-weight `BlipForCondition
 with a small BERT WordPiece tokenizer, and its reference outputs (pixels, vision embeddings,
 decoder logits, greedy caption and prompted-answer ids), checked by
 crates/imgd-caption/tests/parity.rs.
+
+fixtures/blip2/ (see its SOURCES.md) holds a tiny random-weight `Blip2ForConditionalGeneration`
+with OPT, in transformers' layout and in the released checkpoints' (split attention biases, two
+shards), and its reference outputs (pixels, vision, Q-Former and projected outputs, first-step
+logits, greedy and beam-search ids and scores), checked by crates/imgd-blip2/tests/parity.rs.
 
 fixtures/trocr/ (see its SOURCES.md) holds a tiny random-weight `VisionEncoderDecoderModel`
 with trocr-small-printed's structure (DeiT encoder, TrOCR decoder), an XLM-R-style unigram
