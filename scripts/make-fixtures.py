@@ -550,11 +550,43 @@ BLIP2_OUT = ROOT / "fixtures" / "blip2"
 BLIP2_IMAGE_SIZE = 32
 BLIP2_PATCH = 4
 BLIP2_QUERY_TOKENS = 8
-BLIP2_VOCAB = 64
+BLIP2_VOCAB = 320
 BLIP2_MAX_NEW_TOKENS = 8
-# Token ids standing for a caption's prompt (none) and two questions' "Question: ... Answer:"
-# prompts after OPT's BOS; the tiny model has no real vocabulary.
-BLIP2_PROMPTS = {"caption": [], "q1": [5, 17, 23, 9], "q2": [11, 30, 4]}
+# The caption's prompt (none: OPT's BOS alone) and two questions in the form BLIP-2's paper uses.
+BLIP2_PROMPTS = {
+    "caption": "",
+    "q1": "Question: what is in the picture? Answer:",
+    "q2": "Question: is it taken indoors? Answer:",
+}
+BLIP2_CORPUS = BLIP_CORPUS + """
+Question: what is in the picture? Answer: a dog on a beach.
+Question: is it taken indoors? Answer: no, outdoors in the sun.
+"""
+
+
+def opt_tokenizer():
+    """A byte-level BPE tokenizer in OPT's layout (`<s>`, `<pad>`, `</s>`, `<unk>` first; BOS
+    `</s>` put before every text), learnt on a small corpus, plus BLIP-2's `<image>` token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import GPT2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=BLIP2_VOCAB, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator([BLIP2_CORPUS], trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", 2)],
+    )
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return tokenizer
 # `generate` settings the fixture records: greedy; beam search; beam search as BLIP-2's
 # question recipe runs it (shorter answers favoured) with the other processors on.
 BLIP2_DECODINGS = {
@@ -577,10 +609,11 @@ def make_blip2():
     generator = torch.Generator().manual_seed(SEED + 2)
     model_dir = BLIP2_OUT / "tiny-blip2-opt"
     model_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = opt_tokenizer()
     bos, eos, pad = 2, 2, 1
-    image_token = BLIP2_VOCAB  # one past the text vocabulary, as the released checkpoints add it
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
     text = OPTConfig(
-        vocab_size=BLIP2_VOCAB + 1, hidden_size=HIDDEN, ffn_dim=INTERMEDIATE, num_hidden_layers=LAYERS,
+        vocab_size=len(tokenizer), hidden_size=HIDDEN, ffn_dim=INTERMEDIATE, num_hidden_layers=LAYERS,
         num_attention_heads=HEADS, max_position_embeddings=64, word_embed_proj_dim=HIDDEN,
         bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
         # An output head of its own: with tied random weights greedy decoding repeats the last
@@ -626,6 +659,9 @@ def make_blip2():
         image_std=[0.26862954, 0.26130258, 0.27577711],
     )
     processor.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    for extra in ["special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt"]:
+        (model_dir / extra).unlink(missing_ok=True)
 
     images_dir = ROOT / "fixtures" / "blip" / "images"
     names = sorted(p.name for p in images_dir.glob("*.png"))
@@ -633,9 +669,11 @@ def make_blip2():
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
 
     def prompt_ids(prompt):
-        return [image_token] * BLIP2_QUERY_TOKENS + [bos] + BLIP2_PROMPTS[prompt]
+        text_ids = tokenizer(BLIP2_PROMPTS[prompt])["input_ids"]
+        assert text_ids[0] == bos, text_ids
+        return [image_token] * BLIP2_QUERY_TOKENS + text_ids
 
-    tensors, generated, scores = {}, {}, {}
+    tensors, generated, scores, texts = {}, {}, {}, {}
     with torch.no_grad():
         features = model.get_image_features(pixel_values=pixels, return_dict=True)
         tensors["vision"] = features.vision_outputs.last_hidden_state.contiguous()
@@ -659,6 +697,9 @@ def make_blip2():
                 else:
                     rows = [row[: row.index(eos) + 1] if eos in row else row for row in new]
                 generated[f"{name}.{prompt}"] = rows
+                texts[f"{name}.{prompt}"] = [
+                    tokenizer.decode(row, skip_special_tokens=True) for row in rows
+                ]
     print("generated ids:", json.dumps(generated))
     for i, name in enumerate(names):
         tensors[f"pixels.{name}"] = pixels[i].contiguous()
@@ -694,10 +735,12 @@ def make_blip2():
     (BLIP2_OUT / "reference.json").write_text(json.dumps({
         "images": names,
         "max_new_tokens": BLIP2_MAX_NEW_TOKENS,
+        "prompt_texts": BLIP2_PROMPTS,
         "prompts": {p: prompt_ids(p) for p in BLIP2_PROMPTS},
         "decodings": BLIP2_DECODINGS,
         "generated_ids": generated,
         "beam_scores": scores,
+        "generated_texts": texts,
         "token_ids": {"bos": bos, "eos": eos, "pad": pad, "image": image_token},
         "made_with": {
             "transformers": transformers.__version__,

@@ -13,14 +13,16 @@
 //! Per image, the vision tower and the Q-Former run once ([`model::Blip2::encode`]); the
 //! projected query embeddings go through the language model once
 //! ([`model::Blip2::image_prefix`], its key/value cache), and every prompt (the caption's
-//! BOS, or "Question: … Answer:") continues from that cache. All prompts of all images decode
-//! as one batch, and rows leave it at their end token ([`model::Blip2::generate`]).
+//! BOS, or "Question: … Answer:", [`text`]) continues from that cache. All prompts of all
+//! images decode as one batch, and rows leave it at their end token
+//! ([`model::Blip2::generate`]).
 
 pub mod config;
 pub mod generation;
 pub mod model;
 pub mod opt;
 pub mod qformer;
+pub mod text;
 pub mod vision;
 
 pub use imgd_candle::ModelError;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use imgd_blip2::model::{Blip2, Generation};
+use imgd_blip2::text::{TextCodec, question_prompt};
 use imgd_candle::processor::{Normalize, PilFilter, ResizePreprocess};
 use serde_json::Value;
 
@@ -102,6 +103,38 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 fn model(folder: &str) -> Blip2 {
     Blip2::load(&fixtures().join(folder), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn prompts_are_tokenized_and_answers_decoded_as_the_reference_does() {
+    let reference = reference();
+    let codec = TextCodec::load(&fixtures().join("tiny-blip2-opt"), 2).unwrap();
+    for name in PROMPTS {
+        let text = reference.json["prompt_texts"][name].as_str().unwrap();
+        assert_eq!(
+            codec.prompt(text).unwrap(),
+            reference.prompt(name),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        question_prompt(" what is in the picture? "),
+        reference.json["prompt_texts"]["q1"].as_str().unwrap()
+    );
+    let texts = reference.json["generated_texts"].as_object().unwrap();
+    for (key, rows) in texts {
+        for (ids, text) in reference
+            .generated(key)
+            .iter()
+            .zip(rows.as_array().unwrap())
+        {
+            assert_eq!(
+                codec.decode(ids).unwrap(),
+                text.as_str().unwrap().trim(),
+                "{key}: {ids:?}"
+            );
+        }
+    }
 }
 
 #[test]

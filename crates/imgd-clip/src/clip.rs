@@ -4,7 +4,8 @@
 //!   Supervision* (2021), <https://arxiv.org/abs/2103.00020>.
 //! - Source: OpenAI's <https://github.com/openai/CLIP>; the reference implementation matched
 //!   here is Hugging Face `transformers`' `CLIPModel`, `CLIPImageProcessor` and
-//!   `CLIPTokenizerFast`; the towers are `candle-transformers`' `clip` module.
+//!   `CLIPTokenizerFast`; the text tower is `candle-transformers`' `clip` module, the image
+//!   tower imgd's own [`crate::vision_tower`] (the same arithmetic in fewer passes).
 //! - Weights: the HF repositories of [`crate::config::PRESETS`] (`openai/clip-vit-base-patch32`
 //!   by default), a folder with `config.json`, `model.safetensors` (memory-mapped),
 //!   `tokenizer.json` and optionally `preprocessor_config.json`.
@@ -32,16 +33,16 @@
 use std::fs;
 use std::path::Path;
 
-use candle_core::{DType, Device, IndexOp, Module as _, Tensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::clip::text_model::ClipTextTransformer;
-use candle_transformers::models::clip::vision_model::ClipVisionTransformer;
 use image::RgbImage;
 use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::ClipError;
 use crate::config::{ClipConfig, ModelInfo, load_preprocess, require};
 use crate::preprocess::Preprocess;
+use crate::vision_tower::VisionTower;
 
 /// The weights file of a model folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -96,7 +97,7 @@ fn normalized_rows(features: &Tensor) -> Result<Vec<Vec<f32>>, ClipError> {
 /// CLIP's image tower with its projection and image processor.
 #[derive(Debug, Clone)]
 pub struct ClipImageEncoder {
-    vision: ClipVisionTransformer,
+    vision: VisionTower,
     projection: Linear,
     preprocess: Preprocess,
     /// [`Preprocess::normalize_table`] on the device, `(3, 256)` f32.
@@ -131,7 +132,7 @@ impl ClipImageEncoder {
         info: ModelInfo,
     ) -> Result<Self, ClipError> {
         check_tensors(&vb, &["vision_model.embeddings.class_embedding"])?;
-        let vision = ClipVisionTransformer::new(vb.pp("vision_model"), &config.candle_vision())?;
+        let vision = VisionTower::new(vb.pp("vision_model"), &config)?;
         let projection = candle_nn::linear_no_bias(
             config.vision.hidden_size,
             config.projection_dim,

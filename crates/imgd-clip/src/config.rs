@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig};
-use candle_transformers::models::clip::vision_model::ClipVisionConfig;
 use serde::Deserialize;
 
 pub use imgd_candle::model_info::{ModelInfo, fingerprint, require};
@@ -280,21 +279,6 @@ impl ClipConfig {
             num_hidden_layers: self.text.num_hidden_layers,
             num_attention_heads: self.text.num_attention_heads,
             projection_dim: self.projection_dim,
-        }
-    }
-
-    /// candle's image tower configuration.
-    pub fn candle_vision(&self) -> ClipVisionConfig {
-        ClipVisionConfig {
-            embed_dim: self.vision.hidden_size,
-            activation: Activation::QuickGelu,
-            intermediate_size: self.vision.intermediate_size,
-            num_hidden_layers: self.vision.num_hidden_layers,
-            num_attention_heads: self.vision.num_attention_heads,
-            projection_dim: self.projection_dim,
-            num_channels: 3,
-            image_size: self.vision.image_size,
-            patch_size: self.vision.patch_size,
         }
     }
 }

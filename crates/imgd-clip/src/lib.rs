@@ -26,6 +26,7 @@ pub mod loader;
 pub mod preprocess;
 pub mod runner;
 pub mod siglip;
+pub mod vision_tower;
 
 pub use candle_core::{DType, Device};
 pub use error::ClipError;
