@@ -76,18 +76,25 @@ pub struct Blip2 {
 
 impl Blip2 {
     /// Loads the checkpoint in `dir` (`config.json` and memory-mapped safetensors, one file
-    /// or shards), in f32.
+    /// or shards), in f32 (what the CPU runs).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_as(dir, device, DType::F32)
+    }
+
+    /// [`Blip2::load`] in `dtype` (f16 or bf16 halve a GPU's memory and work; candle's CPU
+    /// multiply has no bf16 kernel); the Q-Former and its query tokens stay in f32, as the
+    /// reference keeps them.
+    pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = Blip2Config::load(dir)?;
         let files = weight_files(dir)?;
         // SAFETY: the files are memory-mapped read-only; model files are not modified while
         // imgd runs (they are replaced by rename, which keeps the mapped inode intact).
         #[allow(unsafe_code)]
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device)? };
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
         Self::new(vb, config)
     }
 
-    /// Builds it from `vb` (a checkpoint's root).
+    /// Builds it from `vb` (a checkpoint's root), in `vb`'s dtype but for the Q-Former (f32).
     pub fn new(vb: VarBuilder<'_>, config: Blip2Config) -> Result<Self> {
         let TextConfig::Opt(text) = &config.text_config else {
             return Err(ModelError::Config(
@@ -95,7 +102,11 @@ impl Blip2 {
             ));
         };
         let vision = VisionTower::new(vb.pp("vision_model"), &config.vision_config)?;
-        let qformer = QFormer::new(vb.clone(), &config.qformer_config, config.num_query_tokens)?;
+        let qformer = QFormer::new(
+            vb.clone().set_dtype(DType::F32),
+            &config.qformer_config,
+            config.num_query_tokens,
+        )?;
         let projection = candle_nn::linear(
             config.qformer_config.hidden_size,
             text.hidden_size,

@@ -245,7 +245,7 @@ impl Opt {
                 .index_select(&positions, 0)?
                 .reshape((rows, t, ()))?;
         xs = (xs + position_embeds)?;
-        let mask = attention_mask(&cache.real, past, t, device)?;
+        let mask = attention_mask(&cache.real, past, t, device)?.to_dtype(xs.dtype())?;
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
             xs = self.layer_forward(layer, &xs, &mask, kv)?;
         }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use imgd_blip2::model::{Blip2, Generation};
 use imgd_blip2::text::{TextCodec, question_prompt};
 use imgd_candle::processor::{Normalize, PilFilter, ResizePreprocess};
@@ -245,4 +245,43 @@ fn greedy_and_beam_search_ids_match_the_reference_for_a_caption_and_two_question
             }
         }
     }
+}
+
+#[test]
+fn in_half_precision_the_q_former_stays_f32_and_outputs_stay_close() {
+    let reference = reference();
+    let dir = fixtures().join("tiny-blip2-opt");
+    // f16 (bf16 is for GPUs: candle's CPU matrix multiply has no bf16 kernel).
+    let dtype = DType::F16;
+    let model = Blip2::load_as(&dir, &Device::Cpu, dtype).unwrap();
+    let encoded = model.encode(&reference.pixels()).unwrap();
+    assert_eq!(encoded.vision.dtype(), dtype);
+    assert_eq!(
+        encoded.qformer.dtype(),
+        DType::F32,
+        "the Q-Former runs in f32"
+    );
+    assert_eq!(encoded.projected.dtype(), dtype);
+    let projected = encoded.projected.to_dtype(DType::F32).unwrap();
+    let diff = max_diff(&projected, reference.tensor("projected"));
+    assert!(diff < 0.1, "{dtype:?} projected: {diff}");
+    let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| reference.prompt(p)).collect();
+    let prefix = model.image_prefix(&encoded.projected).unwrap();
+    let (_, logits) = model.prompt_logits(&prefix, &prompts).unwrap();
+    let logits = logits.to_dtype(DType::F32).unwrap();
+    let caption: Vec<Tensor> = (0..reference.images().len())
+        .map(|image| logits.get(image * PROMPTS.len()).unwrap())
+        .collect();
+    let caption = Tensor::stack(&caption, 0).unwrap();
+    let want = reference.tensor("logits.caption");
+    // Relative to the logits' spread: half precision keeps about three digits.
+    let spread = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = max_diff(&caption, want);
+    assert!(diff < 0.01 * spread, "{dtype:?} logits: {diff} of {spread}");
 }
