@@ -101,7 +101,7 @@ pub struct OptConfig {
     /// Width of the token embeddings (projected in and out when it differs from the hidden size).
     #[serde(default)]
     pub word_embed_proj_dim: Option<usize>,
-    /// Pre-norm layers (every released OPT but 350m).
+    /// Pre-norm layers (every released OPT but 350m; imgd supports these only).
     #[serde(default = "yes")]
     pub do_layer_norm_before: bool,
     /// Whether the linear layers have biases.

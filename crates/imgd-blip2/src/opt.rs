@@ -2,10 +2,11 @@
 //! `OPTForCausalLM`), with a key/value cache whose rows can be copied (one image's prefix
 //! shared by several prompts) and dropped (rows that ended).
 
-use candle_core::{D, Device, Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::config::{Activation, OptConfig};
+use imgd_candle::ModelError;
 
 /// What the attention adds where a key must not be seen.
 const MASKED: f32 = -1e9;
@@ -150,8 +151,7 @@ pub struct Opt {
     project_out: Option<Dense>,
     layers: Vec<Layer>,
     final_norm: Option<LayerNorm>,
-    lm_head: Tensor,
-    pre_norm: bool,
+    lm_head: Dense,
     activation: Activation,
     heads: usize,
     config: OptConfig,
@@ -160,6 +160,12 @@ pub struct Opt {
 impl Opt {
     /// Builds it from `vb` (the checkpoint's `language_model`).
     pub fn new(vb: VarBuilder<'_>, c: &OptConfig) -> crate::Result<Self> {
+        if !c.do_layer_norm_before {
+            // Only OPT-350m is post-norm, and no BLIP-2 checkpoint uses it.
+            return Err(ModelError::Config(
+                "post-norm OPT (`do_layer_norm_before = false`) is not supported".into(),
+            ));
+        }
         let decoder = vb.pp("model.decoder");
         let (d, e) = (c.hidden_size, c.embed_dim());
         let embed_tokens = decoder.get((c.vocab_size, e), "embed_tokens.weight")?;
@@ -181,12 +187,14 @@ impl Opt {
             layers: (0..c.num_hidden_layers)
                 .map(|i| Layer::new(decoder.pp(format!("layers.{i}")), c))
                 .collect::<Result<_>>()?,
-            final_norm: (c.do_layer_norm_before && !c.remove_final_layer_norm)
+            final_norm: (!c.remove_final_layer_norm)
                 .then(|| candle_nn::layer_norm(d, 1e-5, decoder.pp("final_layer_norm")))
                 .transpose()?,
             embed_tokens,
-            lm_head,
-            pre_norm: c.do_layer_norm_before,
+            lm_head: Dense {
+                weight: lm_head,
+                bias: None,
+            },
             activation: Activation::parse(&c.activation_function)?,
             heads: c.num_attention_heads,
             config: c.clone(),
@@ -262,11 +270,8 @@ impl Opt {
     /// `(rows, vocab)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let t = hidden.dim(1)?;
-        let head = Dense {
-            weight: self.lm_head.clone(),
-            bias: None,
-        };
-        head.forward(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?.contiguous()?)
+        self.lm_head
+            .forward(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?.contiguous()?)
     }
 
     fn layer_forward(
@@ -276,33 +281,9 @@ impl Opt {
         mask: &Tensor,
         kv: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
-        let residual = xs;
-        let h = if self.pre_norm {
-            layer.attention_norm.forward(xs)?
-        } else {
-            xs.clone()
-        };
-        let h = (self.attention(layer, &h, mask, kv)? + residual)?;
-        let h = if self.pre_norm {
-            h
-        } else {
-            layer.attention_norm.forward(&h)?
-        };
-        let residual = &h;
-        let f = if self.pre_norm {
-            layer.final_norm.forward(&h)?
-        } else {
-            h.clone()
-        };
-        let f = layer
-            .fc2
-            .forward(&self.activation.apply(&layer.fc1.forward(&f)?)?)?;
-        let out = (f + residual)?;
-        if self.pre_norm {
-            Ok(out)
-        } else {
-            layer.final_norm.forward(&out)
-        }
+        let h = (self.attention(layer, &layer.attention_norm.forward(xs)?, mask, kv)? + xs)?;
+        let f = layer.fc1.forward(&layer.final_norm.forward(&h)?)?;
+        layer.fc2.forward(&self.activation.apply(&f)?)? + h
     }
 
     fn attention(
@@ -328,7 +309,7 @@ impl Opt {
         }
         *kv = Some((k.clone(), v.clone()));
         let weights = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let weights = candle_nn::ops::softmax(&weights, D::Minus1)?;
+        let weights = candle_nn::ops::softmax_last_dim(&weights)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((rows, t, d))?;
         layer.out.forward(&out)
     }
