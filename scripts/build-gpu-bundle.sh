@@ -2,9 +2,10 @@
 # Builds, on a CPU-only machine, what scripts/gpu-check.sh runs on a GPU machine, into
 # gpu-bundle/ (git-ignored), each file xz-compressed:
 #
-#   clip-bench.xz, imgd.xz, vector-bench.xz, libs.tar.xz   (`all`, the default; `cuda` alone)
-#     the CLIP GPU bench, the vector-search bench and the imgd daemon (release, `--features
-#     cuda`, stripped), and libheif with its codecs for imgd. Uses the CUDA 13.0 toolkit from
+#   clip-bench.xz, imgd.xz, blip2-bench.xz, vector-bench.xz, libs.tar.xz
+#                                                       (`all`, the default; `cuda` alone)
+#     the CLIP GPU bench, the BLIP-2 bench, the vector-search bench and the imgd daemon
+#     (release, `--features cuda`, stripped), and libheif with its codecs for imgd. Uses the CUDA 13.0 toolkit from
 #     scripts/setup-cuda.sh and a separate target folder (target-cuda/) so the default build
 #     stays CPU-only. Cold: ~10 min of nvcc for candle's kernels on 2 cores, then cached.
 #   ort-gpu.tar.xz, ort-models.tar.xz                       (`all`; `ort` alone, no cargo)
@@ -15,7 +16,8 @@
 #
 # What travels to the GPU machine is at most 64 MiB with the repository's tracked files
 # (~16 MiB), so not every file fits in one call (the script prints the sizes at the end):
-#   CLIP + vector search:  clip-bench.xz imgd.xz vector-bench.xz libs.tar.xz   (~21 MiB)
+#   CLIP + BLIP-2:         clip-bench.xz imgd.xz blip2-bench.xz libs.tar.xz
+#   (vector-bench.xz, the CPU vector-search figure, when there is room)
 #   ONNX Runtime on GPU:   imgd.xz libs.tar.xz ort-gpu.tar.xz ort-models.tar.xz (~46 MiB)
 # Carry one set per call, file by file (`gpu-bundle/imgd.xz`, ...), not the whole folder.
 set -euo pipefail
@@ -31,16 +33,22 @@ build_cuda() {
     CARGO_TARGET_DIR=target-cuda cargo build --release -p imgd-clip -p imgd --example gpu_bench \
         --bin imgd --features imgd-clip/cuda,imgd/cuda
     mkdir -p gpu-bundle
-    rm -f gpu-bundle/clip-bench* gpu-bundle/imgd* gpu-bundle/vector-bench*
+    CARGO_TARGET_DIR=target-cuda cargo build --release -p imgd-blip2 --bench blip2 \
+        --features imgd-blip2/cuda
+    mkdir -p gpu-bundle
+    rm -f gpu-bundle/clip-bench* gpu-bundle/imgd* gpu-bundle/vector-bench* gpu-bundle/blip2-bench*
     cp target-cuda/release/examples/gpu_bench gpu-bundle/clip-bench
     cp target-cuda/release/imgd gpu-bundle/imgd
-    strip gpu-bundle/clip-bench gpu-bundle/imgd
+    # The bench's binary is the newest blip2-<hash> executable cargo left in deps/.
+    cp "$(ls -t target-cuda/release/deps/blip2-* | grep -v '\.d$' | head -1)" gpu-bundle/blip2-bench
+    strip gpu-bundle/clip-bench gpu-bundle/imgd gpu-bundle/blip2-bench
     # The vector-search bench is CPU code: the GPU machine's idle cores give the 2-core figure.
     cargo build --release -q -p imgd-store --example vector_search_bench
     cp "${CARGO_TARGET_DIR:-target}/release/examples/vector_search_bench" gpu-bundle/vector-bench
     strip gpu-bundle/vector-bench
     # x86 filter + preset 9e: imgd 11.2 MB instead of 11.8 (-6), which the 64 MiB needs.
-    xz -T0 --x86 --lzma2=preset=9e gpu-bundle/clip-bench gpu-bundle/imgd gpu-bundle/vector-bench
+    xz -T0 --x86 --lzma2=preset=9e gpu-bundle/clip-bench gpu-bundle/imgd gpu-bundle/vector-bench \
+        gpu-bundle/blip2-bench
     # imgd links libheif (HEIC) and its codecs, which GPU machines lack: they travel along.
     rm -rf gpu-bundle/lib gpu-bundle/libs.tar.xz
     mkdir -p gpu-bundle/lib
@@ -106,7 +114,7 @@ esac
 ls -la gpu-bundle
 # What a device call carries: the tracked files plus one set of bundle files, 64 MiB at most.
 tracked=$(git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
-for set in "clip-bench.xz imgd.xz vector-bench.xz libs.tar.xz" \
+for set in "clip-bench.xz imgd.xz blip2-bench.xz libs.tar.xz" \
     "imgd.xz libs.tar.xz ort-gpu.tar.xz ort-models.tar.xz"; do
     total=$tracked
     for f in $set; do

@@ -7,7 +7,8 @@
 #   2. checks GPU results equal CPU results for the CLIP image tower (f32, relative error < 1e-3);
 #   3. times the CLIP ViT-B/32 image tower (random weights, the forward the embedding runner
 #      runs) in imgd (candle, CUDA, f16 and f32) and in PyTorch fp16 eager on the same card, at
-#      batch 1/8/32/128, sampling GPU utilisation with nvidia-smi while imgd runs;
+#      batch 1/8/32/128, and PyTorch fp16 through torch.compile at batch 128, sampling GPU
+#      utilisation with nvidia-smi while imgd runs;
 #   4. runs `imgd run --once` on the GPU over a corpus of JPEG copies with the same ViT-B/32
 #      architecture (random weights written by `clip-bench write-model`) and reports end-to-end
 #      images/s and the inference thread's busy fraction;
@@ -16,14 +17,19 @@
 #      (the onnxruntime-gpu libraries of ort-gpu.tar.xz, or $ORT_GPU_LIB, or an onnxruntime-gpu
 #      installed in this Python), and checks the two agree (scripts/gpu/ort_e2e.sh): prints
 #      `ort_cpu_ocr_faces_ips=`, `ort_cuda_ocr_faces_ips=`, `ort_cuda_parity=ok|...`;
-#   6. times exact top-10 vector search over 1 M x 512-d vectors on two pinned idle cores
+#   6. runs the BLIP-2 benchmark (OPT-2.7b at real size, random weights, f16 with the
+#      Q-Former in f32): encode ms per image, decoder ms per token at batch 1 and 8, and a
+#      caption plus four questions with the image encoded once against once per prompt;
+#   7. times exact top-10 vector search over 1 M x 512-d vectors on two pinned idle cores
 #      (CPU code; the build machine's cores are too loaded for the figure);
-#   7. writes a markdown table to OUT_DIR (first argument, default $OUT or ./gpu-out) and
-#      prints `clip_vs_torch=X` last (imgd f16 ÷ PyTorch fp16 images/s at the largest batch).
+#   8. writes a markdown table to OUT_DIR (first argument, default $OUT or ./gpu-out) and
+#      prints the figures last: `clip_vs_torch=X` (imgd f16 ÷ PyTorch fp16 eager images/s at
+#      the largest batch), `clip_vs_torch_compile=X`, `e2e_clip_ips=X`,
+#      `ort_cuda_ocr_faces_ips=X`, `blip2_cached_vs_reencode=X`.
 # Each step runs when its bundle files travelled and fails soft: the 64 MiB a call carries
-# holds either the CLIP set (clip-bench, imgd, vector-bench, libs) or the ONNX Runtime set
-# (imgd, libs, ort-gpu, ort-models); see scripts/build-gpu-bundle.sh. At most 8 files in
-# OUT_DIR. Budget: about 2 minutes per set.
+# holds either the CLIP set (clip-bench, imgd, blip2-bench, libs; vector-bench when asked) or
+# the ONNX Runtime set (imgd, libs, ort-gpu, ort-models); see scripts/build-gpu-bundle.sh. At
+# most 8 files in OUT_DIR. Budget: about 3 minutes per set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-./gpu-out}}
@@ -34,7 +40,7 @@ LOG=$OUT_DIR/gpu-check.log
 exec > >(tee "$LOG") 2>&1
 
 # The bundle travels xz-compressed.
-for tool in clip-bench imgd vector-bench; do
+for tool in clip-bench imgd vector-bench blip2-bench; do
     if [ -f "$BUNDLE/$tool.xz" ] && [ ! -x "/tmp/imgd-bundle/$tool" ]; then
         mkdir -p /tmp/imgd-bundle
         xz -dc "$BUNDLE/$tool.xz" > "/tmp/imgd-bundle/$tool" && chmod +x "/tmp/imgd-bundle/$tool"
@@ -48,7 +54,9 @@ for archive in libs ort-gpu ort-models; do
         tar -C /tmp/imgd-bundle -xJf "$BUNDLE/$archive.tar.xz" || echo "cannot unpack $archive.tar.xz"
     fi
 done
-if [ -x /tmp/imgd-bundle/clip-bench ] || [ -x /tmp/imgd-bundle/imgd ]; then BUNDLE=/tmp/imgd-bundle; fi
+if [ -x /tmp/imgd-bundle/clip-bench ] || [ -x /tmp/imgd-bundle/imgd ] || [ -x /tmp/imgd-bundle/blip2-bench ]; then
+    BUNDLE=/tmp/imgd-bundle
+fi
 SCRATCH=$(mktemp -d)
 
 echo "== device"
@@ -89,6 +97,9 @@ kill $SMI 2>/dev/null
 "$BUNDLE/clip-bench" time --device cuda --dtype f32 --batches "$BATCHES" | tee -a "$OUT_DIR/clip.jsonl"
 echo "== CLIP ViT-B/32 image tower: PyTorch fp16 eager"
 python3 scripts/gpu/torch_clip_bench.py "$BATCHES" | tee -a "$OUT_DIR/clip.jsonl"
+echo "== CLIP ViT-B/32 image tower: PyTorch fp16 torch.compile (batch 128; compile time not timed)"
+timeout "${COMPILE_TIMEOUT:-180}" python3 scripts/gpu/torch_clip_bench.py 128 --compile 2>"$SCRATCH/compile.err" \
+    | tee -a "$OUT_DIR/clip.jsonl" || tail -5 "$SCRATCH/compile.err"
 
 echo "== end to end: imgd run --once, CLIP ViT-B/32 (random weights) on the GPU, JPEG files"
 E2E=$(mktemp -d)
@@ -132,6 +143,30 @@ else
         | tee "$OUT_DIR/ort.txt"
 fi
 
+echo "== BLIP-2 (OPT-2.7b, random weights) on the GPU, f16, the Q-Former in f32"
+if [ -x "$BUNDLE/blip2-bench" ]; then
+    timeout "${BLIP2_TIMEOUT:-240}" "$BUNDLE/blip2-bench" --cuda --dtype f16 2>&1 | tee "$OUT_DIR/blip2.txt"
+else
+    echo "BLIP-2 step skipped: no blip2-bench in $BUNDLE"
+fi
+if [ -x "$BUNDLE/imgd" ]; then
+    echo "== the caption module with BLIP-2 on the GPU (tiny fixture, f16, Q-Former f32)"
+    CAP=$(mktemp -d)
+    mkdir -p "$CAP/models" "$CAP/photos"
+    cp -r fixtures/blip2/tiny-blip2-opt "$CAP/models/blip2"
+    cp fixtures/blip/images/* fixtures/photos/flower.jpg "$CAP/photos/"
+    printf '%s\n' "[models]" "dir = \"$CAP/models\"" 'caption = "blip2"' "cuda = true" \
+        '[[caption.questions]]' 'name = "subject"' 'question = "What is in the picture?"' \
+        > "$CAP/imgd.toml"
+    IMGD_DB=$CAP/imgd.db "$BUNDLE/imgd" enqueue --modules caption "$CAP/photos" > /dev/null
+    IMGD_DB=$CAP/imgd.db IMGD_LOG=info "$BUNDLE/imgd" run --once --json --metrics-addr off \
+        --config "$CAP/imgd.toml" 2> "$CAP/log" | tee "$OUT_DIR/blip2-module.json"
+    grep -iE "caption|cuda|error" "$CAP/log" | head -5
+    echo "blip2_module_caption_rows=$(IMGD_DB=$CAP/imgd.db "$BUNDLE/imgd" show --json "$CAP/photos/flower.jpg" \
+        | python3 -c 'import json,sys; d=json.load(sys.stdin); print("ok" if isinstance(d.get("caption", {}).get("caption"), str) else d)')" \
+        | tee -a "$OUT_DIR/blip2.txt"
+fi
+
 echo "== vector search, 1 M x 512-d, on 2 pinned idle cores (CPU code; the GPU is not used)"
 if [ -x "$BUNDLE/vector-bench" ] && [ "${VECTOR_BENCH:-1}" = 1 ]; then
     VDIR=$(mktemp -d)
@@ -159,15 +194,19 @@ for b in batches:
         v = [r["images_per_s"] for r in rows if r["engine"] == e and r["batch"] == b]
         cells.append(f"{v[0]:,.0f} img/s" if v else "-")
     lines.append(f"| {b} | " + " | ".join(cells) + " |")
-ratio = float("nan")
+ratio = compile_ratio = float("nan")
 if rows:
     top = max(batches)
     ours = [r["images_per_s"] for r in rows if r["engine"] == "imgd-candle-cuda-f16" and r["batch"] == top]
     torch = [r["images_per_s"] for r in rows if r["engine"] == "torch-fp16-eager" and r["batch"] == top]
     ratio = ours[0] / torch[0] if ours and torch else float("nan")
+    compiled = [r["images_per_s"] for r in rows if r["engine"] == "torch-fp16-compile" and r["batch"] == top]
+    compile_ratio = ours[0] / compiled[0] if ours and compiled else float("nan")
+e2e_ips = float("nan")
 try:
     e2e = json.load(open(os.path.join(out, "e2e.json")))
     busy = e2e["infer_busy_seconds"] / max(e2e["infer_wall_seconds"], 1e-9)
+    e2e_ips = e2e["images"] / e2e["seconds"]
     e2e_line = (f"- end to end (`imgd run --once`, {e2e['images']} JPEGs of 0.2-0.9 MP, CLIP "
                 f"ViT-B/32 f16 on the GPU, batch 128): {e2e['images'] / e2e['seconds']:,.0f} "
                 f"images/s, inference thread busy {busy:.0%}, {e2e['jobs_failed']} failed")
@@ -209,7 +248,14 @@ print(summary)
 for key in ("ort_cpu_ocr_faces_ips", "ort_cuda_ocr_faces_ips", "ort_cuda_parity"):
     if key in ort:
         print(f"{key}={ort[key]}")
+blip2 = [l for l in read("blip2.txt").splitlines() if l.startswith("blip2_")]
+if blip2:
+    summary_blip2 = "\n".join(f"- `{l}`" for l in blip2)
+    open(os.path.join(out, "gpu-table.md"), "a").write("\n## BLIP-2 OPT-2.7b, f16\n\n" + summary_blip2 + "\n")
+    print(summary_blip2)
 if rows:
+    print(f"e2e_clip_ips={e2e_ips:.0f}")
+    print(f"clip_vs_torch_compile={compile_ratio:.2f}")
     print(f"clip_vs_torch={ratio:.2f}")
 PY
 rm -rf "$SCRATCH"

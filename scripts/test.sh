@@ -13,8 +13,15 @@ export IMGD_TEST_POSTGRES
 IMGD_TEST_POSTGRES="$(scripts/pg-test-cluster.sh start)"
 trap 'scripts/pg-test-cluster.sh stop' EXIT
 export IMGD_REQUIRE_POSTGRES=1
-cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
-cargo test --workspace --features "$FEATURES"
+# Clippy's check artifacts never serve the test build: they get their own folder, which
+# IMGD_TEST_LOW_DISK=1 (CI) removes before the tests are built, so the two never hold disk at
+# once.
+CLIPPY_TARGET="${CARGO_TARGET_DIR:-target}/clippy"
+CARGO_TARGET_DIR="$CLIPPY_TARGET" cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
+if [ "${IMGD_TEST_LOW_DISK:-0}" = 1 ]; then rm -rf "$CLIPPY_TARGET"; fi
+# Examples are checked by clippy above and not built again here (each links every runtime).
+cargo test --workspace --lib --bins --tests --features "$FEATURES"
+cargo test --workspace --doc --features "$FEATURES"
 # Every end-to-end file of the binary but postgres.rs (on PostgreSQL already) and models.rs
 # (no database).
 IMGD_TEST_ENGINE=postgres cargo test -p imgd --features "$FEATURES" \

@@ -1,5 +1,5 @@
 //! BLIP-2 with OPT-2.7b at its real size, random weights, f32 on the CPU (`--cuda` for a
-//! GPU): the vision tower + Q-Former per image, the decoder per token at batch 1 and 8, and a
+//! GPU, with `--dtype f16|bf16` as the daemon runs it there, the Q-Former in f32): the vision tower + Q-Former per image, the decoder per token at batch 1 and 8, and a
 //! caption plus four questions per image with the image encoded once against re-encoding it
 //! for every prompt, the way a per-question pipeline does (`blip2_cached_vs_reencode`, both
 //! measured in this run). Every prompt decodes exactly `--tokens` tokens (10 by default).
@@ -7,10 +7,12 @@
 //! ```text
 //! cargo bench -p imgd-blip2 --bench blip2
 //! cargo bench -p imgd-blip2 --bench blip2 -- --tokens 20
+//! cargo bench -p imgd-blip2 --bench blip2 --features cuda -- --cuda --dtype f16
 //! ```
 //!
 //! Needs about 16 GB of memory in f32 (the weights are made in memory, nothing is read).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -42,15 +44,18 @@ fn config() -> Blip2Config {
     .expect("the OPT-2.7b configuration")
 }
 
-fn seconds(run: impl FnOnce()) -> f64 {
+/// Wall seconds of `run`, the device synchronised before the clock stops.
+fn seconds(device: &Device, run: impl FnOnce()) -> f64 {
     let started = Instant::now();
     run();
+    device.synchronize().expect("synchronise");
     started.elapsed().as_secs_f64()
 }
 
 fn main() {
     let mut tokens = 10usize;
     let mut cuda = false;
+    let mut dtype = DType::F32;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -61,6 +66,14 @@ fn main() {
                     .expect("--tokens N")
             }
             "--cuda" => cuda = true,
+            "--dtype" => {
+                dtype = match args.next().as_deref() {
+                    Some("f16") => DType::F16,
+                    Some("bf16") => DType::BF16,
+                    Some("f32") => DType::F32,
+                    _ => panic!("--dtype f32|f16|bf16"),
+                }
+            }
             _ => {}
         }
     }
@@ -72,12 +85,27 @@ fn main() {
     let started = Instant::now();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let model = Blip2::new(vb, config()).expect("the model");
+    let mut model = Blip2::new(vb, config()).expect("the model");
     let params: usize = varmap
         .all_vars()
         .iter()
         .map(|v| v.as_tensor().elem_count())
         .sum();
+    if dtype != DType::F32 {
+        // Random normals are drawn in f32; the weights are then cast the way a checkpoint
+        // loads (the Q-Former stays f32).
+        let weights: HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .expect("the weight map")
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+            .collect();
+        drop(model);
+        model = Blip2::new(VarBuilder::from_tensors(weights, dtype, &device), config())
+            .expect("the model");
+    }
+    eprintln!("running in {dtype:?} on {device:?}");
     eprintln!(
         "made {:.2} B random parameters in {:.0} s",
         params as f64 / 1e9,
@@ -94,10 +122,17 @@ fn main() {
 
     let pixels = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), &device).expect("pixels");
     model.encode(&pixels).expect("warm-up");
-    let encode_s = seconds(|| {
-        model.encode(&pixels).expect("encode");
-    });
-    println!("blip2_encode_ms_per_image {:.0}", encode_s * 1000.0);
+    let repeats = if cuda { 10 } else { 1 };
+    let encode_s = seconds(&device, || {
+        for _ in 0..repeats {
+            model.encode(&pixels).expect("encode");
+        }
+    }) / repeats as f64;
+    println!(
+        "blip2_encode_ms_per_image{{dtype=\"{}\"}} {:.1}",
+        format!("{dtype:?}").to_lowercase(),
+        encode_s * 1000.0
+    );
 
     let projected = model.encode(&pixels).expect("encode").projected;
     let exactly = |n: usize, beams: usize| Generation {
@@ -120,31 +155,31 @@ fn main() {
     // The decoder per token: `tokens` new tokens less the first (the prompt's forward).
     for batch in [1usize, 8] {
         let batch_prompts: Vec<Vec<u32>> = (0..batch).map(|i| question(i as u32)).collect();
-        let first = seconds(|| {
+        let first = seconds(&device, || {
             model
                 .generate(&projected, &batch_prompts, exactly(1, 1))
                 .expect("generate");
         });
-        let all = seconds(|| {
+        let all = seconds(&device, || {
             model
                 .generate(&projected, &batch_prompts, exactly(tokens, 1))
                 .expect("generate");
         });
         println!(
-            "blip2_decoder_ms_per_token{{batch=\"{batch}\"}} {:.0}",
+            "blip2_decoder_ms_per_token{{batch=\"{batch}\"}} {:.1}",
             (all - first) * 1000.0 / (tokens - 1) as f64
         );
     }
 
     // A caption and four questions: the image encoded once and every prompt decoded from its
     // cache in one batch, against the image encoded again for each prompt, decoded alone.
-    let cached = seconds(|| {
+    let cached = seconds(&device, || {
         let projected = model.encode(&pixels).expect("encode").projected;
         model
             .generate(&projected, &prompts, exactly(tokens, 1))
             .expect("generate");
     });
-    let reencode = seconds(|| {
+    let reencode = seconds(&device, || {
         for prompt in &prompts {
             let projected = model.encode(&pixels).expect("encode").projected;
             model
@@ -152,7 +187,7 @@ fn main() {
                 .expect("generate");
         }
     });
-    println!("blip2_caption_and_4_questions_s{{path=\"cached\"}} {cached:.1}");
-    println!("blip2_caption_and_4_questions_s{{path=\"re-encode\"}} {reencode:.1}");
+    println!("blip2_caption_and_4_questions_s{{path=\"cached\"}} {cached:.3}");
+    println!("blip2_caption_and_4_questions_s{{path=\"re-encode\"}} {reencode:.3}");
     println!("blip2_cached_vs_reencode={:.2}", reencode / cached);
 }

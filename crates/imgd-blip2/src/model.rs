@@ -208,9 +208,20 @@ impl Blip2 {
         prompts: &[Vec<u32>],
         generation: Generation,
     ) -> Result<Vec<Vec<Decoded>>> {
-        let images = projected.dim(0)?;
-        let prefix = self.image_prefix(projected)?;
-        let (cache, logits) = self.prompt_logits(&prefix, prompts)?;
+        self.generate_from(&self.image_prefix(projected)?, prompts, generation)
+    }
+
+    /// [`generate`](Self::generate) from images' language-model cache ([`image_prefix`](
+    /// Self::image_prefix)), so that prompts decoded in several batches (captions in one,
+    /// questions in another) read each image's query embeddings once.
+    pub fn generate_from(
+        &self,
+        prefix: &KvCache,
+        prompts: &[Vec<u32>],
+        generation: Generation,
+    ) -> Result<Vec<Vec<Decoded>>> {
+        let images = prefix.rows();
+        let (cache, logits) = self.prompt_logits(prefix, prompts)?;
         // Each (image, prompt) row's tokens so far, for the repetition penalty: the image
         // placeholders, then the prompt, as the reference's `input_ids` hold them.
         let placeholders = self
@@ -369,7 +380,8 @@ impl Blip2 {
         Ok(self.opt.logits(&hidden)?)
     }
 
-    fn device(&self) -> &Device {
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
         self.projection.weight().device()
     }
 }

@@ -341,7 +341,16 @@ impl BlipCaptioner {
         let questions = settings
             .questions
             .iter()
-            .map(|q| Ok((q.name.clone(), check(&q.name, self.prompt_ids(&q.prefix)?)?)))
+            .map(|q| {
+                if q.prefix.trim().is_empty() {
+                    return Err(CaptionError::Config(format!(
+                        "question `{}` has no `prefix`: BLIP answers by continuing one (\"the \
+                         lighting is\"); `question` is asked of BLIP-2 models only",
+                        q.name
+                    )));
+                }
+                Ok((q.name.clone(), check(&q.name, self.prompt_ids(&q.prefix)?)?))
+            })
             .collect::<Result<Vec<_>, CaptionError>>()?;
         Ok(Prompts {
             caption,

@@ -378,36 +378,52 @@ pub fn load_preprocess(dir: &Path, image_size: usize) -> Result<Preprocess, Capt
     Preprocess::load(dir, image_size, crate::preprocess::blip(image_size as u32))
 }
 
-/// One configured question: a name (the key of its answer in `data.answers`) and the text
-/// prefix the decoder continues from the image.
+/// One configured question: a name (the key of its answer in `data.answers`), the text prefix
+/// BLIP continues, and the question BLIP-2 answers.
 ///
-/// candle's BLIP is the captioning model (no VQA head), so a question is asked as a prompted
-/// continuation: "the lighting is" is fed after `[DEC]` and the decoder completes it greedily
-/// ("the lighting is *soft and warm*"); the completion is the answer.
+/// BLIP (`blip-base-caption`) is a captioning model with no VQA head, so it asks a question as
+/// a prompted continuation: "the lighting is" is fed after `[DEC]` and the decoder completes
+/// it ("the lighting is *soft and warm*"); the completion is the answer. BLIP-2 answers real
+/// questions, asked as "Question: How is the lighting? Answer:" after the image; a question
+/// with no `question` is a continuation of its `prefix` there too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Question {
     /// The answer's key: short, unique, e.g. `lighting`.
     pub name: String,
-    /// The prompt the answer continues, e.g. `the lighting is`.
+    /// The prompt BLIP's answer continues, e.g. `the lighting is`.
+    #[serde(default)]
     pub prefix: String,
+    /// The question BLIP-2 answers, e.g. `How is the lighting?`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
 }
 
 impl Question {
-    /// A question called `name` asked with `prefix`.
+    /// A question called `name` asked with `prefix` (a continuation, for either model).
     pub fn new(name: impl Into<String>, prefix: impl Into<String>) -> Self {
         Question {
             name: name.into(),
             prefix: prefix.into(),
+            question: None,
         }
+    }
+
+    /// This question with `question` as what BLIP-2 is asked.
+    pub fn asking(mut self, question: impl Into<String>) -> Self {
+        self.question = Some(question.into());
+        self
     }
 
     /// The default questions: scene type, main subject, lighting and mood.
     pub fn defaults() -> Vec<Question> {
         vec![
-            Question::new("scene", "a photo of a scene that is"),
-            Question::new("subject", "the main subject is"),
-            Question::new("lighting", "the lighting is"),
-            Question::new("mood", "the mood is"),
+            Question::new("scene", "a photo of a scene that is")
+                .asking("What kind of place is this?"),
+            Question::new("subject", "the main subject is")
+                .asking("What is the main subject of this photo?"),
+            Question::new("lighting", "the lighting is").asking("How is the lighting?"),
+            Question::new("mood", "the mood is").asking("What is the mood of this photo?"),
         ]
     }
 }
@@ -447,7 +463,8 @@ impl CaptionSettings {
         }
     }
 
-    /// Refuses unnamed or duplicate questions, empty prefixes, and zero token limits.
+    /// Refuses unnamed or duplicate questions, questions with neither a prefix nor a
+    /// question, and zero token limits. (BLIP needs the prefix; its prompts check that.)
     pub fn validate(&self) -> Result<(), CaptionError> {
         let bad = |what: String| Err(CaptionError::Config(what));
         if self.caption_max_tokens == 0 || self.answer_max_tokens == 0 {
@@ -457,8 +474,15 @@ impl CaptionSettings {
             if q.name.trim().is_empty() {
                 return bad(format!("question {} has no name", i + 1));
             }
-            if q.prefix.trim().is_empty() {
-                return bad(format!("question `{}` has an empty prefix", q.name));
+            let asked = q
+                .question
+                .as_deref()
+                .is_some_and(|text| !text.trim().is_empty());
+            if q.prefix.trim().is_empty() && !asked {
+                return bad(format!(
+                    "question `{}` has neither a `prefix` nor a `question`",
+                    q.name
+                ));
             }
             if self.questions[..i].iter().any(|other| other.name == q.name) {
                 return bad(format!("question `{}` is configured twice", q.name));

@@ -1,4 +1,4 @@
-//! The `caption` runner the inference thread drives.
+//! The `caption` runner the inference thread drives, around BLIP or BLIP-2 ([`Captioner`]).
 //!
 //! It takes the image's 384-px tier ([`crate::CAPTION`]'s), preprocesses it on submit (so a
 //! bad image fails alone, before batching), and on each batch runs the vision tower once over
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use image::RgbImage;
 use imgd_core::{ResultRow, SqlValue};
 use imgd_infer::batcher::{BatchConfig, BatchModel};
@@ -19,6 +19,7 @@ use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
 
 use crate::CaptionError;
 use crate::blip::{BlipCaptioner, Description, Prompts};
+use crate::blip2::{Blip2Captioner, Blip2Prompts, is_blip2};
 use crate::config::{CaptionSettings, ModelInfo, Question};
 use crate::preprocess::Preprocess;
 
@@ -45,17 +46,88 @@ fn prepare(preprocess: &Preprocess, image: &ImageInput<'_>) -> Result<Vec<f32>, 
     preprocess.apply(pixels).map_err(|e| e.to_string())
 }
 
-/// BLIP with its prompts as a [`BatchModel`]: preprocessed images in, descriptions out.
-pub struct CaptionModel {
-    captioner: BlipCaptioner,
-    prompts: Prompts,
+/// A caption model the runner drives: BLIP ([`BlipCaptioner`]) or BLIP-2
+/// ([`Blip2Captioner`]).
+pub trait Captioner: Send + 'static {
+    /// The settings' prompts, tokenized once.
+    type Prompts: Send + 'static;
+
+    /// The model's id and version.
+    fn info(&self) -> &ModelInfo;
+    /// The image processor.
+    fn preprocessor(&self) -> &Preprocess;
+    /// The count of images through the vision tower, shared.
+    fn vision_encodes(&self) -> Arc<AtomicU64>;
+    /// The prompts of `settings` (checked).
+    fn prompts(&self, settings: &CaptionSettings) -> Result<Self::Prompts, CaptionError>;
+    /// Describes a batch of preprocessed images, each encoded once.
+    fn describe_pixels(
+        &self,
+        pixels: &[Vec<f32>],
+        prompts: &Self::Prompts,
+    ) -> Result<Vec<Description>, CaptionError>;
+}
+
+impl Captioner for BlipCaptioner {
+    type Prompts = Prompts;
+
+    fn info(&self) -> &ModelInfo {
+        BlipCaptioner::info(self)
+    }
+    fn preprocessor(&self) -> &Preprocess {
+        BlipCaptioner::preprocessor(self)
+    }
+    fn vision_encodes(&self) -> Arc<AtomicU64> {
+        BlipCaptioner::vision_encodes(self)
+    }
+    fn prompts(&self, settings: &CaptionSettings) -> Result<Prompts, CaptionError> {
+        BlipCaptioner::prompts(self, settings)
+    }
+    fn describe_pixels(
+        &self,
+        pixels: &[Vec<f32>],
+        prompts: &Prompts,
+    ) -> Result<Vec<Description>, CaptionError> {
+        BlipCaptioner::describe_pixels(self, pixels, prompts)
+    }
+}
+
+impl Captioner for Blip2Captioner {
+    type Prompts = Blip2Prompts;
+
+    fn info(&self) -> &ModelInfo {
+        Blip2Captioner::info(self)
+    }
+    fn preprocessor(&self) -> &Preprocess {
+        Blip2Captioner::preprocessor(self)
+    }
+    fn vision_encodes(&self) -> Arc<AtomicU64> {
+        Blip2Captioner::vision_encodes(self)
+    }
+    fn prompts(&self, settings: &CaptionSettings) -> Result<Blip2Prompts, CaptionError> {
+        Blip2Captioner::prompts(self, settings)
+    }
+    fn describe_pixels(
+        &self,
+        pixels: &[Vec<f32>],
+        prompts: &Blip2Prompts,
+    ) -> Result<Vec<Description>, CaptionError> {
+        Blip2Captioner::describe_pixels(self, pixels, prompts)
+    }
+}
+
+/// A captioner with its prompts as a [`BatchModel`]: preprocessed images in, descriptions
+/// out.
+pub struct CaptionModel<C: Captioner> {
+    captioner: C,
+    prompts: C::Prompts,
     name: String,
 }
 
-impl CaptionModel {
+impl<C: Captioner> CaptionModel<C> {
     /// Wraps `captioner` with the prompts of `settings` (checked here); its model id is the
     /// batcher's name.
-    pub fn new(captioner: BlipCaptioner, settings: &CaptionSettings) -> Result<Self, CaptionError> {
+    pub fn new(captioner: C, settings: &CaptionSettings) -> Result<Self, CaptionError> {
         let prompts = captioner.prompts(settings)?;
         let name = captioner.info().id.clone();
         Ok(CaptionModel {
@@ -66,7 +138,7 @@ impl CaptionModel {
     }
 }
 
-impl BatchModel for CaptionModel {
+impl<C: Captioner> BatchModel for CaptionModel<C> {
     type Input = Vec<f32>;
     type Output = Description;
     type Error = CaptionError;
@@ -98,27 +170,34 @@ pub fn caption_row(info: &ModelInfo, description: &Description) -> ResultRow {
     }
 }
 
-/// The `caption` runner for the BLIP model in `dir` (HF layout: `config.json`,
-/// `model.safetensors`, `tokenizer.json`; see [`crate::blip`]) on `device`, asking
-/// `questions` with the default caption settings. Returns the runner and the count of images
+/// The `caption` runner for the model in `dir` (HF layout: `config.json`, safetensors,
+/// `tokenizer.json`; BLIP, see [`crate::blip`], or BLIP-2, see [`crate::blip2`]) on `device`,
+/// asking `questions` with the default caption settings. BLIP-2 runs in `gpu_dtype` on a GPU
+/// (its Q-Former in f32) and in f32 on the CPU. Returns the runner and the count of images
 /// through the vision tower.
 pub fn runner(
     dir: &Path,
     device: &Device,
+    gpu_dtype: DType,
     batch: BatchConfig,
     questions: &[Question],
 ) -> Result<(Box<dyn ModelRunner>, Arc<AtomicU64>), CaptionError> {
-    let captioner = BlipCaptioner::load(dir, device)?;
-    runner_from(
-        captioner,
-        batch,
-        &CaptionSettings::with_questions(questions),
-    )
+    let settings = CaptionSettings::with_questions(questions);
+    if is_blip2(dir) {
+        let dtype = if device.is_cuda() {
+            gpu_dtype
+        } else {
+            DType::F32
+        };
+        runner_from(Blip2Captioner::load(dir, device, dtype)?, batch, &settings)
+    } else {
+        runner_from(BlipCaptioner::load(dir, device)?, batch, &settings)
+    }
 }
 
 /// The `caption` runner around an already loaded model, with full `settings`.
-pub fn runner_from(
-    captioner: BlipCaptioner,
+pub fn runner_from<C: Captioner>(
+    captioner: C,
     batch: BatchConfig,
     settings: &CaptionSettings,
 ) -> Result<(Box<dyn ModelRunner>, Arc<AtomicU64>), CaptionError> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use candle_core::{Device, IndexOp, Tensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use image::RgbImage;
 use imgd_caption::blip::BlipCaptioner;
 use imgd_caption::config::{CaptionSettings, Question, load_preprocess};
@@ -283,7 +283,8 @@ fn the_runner_encodes_each_image_once_whatever_the_number_of_questions() {
     assert_eq!(questions.len(), 4);
     // Batches of 2 over 3 images: two model calls, three vision encodes.
     let batch = BatchConfig::new(2, Duration::from_secs(60));
-    let (mut runner, encodes) = runner(&blip_dir(), &Device::Cpu, batch, &questions).unwrap();
+    let (mut runner, encodes) =
+        runner(&blip_dir(), &Device::Cpu, DType::F32, batch, &questions).unwrap();
     assert_eq!(runner.module(), imgd_caption::CAPTION);
     assert_eq!(runner.model_name(), "tiny-blip");
 
@@ -386,14 +387,14 @@ fn runner_rows_carry_the_reference_caption_and_answer() {
 fn bad_settings_and_missing_files_are_refused_with_a_reason() {
     let twice = [Question::new("a", "the mood is"), Question::new("a", "x")];
     let batch = BatchConfig::new(1, Duration::ZERO);
-    let Err(err) = runner(&blip_dir(), &Device::Cpu, batch, &twice) else {
+    let Err(err) = runner(&blip_dir(), &Device::Cpu, DType::F32, batch, &twice) else {
         panic!("duplicate question names were accepted")
     };
     assert!(err.to_string().contains("twice"), "{err}");
 
     // A prompt longer than the decoder's 64 positions.
     let long = [Question::new("long", "the mood is ".repeat(30))];
-    assert!(runner(&blip_dir(), &Device::Cpu, batch, &long).is_err());
+    assert!(runner(&blip_dir(), &Device::Cpu, DType::F32, batch, &long).is_err());
 
     let tmp = std::env::temp_dir().join(format!("imgd-caption-missing-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();

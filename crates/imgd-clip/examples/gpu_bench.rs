@@ -1,8 +1,7 @@
 //! CLIP ViT-B/32 image-tower timing and CPU/GPU parity, for `scripts/gpu-check.sh`.
 //!
-//! It runs the same forward the embedding runner runs (candle-transformers'
-//! `ClipVisionTransformer` plus the visual projection) on random weights in the real
-//! ViT-B/32 shape.
+//! It runs the same forward the embedding runner runs (imgd's `VisionTower` plus the visual
+//! projection) on random weights in the real ViT-B/32 shape.
 //!
 //! ```text
 //! cargo run --release --example gpu_bench -p imgd-clip [--features cuda] -- time --device cuda --dtype f16 --batches 1,8,32,128
@@ -19,22 +18,22 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
+use imgd_clip::config::ClipConfig;
+use imgd_clip::vision_tower::VisionTower;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// The image tower with its projection.
 struct Tower {
-    vision: ClipVisionTransformer,
+    vision: VisionTower,
     projection: candle_nn::Linear,
 }
 
 impl Tower {
     fn new(vb: VarBuilder<'_>) -> Result<Tower> {
-        let config = ClipVisionConfig::vit_base_patch32();
-        let vision = ClipVisionTransformer::new(vb.pp("vision_model"), &config)?;
+        let vision = VisionTower::new(vb.pp("vision_model"), &ClipConfig::vit_b32())?;
         let projection = candle_nn::linear_no_bias(768, 512, vb.pp("visual_projection"))?;
         Ok(Tower { vision, projection })
     }
@@ -54,8 +53,7 @@ fn random_weights() -> Result<HashMap<String, Tensor>> {
         .iter()
         .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
         .collect();
-    // candle draws the class embedding itself (in f32) when a checkpoint lacks it, so the var
-    // map never holds it; a real checkpoint does, and it must follow the tower's dtype.
+    // The var map makes the class embedding zeros (a plain `get`): random like the rest.
     weights.insert(
         "vision_model.embeddings.class_embedding".to_string(),
         Tensor::randn(0f32, 1.0, 768, &Device::Cpu)?,

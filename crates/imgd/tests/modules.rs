@@ -584,6 +584,111 @@ fn captions_and_four_answers_come_from_one_vision_encode_per_image() {
 }
 
 #[test]
+fn blip2_answers_real_questions_and_switching_from_blip_requeues_the_captions() {
+    let env = env();
+    copy_dir(
+        Path::new(&fixture("blip/tiny-blip")),
+        &env.models.join("blip-base-caption"),
+    );
+    copy_dir(
+        Path::new(&fixture("blip2/tiny-blip2-opt")),
+        &env.models.join("blip2-opt-2.7b"),
+    );
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(fixture("blip/images")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        paths.push(env.add(path.to_str().unwrap(), &name));
+    }
+    paths.push(env.add(&fixture("photos/flower.jpg"), "flower.jpg"));
+    let images = paths.len() as i64;
+    env.enqueue("caption");
+    let run = |config: &str| {
+        env.json(&[
+            "run",
+            "--once",
+            "--json",
+            "--metrics-addr",
+            "off",
+            "--config",
+            config,
+        ])
+    };
+    // BLIP, the default model, first.
+    let summary = run(&env.config(""));
+    assert_eq!(summary["images"], images, "{summary}");
+    let blip_rows = "SELECT COUNT(*) FROM result_caption WHERE model_id = 'tiny-blip'";
+    assert_eq!(env.count(blip_rows), images);
+
+    // BLIP-2 with two real questions: every caption is re-queued and redone, each image
+    // encoded once for its caption and both answers.
+    let config = env.config(
+        r#"
+[models]
+caption = "blip2-opt-2.7b"
+
+[[caption.questions]]
+name = "subject"
+question = "What is in the picture?"
+
+[[caption.questions]]
+name = "indoors"
+question = "Is it taken indoors?"
+"#,
+    );
+    let status = env.ok(&["status", "--config", &config]);
+    assert!(!status.contains("waiting:"), "{status}");
+    let summary = run(&config);
+    assert_eq!(summary["images"], images, "{summary}");
+    assert_eq!(summary["vision_encodes"], images, "{summary}");
+    assert_eq!(summary["jobs_failed"], 0, "{summary}");
+    assert_eq!(env.count(blip_rows), 0);
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(*) FROM result_caption
+             WHERE model_id = 'tiny-blip2-opt' AND model_version = 'fixture-1'"
+        ),
+        images
+    );
+    let mut words = Vec::new();
+    for path in &paths {
+        let shown = env.json(&["show", "--json", path]);
+        let answers = shown["caption"]["data"]["answers"].as_object().unwrap();
+        let mut names: Vec<&str> = answers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["indoors", "subject"], "{shown}");
+        let texts = std::iter::once(&shown["caption"]["caption"]).chain(answers.values());
+        for text in texts {
+            // The random-weight model's words: runs of three or more letters or digits.
+            for word in text
+                .as_str()
+                .unwrap()
+                .split(|c: char| !c.is_ascii_alphanumeric())
+            {
+                if word.len() >= 3 {
+                    words.push((word.to_string(), path.clone()));
+                }
+            }
+        }
+    }
+    // Captions and answers are searchable.
+    let (word, path) = words
+        .first()
+        .expect("no searchable word in any caption or answer");
+    let hits = env.json(&["search", "--json", word]);
+    assert!(
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["path"] == path.as_str()),
+        "{word}: {hits}"
+    );
+    // Nothing left to do: the next run with the same model re-queues nothing.
+    let summary = run(&config);
+    assert_eq!(summary["images"], 0, "{summary}");
+}
+
+#[test]
 fn every_module_runs_together_on_the_sample_folder() {
     use imgd_cloud::mock::{MockConfig, MockServer};
     let mock = MockServer::start(MockConfig::default(), Duration::from_secs(5)).unwrap();
