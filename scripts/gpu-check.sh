@@ -132,7 +132,9 @@ if [ -z "$ORT_LIB" ]; then
 fi
 ORT_MODELS=${ORT_MODELS:-$BUNDLE/ort-models}
 [ -d "$ORT_MODELS/rapidocr" ] || ORT_MODELS=models/registry
-if [ ! -x "$BUNDLE/imgd" ]; then
+if [ "${ORT_STEP:-1}" != 1 ]; then
+    echo "ort step skipped: ORT_STEP=${ORT_STEP}" | tee "$OUT_DIR/ort.txt"
+elif [ ! -x "$BUNDLE/imgd" ]; then
     echo "ort step skipped: no imgd binary in $BUNDLE" | tee "$OUT_DIR/ort.txt"
 elif [ -z "$ORT_LIB" ]; then
     echo "ort step skipped: no onnxruntime-gpu library (ort-gpu.tar.xz, ORT_GPU_LIB or pip)" | tee "$OUT_DIR/ort.txt"
@@ -149,7 +151,7 @@ if [ -x "$BUNDLE/blip2-bench" ]; then
 else
     echo "BLIP-2 step skipped: no blip2-bench in $BUNDLE"
 fi
-if [ -x "$BUNDLE/imgd" ]; then
+if [ -x "$BUNDLE/imgd" ] && [ "${CAPTION_STEP:-1}" = 1 ]; then
     echo "== the caption module with BLIP-2 on the GPU (tiny fixture, f16, Q-Former f32)"
     CAP=$(mktemp -d)
     mkdir -p "$CAP/models" "$CAP/photos"
