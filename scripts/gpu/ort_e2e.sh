@@ -18,6 +18,7 @@
 #   ORT_COPIES   copies of the 27 fixtures (default 10: 270 images)
 #   ORT_FILES    the files to copy instead of the fixtures (space-separated)
 #   ORT_MODES    default "cpu cuda"
+#   ORT_SESSIONS `[models] onnx_sessions_per_model` of the CUDA run (default: imgd's, 32)
 #   ORT_TIMEOUT  seconds per run (default 75); a run cut short reports what it stored, as
 #                `ort_<mode>_partial=`, and its images/s over the images it finished
 #   ORT_KEEP     a folder to keep the corpus, configs, logs and databases in (default: a temp
@@ -62,7 +63,8 @@ for mode in $MODES; do
     cuda=false
     [ "$mode" = cuda ] && cuda=true
     printf '%s\n' "[models]" "dir = \"$MODELS\"" "ocr = \"$MODELS/rapidocr\"" \
-        "onnxruntime = \"$ORT_LIB\"" "cuda = $cuda" "onnx_cuda = $cuda" "ocr_needs_text = false" > "$WORK/$mode.toml"
+        "onnxruntime = \"$ORT_LIB\"" "cuda = $cuda" "onnx_cuda = $cuda" "ocr_needs_text = false" \
+        "onnx_sessions_per_model = ${ORT_SESSIONS:-0}" > "$WORK/$mode.toml"
     rm -f "$WORK/$mode.db"*
     IMGD_DB=$WORK/$mode.db "$IMGD" enqueue --modules ocr,faces "$WORK/photos" > /dev/null
     start=$(date +%s.%N)
@@ -70,7 +72,7 @@ for mode in $MODES; do
         --metrics-addr off --config "$WORK/$mode.toml" > "$WORK/$mode.json" 2> "$WORK/$mode.log"
     rc=$?
     end=$(date +%s.%N)
-    grep -E "ONNX Runtime loaded|module (ocr|faces): .* loaded" "$WORK/$mode.log" | sed -E 's/\x1b\[[0-9;]*m//g' \
+    grep -E "ONNX Runtime loaded|module (ocr|faces): .* loaded|fixed-shape sessions" "$WORK/$mode.log" | sed -E 's/\x1b\[[0-9;]*m//g' \
         | sed -E 's/^[^ ]+ +//' | cut -c1-220 | sed "s/^/  [$mode] /"
     summary=$(python3 - "$WORK/$mode.json" "$start" "$end" <<'PY'
 import json, sys

@@ -108,7 +108,11 @@ impl Blip2Captioner {
         let codec = TextCodec::load(dir, text.bos_token_id)?;
         let size = model.config().vision_config.image_size;
         let preprocess = Preprocess::load(dir, size, crate::preprocess::blip(size as u32))?;
-        let first_weights = weight_files(dir)?.remove(0);
+        // The version fingerprints the first weights file (a sharded checkpoint's first shard).
+        let first_weights = weight_files(dir)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| CaptionError::Config(format!("{}: no weights", dir.display())))?;
         let info = ModelInfo::resolve(dir, &first_weights, None)?;
         Ok(Blip2Captioner {
             model,

@@ -60,6 +60,9 @@ pub struct OrtConfig {
     /// One session per input shape, and batches padded to powers of two
     /// ([`crate::ShapedSessions`]): what the CUDA provider needs to run fast. Off on the CPU.
     pub fixed_shapes: bool,
+    /// With `fixed_shapes`, the sessions each model keeps at most (the least recently used
+    /// closed first); 0 means [`crate::shaped::DEFAULT_SESSIONS_PER_MODEL`].
+    pub sessions_per_model: usize,
 }
 
 /// What [`init`] loaded.

@@ -41,9 +41,14 @@ impl std::fmt::Debug for ShapedSessions {
 
 impl ShapedSessions {
     /// Opens `model` once (its metadata and first shape come from this session), keeping up to
-    /// [`DEFAULT_SESSIONS_PER_MODEL`] sessions with [`OrtConfig::fixed_shapes`].
+    /// [`OrtConfig::sessions_per_model`] sessions ([`DEFAULT_SESSIONS_PER_MODEL`] when 0) with
+    /// [`OrtConfig::fixed_shapes`].
     pub fn open(model: &Path, config: &OrtConfig) -> Result<Self, InferError> {
-        Self::with_capacity(model, config, DEFAULT_SESSIONS_PER_MODEL)
+        let capacity = match config.sessions_per_model {
+            0 => DEFAULT_SESSIONS_PER_MODEL,
+            n => n,
+        };
+        Self::with_capacity(model, config, capacity)
     }
 
     /// As [`ShapedSessions::open`], keeping up to `capacity` sessions (at least one).
@@ -130,6 +135,23 @@ impl ShapedSessions {
     /// Sessions opened so far, including closed ones.
     pub fn opened(&self) -> usize {
         self.opened
+    }
+}
+
+impl Drop for ShapedSessions {
+    /// With fixed shapes, says how many sessions the model needed: far more than the shapes it
+    /// keeps means shapes outnumber `[models] onnx_sessions_per_model` and sessions were
+    /// closed and opened again.
+    fn drop(&mut self) {
+        if self.config.fixed_shapes {
+            tracing::info!(
+                model = %self.model.display(),
+                opened = self.opened,
+                kept = self.sessions.len(),
+                capacity = self.capacity,
+                "fixed-shape sessions"
+            );
+        }
     }
 }
 

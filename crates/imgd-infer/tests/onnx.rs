@@ -179,4 +179,16 @@ fn fixed_shapes_keep_one_session_per_shape_and_close_the_least_recently_used() {
     assert_eq!(sessions.opened(), 3);
     assert_eq!(sessions.shapes(), vec![a.to_vec(), c.to_vec()]);
     assert_eq!(sessions.any().inputs().len(), 1);
+
+    // `open` keeps as many as the configuration says: with one, alternating shapes reopen.
+    let one = OrtConfig {
+        sessions_per_model: 1,
+        ..fixed.clone()
+    };
+    let mut sessions = ShapedSessions::open(&model, &one).unwrap();
+    for shape in [a, b, a] {
+        classify_zeros(&mut sessions, shape);
+    }
+    assert_eq!(sessions.opened(), 3);
+    assert_eq!(sessions.shapes(), vec![a.to_vec()]);
 }

@@ -59,9 +59,12 @@ pub struct ModelsSection {
     pub cuda: bool,
     /// With `cuda`, also run the ONNX Runtime models (OCR, faces, objects) on the GPU, with one
     /// session per input shape and batches padded to powers of two (onnxruntime-gpu re-plans
-    /// its convolutions whenever a session's input shape changes). Off by default until that
-    /// path is timed on a GPU.
+    /// its convolutions whenever a session's input shape changes). Off by default: timed on a
+    /// GPU, it ran at the speed of 16 CPU cores (benches/GPU.md).
     pub onnx_cuda: bool,
+    /// With `onnx_cuda`, the sessions each ONNX model keeps (one per input shape, the least
+    /// recently used closed first); 0: 32. Each holds its own copy of the model on the GPU.
+    pub onnx_sessions_per_model: usize,
     /// On the GPU, run CLIP in f16 (about twice the images/s; vectors within ~2e-3 relative
     /// of f32). The CPU always runs f32.
     pub gpu_f16: bool,
@@ -86,6 +89,7 @@ impl Default for ModelsSection {
             dir: None,
             cuda: false,
             onnx_cuda: false,
+            onnx_sessions_per_model: 0,
             gpu_f16: true,
             intra_threads: 0,
             onnxruntime: None,
@@ -112,6 +116,7 @@ impl ModelsSection {
             intra_threads: self.intra_threads,
             cuda: self.cuda && self.onnx_cuda,
             fixed_shapes: self.cuda && self.onnx_cuda,
+            sessions_per_model: self.onnx_sessions_per_model,
         }
     }
 
@@ -515,6 +520,9 @@ mod tests {
         assert!(!gpu.models.ort().cuda && !gpu.models.ort().fixed_shapes);
         let gpu: FileConfig = toml::from_str("[models]\ncuda = true\nonnx_cuda = true\n").unwrap();
         assert!(gpu.models.ort().cuda && gpu.models.ort().fixed_shapes);
+        assert_eq!(gpu.models.ort().sessions_per_model, 0);
+        let more: FileConfig = toml::from_str("[models]\nonnx_sessions_per_model = 256\n").unwrap();
+        assert_eq!(more.models.ort().sessions_per_model, 256);
         let exposed: FileConfig = toml::from_str(
             "[daemon]\nmetrics_addr = \"0.0.0.0:9187\"\n[http]\ntoken = \"0123456789abcdef\"\n",
         )
