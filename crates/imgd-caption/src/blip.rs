@@ -26,6 +26,7 @@
 //! ```
 //! # fn main() -> Result<(), imgd_caption::CaptionError> {
 //! use candle_core::Device;
+//! use imgd_caption::Captioner;
 //! use imgd_caption::blip::BlipCaptioner;
 //! use imgd_caption::config::{CaptionSettings, Question};
 //!
@@ -451,18 +452,5 @@ impl BlipCaptioner {
             }
         }
         Ok(described)
-    }
-
-    /// Captions and answers for images, preprocessed and run as one batch.
-    pub fn describe_images(
-        &self,
-        images: &[&RgbImage],
-        prompts: &Prompts,
-    ) -> Result<Vec<Description>, CaptionError> {
-        let pixels = images
-            .iter()
-            .map(|image| self.preprocess(image))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.describe_pixels(&pixels, prompts)
     }
 }

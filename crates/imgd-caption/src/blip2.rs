@@ -34,6 +34,7 @@ use crate::CaptionError;
 use crate::blip::Description;
 use crate::config::{CaptionSettings, ModelInfo};
 use crate::preprocess::Preprocess;
+use crate::runner::Captioner;
 
 /// Whether the model folder `dir` holds a BLIP-2 checkpoint (`config.json`'s `model_type` is
 /// `blip-2`).
@@ -124,23 +125,37 @@ impl Blip2Captioner {
         })
     }
 
+    /// Preprocesses one image for [`describe_pixels`](Self::describe_pixels).
+    pub fn preprocess(&self, image: &RgbImage) -> Result<Vec<f32>, CaptionError> {
+        Ok(self.preprocess.apply(image)?)
+    }
+
+    /// The text of a decoding's new tokens.
+    fn text(&self, decoded: &Decoded) -> Result<String, CaptionError> {
+        self.codec.decode(&decoded.tokens)
+    }
+}
+
+impl Captioner for Blip2Captioner {
+    type Prompts = Blip2Prompts;
+
     /// The model's id and version.
-    pub fn info(&self) -> &ModelInfo {
+    fn info(&self) -> &ModelInfo {
         &self.info
     }
 
     /// The image processor.
-    pub fn preprocessor(&self) -> &Preprocess {
+    fn preprocessor(&self) -> &Preprocess {
         &self.preprocess
     }
 
     /// The count of images through the vision tower and the Q-Former, shared.
-    pub fn vision_encodes(&self) -> Arc<AtomicU64> {
+    fn vision_encodes(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.vision_encodes)
     }
 
     /// The prompts of `settings` (checked), tokenized.
-    pub fn prompts(&self, settings: &CaptionSettings) -> Result<Blip2Prompts, CaptionError> {
+    fn prompts(&self, settings: &CaptionSettings) -> Result<Blip2Prompts, CaptionError> {
         settings.validate()?;
         let caption = self.codec.prompt(settings.caption_prompt.trim())?;
         let questions = settings
@@ -168,15 +183,10 @@ impl Blip2Captioner {
         })
     }
 
-    /// Preprocesses one image for [`describe_pixels`](Self::describe_pixels).
-    pub fn preprocess(&self, image: &RgbImage) -> Result<Vec<f32>, CaptionError> {
-        Ok(self.preprocess.apply(image)?)
-    }
-
     /// Describes each image of a batch of preprocessed pixels: one encode of all of them, then
     /// the captions as one decode and the answers to every question as another, both from
     /// the images' cached query embeddings.
-    pub fn describe_pixels(
+    fn describe_pixels(
         &self,
         pixels: &[Vec<f32>],
         prompts: &Blip2Prompts,
@@ -230,23 +240,5 @@ impl Blip2Captioner {
                 Ok(Description { caption, answers })
             })
             .collect()
-    }
-
-    /// Describes decoded images (preprocessing each first).
-    pub fn describe_images(
-        &self,
-        images: &[&RgbImage],
-        prompts: &Blip2Prompts,
-    ) -> Result<Vec<Description>, CaptionError> {
-        let pixels = images
-            .iter()
-            .map(|image| self.preprocess(image))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.describe_pixels(&pixels, prompts)
-    }
-
-    /// The text of a decoding's new tokens.
-    fn text(&self, decoded: &Decoded) -> Result<String, CaptionError> {
-        self.codec.decode(&decoded.tokens)
     }
 }

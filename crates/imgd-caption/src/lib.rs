@@ -50,7 +50,7 @@ pub use candle_core::Device;
 pub use config::{CaptionSettings, Question};
 pub use error::CaptionError;
 pub use loader::CAPTION_LOADER;
-pub use runner::{runner, runner_from};
+pub use runner::{Captioner, runner, runner_from};
 
 use imgd_core::{Module, ModuleSpec, ResultKey, RunsOn, SearchText};
 

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::blip::BlipCaptioner;
 use crate::blip2::{Blip2Captioner, is_blip2};
-use crate::{CAPTION, CaptionError, CaptionSettings, Question, runner_from};
+use crate::{CAPTION, CaptionError, CaptionSettings, Captioner, Question, runner_from};
 
 /// `[models] caption`'s default.
 pub const DEFAULT_MODEL: &str = "blip-base-caption";

@@ -19,7 +19,7 @@ use imgd_infer::runner::{Batched, ImageInput, ModelRunner};
 
 use crate::CaptionError;
 use crate::blip::{BlipCaptioner, Description, Prompts};
-use crate::blip2::{Blip2Captioner, Blip2Prompts, is_blip2};
+use crate::blip2::{Blip2Captioner, is_blip2};
 use crate::config::{CaptionSettings, ModelInfo, Question};
 use crate::preprocess::Preprocess;
 
@@ -66,6 +66,19 @@ pub trait Captioner: Send + 'static {
         pixels: &[Vec<f32>],
         prompts: &Self::Prompts,
     ) -> Result<Vec<Description>, CaptionError>;
+
+    /// Describes decoded images as one batch, preprocessing each first.
+    fn describe_images(
+        &self,
+        images: &[&RgbImage],
+        prompts: &Self::Prompts,
+    ) -> Result<Vec<Description>, CaptionError> {
+        let pixels = images
+            .iter()
+            .map(|image| Ok(self.preprocessor().apply(image)?))
+            .collect::<Result<Vec<_>, CaptionError>>()?;
+        self.describe_pixels(&pixels, prompts)
+    }
 }
 
 impl Captioner for BlipCaptioner {
@@ -89,30 +102,6 @@ impl Captioner for BlipCaptioner {
         prompts: &Prompts,
     ) -> Result<Vec<Description>, CaptionError> {
         BlipCaptioner::describe_pixels(self, pixels, prompts)
-    }
-}
-
-impl Captioner for Blip2Captioner {
-    type Prompts = Blip2Prompts;
-
-    fn info(&self) -> &ModelInfo {
-        Blip2Captioner::info(self)
-    }
-    fn preprocessor(&self) -> &Preprocess {
-        Blip2Captioner::preprocessor(self)
-    }
-    fn vision_encodes(&self) -> Arc<AtomicU64> {
-        Blip2Captioner::vision_encodes(self)
-    }
-    fn prompts(&self, settings: &CaptionSettings) -> Result<Blip2Prompts, CaptionError> {
-        Blip2Captioner::prompts(self, settings)
-    }
-    fn describe_pixels(
-        &self,
-        pixels: &[Vec<f32>],
-        prompts: &Blip2Prompts,
-    ) -> Result<Vec<Description>, CaptionError> {
-        Blip2Captioner::describe_pixels(self, pixels, prompts)
     }
 }
 

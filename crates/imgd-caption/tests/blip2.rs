@@ -15,7 +15,7 @@ use imgd_blip2::model::Blip2;
 use imgd_blip2::text::TextCodec;
 use imgd_caption::blip2::{Blip2Captioner, is_blip2};
 use imgd_caption::config::{CaptionSettings, Question};
-use imgd_caption::{runner, runner_from};
+use imgd_caption::{Captioner, runner, runner_from};
 use imgd_core::{ResultRow, SqlValue};
 use imgd_infer::batcher::{BatchConfig, CloseReason};
 use imgd_infer::runner::{ImageInput, JobKey, ModelRunner};

@@ -530,12 +530,7 @@ fn captions_and_four_answers_come_from_one_vision_encode_per_image() {
         Path::new(&fixture("blip/tiny-blip")),
         &env.models.join("blip-base-caption"),
     );
-    let mut paths = Vec::new();
-    for entry in fs::read_dir(fixture("blip/images")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        paths.push(env.add(path.to_str().unwrap(), &name));
-    }
+    let mut paths = env.add_all(&fixture("blip/images"));
     paths.push(env.add(&fixture("photos/flower.jpg"), "flower.jpg"));
     env.enqueue("caption");
     let config = env.config("[batch.caption]\nmax_items = 2\nmax_wait_ms = 10\n");
@@ -594,12 +589,7 @@ fn blip2_answers_real_questions_and_switching_from_blip_requeues_the_captions() 
         Path::new(&fixture("blip2/tiny-blip2-opt")),
         &env.models.join("blip2-opt-2.7b"),
     );
-    let mut paths = Vec::new();
-    for entry in fs::read_dir(fixture("blip/images")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        paths.push(env.add(path.to_str().unwrap(), &name));
-    }
+    let mut paths = env.add_all(&fixture("blip/images"));
     paths.push(env.add(&fixture("photos/flower.jpg"), "flower.jpg"));
     let images = paths.len() as i64;
     env.enqueue("caption");
@@ -707,12 +697,7 @@ fn every_module_runs_together_on_the_sample_folder() {
         Path::new(&fixture("objects/tiny-grounding-dino")),
         &env.models.join("grounding-dino-tiny"),
     );
-    let mut paths = Vec::new();
-    for entry in fs::read_dir(fixture("photos")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        paths.push(env.add(path.to_str().unwrap(), &name));
-    }
+    let mut paths = env.add_all(&fixture("photos"));
     let face = env.add(&fixture("faces/astronaut.jpg"), "astronaut.jpg");
     let sign = env.add(&fixture("ocr/text_00.jpg"), "sign.jpg");
     paths.extend([face.clone(), sign.clone()]);

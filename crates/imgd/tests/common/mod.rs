@@ -329,6 +329,18 @@ impl Env {
         to.to_str().unwrap().to_string()
     }
 
+    /// Copies every file of the folder `source` into the photo folder under its own name;
+    /// returns the new paths.
+    pub fn add_all(&self, source: &str) -> Vec<String> {
+        let mut paths = Vec::new();
+        for entry in fs::read_dir(source).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            paths.push(self.add(path.to_str().unwrap(), &name));
+        }
+        paths
+    }
+
     /// The one integer `sql` returns from the database.
     pub fn count(&self, sql: &str) -> i64 {
         self.db.count(sql)
