@@ -30,6 +30,11 @@
 # holds either the CLIP set (clip-bench, imgd, blip2-bench, libs; vector-bench when asked) or
 # the ONNX Runtime set (imgd, libs, ort-gpu, ort-models); see scripts/build-gpu-bundle.sh. At
 # most 8 files in OUT_DIR. Budget: about 3 minutes per set.
+# Environment: BATCHES (1,8,32,128), E2E_COPIES (1000 copies of four photos), COMPILE_TIMEOUT
+# (180 s), ORT_STEP=0 / CAPTION_STEP=0 / VECTOR_BENCH=0 to skip those steps, ORT_STEP_TIMEOUT
+# (240 s), BLIP2_TIMEOUT (240 s), ORT_GPU_LIB, ORT_MODELS. The run of 2026-12-04 (benches/GPU.md):
+#   E2E_COPIES=1000 COMPILE_TIMEOUT=150 ORT_STEP=0 VECTOR_BENCH=0 scripts/gpu-check.sh "$OUT"
+#   CAPTION_STEP=0 VECTOR_BENCH=0 scripts/gpu-check.sh "$OUT"        (the ONNX Runtime set)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-./gpu-out}}

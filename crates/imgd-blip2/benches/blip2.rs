@@ -1,8 +1,9 @@
 //! BLIP-2 with OPT-2.7b at its real size, random weights, f32 on the CPU (`--cuda` for a
-//! GPU, with `--dtype f16|bf16` as the daemon runs it there, the Q-Former in f32): the vision tower + Q-Former per image, the decoder per token at batch 1 and 8, and a
-//! caption plus four questions per image with the image encoded once against re-encoding it
-//! for every prompt, the way a per-question pipeline does (`blip2_cached_vs_reencode`, both
-//! measured in this run). Every prompt decodes exactly `--tokens` tokens (10 by default).
+//! GPU, with `--dtype f16|bf16` as the daemon runs it there, the Q-Former in f32): the vision
+//! tower + Q-Former per image, the decoder per token at batch 1 and 8, and a caption plus four
+//! questions per image with the image encoded once against re-encoding it for every prompt,
+//! the way a per-question pipeline does (`blip2_cached_vs_reencode`, both measured in this
+//! run). Every prompt decodes exactly `--tokens` tokens (10 by default).
 //!
 //! ```text
 //! cargo bench -p imgd-blip2 --bench blip2
