@@ -145,8 +145,17 @@ impl Mtcnn {
                 config.min_face_size, config.scale_factor
             )));
         }
+        // P-Net stays on the CPU provider when the others run on the GPU: its pyramid gives
+        // every image size about ten input shapes of its own, and on the GPU every new shape is
+        // a new session (227 for 270 images on an H200, benches/GPU.md); on the CPU one session
+        // serves every shape.
+        let pnet_ort = OrtConfig {
+            cuda: false,
+            fixed_shapes: false,
+            ..ort.clone()
+        };
         Ok(Mtcnn {
-            pnet: Model::open(&dir.join(FILES[0]), ort)?,
+            pnet: Model::open(&dir.join(FILES[0]), &pnet_ort)?,
             rnet: Model::open(&dir.join(FILES[1]), ort)?,
             onet: Model::open(&dir.join(FILES[2]), ort)?,
             config,
