@@ -60,7 +60,7 @@ pub struct ModelsSection {
     /// With `cuda`, also run the ONNX Runtime models (OCR, faces, objects) on the GPU, with one
     /// session per input shape and batches padded to powers of two (onnxruntime-gpu re-plans
     /// its convolutions whenever a session's input shape changes). Off by default: timed on a
-    /// GPU, it ran at the speed of 16 CPU cores (benches/GPU.md).
+    /// GPU, it ran at 1.03-1.27x the images/s of 16 CPU cores (benches/GPU.md).
     pub onnx_cuda: bool,
     /// With `onnx_cuda`, the sessions each ONNX model keeps (one per input shape, the least
     /// recently used closed first); 0: 32. Each holds its own copy of the model on the GPU.
