@@ -88,13 +88,20 @@ impl ModuleLoader for CaptionLoader {
                 dir.display(),
                 section.questions.len()
             )),
-            (Ok(Err(dir)), _) => Availability::Waiting(format!(
-                "waiting: no caption model in {} (imgd models fetch {})",
-                dir.display(),
-                dir.file_name()
-                    .map(|name| name.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| DEFAULT_MODEL.to_string())
-            )),
+            (Ok(Err(dir)), _) => {
+                // A folder named after a manifest model says how to fetch it.
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                let fetch = match name.as_deref() {
+                    Some(id @ (DEFAULT_MODEL | "blip2-opt-2.7b")) => {
+                        format!(" (imgd models fetch {id})")
+                    }
+                    _ => String::new(),
+                };
+                Availability::Waiting(format!(
+                    "waiting: no caption model in {}{fetch}",
+                    dir.display()
+                ))
+            }
             (Err(err), _) | (_, Err(err)) => Availability::Waiting(format!("waiting: {err}")),
         }
     }
