@@ -59,6 +59,10 @@ struct GenerationConfig {
     min_new_tokens: Option<usize>,
 }
 
+/// Most beams a checkpoint's `generation_config.json` may ask for: every beam of every prompt
+/// of every image in a batch is a row of the language model's cache.
+const MAX_BEAMS: usize = 16;
+
 /// `dir/generation_config.json`'s decoding settings over greedy decoding, when the file exists.
 fn load_generation(dir: &Path) -> Result<Generation, CaptionError> {
     let path = dir.join("generation_config.json");
@@ -67,8 +71,15 @@ fn load_generation(dir: &Path) -> Result<Generation, CaptionError> {
         Ok(text) => serde_json::from_str(&text)
             .map_err(|e| CaptionError::Config(format!("{}: {e}", path.display())))?,
     };
+    let beams = config.num_beams.unwrap_or(1).max(1);
+    if beams > MAX_BEAMS {
+        return Err(CaptionError::Config(format!(
+            "{}: num_beams {beams} is more than the {MAX_BEAMS} imgd decodes with",
+            path.display()
+        )));
+    }
     let mut generation = Generation::greedy(1);
-    generation.num_beams = config.num_beams.unwrap_or(1).max(1);
+    generation.num_beams = beams;
     generation.length_penalty = config.length_penalty.unwrap_or(1.0);
     generation.repetition_penalty = config.repetition_penalty.unwrap_or(1.0);
     generation.min_new_tokens = config.min_new_tokens.unwrap_or(0);
@@ -82,8 +93,10 @@ pub struct Blip2Prompts {
     caption: Vec<u32>,
     /// The caption prompt's text, which starts the stored caption when set.
     caption_prefix: String,
-    /// Each question's name and prompt ids.
-    questions: Vec<(String, Vec<u32>)>,
+    /// Each question's name.
+    names: Vec<String>,
+    /// Each question's prompt ids, in the order of `names`.
+    questions: Vec<Vec<u32>>,
     /// How the caption decodes.
     caption_generation: Generation,
     /// How each answer decodes.
@@ -157,7 +170,26 @@ impl Captioner for Blip2Captioner {
     /// The prompts of `settings` (checked), tokenized.
     fn prompts(&self, settings: &CaptionSettings) -> Result<Blip2Prompts, CaptionError> {
         settings.validate()?;
-        let caption = self.codec.prompt(settings.caption_prompt.trim())?;
+        // The image's query tokens, the prompt and the new tokens must fit the language
+        // model's positions.
+        let positions = self.model.language_model().config().max_position_embeddings;
+        let queries = self.model.config().num_query_tokens;
+        let fits = |what: &str, ids: Vec<u32>, new: usize| {
+            if queries + ids.len() + new > positions {
+                Err(CaptionError::Config(format!(
+                    "the {what} prompt has {} tokens: with the image's {queries} and up to {new} \
+                     new ones it passes the language model's {positions} positions",
+                    ids.len()
+                )))
+            } else {
+                Ok(ids)
+            }
+        };
+        let caption = fits(
+            "caption",
+            self.codec.prompt(settings.caption_prompt.trim())?,
+            settings.caption_max_tokens,
+        )?;
         let questions = settings
             .questions
             .iter()
@@ -166,7 +198,11 @@ impl Captioner for Blip2Captioner {
                     Some(question) if !question.is_empty() => question_prompt(question),
                     _ => q.prefix.trim().to_string(),
                 };
-                Ok((q.name.clone(), self.codec.prompt(&text)?))
+                fits(
+                    &q.name,
+                    self.codec.prompt(&text)?,
+                    settings.answer_max_tokens,
+                )
             })
             .collect::<Result<Vec<_>, CaptionError>>()?;
         let limited = |max_new_tokens: usize| Generation {
@@ -177,6 +213,7 @@ impl Captioner for Blip2Captioner {
         Ok(Blip2Prompts {
             caption,
             caption_prefix: settings.caption_prompt.trim().to_string(),
+            names: settings.questions.iter().map(|q| q.name.clone()).collect(),
             questions,
             caption_generation: limited(settings.caption_max_tokens),
             answer_generation: limited(settings.answer_max_tokens),
@@ -210,16 +247,11 @@ impl Captioner for Blip2Captioner {
             std::slice::from_ref(&prompts.caption),
             prompts.caption_generation,
         )?;
-        let question_prompts: Vec<Vec<u32>> = prompts
-            .questions
-            .iter()
-            .map(|(_, ids)| ids.clone())
-            .collect();
-        let answers = if question_prompts.is_empty() {
+        let answers = if prompts.questions.is_empty() {
             vec![Vec::new(); pixels.len()]
         } else {
             self.model
-                .generate_from(&prefix, &question_prompts, prompts.answer_generation)?
+                .generate_from(&prefix, &prompts.questions, prompts.answer_generation)?
         };
         captions
             .iter()
@@ -232,10 +264,10 @@ impl Captioner for Blip2Captioner {
                     (false, false) => format!("{} {text}", prompts.caption_prefix),
                 };
                 let answers = prompts
-                    .questions
+                    .names
                     .iter()
                     .zip(answers)
-                    .map(|((name, _), answer)| Ok((name.clone(), self.text(answer)?)))
+                    .map(|(name, answer)| Ok((name.clone(), self.text(answer)?)))
                     .collect::<Result<Vec<_>, CaptionError>>()?;
                 Ok(Description { caption, answers })
             })

@@ -260,6 +260,25 @@ fn a_question_with_neither_prefix_nor_question_is_refused() {
         panic!("an empty question was accepted")
     };
     assert!(err.to_string().contains("neither"), "{err}");
+    // A question longer than the language model's positions, refused at load with the reason.
+    let long = [Question::new("long", "").asking("is it ".repeat(40))];
+    let Err(err) = runner(&model_dir(), &Device::Cpu, DType::F32, batch, &long) else {
+        panic!("a question past the language model's positions was accepted")
+    };
+    assert!(err.to_string().contains("positions"), "{err}");
+    // So are more beams than imgd decodes with.
+    let dir = std::env::temp_dir().join(format!("imgd-blip2-beams-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(dir.join("generation_config.json"), r#"{"num_beams": 1000}"#).unwrap();
+    let Err(err) = Blip2Captioner::load(&dir, &Device::Cpu, DType::F32) else {
+        panic!("1000 beams were accepted")
+    };
+    assert!(err.to_string().contains("num_beams"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
     // BLIP needs the prefix: a question-only entry is refused there, with the reason.
     let only_question = [Question::new("mood", "").asking("What is the mood?")];
     let blip = fixtures().join("../blip/tiny-blip");
