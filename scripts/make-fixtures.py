@@ -2,7 +2,7 @@
 """Builds the CLIP and aesthetic parity fixtures under fixtures/clip/ with the reference
 implementation (Hugging Face `transformers` + `torch`, CPU).
 
-    python3 scripts/make-fixtures.py [clip|blip|blip2|trocr|siglip|all]   # (re)builds fixtures/<target>/
+    python3 scripts/make-fixtures.py [clip|blip|blip2|blip2-t5|trocr|siglip|all]   # (re)builds fixtures/<target>/
 
 The first run creates a git-ignored virtual environment `.venv-fixtures/` and installs torch,
 transformers, pillow, safetensors and regex from PyPI into it (a few GB: PyPI's torch wheel
@@ -33,9 +33,9 @@ with a small BERT WordPiece tokenizer, and its reference outputs (pixels, vision
 decoder logits, greedy caption and prompted-answer ids), checked by
 crates/imgd-caption/tests/parity.rs.
 
-fixtures/blip2/ (see its SOURCES.md) holds a tiny random-weight `Blip2ForConditionalGeneration`
+fixtures/blip2/ (see its SOURCES.md) holds tiny random-weight `Blip2ForConditionalGeneration`s
 with OPT, in transformers' layout and in the released checkpoints' (split attention biases, two
-shards), and its reference outputs (pixels, vision, Q-Former and projected outputs, first-step
+shards), and with Flan-T5 (`blip2-t5` makes that one alone), and their reference outputs (pixels, vision, Q-Former and projected outputs, first-step
 logits, greedy and beam-search ids and scores), checked by crates/imgd-blip2/tests/parity.rs.
 
 fixtures/trocr/ (see its SOURCES.md) holds a tiny random-weight `VisionEncoderDecoderModel`
@@ -599,6 +599,50 @@ BLIP2_DECODINGS = {
 }
 
 
+def blip2_reference(model, tokenizer, pixels, prompt_ids, eos, decoder_start=None):
+    """What a tiny BLIP-2 computes on `pixels` for each prompt of `BLIP2_PROMPTS` (`prompt_ids`
+    gives its ids, image placeholders first): every stage's output, the first-step logits, and
+    per decoding of `BLIP2_DECODINGS` the new ids, beam scores and texts. `decoder_start` is an
+    encoder-decoder's first decoder token (its logits are the first step's)."""
+    tensors, generated, scores, texts = {}, {}, {}, {}
+    n = pixels.shape[0]
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values=pixels, return_dict=True)
+        tensors["vision"] = features.vision_outputs.last_hidden_state.contiguous()
+        tensors["qformer"] = features.qformer_outputs.last_hidden_state.contiguous()
+        tensors["projected"] = features.pooler_output.contiguous()
+        for prompt in BLIP2_PROMPTS:
+            ids = torch.tensor([prompt_ids(prompt)] * n)
+            extra = {}
+            if decoder_start is not None:
+                extra["decoder_input_ids"] = torch.full((n, 1), decoder_start)
+            logits = model(pixel_values=pixels, input_ids=ids, **extra).logits
+            tensors[f"logits.{prompt}"] = logits[:, -1, :].contiguous()
+            for name, settings in BLIP2_DECODINGS.items():
+                out = model.generate(
+                    pixel_values=pixels, input_ids=ids, return_dict_in_generate=True,
+                    output_scores=True, max_new_tokens=BLIP2_MAX_NEW_TOKENS, do_sample=False,
+                    **settings,
+                )
+                if decoder_start is None:
+                    new = out.sequences[:, ids.shape[1]:].tolist()
+                else:
+                    assert (out.sequences[:, 0] == decoder_start).all(), out.sequences
+                    new = out.sequences[:, 1:].tolist()
+                if settings.get("num_beams", 1) > 1:
+                    lengths = (out.beam_indices >= 0).sum(dim=1).tolist()
+                    rows = [row[:length] for row, length in zip(new, lengths)]
+                    scores[f"{name}.{prompt}"] = out.sequences_scores.tolist()
+                else:
+                    rows = [row[: row.index(eos) + 1] if eos in row else row for row in new]
+                generated[f"{name}.{prompt}"] = rows
+                texts[f"{name}.{prompt}"] = [
+                    tokenizer.decode(row, skip_special_tokens=True) for row in rows
+                ]
+    print("generated ids:", json.dumps(generated))
+    return tensors, generated, scores, texts
+
+
 def make_blip2():
     """A tiny random-weight BLIP-2 with OPT (`Blip2ForConditionalGeneration`), its processor's
     pixels, the vision, Q-Former and projected outputs, first-step logits and greedy ids."""
@@ -673,34 +717,7 @@ def make_blip2():
         assert text_ids[0] == bos, text_ids
         return [image_token] * BLIP2_QUERY_TOKENS + text_ids
 
-    tensors, generated, scores, texts = {}, {}, {}, {}
-    with torch.no_grad():
-        features = model.get_image_features(pixel_values=pixels, return_dict=True)
-        tensors["vision"] = features.vision_outputs.last_hidden_state.contiguous()
-        tensors["qformer"] = features.qformer_outputs.last_hidden_state.contiguous()
-        tensors["projected"] = features.pooler_output.contiguous()
-        for prompt in BLIP2_PROMPTS:
-            ids = torch.tensor([prompt_ids(prompt)] * len(names))
-            logits = model(pixel_values=pixels, input_ids=ids).logits
-            tensors[f"logits.{prompt}"] = logits[:, -1, :].contiguous()
-            for name, settings in BLIP2_DECODINGS.items():
-                out = model.generate(
-                    pixel_values=pixels, input_ids=ids, return_dict_in_generate=True,
-                    output_scores=True, max_new_tokens=BLIP2_MAX_NEW_TOKENS, do_sample=False,
-                    **settings,
-                )
-                new = out.sequences[:, ids.shape[1]:].tolist()
-                if settings.get("num_beams", 1) > 1:
-                    lengths = (out.beam_indices >= 0).sum(dim=1).tolist()
-                    rows = [row[:n] for row, n in zip(new, lengths)]
-                    scores[f"{name}.{prompt}"] = out.sequences_scores.tolist()
-                else:
-                    rows = [row[: row.index(eos) + 1] if eos in row else row for row in new]
-                generated[f"{name}.{prompt}"] = rows
-                texts[f"{name}.{prompt}"] = [
-                    tokenizer.decode(row, skip_special_tokens=True) for row in rows
-                ]
-    print("generated ids:", json.dumps(generated))
+    tensors, generated, scores, texts = blip2_reference(model, tokenizer, pixels, prompt_ids, eos)
     for i, name in enumerate(names):
         tensors[f"pixels.{name}"] = pixels[i].contiguous()
     save_file(tensors, str(BLIP2_OUT / "reference.safetensors"))
@@ -753,6 +770,139 @@ def make_blip2():
     print(f"fixtures/blip2: {total / 1e6:.2f} MB")
 
 
+BLIP2_T5_UNIGRAM_SIZE = 200
+
+
+def t5_tokenizer():
+    """A tokenizer in Flan-T5's layout (`T5Tokenizer`: a SentencePiece unigram model, Metaspace
+    `▁`, <pad>=0 </s>=1 <unk>=2, `</s>` appended to every text) over a unigram vocabulary of the
+    BLIP-2 corpus ([`unigram_pieces`]), no sentinel tokens, plus BLIP-2's `<image>`."""
+    from transformers import T5Tokenizer
+
+    lines = BLIP2_CORPUS.split("\n")
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + unigram_pieces(
+        lines, BLIP2_T5_UNIGRAM_SIZE)
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return tokenizer
+
+
+def make_blip2_t5():
+    """A tiny random-weight BLIP-2 with Flan-T5 (`Blip2ForConditionalGeneration` over
+    `T5ForConditionalGeneration`, T5 v1.1's gated GELU and untied output head), and what it
+    computes, as `make_blip2` records for OPT."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, T5Config
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    torch.manual_seed(SEED + 10)
+    generator = torch.Generator().manual_seed(SEED + 12)
+    model_dir = BLIP2_OUT / "tiny-blip2-flan-t5"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = t5_tokenizer()
+    pad, eos = 0, 1
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    text = T5Config(
+        vocab_size=len(tokenizer), d_model=HIDDEN, d_kv=8, d_ff=INTERMEDIATE, num_layers=LAYERS,
+        num_decoder_layers=LAYERS, num_heads=HEADS, feed_forward_proj="gated-gelu",
+        # Few buckets and a short maximum distance, so that the fixture's 20-odd positions
+        # reach the logarithmic buckets and the last one.
+        relative_attention_num_buckets=16, relative_attention_max_distance=16,
+        pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad,
+        tie_word_embeddings=False,
+    )
+    config = Blip2Config(
+        vision_config=dict(
+            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS, image_size=BLIP2_IMAGE_SIZE, patch_size=BLIP2_PATCH,
+        ),
+        qformer_config=dict(
+            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS, cross_attention_frequency=2,
+        ),
+        text_config=text.to_dict(),
+        num_query_tokens=BLIP2_QUERY_TOKENS,
+        image_token_index=image_token,
+    )
+    model = Blip2ForConditionalGeneration(config).eval()
+    language = model.language_model
+    # Flan-T5's output head is its own (the released checkpoints store `lm_head.weight`).
+    language.lm_head.weight = torch.nn.Parameter(torch.empty_like(language.shared.weight))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+        perturb(model, generator)
+        # T5's RMS norms have a scale only: random ones around 1.
+        for name, param in language.named_parameters():
+            if "layer_norm" in name:
+                param.copy_(1.0 + torch.randn(param.shape, generator=generator) * 0.1)
+        for layer in model.vision_model.encoder.layers:
+            bias = layer.self_attn.qkv.bias
+            bias[HIDDEN : 2 * HIDDEN] = 0.0
+        language.lm_head.weight.mul_(3.0)
+        language.lm_head.weight[eos].mul_(2.5)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    # transformers 5 writes T5's untied head as `tie_word_embeddings: true` with
+    # `scale_decoder_outputs: false`; the released checkpoints say `tie_word_embeddings: false`.
+    cfg["text_config"]["tie_word_embeddings"] = False
+    cfg["text_config"].pop("scale_decoder_outputs", None)
+    cfg["imgd_model_id"] = "tiny-blip2-flan-t5"
+    cfg["imgd_model_version"] = "fixture-1"
+    (model_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (model_dir / "generation_config.json").unlink(missing_ok=True)
+    processor = BlipImageProcessorPil(
+        size={"height": BLIP2_IMAGE_SIZE, "width": BLIP2_IMAGE_SIZE},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    for extra in ["special_tokens_map.json", "chat_template.jinja", "spiece.model"]:
+        (model_dir / extra).unlink(missing_ok=True)
+
+    # The reference outputs come from the folder as saved, read back as a user loads it.
+    saved = Blip2ForConditionalGeneration.from_pretrained(model_dir).eval()
+    assert not saved.config.text_config.scale_decoder_outputs
+    assert torch.equal(saved.language_model.lm_head.weight, language.lm_head.weight)
+
+    images_dir = ROOT / "fixtures" / "blip" / "images"
+    names = sorted(p.name for p in images_dir.glob("*.png"))
+    images = [Image.open(images_dir / n).convert("RGB") for n in names]
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def prompt_ids(prompt):
+        # T5 has no BOS: the prompt's ids end with `</s>` (the caption's are `</s>` alone).
+        text_ids = tokenizer(BLIP2_PROMPTS[prompt])["input_ids"]
+        assert text_ids[-1] == eos, text_ids
+        return [image_token] * BLIP2_QUERY_TOKENS + text_ids
+
+    tensors, generated, scores, texts = blip2_reference(
+        saved, tokenizer, pixels, prompt_ids, eos, decoder_start=pad)
+    for i, name in enumerate(names):
+        tensors[f"pixels.{name}"] = pixels[i].contiguous()
+    save_file(tensors, str(BLIP2_OUT / "reference-flan-t5.safetensors"))
+    (BLIP2_OUT / "reference-flan-t5.json").write_text(json.dumps({
+        "images": names,
+        "max_new_tokens": BLIP2_MAX_NEW_TOKENS,
+        "prompt_texts": BLIP2_PROMPTS,
+        "prompts": {p: prompt_ids(p) for p in BLIP2_PROMPTS},
+        "decodings": BLIP2_DECODINGS,
+        "generated_ids": generated,
+        "beam_scores": scores,
+        "generated_texts": texts,
+        "token_ids": {"eos": eos, "pad": pad, "decoder_start": pad, "image": image_token},
+        "made_with": {
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "pillow": Image.__version__,
+            "image_processor": "BlipImageProcessorPil",
+        },
+    }, indent=2) + "\n")
+    total = sum(p.stat().st_size for p in BLIP2_OUT.rglob("*") if p.is_file())
+    print(f"fixtures/blip2 with Flan-T5: {total / 1e6:.2f} MB")
+
+
 # --- TrOCR -----------------------------------------------------------------------------------
 
 TROCR_OUT = ROOT / "fixtures" / "trocr"
@@ -775,15 +925,20 @@ TROCR_CROPS = [
 
 
 def trocr_unigram_pieces():
-    """A SentencePiece-style unigram vocabulary of the OCR fixtures' text, made here
-    deterministically (the `tokenizers` unigram trainer is not): every character seen, with
-    and without the word-start mark `▁`, then the most frequent word-start and inner substrings
-    of 2 to 6 characters; scores are log relative frequencies."""
+    """A SentencePiece-style unigram vocabulary of the OCR fixtures' text ([`unigram_pieces`])."""
+    truth = json.loads((ROOT / "fixtures" / "ocr" / "truth.json").read_text())
+    lines = [line for image in truth.values() for line in image] + CORPUS.split("\n")
+    return unigram_pieces(lines, TROCR_UNIGRAM_SIZE)
+
+
+def unigram_pieces(lines, size):
+    """A SentencePiece-style unigram vocabulary of `lines`, made here deterministically (the
+    `tokenizers` unigram trainer is not): every character seen, with and without the word-start
+    mark `▁`, then the most frequent word-start and inner substrings of 2 to 6 characters, up to
+    `size` - 3 pieces; scores are log relative frequencies."""
     import math
     from collections import Counter
 
-    truth = json.loads((ROOT / "fixtures" / "ocr" / "truth.json").read_text())
-    lines = [line for image in truth.values() for line in image] + CORPUS.split("\n")
     words = ["▁" + w for line in lines for w in line.split()]
     counts = Counter()
     for word in words:
@@ -794,7 +949,7 @@ def trocr_unigram_pieces():
     chars = sorted({c for w in words for c in w} | {"▁" + c for w in words for c in w[1:]})
     longer = sorted((p for p in counts if len(p.lstrip("▁")) >= 2 and p not in chars),
                     key=lambda p: (-counts[p] * (len(p) - 1), p))
-    chosen = chars + longer[: TROCR_UNIGRAM_SIZE - 3 - len(chars)]
+    chosen = chars + longer[: size - 3 - len(chars)]
     total = sum(counts[p] for p in chosen)
     pieces = [(p, math.log(max(counts[p], 1) / total)) for p in chosen]
     return sorted(pieces, key=lambda ps: (-ps[1], ps[0]))
@@ -1322,20 +1477,22 @@ def make_siglip_v1():
 
 
 if __name__ == "__main__":
-    # `make-fixtures.py [clip|blip|blip2|trocr|siglip|all]` (default: all);
+    # `make-fixtures.py [clip|blip|blip2|blip2-t5|trocr|siglip|all]` (default: all; blip2 makes both);
     # `make-fixtures.py trocr-full DIR` for the TrOCR benchmark's model.
     if len(sys.argv) == 3 and sys.argv[1] == "trocr-full":
         make_trocr_full_size(Path(sys.argv[2]).resolve())
         sys.exit()
     target = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if target not in ("clip", "blip", "blip2", "trocr", "siglip", "all"):
-        sys.exit(f"usage: {sys.argv[0]} [clip|blip|blip2|trocr|siglip|all] | trocr-full DIR")
+    if target not in ("clip", "blip", "blip2", "blip2-t5", "trocr", "siglip", "all"):
+        sys.exit(f"usage: {sys.argv[0]} [clip|blip|blip2|blip2-t5|trocr|siglip|all] | trocr-full DIR")
     if target in ("clip", "all"):
         main()
     if target in ("blip", "all"):
         make_blip()
     if target in ("blip2", "all"):
         make_blip2()
+    if target in ("blip2", "blip2-t5", "all"):
+        make_blip2_t5()
     if target in ("trocr", "all"):
         make_trocr()
     if target in ("siglip", "all"):

@@ -80,7 +80,75 @@ pub enum TextConfig {
     Opt(OptConfig),
     /// Flan-T5, encoder-decoder (`Salesforce/blip2-flan-t5-xl`).
     #[serde(rename = "t5")]
-    T5(serde_json::Value),
+    T5(T5Config),
+}
+
+/// T5's configuration (Flan-T5 is T5 v1.1: gated GELU, an output head of its own).
+#[derive(Debug, Clone, Deserialize)]
+pub struct T5Config {
+    /// Vocabulary size (with the image placeholder token).
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Width of one attention head.
+    pub d_kv: usize,
+    /// Width of the feed-forward layers.
+    pub d_ff: usize,
+    /// Encoder layers.
+    pub num_layers: usize,
+    /// Decoder layers (the encoder's count when absent).
+    #[serde(default)]
+    pub num_decoder_layers: Option<usize>,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// Buckets of relative positions (half each way in the encoder).
+    #[serde(default = "t5_buckets")]
+    pub relative_attention_num_buckets: usize,
+    /// Distances from this on share the last bucket.
+    #[serde(default = "t5_max_distance")]
+    pub relative_attention_max_distance: usize,
+    /// RMS norm epsilon.
+    #[serde(default = "vision_eps")]
+    pub layer_norm_epsilon: f64,
+    /// The feed-forward layers: `relu`, `gelu`, `silu`, or `gated-` one of them (`gated-gelu`
+    /// is Flan-T5's, with the tanh approximation of GELU).
+    #[serde(default = "relu")]
+    pub feed_forward_proj: String,
+    /// Padding token.
+    #[serde(default)]
+    pub pad_token_id: u32,
+    /// End-of-sequence token.
+    #[serde(default = "one")]
+    pub eos_token_id: u32,
+    /// The decoder's first token (the padding token when absent).
+    #[serde(default)]
+    pub decoder_start_token_id: Option<u32>,
+    /// Whether the output head shares the token embeddings (original T5; the decoder's output is
+    /// then scaled by `d_model^-0.5`). Flan-T5 says `false`.
+    #[serde(default)]
+    pub tie_word_embeddings: Option<bool>,
+    /// Whether the decoder's output is scaled by `d_model^-0.5`, as transformers 5 writes it
+    /// (it then always says `tie_word_embeddings: true`).
+    #[serde(default)]
+    pub scale_decoder_outputs: Option<bool>,
+}
+
+impl T5Config {
+    /// Decoder layers.
+    pub fn decoder_layers(&self) -> usize {
+        self.num_decoder_layers.unwrap_or(self.num_layers)
+    }
+
+    /// The decoder's first token.
+    pub fn decoder_start(&self) -> u32 {
+        self.decoder_start_token_id.unwrap_or(self.pad_token_id)
+    }
+
+    /// Whether the decoder's output is scaled by `d_model^-0.5` before the output head.
+    pub fn scales_decoder_output(&self) -> bool {
+        self.scale_decoder_outputs
+            .unwrap_or(self.tie_word_embeddings != Some(false))
+    }
 }
 
 /// OPT's configuration.
@@ -131,6 +199,15 @@ impl OptConfig {
     }
 }
 
+fn t5_buckets() -> usize {
+    32
+}
+fn t5_max_distance() -> usize {
+    128
+}
+fn one() -> u32 {
+    1
+}
 fn vision_eps() -> f64 {
     1e-6
 }
@@ -168,8 +245,12 @@ impl Blip2Config {
 pub enum Activation {
     /// The exact (erf) GELU, transformers' `gelu`.
     Gelu,
+    /// The tanh approximation of GELU, transformers' `gelu_new`.
+    GeluTanh,
     /// `relu`.
     Relu,
+    /// `silu`.
+    Silu,
 }
 
 impl Activation {
@@ -177,9 +258,11 @@ impl Activation {
     pub fn parse(name: &str) -> Result<Self, ModelError> {
         match name {
             "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
             "relu" => Ok(Activation::Relu),
+            "silu" => Ok(Activation::Silu),
             other => Err(ModelError::Config(format!(
-                "activation `{other}` is not supported (gelu, relu)"
+                "activation `{other}` is not supported (gelu, gelu_new, relu, silu)"
             ))),
         }
     }
@@ -188,7 +271,9 @@ impl Activation {
     pub fn apply(self, xs: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
         match self {
             Activation::Gelu => xs.gelu_erf(),
+            Activation::GeluTanh => xs.gelu(),
             Activation::Relu => xs.relu(),
+            Activation::Silu => xs.silu(),
         }
     }
 }

@@ -1,6 +1,148 @@
 //! Choosing tokens: greedy decoding and beam search as transformers' `generate` does them
 //! (its default `early_stopping=False` heuristic), with the logits processors the BLIP-2
-//! recipes use: `min_new_tokens`, `repetition_penalty` and `length_penalty`.
+//! recipes use: `min_new_tokens`, `repetition_penalty` and `length_penalty`. Both drive any
+//! language model through [`Decoding`]: OPT's rows and Flan-T5's decode the same way.
+
+use candle_core::{DType, Tensor};
+
+/// Rows being decoded together, one sequence each: what greedy decoding and beam search drive.
+pub trait Decoding {
+    /// Keeps the rows `rows` names, in that order (a row may appear several times: beams
+    /// sharing a parent).
+    fn select(&mut self, rows: &[usize]) -> candle_core::Result<()>;
+
+    /// Feeds one token per row; their next-token logits, `(rows, vocab)`.
+    fn step(&mut self, tokens: Vec<u32>) -> candle_core::Result<Tensor>;
+}
+
+/// One decoded prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The new tokens, the end token included when the decode ended on it.
+    pub tokens: Vec<u32>,
+    /// Beam search's score of the hypothesis (its log-probability over its length to the
+    /// `length_penalty`); `None` for greedy decoding.
+    pub score: Option<f32>,
+}
+
+/// Decodes every row of `rows` as `generation` says, `logits` the rows' next-token logits,
+/// `seen[row]` each row's tokens so far (what the repetition penalty counts): greedily, or by
+/// beam search with all rows' beams as one batch. Rows leave the batch when their decode ends.
+pub fn decode(
+    rows: &mut dyn Decoding,
+    logits: Tensor,
+    seen: &[Vec<u32>],
+    generation: &Generation,
+    eos: u32,
+) -> candle_core::Result<Vec<Decoded>> {
+    if generation.num_beams > 1 {
+        beam_search(rows, logits, seen, generation, eos)
+    } else {
+        Ok(greedy(rows, logits, seen, generation, eos)?
+            .into_iter()
+            .map(|tokens| Decoded {
+                tokens,
+                score: None,
+            })
+            .collect())
+    }
+}
+
+/// Greedy decoding.
+fn greedy(
+    rows: &mut dyn Decoding,
+    mut logits: Tensor,
+    seen: &[Vec<u32>],
+    generation: &Generation,
+    eos: u32,
+) -> candle_core::Result<Vec<Vec<u32>>> {
+    let mut out = vec![Vec::new(); seen.len()];
+    let mut active: Vec<usize> = (0..out.len()).collect();
+    for step in 0..generation.max_new_tokens {
+        let mut scores: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+        let mut keep = Vec::with_capacity(active.len());
+        let mut tokens = Vec::with_capacity(active.len());
+        for (slot, (&row, scores)) in active.iter().zip(scores.iter_mut()).enumerate() {
+            let sequence = [seen[row].as_slice(), &out[row]].concat();
+            generation.process(scores, &sequence, out[row].len(), eos);
+            let token = argmax(scores);
+            out[row].push(token);
+            if token != eos {
+                keep.push(slot);
+                tokens.push(token);
+            }
+        }
+        if keep.is_empty() || step + 1 == generation.max_new_tokens {
+            break;
+        }
+        if keep.len() < active.len() {
+            rows.select(&keep)?;
+            active = keep.iter().map(|&slot| active[slot]).collect();
+        }
+        logits = rows.step(tokens)?;
+    }
+    Ok(out)
+}
+
+/// Beam search: the beams of all rows run as one batch, and a row's beams leave it when its
+/// search ends.
+fn beam_search(
+    rows: &mut dyn Decoding,
+    mut logits: Tensor,
+    seen: &[Vec<u32>],
+    generation: &Generation,
+    eos: u32,
+) -> candle_core::Result<Vec<Decoded>> {
+    let mut searches = vec![BeamSearch::new(generation.num_beams); seen.len()];
+    // The prompt each batch row belongs to; a prompt's rows are its running beams in order.
+    let mut owner: Vec<usize> = (0..seen.len()).collect();
+    loop {
+        let mut scores: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+        let mut rows_from = 0;
+        let mut parents = Vec::new();
+        let mut tokens = Vec::new();
+        let mut next_owner = Vec::new();
+        while rows_from < owner.len() {
+            let prompt = owner[rows_from];
+            let beams = owner[rows_from..]
+                .iter()
+                .take_while(|&&o| o == prompt)
+                .count();
+            let search = &mut searches[prompt];
+            for (beam, scores) in scores[rows_from..rows_from + beams].iter_mut().enumerate() {
+                log_softmax(scores);
+                let tokens_so_far = &search.running[beam].tokens;
+                let sequence = [seen[prompt].as_slice(), tokens_so_far].concat();
+                generation.process(scores, &sequence, tokens_so_far.len(), eos);
+            }
+            let continuations = search.step(&scores[rows_from..rows_from + beams], generation, eos);
+            if !search.done {
+                for continuation in continuations {
+                    parents.push(rows_from + continuation.parent);
+                    tokens.push(continuation.token);
+                    next_owner.push(prompt);
+                }
+            }
+            rows_from += beams;
+        }
+        if parents.is_empty() {
+            break;
+        }
+        rows.select(&parents)?;
+        owner = next_owner;
+        logits = rows.step(tokens)?;
+    }
+    Ok(searches
+        .iter()
+        .map(|search| {
+            let (tokens, score) = search.best();
+            Decoded {
+                tokens,
+                score: Some(score),
+            }
+        })
+        .collect())
+}
 
 /// How to decode.
 #[derive(Debug, Clone, Copy, PartialEq)]

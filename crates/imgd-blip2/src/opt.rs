@@ -6,43 +6,12 @@ use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::config::{Activation, OptConfig};
+use crate::generation::Decoding;
+use crate::layers::{Dense, linear};
 use imgd_candle::ModelError;
 
 /// What the attention adds where a key must not be seen.
 const MASKED: f32 = -1e9;
-
-/// Up to this many input rows, [`Dense`] multiplies on the CPU as `(W · xᵀ)ᵀ`.
-const FEW_ROWS: usize = 256;
-
-/// A linear layer for decoding: with few input rows (a decode step feeds one token per
-/// sequence) candle's CPU multiply of `x · Wᵀ` through the transposed view of `W` runs about
-/// 3x slower than `(W · xᵀ)ᵀ`, which reads `W` in its stored order (10 vs 25 ms for 8 rows
-/// by OPT-2.7b's 2560 × 10240 feed-forward on this build machine).
-struct Dense {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Dense {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let dims = xs.dims().to_vec();
-        let inputs = *dims.last().expect("an input with a feature axis");
-        let rows = xs.elem_count() / inputs;
-        let flat = xs.reshape((rows, inputs))?;
-        let ys = if rows <= FEW_ROWS && xs.device().is_cpu() {
-            self.weight.matmul(&flat.t()?)?.t()?
-        } else {
-            flat.matmul(&self.weight.t()?)?
-        };
-        let ys = match &self.bias {
-            Some(bias) => ys.broadcast_add(bias)?,
-            None => ys.contiguous()?,
-        };
-        let mut out_dims = dims;
-        *out_dims.last_mut().expect("an output axis") = self.weight.dim(0)?;
-        ys.reshape(out_dims)
-    }
-}
 
 struct Layer {
     q: Dense,
@@ -53,18 +22,6 @@ struct Layer {
     fc1: Dense,
     fc2: Dense,
     final_norm: LayerNorm,
-}
-
-fn linear(vb: VarBuilder<'_>, input: usize, output: usize, bias: bool) -> Result<Dense> {
-    let layer = if bias {
-        candle_nn::linear(input, output, vb)?
-    } else {
-        candle_nn::linear_no_bias(input, output, vb)?
-    };
-    Ok(Dense {
-        weight: layer.weight().clone(),
-        bias: layer.bias().cloned(),
-    })
 }
 
 impl Layer {
@@ -312,6 +269,32 @@ impl Opt {
         let weights = candle_nn::ops::softmax_last_dim(&weights)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((rows, t, d))?;
         layer.out.forward(&out)
+    }
+}
+
+/// Rows being decoded by [`Opt`]: its cache of what each row has read and written.
+pub struct OptRows<'a> {
+    /// The model.
+    pub opt: &'a Opt,
+    /// What the rows have seen.
+    pub cache: KvCache,
+}
+
+impl Decoding for OptRows<'_> {
+    fn select(&mut self, rows: &[usize]) -> Result<()> {
+        self.cache = self.cache.select(rows)?;
+        Ok(())
+    }
+
+    fn step(&mut self, tokens: Vec<u32>) -> Result<Tensor> {
+        let rows = tokens.len();
+        let ids = Tensor::from_vec(tokens, (rows, 1), self.opt.embed_tokens.device())?;
+        let hidden = self.opt.forward(
+            &self.opt.embed(&ids)?,
+            &vec![vec![1u8]; rows],
+            &mut self.cache,
+        )?;
+        self.opt.logits(&hidden)
     }
 }
 

@@ -16,29 +16,33 @@ pub fn question_prompt(question: &str) -> String {
 /// The tokenizer of a BLIP-2 checkpoint's language model.
 pub struct TextCodec {
     tokenizer: Tokenizer,
-    bos: u32,
+    bos: Option<u32>,
 }
 
 impl TextCodec {
     /// Loads `dir/tokenizer.json`; `bos` is the language model's beginning-of-sequence token,
-    /// put before every prompt.
-    pub fn load(dir: &Path, bos: u32) -> Result<Self> {
+    /// put before every prompt (OPT's; Flan-T5 has none, its tokenizer ends a prompt with its
+    /// end token).
+    pub fn load(dir: &Path, bos: Option<u32>) -> Result<Self> {
         let path = imgd_candle::model_info::require(dir, "tokenizer.json")?;
         let tokenizer = Tokenizer::from_file(&path)
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
         Ok(TextCodec { tokenizer, bos })
     }
 
-    /// The token ids of a prompt: the beginning-of-sequence token, then `text`'s (OPT's
-    /// tokenizer adds the first itself; it is added here when a tokenizer does not).
+    /// The token ids of a prompt as the tokenizer makes them, the beginning-of-sequence token
+    /// first when the model has one (OPT's tokenizer adds it itself; it is added here when a
+    /// tokenizer does not).
     pub fn prompt(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .tokenizer
             .encode(text, true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let mut ids = encoding.get_ids().to_vec();
-        if ids.first() != Some(&self.bos) {
-            ids.insert(0, self.bos);
+        if let Some(bos) = self.bos
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
         }
         Ok(ids)
     }

@@ -1,6 +1,7 @@
 //! Parity with the reference implementation (transformers' `Blip2ForConditionalGeneration`)
 //! on the tiny random-weight checkpoints of `fixtures/blip2` (`scripts/make-fixtures.py
-//! blip2`): pixels, every stage's output, first-step logits and greedy token ids.
+//! blip2`), one with OPT and one with Flan-T5: pixels, every stage's output, first-step logits,
+//! greedy and beam-search token ids.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,18 +16,55 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/blip2")
 }
 
+/// A checkpoint of the fixtures and what the reference computed with it.
+#[derive(Clone, Copy)]
+struct Fixture {
+    /// The checkpoint's folder (the same weights in other layouts may follow).
+    folders: &'static [&'static str],
+    /// The reference's files, `<stem>.json` and `<stem>.safetensors`.
+    stem: &'static str,
+    /// The language model's beginning-of-sequence token.
+    bos: Option<u32>,
+    /// The language model's dtype when the model is loaded in f16.
+    half_text: DType,
+}
+
+/// BLIP-2 with OPT (in one file with `qkv.bias`, and in two shards with `q_bias` and
+/// `v_bias`), and with Flan-T5.
+const FIXTURES: [Fixture; 2] = [
+    Fixture {
+        folders: &["tiny-blip2-opt", "tiny-blip2-opt-split-bias"],
+        stem: "reference",
+        bos: Some(2),
+        half_text: DType::F16,
+    },
+    Fixture {
+        folders: &["tiny-blip2-flan-t5"],
+        stem: "reference-flan-t5",
+        bos: None,
+        // T5 overflows f16: it runs in bf16.
+        half_text: DType::BF16,
+    },
+];
+
 struct Reference {
     tensors: HashMap<String, Tensor>,
     json: Value,
 }
 
-fn reference() -> Reference {
+fn reference(fixture: Fixture) -> Reference {
     let dir = fixtures();
+    let stem = fixture.stem;
     Reference {
-        tensors: candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
-            .unwrap(),
-        json: serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap(),
+        tensors: candle_core::safetensors::load(
+            dir.join(format!("{stem}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap(),
+        json: serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{stem}.json"))).unwrap(),
+        )
+        .unwrap(),
     }
 }
 
@@ -107,8 +145,14 @@ fn model(folder: &str) -> Blip2 {
 
 #[test]
 fn prompts_are_tokenized_and_answers_decoded_as_the_reference_does() {
-    let reference = reference();
-    let codec = TextCodec::load(&fixtures().join("tiny-blip2-opt"), 2).unwrap();
+    for fixture in FIXTURES {
+        prompts_and_answers_match(fixture);
+    }
+}
+
+fn prompts_and_answers_match(fixture: Fixture) {
+    let reference = reference(fixture);
+    let codec = TextCodec::load(&fixtures().join(fixture.folders[0]), fixture.bos).unwrap();
     for name in PROMPTS {
         let text = reference.json["prompt_texts"][name].as_str().unwrap();
         assert_eq!(
@@ -131,7 +175,8 @@ fn prompts_are_tokenized_and_answers_decoded_as_the_reference_does() {
             assert_eq!(
                 codec.decode(ids).unwrap(),
                 text.as_str().unwrap().trim(),
-                "{key}: {ids:?}"
+                "{}: {key}: {ids:?}",
+                fixture.stem
             );
         }
     }
@@ -139,8 +184,14 @@ fn prompts_are_tokenized_and_answers_decoded_as_the_reference_does() {
 
 #[test]
 fn pixels_match_the_reference_processor() {
-    let reference = reference();
-    let dir = fixtures().join("tiny-blip2-opt");
+    for fixture in FIXTURES {
+        pixels_match(fixture);
+    }
+}
+
+fn pixels_match(fixture: Fixture) {
+    let reference = reference(fixture);
+    let dir = fixtures().join(fixture.folders[0]);
     let default = ResizePreprocess::square(32, PilFilter::Bicubic, Normalize::openai_clip());
     let processor = ResizePreprocess::load(&dir, 32, default).unwrap();
     for name in reference.images() {
@@ -150,15 +201,20 @@ fn pixels_match_the_reference_processor() {
         let ours =
             Tensor::from_vec(processor.apply(&photo).unwrap(), (3, 32, 32), &Device::Cpu).unwrap();
         let diff = max_diff(&ours, reference.tensor(&format!("pixels.{name}")));
-        assert!(diff < 1e-6, "{name}: {diff}");
+        assert!(diff < 1e-6, "{}: {name}: {diff}", fixture.stem);
     }
 }
 
 #[test]
-fn each_stage_matches_the_reference_in_both_checkpoint_layouts() {
-    let reference = reference();
-    // One file with `qkv.bias`, and two shards with `q_bias` and `v_bias`.
-    for folder in ["tiny-blip2-opt", "tiny-blip2-opt-split-bias"] {
+fn each_stage_matches_the_reference_in_every_checkpoint_layout() {
+    for fixture in FIXTURES {
+        stages_match(fixture);
+    }
+}
+
+fn stages_match(fixture: Fixture) {
+    let reference = reference(fixture);
+    for &folder in fixture.folders {
         let encoded = model(folder).encode(&reference.pixels()).unwrap();
         for (stage, ours) in [
             ("vision", &encoded.vision),
@@ -173,8 +229,15 @@ fn each_stage_matches_the_reference_in_both_checkpoint_layouts() {
 
 #[test]
 fn first_step_logits_match_from_the_cached_image_and_from_a_full_forward() {
-    let reference = reference();
-    let model = model("tiny-blip2-opt");
+    for fixture in FIXTURES {
+        first_step_logits_match(fixture);
+    }
+}
+
+fn first_step_logits_match(fixture: Fixture) {
+    let reference = reference(fixture);
+    let model = model(fixture.folders[0]);
+    let stem = fixture.stem;
     let encoded = model.encode(&reference.pixels()).unwrap();
     let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| reference.prompt(p)).collect();
     // All prompts of both images in one batch, continuing each image's cached prefix.
@@ -188,22 +251,29 @@ fn first_step_logits_match_from_the_cached_image_and_from_a_full_forward() {
         let cached = Tensor::stack(&rows, 0).unwrap();
         let want = reference.tensor(&format!("logits.{name}"));
         let diff = max_diff(&cached, want);
-        assert!(diff < 1e-4, "{name} from the cache: {diff}");
+        assert!(diff < 1e-4, "{stem}: {name} from the cache: {diff}");
         // One forward over the image's embeddings and the prompt, no cache, no padding.
         let full = model
             .full_forward_logits(&encoded.projected, &prompts[p])
             .unwrap();
         let diff = max_diff(&full, want);
-        assert!(diff < 1e-4, "{name} in one forward: {diff}");
+        assert!(diff < 1e-4, "{stem}: {name} in one forward: {diff}");
         let diff = max_diff(&full, &cached);
-        assert!(diff < 1e-5, "{name}, cached vs full: {diff}");
+        assert!(diff < 1e-5, "{stem}: {name}, cached vs full: {diff}");
     }
 }
 
 #[test]
 fn greedy_and_beam_search_ids_match_the_reference_for_a_caption_and_two_questions() {
-    let reference = reference();
-    let model = model("tiny-blip2-opt");
+    for fixture in FIXTURES {
+        decodes_match(fixture);
+    }
+}
+
+fn decodes_match(fixture: Fixture) {
+    let reference = reference(fixture);
+    let model = model(fixture.folders[0]);
+    let stem = fixture.stem;
     let encoded = model.encode(&reference.pixels()).unwrap();
     let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| reference.prompt(p)).collect();
     for decoding in ["greedy", "greedy_penalised", "beam3", "beam3_penalised"] {
@@ -214,18 +284,19 @@ fn greedy_and_beam_search_ids_match_the_reference_for_a_caption_and_two_question
             .unwrap();
         for (p, name) in PROMPTS.iter().enumerate() {
             let key = format!("{decoding}.{name}");
+            let label = format!("{stem}: {key}");
             let got: Vec<Vec<u32>> = together
                 .iter()
                 .map(|per_image| per_image[p].tokens.clone())
                 .collect();
-            assert_eq!(got, reference.generated(&key), "{key}");
+            assert_eq!(got, reference.generated(&key), "{label}");
             if let Some(scores) = reference.json["beam_scores"][&key].as_array() {
                 for (image, want) in scores.iter().enumerate() {
                     let want = want.as_f64().unwrap() as f32;
                     let score = together[image][p].score.unwrap();
                     assert!(
                         (score - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{key}, image {image}: score {score} vs {want}"
+                        "{label}, image {image}: score {score} vs {want}"
                     );
                 }
             }
@@ -239,7 +310,7 @@ fn greedy_and_beam_search_ids_match_the_reference_for_a_caption_and_two_question
                     .unwrap();
                 assert_eq!(
                     alone[0][0].tokens, per_image[p].tokens,
-                    "{decoding}: image {image}, {}",
+                    "{stem}: {decoding}: image {image}, {}",
                     PROMPTS[p]
                 );
             }
@@ -249,32 +320,39 @@ fn greedy_and_beam_search_ids_match_the_reference_for_a_caption_and_two_question
 
 #[test]
 fn in_half_precision_the_q_former_stays_f32_and_outputs_stay_close() {
-    let reference = reference();
-    let dir = fixtures().join("tiny-blip2-opt");
-    // f16 (bf16 is for GPUs: candle's CPU matrix multiply has no bf16 kernel).
+    for fixture in FIXTURES {
+        half_precision_stays_close(fixture);
+    }
+}
+
+fn half_precision_stays_close(fixture: Fixture) {
+    let reference = reference(fixture);
+    let dir = fixtures().join(fixture.folders[0]);
     let dtype = DType::F16;
     let model = Blip2::load_as(&dir, &Device::Cpu, dtype).unwrap();
     let encoded = model.encode(&reference.pixels()).unwrap();
+    let stem = fixture.stem;
     assert_eq!(encoded.vision.dtype(), dtype);
     assert_eq!(
         encoded.qformer.dtype(),
         DType::F32,
         "the Q-Former runs in f32"
     );
-    assert_eq!(encoded.projected.dtype(), dtype);
+    assert_eq!(encoded.projected.dtype(), fixture.half_text, "{stem}");
     let projected = encoded.projected.to_dtype(DType::F32).unwrap();
     let diff = max_diff(&projected, reference.tensor("projected"));
-    assert!(diff < 0.1, "{dtype:?} projected: {diff}");
+    assert!(diff < 0.1, "{stem}: {dtype:?} projected: {diff}");
     let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| reference.prompt(p)).collect();
     let prefix = model.image_prefix(&encoded.projected).unwrap();
     let (_, logits) = model.prompt_logits(&prefix, &prompts).unwrap();
+    assert_eq!(logits.dtype(), fixture.half_text, "{stem}");
     let logits = logits.to_dtype(DType::F32).unwrap();
     let caption: Vec<Tensor> = (0..reference.images().len())
         .map(|image| logits.get(image * PROMPTS.len()).unwrap())
         .collect();
     let caption = Tensor::stack(&caption, 0).unwrap();
     let want = reference.tensor("logits.caption");
-    // Relative to the logits' spread: half precision keeps about three digits.
+    // Relative to the logits' spread: f16 keeps about three digits, bf16 two.
     let spread = want
         .abs()
         .unwrap()
@@ -282,6 +360,14 @@ fn in_half_precision_the_q_former_stays_f32_and_outputs_stay_close() {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
+    let tolerance = if fixture.half_text == DType::BF16 {
+        0.03
+    } else {
+        0.01
+    };
     let diff = max_diff(&caption, want);
-    assert!(diff < 0.01 * spread, "{dtype:?} logits: {diff} of {spread}");
+    assert!(
+        diff < tolerance * spread,
+        "{stem}: {dtype:?} logits: {diff} of {spread}"
+    );
 }

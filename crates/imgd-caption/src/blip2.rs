@@ -1,10 +1,10 @@
-//! BLIP-2 as the caption module's model ([`imgd_blip2`]): a caption and real answers to the
-//! configured questions, each image encoded once.
+//! BLIP-2 as the caption module's model ([`imgd_blip2`], with OPT or Flan-T5): a caption and
+//! real answers to the configured questions, each image encoded once.
 //!
-//! Per batch of images, the vision tower and the Q-Former run once over all of them and the
-//! language model reads each image's query embeddings once (its key/value cache,
-//! [`Blip2::image_prefix`]). The captions of all images then decode as one batch from that
-//! cache, and every question of every image as another ("Question: How is the lighting?
+//! Per batch of images, the vision tower and the Q-Former run once over all of them, and the
+//! language model keeps each image's query embeddings ([`Blip2::image_prefix`]: OPT reads them
+//! once into its key/value cache). The captions of all images then decode as one batch from
+//! that, and every question of every image as another ("Question: How is the lighting?
 //! Answer:", or a question's `prefix` continued when it sets no `question`); rows leave a
 //! batch at their end token.
 //!
@@ -115,11 +115,10 @@ pub struct Blip2Captioner {
 
 impl Blip2Captioner {
     /// Loads the checkpoint in `dir` on `device` in `dtype` (f32 on the CPU; f16 or bf16 on a
-    /// GPU, the Q-Former kept in f32).
+    /// GPU, the Q-Former kept in f32 and Flan-T5 in bf16).
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, CaptionError> {
         let model = Blip2::load_as(dir, device, dtype)?;
-        let text = model.language_model().config();
-        let codec = TextCodec::load(dir, text.bos_token_id)?;
+        let codec = TextCodec::load(dir, model.bos_token_id())?;
         let size = model.config().vision_config.image_size;
         let preprocess = Preprocess::load(dir, size, crate::preprocess::blip(size as u32))?;
         // The version fingerprints the first weights file (a sharded checkpoint's first shard).
@@ -171,19 +170,18 @@ impl Captioner for Blip2Captioner {
     fn prompts(&self, settings: &CaptionSettings) -> Result<Blip2Prompts, CaptionError> {
         settings.validate()?;
         // The image's query tokens, the prompt and the new tokens must fit the language
-        // model's positions.
-        let positions = self.model.language_model().config().max_position_embeddings;
+        // model's positions (OPT's table; Flan-T5's are relative, without a limit).
+        let positions = self.model.max_positions();
         let queries = self.model.config().num_query_tokens;
-        let fits = |what: &str, ids: Vec<u32>, new: usize| {
-            if queries + ids.len() + new > positions {
+        let fits = |what: &str, ids: Vec<u32>, new: usize| match positions {
+            Some(positions) if queries + ids.len() + new > positions => {
                 Err(CaptionError::Config(format!(
                     "the {what} prompt has {} tokens: with the image's {queries} and up to {new} \
                      new ones it passes the language model's {positions} positions",
                     ids.len()
                 )))
-            } else {
-                Ok(ids)
             }
+            _ => Ok(ids),
         };
         let caption = fits(
             "caption",

@@ -1,7 +1,8 @@
-//! BLIP-2 as the caption module's model: the runner on the tiny random-weight BLIP-2 checkpoint
-//! that `scripts/make-fixtures.py blip2` made into `fixtures/blip2/`, whose rows must carry the
-//! texts the reference's `generate` decoded (greedy, and beam search when the folder's
-//! `generation_config.json` asks for it), each image encoded once.
+//! BLIP-2 as the caption module's model: the runner on the tiny random-weight BLIP-2 checkpoints
+//! (with OPT and with Flan-T5) that `scripts/make-fixtures.py blip2` made into
+//! `fixtures/blip2/`, whose rows must carry the texts the reference's `generate` decoded
+//! (greedy, and beam search when the folder's `generation_config.json` asks for it), each image
+//! encoded once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,13 +26,50 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/blip2")
 }
 
-fn model_dir() -> PathBuf {
-    fixtures().join("tiny-blip2-opt")
+/// A checkpoint of the fixtures: its folder and the reference's record of it.
+#[derive(Clone, Copy)]
+struct Checkpoint {
+    folder: &'static str,
+    reference: &'static str,
 }
 
-fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
-        .unwrap()
+const OPT: Checkpoint = Checkpoint {
+    folder: "tiny-blip2-opt",
+    reference: "reference.json",
+};
+
+const FLAN_T5: Checkpoint = Checkpoint {
+    folder: "tiny-blip2-flan-t5",
+    reference: "reference-flan-t5.json",
+};
+
+const CHECKPOINTS: [Checkpoint; 2] = [OPT, FLAN_T5];
+
+impl Checkpoint {
+    fn dir(self) -> PathBuf {
+        fixtures().join(self.folder)
+    }
+
+    fn reference(self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(self.reference)).unwrap())
+            .unwrap()
+    }
+
+    /// A copy of the checkpoint's folder with `generation_config` written into it.
+    fn with_generation_config(self, name: &str, generation_config: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "imgd-blip2-{}-{name}-{}",
+            self.folder,
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(self.dir()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        std::fs::write(dir.join("generation_config.json"), generation_config).unwrap();
+        dir
+    }
 }
 
 /// The reference's images as the caption module's 384-px tiers.
@@ -138,117 +176,118 @@ fn assert_rows_match(rows: &[ResultRow], reference: &Value, decoding: &str) {
 
 #[test]
 fn the_runner_picks_blip2_by_its_config_and_encodes_each_image_once() {
-    assert!(is_blip2(&model_dir()));
     assert!(!is_blip2(&fixtures().join("../blip/tiny-blip")));
-    let reference = reference();
-    let batch = BatchConfig::new(8, Duration::from_secs(60));
-    let (mut runner, encodes) = runner(
-        &model_dir(),
-        &Device::Cpu,
-        DType::F16,
-        batch,
-        &questions(&reference),
-    )
-    .unwrap();
-    assert_eq!(runner.module(), imgd_caption::CAPTION);
-    assert_eq!(runner.model_name(), "tiny-blip2-opt");
-    let rows = run_all(runner.as_mut(), &tiers(&reference));
-    assert_eq!(encodes.load(Ordering::Relaxed), 2);
-    for row in &rows {
-        assert_eq!(row.model_id.as_deref(), Some("tiny-blip2-opt"));
-        assert_eq!(row.model_version.as_deref(), Some("fixture-1"));
-        let answers = row.data["answers"].as_object().unwrap();
-        let mut names: Vec<&str> = answers.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["q1", "q2"]);
+    for checkpoint in CHECKPOINTS {
+        assert!(is_blip2(&checkpoint.dir()));
+        let reference = checkpoint.reference();
+        let batch = BatchConfig::new(8, Duration::from_secs(60));
+        let (mut runner, encodes) = runner(
+            &checkpoint.dir(),
+            &Device::Cpu,
+            DType::F16,
+            batch,
+            &questions(&reference),
+        )
+        .unwrap();
+        assert_eq!(runner.module(), imgd_caption::CAPTION);
+        assert_eq!(runner.model_name(), checkpoint.folder);
+        let rows = run_all(runner.as_mut(), &tiers(&reference));
+        assert_eq!(encodes.load(Ordering::Relaxed), 2);
+        for row in &rows {
+            assert_eq!(row.model_id.as_deref(), Some(checkpoint.folder));
+            assert_eq!(row.model_version.as_deref(), Some("fixture-1"));
+            let answers = row.data["answers"].as_object().unwrap();
+            let mut names: Vec<&str> = answers.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            assert_eq!(names, ["q1", "q2"]);
+        }
     }
 }
 
 #[test]
 fn rows_carry_the_reference_greedy_caption_and_answers() {
-    let reference = reference();
-    let captioner = Blip2Captioner::load(&model_dir(), &Device::Cpu, DType::F32).unwrap();
-    let (mut runner, encodes) = runner_from(
-        captioner,
-        BatchConfig::new(8, Duration::from_secs(60)),
-        &settings(&reference),
-    )
-    .unwrap();
-    let rows = run_all(runner.as_mut(), &tiers(&reference));
-    assert_eq!(encodes.load(Ordering::Relaxed), 2);
-    assert_rows_match(&rows, &reference, "greedy");
-}
-
-#[test]
-fn beam_search_and_penalties_follow_the_folders_generation_config() {
-    let reference = reference();
-    for (decoding, config) in [
-        ("beam3", r#"{"num_beams": 3}"#),
-        (
-            "beam3_penalised",
-            r#"{"num_beams": 3, "length_penalty": -1.0, "repetition_penalty": 1.5,
-                "min_new_tokens": 2}"#,
-        ),
-        (
-            "greedy_penalised",
-            r#"{"repetition_penalty": 1.5, "min_new_tokens": 3}"#,
-        ),
-    ] {
-        let dir =
-            std::env::temp_dir().join(format!("imgd-blip2-{decoding}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for entry in std::fs::read_dir(model_dir()).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-        }
-        std::fs::write(dir.join("generation_config.json"), config).unwrap();
-        let captioner = Blip2Captioner::load(&dir, &Device::Cpu, DType::F32).unwrap();
-        let (mut runner, _) = runner_from(
+    for checkpoint in CHECKPOINTS {
+        let reference = checkpoint.reference();
+        let captioner = Blip2Captioner::load(&checkpoint.dir(), &Device::Cpu, DType::F32).unwrap();
+        let (mut runner, encodes) = runner_from(
             captioner,
             BatchConfig::new(8, Duration::from_secs(60)),
             &settings(&reference),
         )
         .unwrap();
         let rows = run_all(runner.as_mut(), &tiers(&reference));
-        assert_rows_match(&rows, &reference, decoding);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(encodes.load(Ordering::Relaxed), 2);
+        assert_rows_match(&rows, &reference, "greedy");
+    }
+}
+
+#[test]
+fn beam_search_and_penalties_follow_the_folders_generation_config() {
+    for checkpoint in CHECKPOINTS {
+        let reference = checkpoint.reference();
+        for (decoding, config) in [
+            ("beam3", r#"{"num_beams": 3}"#),
+            (
+                "beam3_penalised",
+                r#"{"num_beams": 3, "length_penalty": -1.0, "repetition_penalty": 1.5,
+                    "min_new_tokens": 2}"#,
+            ),
+            (
+                "greedy_penalised",
+                r#"{"repetition_penalty": 1.5, "min_new_tokens": 3}"#,
+            ),
+        ] {
+            let dir = checkpoint.with_generation_config(decoding, config);
+            let captioner = Blip2Captioner::load(&dir, &Device::Cpu, DType::F32).unwrap();
+            let (mut runner, _) = runner_from(
+                captioner,
+                BatchConfig::new(8, Duration::from_secs(60)),
+                &settings(&reference),
+            )
+            .unwrap();
+            let rows = run_all(runner.as_mut(), &tiers(&reference));
+            assert_rows_match(&rows, &reference, decoding);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 }
 
 #[test]
 fn a_prefix_is_continued_and_a_caption_prompt_starts_the_caption() {
-    let reference = reference();
-    let mut settings = settings(&reference);
-    settings.caption_prompt = "a photo of".into();
-    settings.questions = vec![Question::new("mood", "the mood is")];
-    let captioner = Blip2Captioner::load(&model_dir(), &Device::Cpu, DType::F32).unwrap();
-    let pixels: Vec<Vec<f32>> = tiers(&reference)
-        .iter()
-        .map(|tier| captioner.preprocess(&tier[0].1).unwrap())
-        .collect();
-    let prompts = captioner.prompts(&settings).unwrap();
-    let described = captioner.describe_pixels(&pixels, &prompts).unwrap();
+    for checkpoint in CHECKPOINTS {
+        let reference = checkpoint.reference();
+        let mut settings = settings(&reference);
+        settings.caption_prompt = "a photo of".into();
+        settings.questions = vec![Question::new("mood", "the mood is")];
+        let captioner = Blip2Captioner::load(&checkpoint.dir(), &Device::Cpu, DType::F32).unwrap();
+        let pixels: Vec<Vec<f32>> = tiers(&reference)
+            .iter()
+            .map(|tier| captioner.preprocess(&tier[0].1).unwrap())
+            .collect();
+        let prompts = captioner.prompts(&settings).unwrap();
+        let described = captioner.describe_pixels(&pixels, &prompts).unwrap();
 
-    // The same prompts through the model directly.
-    let model = Blip2::load(&model_dir(), &Device::Cpu).unwrap();
-    let codec = TextCodec::load(&model_dir(), 2).unwrap();
-    let batch =
-        candle_core::Tensor::from_vec(pixels.concat(), (2, 3, 32, 32), &Device::Cpu).unwrap();
-    let projected = model.encode(&batch).unwrap().projected;
-    let prompts = [
-        codec.prompt("a photo of").unwrap(),
-        codec.prompt("the mood is").unwrap(),
-    ];
-    let direct = model
-        .generate(&projected, &prompts, Generation::greedy(8))
-        .unwrap();
-    for (description, direct) in described.iter().zip(&direct) {
-        let caption = codec.decode(&direct[0].tokens).unwrap();
-        assert_eq!(description.caption, format!("a photo of {caption}").trim());
-        assert_eq!(
-            description.answers,
-            vec![("mood".to_string(), codec.decode(&direct[1].tokens).unwrap())]
-        );
+        // The same prompts through the model directly.
+        let model = Blip2::load(&checkpoint.dir(), &Device::Cpu).unwrap();
+        let codec = TextCodec::load(&checkpoint.dir(), model.bos_token_id()).unwrap();
+        let batch =
+            candle_core::Tensor::from_vec(pixels.concat(), (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let projected = model.encode(&batch).unwrap().projected;
+        let prompts = [
+            codec.prompt("a photo of").unwrap(),
+            codec.prompt("the mood is").unwrap(),
+        ];
+        let direct = model
+            .generate(&projected, &prompts, Generation::greedy(8))
+            .unwrap();
+        for (description, direct) in described.iter().zip(&direct) {
+            let caption = codec.decode(&direct[0].tokens).unwrap();
+            assert_eq!(description.caption, format!("a photo of {caption}").trim());
+            assert_eq!(
+                description.answers,
+                vec![("mood".to_string(), codec.decode(&direct[1].tokens).unwrap())]
+            );
+        }
     }
 }
 
@@ -256,24 +295,20 @@ fn a_prefix_is_continued_and_a_caption_prompt_starts_the_caption() {
 fn a_question_with_neither_prefix_nor_question_is_refused() {
     let batch = BatchConfig::new(1, Duration::ZERO);
     let empty = [Question::new("mood", " ")];
-    let Err(err) = runner(&model_dir(), &Device::Cpu, DType::F32, batch, &empty) else {
+    let Err(err) = runner(&OPT.dir(), &Device::Cpu, DType::F32, batch, &empty) else {
         panic!("an empty question was accepted")
     };
     assert!(err.to_string().contains("neither"), "{err}");
-    // A question longer than the language model's positions, refused at load with the reason.
+    // A question longer than OPT's positions, refused at load with the reason; Flan-T5's
+    // positions are relative, without a limit.
     let long = [Question::new("long", "").asking("is it ".repeat(40))];
-    let Err(err) = runner(&model_dir(), &Device::Cpu, DType::F32, batch, &long) else {
+    let Err(err) = runner(&OPT.dir(), &Device::Cpu, DType::F32, batch, &long) else {
         panic!("a question past the language model's positions was accepted")
     };
     assert!(err.to_string().contains("positions"), "{err}");
+    assert!(runner(&FLAN_T5.dir(), &Device::Cpu, DType::F32, batch, &long).is_ok());
     // So are more beams than imgd decodes with.
-    let dir = std::env::temp_dir().join(format!("imgd-blip2-beams-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(model_dir()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    std::fs::write(dir.join("generation_config.json"), r#"{"num_beams": 1000}"#).unwrap();
+    let dir = OPT.with_generation_config("beams", r#"{"num_beams": 1000}"#);
     let Err(err) = Blip2Captioner::load(&dir, &Device::Cpu, DType::F32) else {
         panic!("1000 beams were accepted")
     };
