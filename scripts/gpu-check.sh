@@ -17,9 +17,10 @@
 #      (the onnxruntime-gpu libraries of ort-gpu.tar.xz, or $ORT_GPU_LIB, or an onnxruntime-gpu
 #      installed in this Python), and checks the two agree (scripts/gpu/ort_e2e.sh): prints
 #      `ort_cpu_ocr_faces_ips=`, `ort_cuda_ocr_faces_ips=`, `ort_cuda_parity=ok|...`;
-#   6. runs the BLIP-2 benchmark (OPT-2.7b at real size, random weights, f16 with the
-#      Q-Former in f32): encode ms per image, decoder ms per token at batch 1 and 8, and a
-#      caption plus four questions with the image encoded once against once per prompt;
+#   6. runs the BLIP-2 benchmark (OPT-2.7b, then Flan-T5-XL in bf16, at real size, random
+#      weights, f16 with the Q-Former in f32): encode ms per image, decoder ms per token at
+#      batch 1 and 8, and a caption plus four questions with the image encoded once against
+#      once per prompt;
 #   7. times exact top-10 vector search over 1 M x 512-d vectors on two pinned idle cores
 #      (CPU code; the build machine's cores are too loaded for the figure);
 #   8. writes a markdown table to OUT_DIR (first argument, default $OUT or ./gpu-out) and
@@ -31,7 +32,7 @@
 # the ONNX Runtime set (imgd, libs, ort-gpu, ort-models); see scripts/build-gpu-bundle.sh. At
 # most 8 files in OUT_DIR. Budget: about 3 minutes per set.
 # Environment: BATCHES (1,8,32,128), E2E_COPIES (1000 copies of four photos), COMPILE_TIMEOUT
-# (180 s), ORT_STEP=0 / CAPTION_STEP=0 / VECTOR_BENCH=0 to skip those steps, ORT_STEP_TIMEOUT
+# (180 s), ORT_STEP=0 / CAPTION_STEP=0 / FLAN_T5_STEP=0 / VECTOR_BENCH=0 to skip those steps, ORT_STEP_TIMEOUT
 # (240 s), BLIP2_TIMEOUT (240 s), ORT_GPU_LIB, ORT_MODELS. The run of 2026-12-04 (benches/GPU.md):
 #   E2E_COPIES=1000 COMPILE_TIMEOUT=150 ORT_STEP=0 VECTOR_BENCH=0 scripts/gpu-check.sh "$OUT"
 #   CAPTION_STEP=0 VECTOR_BENCH=0 scripts/gpu-check.sh "$OUT"        (the ONNX Runtime set)
@@ -150,9 +151,13 @@ else
         | tee "$OUT_DIR/ort.txt"
 fi
 
-echo "== BLIP-2 (OPT-2.7b, random weights) on the GPU, f16, the Q-Former in f32"
+echo "== BLIP-2 (OPT-2.7b, then Flan-T5-XL in bf16; random weights) on the GPU, f16, the Q-Former in f32"
 if [ -x "$BUNDLE/blip2-bench" ]; then
     timeout "${BLIP2_TIMEOUT:-240}" "$BUNDLE/blip2-bench" --cuda --dtype f16 2>&1 | tee "$OUT_DIR/blip2.txt"
+    if [ "${FLAN_T5_STEP:-1}" = 1 ]; then
+        timeout "${BLIP2_TIMEOUT:-240}" "$BUNDLE/blip2-bench" --cuda --dtype f16 --lm flan-t5-xl 2>&1 \
+            | tee -a "$OUT_DIR/blip2.txt"
+    fi
 else
     echo "BLIP-2 step skipped: no blip2-bench in $BUNDLE"
 fi
@@ -258,7 +263,7 @@ for key in ("ort_cpu_ocr_faces_ips", "ort_cuda_ocr_faces_ips", "ort_cuda_parity"
 blip2 = [l for l in read("blip2.txt").splitlines() if l.startswith("blip2_")]
 if blip2:
     summary_blip2 = "\n".join(f"- `{l}`" for l in blip2)
-    open(os.path.join(out, "gpu-table.md"), "a").write("\n## BLIP-2 OPT-2.7b, f16\n\n" + summary_blip2 + "\n")
+    open(os.path.join(out, "gpu-table.md"), "a").write("\n## BLIP-2, f16 (Flan-T5 in bf16)\n\n" + summary_blip2 + "\n")
     print(summary_blip2)
 if rows:
     print(f"e2e_clip_ips={e2e_ips:.0f}")

@@ -20,8 +20,8 @@
 //! BLIP here is the captioning model (`Salesforce/blip-image-captioning-base`, BSD-3-Clause;
 //! paper <https://arxiv.org/abs/2201.12086>); it has no VQA head, so each question is a text
 //! prefix ("the lighting is") that the decoder continues from the same image embeddings as
-//! the caption. BLIP-2 (`Salesforce/blip2-opt-2.7b`, MIT) answers each question's `question`
-//! ("Question: How is the lighting? Answer:"). A row in `result_caption` holds the caption
+//! the caption. BLIP-2 (`Salesforce/blip2-opt-2.7b` or `Salesforce/blip2-flan-t5-xl`, MIT)
+//! answers each question's `question` ("Question: How is the lighting? Answer:"). A row in `result_caption` holds the caption
 //! and, in `data.answers`, each question's name and answer.
 //!
 //! Run it on the real model (files as `imgd models fetch blip-base-caption` lays them out):

@@ -1,11 +1,12 @@
 //! The `caption` module's settings, availability and loading ([`CaptionLoader`]).
 //!
-//! `[models] caption` names the model (default `blip-base-caption`; `blip2-opt-2.7b` for
-//! BLIP-2), a folder under the model folder or an absolute path; a folder whose `config.json`
-//! says `"model_type": "blip-2"` runs BLIP-2, any other BLIP. `[[caption.questions]]` are the
-//! questions asked of every image: each a `name`, the `prefix` BLIP's answer continues and
-//! the `question` BLIP-2 answers. On a GPU BLIP-2 runs in f16 (`[models] gpu_f16`, the
-//! default) or f32, its Q-Former in f32; on the CPU in f32. Another model gives other model
+//! `[models] caption` names the model (default `blip-base-caption`; `blip2-opt-2.7b` or
+//! `blip2-flan-t5-xl` for BLIP-2), a folder under the model folder or an absolute path; a
+//! folder whose `config.json` says `"model_type": "blip-2"` runs BLIP-2, any other BLIP.
+//! `[[caption.questions]]` are the questions asked of every image: each a `name`, the `prefix`
+//! BLIP's answer continues and the `question` BLIP-2 answers. On a GPU BLIP-2 runs in f16
+//! (`[models] gpu_f16`, the default; Flan-T5 in bf16) or f32, its Q-Former in f32; on the CPU
+//! in f32. Another model gives other model
 //! ids, so switching re-queues the module's images as any model change does.
 
 use std::path::{Path, PathBuf};
@@ -92,7 +93,7 @@ impl ModuleLoader for CaptionLoader {
                 // A folder named after a manifest model says how to fetch it.
                 let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
                 let fetch = match name.as_deref() {
-                    Some(id @ (DEFAULT_MODEL | "blip2-opt-2.7b")) => {
+                    Some(id @ (DEFAULT_MODEL | "blip2-opt-2.7b" | "blip2-flan-t5-xl")) => {
                         format!(" (imgd models fetch {id})")
                     }
                     _ => String::new(),

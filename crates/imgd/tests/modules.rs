@@ -579,7 +579,7 @@ fn captions_and_four_answers_come_from_one_vision_encode_per_image() {
 }
 
 #[test]
-fn blip2_answers_real_questions_and_switching_from_blip_requeues_the_captions() {
+fn blip2_answers_real_questions_and_switching_models_requeues_the_captions() {
     let env = env();
     copy_dir(
         Path::new(&fixture("blip/tiny-blip")),
@@ -612,8 +612,7 @@ fn blip2_answers_real_questions_and_switching_from_blip_requeues_the_captions() 
 
     // BLIP-2 with two real questions: every caption is re-queued and redone, each image
     // encoded once for its caption and both answers.
-    let config = env.config(
-        r#"
+    let settings = r#"
 [models]
 caption = "blip2-opt-2.7b"
 
@@ -624,8 +623,8 @@ question = "What is in the picture?"
 [[caption.questions]]
 name = "indoors"
 question = "Is it taken indoors?"
-"#,
-    );
+"#;
+    let config = env.config(settings);
     let status = env.ok(&["status", "--config", &config]);
     assert!(!status.contains("waiting:"), "{status}");
     let summary = run(&config);
@@ -674,6 +673,31 @@ question = "Is it taken indoors?"
         "{word}: {hits}"
     );
     // Nothing left to do: the next run with the same model re-queues nothing.
+    let summary = run(&config);
+    assert_eq!(summary["images"], 0, "{summary}");
+
+    // BLIP-2 with Flan-T5, the same questions: every caption redone again, each image encoded
+    // once, every answer there.
+    copy_dir(
+        Path::new(&fixture("blip2/tiny-blip2-flan-t5")),
+        &env.models.join("blip2-flan-t5-xl"),
+    );
+    let config = env.config(&settings.replace("blip2-opt-2.7b", "blip2-flan-t5-xl"));
+    let summary = run(&config);
+    assert_eq!(summary["images"], images, "{summary}");
+    assert_eq!(summary["vision_encodes"], images, "{summary}");
+    assert_eq!(summary["jobs_failed"], 0, "{summary}");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM result_caption WHERE model_id = 'tiny-blip2-flan-t5'"),
+        images
+    );
+    for path in &paths {
+        let shown = env.json(&["show", "--json", path]);
+        let answers = shown["caption"]["data"]["answers"].as_object().unwrap();
+        let mut names: Vec<&str> = answers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["indoors", "subject"], "{shown}");
+    }
     let summary = run(&config);
     assert_eq!(summary["images"], 0, "{summary}");
 }
