@@ -596,6 +596,10 @@ BLIP2_DECODINGS = {
     "beam3_penalised": {
         "num_beams": 3, "length_penalty": -1.0, "repetition_penalty": 1.5, "min_new_tokens": 2,
     },
+    # `min_length` counts the whole sequence: OPT's image placeholders and prompt, Flan-T5's
+    # decoder start token.
+    "greedy_min_length": {"num_beams": 1, "min_length": 13},
+    "beam3_min_length": {"num_beams": 3, "min_length": 13},
 }
 
 

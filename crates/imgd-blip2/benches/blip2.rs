@@ -191,6 +191,7 @@ fn main() {
     let exactly = |n: usize, beams: usize| Generation {
         max_new_tokens: n,
         min_new_tokens: n,
+        min_length: 0,
         num_beams: beams,
         length_penalty: 1.0,
         repetition_penalty: 1.0,

@@ -1,6 +1,6 @@
 //! Choosing tokens: greedy decoding and beam search as transformers' `generate` does them
 //! (its default `early_stopping=False` heuristic), with the logits processors the BLIP-2
-//! recipes use: `min_new_tokens`, `repetition_penalty` and `length_penalty`. Both drive any
+//! recipes use: `min_new_tokens`, `min_length`, `repetition_penalty` and `length_penalty`. Both drive any
 //! language model through [`Decoding`]: OPT's rows and Flan-T5's decode the same way.
 
 use candle_core::{DType, Tensor};
@@ -151,6 +151,10 @@ pub struct Generation {
     pub max_new_tokens: usize,
     /// The end token is forbidden until this many new tokens.
     pub min_new_tokens: usize,
+    /// The end token is forbidden while the sequence is shorter than this: with OPT the image
+    /// placeholders, the prompt and the answer; with Flan-T5 the decoder's start token and the
+    /// answer (what the reference's `min_length` counts).
+    pub min_length: usize,
     /// Beams; 1 is greedy decoding.
     pub num_beams: usize,
     /// A finished beam's score is its log-probability ÷ length^`length_penalty` (beam search
@@ -167,14 +171,15 @@ impl Generation {
         Generation {
             max_new_tokens,
             min_new_tokens: 0,
+            min_length: 0,
             num_beams: 1,
             length_penalty: 1.0,
             repetition_penalty: 1.0,
         }
     }
 
-    /// Applies `min_new_tokens` and `repetition_penalty` to one row's scores, `generated`
-    /// tokens into its answer, `seen` every token of its sequence so far.
+    /// Applies `min_new_tokens`, `min_length` and `repetition_penalty` to one row's scores,
+    /// `generated` tokens into its answer, `seen` every token of its sequence so far.
     pub fn process(&self, scores: &mut [f32], seen: &[u32], generated: usize, eos: u32) {
         if self.repetition_penalty != 1.0 {
             let mut done = vec![false; scores.len()];
@@ -191,7 +196,7 @@ impl Generation {
                 }
             }
         }
-        if generated < self.min_new_tokens
+        if (generated < self.min_new_tokens || seen.len() < self.min_length)
             && let Some(s) = scores.get_mut(eos as usize)
         {
             *s = f32::NEG_INFINITY;

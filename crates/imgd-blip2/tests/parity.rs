@@ -116,6 +116,7 @@ impl Reference {
         Generation {
             max_new_tokens: self.json["max_new_tokens"].as_u64().unwrap() as usize,
             min_new_tokens: number("min_new_tokens", 0.0) as usize,
+            min_length: number("min_length", 0.0) as usize,
             num_beams: number("num_beams", 1.0) as usize,
             length_penalty: number("length_penalty", 1.0) as f32,
             repetition_penalty: number("repetition_penalty", 1.0) as f32,
@@ -276,7 +277,14 @@ fn decodes_match(fixture: Fixture) {
     let stem = fixture.stem;
     let encoded = model.encode(&reference.pixels()).unwrap();
     let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| reference.prompt(p)).collect();
-    for decoding in ["greedy", "greedy_penalised", "beam3", "beam3_penalised"] {
+    for decoding in [
+        "greedy",
+        "greedy_penalised",
+        "greedy_min_length",
+        "beam3",
+        "beam3_penalised",
+        "beam3_min_length",
+    ] {
         let generation = reference.decoding(decoding);
         // Every prompt of every image in one batch.
         let together = model

@@ -9,9 +9,9 @@
 //! batch at their end token.
 //!
 //! Decoding follows the folder's `generation_config.json` where it sets `num_beams`,
-//! `length_penalty`, `repetition_penalty` or `min_new_tokens`; the token limits are the
-//! caption settings'. A folder is BLIP-2 when its `config.json` says `"model_type": "blip-2"`
-//! ([`is_blip2`]).
+//! `length_penalty`, `repetition_penalty`, `min_new_tokens` or `min_length`; the token limits
+//! are the caption settings'. A folder is BLIP-2 when its `config.json` says `"model_type":
+//! "blip-2"` ([`is_blip2`]).
 //!
 //! ```text
 //! let captioner = Blip2Captioner::load(Path::new("models/blip2-opt-2.7b"), &Device::Cpu, DType::F32)?;
@@ -57,6 +57,7 @@ struct GenerationConfig {
     length_penalty: Option<f32>,
     repetition_penalty: Option<f32>,
     min_new_tokens: Option<usize>,
+    min_length: Option<usize>,
 }
 
 /// Most beams a checkpoint's `generation_config.json` may ask for: every beam of every prompt
@@ -83,6 +84,7 @@ fn load_generation(dir: &Path) -> Result<Generation, CaptionError> {
     generation.length_penalty = config.length_penalty.unwrap_or(1.0);
     generation.repetition_penalty = config.repetition_penalty.unwrap_or(1.0);
     generation.min_new_tokens = config.min_new_tokens.unwrap_or(0);
+    generation.min_length = config.min_length.unwrap_or(0);
     Ok(generation)
 }
 

@@ -236,6 +236,7 @@ fn beam_search_and_penalties_follow_the_folders_generation_config() {
                 "greedy_penalised",
                 r#"{"repetition_penalty": 1.5, "min_new_tokens": 3}"#,
             ),
+            ("beam3_min_length", r#"{"num_beams": 3, "min_length": 13}"#),
         ] {
             let dir = checkpoint.with_generation_config(decoding, config);
             let captioner = Blip2Captioner::load(&dir, &Device::Cpu, DType::F32).unwrap();
