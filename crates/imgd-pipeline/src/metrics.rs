@@ -126,6 +126,8 @@ pub struct Metrics {
     jobs_failed: Family<ModuleLabel, Counter>,
     queue_jobs: Family<StateLabel, Gauge>,
     decode_seconds: Histogram,
+    /// The decode threads' seconds, all of them together (the histogram's sum, readable).
+    decode_busy_seconds: Counter<f64>,
     decode_images: Family<PathLabel, Counter>,
     decode_pixels_in_flight_bytes: Gauge,
     decode_pixels_budget_bytes: Gauge,
@@ -201,6 +203,7 @@ impl Metrics {
             jobs_failed: Family::default(),
             queue_jobs: Family::default(),
             decode_seconds: stage_seconds_histogram(),
+            decode_busy_seconds: Counter::default(),
             decode_images: Family::default(),
             decode_pixels_in_flight_bytes: Gauge::default(),
             decode_pixels_budget_bytes: Gauge::default(),
@@ -398,6 +401,13 @@ impl Metrics {
     pub fn record_decode(&self, path: &'static str, elapsed: Duration) {
         self.decode_images.get_or_create(&PathLabel { path }).inc();
         self.decode_seconds.observe(elapsed.as_secs_f64());
+        self.decode_busy_seconds.inc_by(elapsed.as_secs_f64());
+    }
+
+    /// Seconds the decode threads spent decoding images since the daemon started, all threads
+    /// together.
+    pub fn decode_busy_seconds(&self) -> f64 {
+        self.decode_busy_seconds.get()
     }
 
     /// Sets the bytes of decoded pixels in flight.

@@ -272,7 +272,10 @@ pub struct RunArgs {
     /// Largest micro-batch per model (1 disables batching).
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
-    /// Print the run summary as JSON on stdout when done.
+    /// Print the run summary as JSON on stdout when done: counts (images, jobs_done,
+    /// jobs_failed, decodes), the inference thread's busy and model seconds, each model's
+    /// batches, items and seconds (`models`), and the decode threads' seconds
+    /// (`decode_seconds`).
     #[arg(long)]
     pub json: bool,
 }

@@ -775,6 +775,25 @@ text = "Describe this photo."
     assert_eq!(summary["jobs_done"], images * 10, "{summary}");
     assert_eq!(summary["jobs_failed"], 0, "{summary}");
     assert_eq!(summary["vision_encodes"], images, "{summary}");
+    // Where the time went: every model's batches and seconds, which add up to the models'
+    // total, and the decode threads' seconds.
+    let models = summary["models"].as_object().unwrap();
+    let mut seconds = 0.0;
+    for (name, model) in models {
+        assert!(model["batches"].as_u64().unwrap() >= 1, "{name}: {summary}");
+        assert!(model["items"].as_u64().unwrap() >= 1, "{name}: {summary}");
+        seconds += model["seconds"].as_f64().unwrap();
+    }
+    assert!(models.len() >= 5, "{summary}");
+    let model_seconds = summary["model_seconds"].as_f64().unwrap();
+    assert!(
+        (seconds - model_seconds).abs() <= 1e-6 * model_seconds.max(1.0),
+        "{seconds} vs {model_seconds}: {summary}"
+    );
+    assert!(
+        summary["decode_seconds"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
     assert_eq!(
         env.count("SELECT COUNT(*) FROM jobs WHERE state != 'done'"),
         0,

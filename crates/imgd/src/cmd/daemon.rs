@@ -101,7 +101,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         &db,
         &config,
         modules,
-        metrics,
+        Arc::clone(&metrics),
         Arc::clone(&stop),
         mode,
         &mut on_event,
@@ -119,7 +119,7 @@ pub fn run(db_flag: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         server.stop();
     }
     let summary = result.context("the daemon stopped")?;
-    print_summary(&summary, &counters, args.json)?;
+    print_summary(&summary, &metrics, &counters, args.json)?;
     if summary.leased_elsewhere > 0 {
         eprintln!(
             "imgd: {} jobs are still leased by other running daemons (--no-wait)",
@@ -253,18 +253,45 @@ fn systemd_events(healthy: Arc<AtomicBool>, stop_timeout: Duration) -> impl FnMu
     }
 }
 
-/// The run's summary: JSON on stdout with `--json`, two lines on stderr otherwise.
-fn print_summary(summary: &RunSummary, counters: &[ModuleCounter], json: bool) -> Result<()> {
+/// The run's summary: JSON on stdout with `--json`, a few lines on stderr otherwise. Beside
+/// the pipeline's totals it tells where the time went: each model's batches and seconds on the
+/// inference thread (`models`), and the decode threads' seconds (`decode_seconds`).
+fn print_summary(
+    summary: &RunSummary,
+    metrics: &Metrics,
+    counters: &[ModuleCounter],
+    json: bool,
+) -> Result<()> {
+    let models = metrics.inference_summary().models;
     if json {
         let mut value = serde_json::to_value(summary)?;
         for counter in counters {
             value[counter.summary_key] = json!(counter.value.load(Ordering::Relaxed));
         }
+        value["decode_seconds"] = json!(metrics.decode_busy_seconds());
+        value["models"] = models
+            .iter()
+            .map(|(name, model)| {
+                let entry = json!({
+                    "batches": model.batches,
+                    "items": model.items,
+                    "seconds": model.busy_seconds,
+                });
+                (name.clone(), entry)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         return print_json(&value);
     }
     eprintln!(
-        "imgd: {} images, {} jobs done, {} failed attempts, {} decodes, in {:.1}s",
-        summary.images, summary.jobs_done, summary.jobs_failed, summary.decodes, summary.seconds
+        "imgd: {} images, {} jobs done, {} failed attempts, {} decodes ({:.1}s on the decode \
+         threads), in {:.1}s",
+        summary.images,
+        summary.jobs_done,
+        summary.jobs_failed,
+        summary.decodes,
+        metrics.decode_busy_seconds(),
+        summary.seconds
     );
     if summary.batches > 0 {
         eprintln!(
@@ -273,6 +300,15 @@ fn print_summary(summary: &RunSummary, counters: &[ModuleCounter], json: bool) -
             summary.batched_items as f64 / summary.batches as f64,
             summary.model_seconds
         );
+        for (name, model) in &models {
+            eprintln!(
+                "imgd:   {name}: {} batches, {} items, {:.1}s ({:.0}% of the models' time)",
+                model.batches,
+                model.items,
+                model.busy_seconds,
+                100.0 * model.busy_seconds / summary.model_seconds.max(1e-9)
+            );
+        }
     }
     Ok(())
 }
