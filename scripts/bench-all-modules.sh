@@ -16,8 +16,11 @@
 #   scripts/bench-all-modules.sh 500 --cuda   # on a GPU (an imgd built with --features cuda)
 #
 # Environment: IMGD (the binary; default target/release/imgd, built when missing), BENCH_MODELS
-# (the model folder), IMGD_REGISTRY_MODELS (PP-OCR, MTCNN, ONNX Runtime: models/registry),
-# PYTHON (with Pillow; default .venv-fixtures/bin/python), KEEP=1 to keep the work folder.
+# (the model folder), IMGD_REGISTRY_MODELS (PP-OCR and MTCNN, and ONNX Runtime unless ORT_LIB
+# names its library: models/registry), PYTHON (with Pillow; default .venv-fixtures/bin/python),
+# FIXTURES_PYTHON=here (make the models with this machine's python3, which has torch and
+# transformers, instead of .venv-fixtures: what scripts/gpu-check.sh does), KEEP=1 to keep the
+# work folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGES=${1:-24}
@@ -42,7 +45,7 @@ if [ ! -d "$REGISTRY/rapidocr" ] || [ ! -d "$REGISTRY/mtcnn" ]; then
     echo "no PP-OCR or MTCNN in $REGISTRY: run scripts/setup.sh (or scripts/fetch-registry-models.sh)" >&2
     exit 1
 fi
-ln -sfn "$REGISTRY" "$MODELS/registry"
+ln -sfn "$(realpath "$REGISTRY")" "$MODELS/registry"
 
 WORK=$(mktemp -d)
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
@@ -73,6 +76,7 @@ print(f"{count} images, {total / 1e6 / count:.1f} MP on average, "
 PY
 
 printf '%s\n' "[models]" "dir = \"$MODELS\"" "cuda = $CUDA" > "$WORK/imgd.toml"
+[ -n "${ORT_LIB:-}" ] && echo "onnxruntime = \"$ORT_LIB\"" >> "$WORK/imgd.toml"
 export IMGD_DB=$WORK/imgd.db
 "$IMGD" enqueue "$WORK/photos" > /dev/null
 "$IMGD" status --config "$WORK/imgd.toml" | grep -iE "waiting|error" && {

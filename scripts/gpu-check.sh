@@ -32,7 +32,9 @@
 # the ONNX Runtime set (imgd, libs, ort-gpu, ort-models); see scripts/build-gpu-bundle.sh. At
 # most 8 files in OUT_DIR. Budget: about 3 minutes per set.
 # Environment: BATCHES (1,8,32,128), E2E_COPIES (1000 copies of four photos), COMPILE_TIMEOUT
-# (180 s), ORT_STEP=0 / CAPTION_STEP=0 / FLAN_T5_STEP=0 / VECTOR_BENCH=0 to skip those steps, ORT_STEP_TIMEOUT
+# (180 s), ORT_STEP=0 / CAPTION_STEP=0 / FLAN_T5_STEP=0 / VECTOR_BENCH=0 to skip those steps,
+# ALL_MODULES_STEP=1 to run scripts/bench-all-modules.sh (with the ONNX Runtime set;
+# ALL_MODULES_IMAGES, 400, ALL_MODULES_TIMEOUT, 420 s), ORT_STEP_TIMEOUT
 # (240 s), BLIP2_TIMEOUT (240 s), ORT_GPU_LIB, ORT_MODELS. The run of 2026-12-04 (benches/GPU.md):
 #   E2E_COPIES=1000 COMPILE_TIMEOUT=150 ORT_STEP=0 VECTOR_BENCH=0 scripts/gpu-check.sh "$OUT"
 #   CAPTION_STEP=0 VECTOR_BENCH=0 scripts/gpu-check.sh "$OUT"        (the ONNX Runtime set)
@@ -179,6 +181,16 @@ if [ -x "$BUNDLE/imgd" ] && [ "${CAPTION_STEP:-1}" = 1 ]; then
         | tee -a "$OUT_DIR/blip2.txt"
 fi
 
+if [ "${ALL_MODULES_STEP:-0}" = 1 ] && [ -x "$BUNDLE/imgd" ]; then
+    echo "== every local module end to end on the GPU (scripts/bench-all-modules.sh)"
+    # The models are made here with this machine's torch (real size, random weights); PP-OCR,
+    # MTCNN and ONNX Runtime come from the ONNX Runtime set.
+    FIXTURES_PYTHON=here PYTHON=python3 IMGD=$BUNDLE/imgd BENCH_MODELS=/tmp/imgd-bench-models \
+        IMGD_REGISTRY_MODELS=$ORT_MODELS ORT_LIB=$ORT_LIB \
+        timeout "${ALL_MODULES_TIMEOUT:-420}" scripts/bench-all-modules.sh \
+        "${ALL_MODULES_IMAGES:-400}" --cuda 2>&1 | tee "$OUT_DIR/all-modules.txt"
+fi
+
 echo "== vector search, 1 M x 512-d, on 2 pinned idle cores (CPU code; the GPU is not used)"
 if [ -x "$BUNDLE/vector-bench" ] && [ "${VECTOR_BENCH:-1}" = 1 ]; then
     VDIR=$(mktemp -d)
@@ -260,6 +272,9 @@ print(summary)
 for key in ("ort_cpu_ocr_faces_ips", "ort_cuda_ocr_faces_ips", "ort_cuda_parity"):
     if key in ort:
         print(f"{key}={ort[key]}")
+for line in read("all-modules.txt").splitlines():
+    if line.startswith("e2e_all_modules_ips="):
+        print(line)
 blip2 = [l for l in read("blip2.txt").splitlines() if l.startswith("blip2_")]
 if blip2:
     summary_blip2 = "\n".join(f"- `{l}`" for l in blip2)

@@ -58,9 +58,10 @@ PACKAGES = ["torch", "transformers", "pillow", "safetensors", "numpy", "regex"]
 
 
 def ensure_venv():
-    """Re-runs this script inside .venv-fixtures, creating it first if needed."""
+    """Re-runs this script inside .venv-fixtures, creating it first if needed
+    (`FIXTURES_PYTHON=here`: in this interpreter, which must have the packages, e.g. offline)."""
     python = VENV / "bin" / "python"
-    if Path(sys.prefix).resolve() == VENV.resolve():
+    if Path(sys.prefix).resolve() == VENV.resolve() or os.environ.get("FIXTURES_PYTHON") == "here":
         return
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)

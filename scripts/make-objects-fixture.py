@@ -46,7 +46,10 @@ WORDS = ["cat", "dog", "text", "street", "sign", "person", "car", "tree", "flowe
 
 
 def ensure_venv():
-    """Re-runs this script inside .venv-fixtures with onnx and onnxruntime installed."""
+    """Re-runs this script inside .venv-fixtures with onnx and onnxruntime installed
+    (`FIXTURES_PYTHON=here`: in this interpreter, which must have them, e.g. offline)."""
+    if os.environ.get("FIXTURES_PYTHON") == "here":
+        return
     python = VENV / "bin" / "python"
     if Path(sys.prefix).resolve() != VENV.resolve():
         if not python.exists():
