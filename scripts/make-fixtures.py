@@ -648,11 +648,67 @@ def blip2_reference(model, tokenizer, pixels, prompt_ids, eos, decoder_start=Non
     return tensors, generated, scores, texts
 
 
+def blip2_vision_and_qformer():
+    """The vision tower's and the Q-Former's configurations of the tiny BLIP-2s."""
+    return dict(
+        vision_config=dict(
+            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS, image_size=BLIP2_IMAGE_SIZE, patch_size=BLIP2_PATCH,
+        ),
+        qformer_config=dict(
+            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS, cross_attention_frequency=2,
+        ),
+    )
+
+
+def blip2_processor_and_pixels(model_dir):
+    """Saves the tiny BLIP-2s' image processor into `model_dir`; the fixture images' names and
+    pixels as it makes them."""
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    processor = BlipImageProcessorPil(
+        size={"height": BLIP2_IMAGE_SIZE, "width": BLIP2_IMAGE_SIZE},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor.save_pretrained(model_dir)
+    images_dir = ROOT / "fixtures" / "blip" / "images"
+    names = sorted(p.name for p in images_dir.glob("*.png"))
+    images = [Image.open(images_dir / n).convert("RGB") for n in names]
+    return names, processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def write_blip2_reference(stem, names, pixels, results, prompt_ids, token_ids):
+    """Writes `<stem>.safetensors` (the pixels and `blip2_reference`'s tensors) and
+    `<stem>.json` (the prompts, decodings and what they gave)."""
+    tensors, generated, scores, texts = results
+    for i, name in enumerate(names):
+        tensors[f"pixels.{name}"] = pixels[i].contiguous()
+    save_file(tensors, str(BLIP2_OUT / f"{stem}.safetensors"))
+    (BLIP2_OUT / f"{stem}.json").write_text(json.dumps({
+        "images": names,
+        "max_new_tokens": BLIP2_MAX_NEW_TOKENS,
+        "prompt_texts": BLIP2_PROMPTS,
+        "prompts": {p: prompt_ids(p) for p in BLIP2_PROMPTS},
+        "decodings": BLIP2_DECODINGS,
+        "generated_ids": generated,
+        "beam_scores": scores,
+        "generated_texts": texts,
+        "token_ids": token_ids,
+        "made_with": {
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "pillow": Image.__version__,
+            "image_processor": "BlipImageProcessorPil",
+        },
+    }, indent=2) + "\n")
+
+
 def make_blip2():
     """A tiny random-weight BLIP-2 with OPT (`Blip2ForConditionalGeneration`), its processor's
     pixels, the vision, Q-Former and projected outputs, first-step logits and greedy ids."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
-    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED + 2)
@@ -670,14 +726,7 @@ def make_blip2():
         tie_word_embeddings=False,
     )
     config = Blip2Config(
-        vision_config=dict(
-            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS, image_size=BLIP2_IMAGE_SIZE, patch_size=BLIP2_PATCH,
-        ),
-        qformer_config=dict(
-            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS, cross_attention_frequency=2,
-        ),
+        **blip2_vision_and_qformer(),
         text_config=text.to_dict(),
         num_query_tokens=BLIP2_QUERY_TOKENS,
         image_token_index=image_token,
@@ -702,30 +751,20 @@ def make_blip2():
     cfg["imgd_model_version"] = "fixture-1"
     (model_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     (model_dir / "generation_config.json").unlink(missing_ok=True)
-    processor = BlipImageProcessorPil(
-        size={"height": BLIP2_IMAGE_SIZE, "width": BLIP2_IMAGE_SIZE},
-        image_mean=[0.48145466, 0.4578275, 0.40821073],
-        image_std=[0.26862954, 0.26130258, 0.27577711],
-    )
-    processor.save_pretrained(model_dir)
+    names, pixels = blip2_processor_and_pixels(model_dir)
     tokenizer.save_pretrained(model_dir)
     for extra in ["special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt"]:
         (model_dir / extra).unlink(missing_ok=True)
 
-    images_dir = ROOT / "fixtures" / "blip" / "images"
-    names = sorted(p.name for p in images_dir.glob("*.png"))
-    images = [Image.open(images_dir / n).convert("RGB") for n in names]
-    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
 
     def prompt_ids(prompt):
         text_ids = tokenizer(BLIP2_PROMPTS[prompt])["input_ids"]
         assert text_ids[0] == bos, text_ids
         return [image_token] * BLIP2_QUERY_TOKENS + text_ids
 
-    tensors, generated, scores, texts = blip2_reference(model, tokenizer, pixels, prompt_ids, eos)
-    for i, name in enumerate(names):
-        tensors[f"pixels.{name}"] = pixels[i].contiguous()
-    save_file(tensors, str(BLIP2_OUT / "reference.safetensors"))
+    results = blip2_reference(model, tokenizer, pixels, prompt_ids, eos)
+    write_blip2_reference("reference", names, pixels, results, prompt_ids,
+                          {"bos": bos, "eos": eos, "pad": pad, "image": image_token})
 
     # The released checkpoints store each vision attention's bias as `q_bias` and `v_bias`
     # (the key has none); transformers writes one `qkv.bias`. The same weights in that layout:
@@ -754,23 +793,6 @@ def make_blip2():
     for extra in ["config.json", "preprocessor_config.json"]:
         (split_dir / extra).write_text((model_dir / extra).read_text())
 
-    (BLIP2_OUT / "reference.json").write_text(json.dumps({
-        "images": names,
-        "max_new_tokens": BLIP2_MAX_NEW_TOKENS,
-        "prompt_texts": BLIP2_PROMPTS,
-        "prompts": {p: prompt_ids(p) for p in BLIP2_PROMPTS},
-        "decodings": BLIP2_DECODINGS,
-        "generated_ids": generated,
-        "beam_scores": scores,
-        "generated_texts": texts,
-        "token_ids": {"bos": bos, "eos": eos, "pad": pad, "image": image_token},
-        "made_with": {
-            "transformers": transformers.__version__,
-            "torch": torch.__version__,
-            "pillow": Image.__version__,
-            "image_processor": "BlipImageProcessorPil",
-        },
-    }, indent=2) + "\n")
     total = sum(p.stat().st_size for p in BLIP2_OUT.rglob("*") if p.is_file())
     print(f"fixtures/blip2: {total / 1e6:.2f} MB")
 
@@ -797,7 +819,6 @@ def make_blip2_t5():
     `T5ForConditionalGeneration`, T5 v1.1's gated GELU and untied output head), and what it
     computes, as `make_blip2` records for OPT."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration, T5Config
-    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
     torch.manual_seed(SEED + 10)
     generator = torch.Generator().manual_seed(SEED + 12)
@@ -816,14 +837,7 @@ def make_blip2_t5():
         tie_word_embeddings=False,
     )
     config = Blip2Config(
-        vision_config=dict(
-            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS, image_size=BLIP2_IMAGE_SIZE, patch_size=BLIP2_PATCH,
-        ),
-        qformer_config=dict(
-            hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS, cross_attention_frequency=2,
-        ),
+        **blip2_vision_and_qformer(),
         text_config=text.to_dict(),
         num_query_tokens=BLIP2_QUERY_TOKENS,
         image_token_index=image_token,
@@ -856,12 +870,7 @@ def make_blip2_t5():
     cfg["imgd_model_version"] = "fixture-1"
     (model_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     (model_dir / "generation_config.json").unlink(missing_ok=True)
-    processor = BlipImageProcessorPil(
-        size={"height": BLIP2_IMAGE_SIZE, "width": BLIP2_IMAGE_SIZE},
-        image_mean=[0.48145466, 0.4578275, 0.40821073],
-        image_std=[0.26862954, 0.26130258, 0.27577711],
-    )
-    processor.save_pretrained(model_dir)
+    names, pixels = blip2_processor_and_pixels(model_dir)
     tokenizer.save_pretrained(model_dir)
     for extra in ["special_tokens_map.json", "chat_template.jinja", "spiece.model"]:
         (model_dir / extra).unlink(missing_ok=True)
@@ -871,10 +880,6 @@ def make_blip2_t5():
     assert not saved.config.text_config.scale_decoder_outputs
     assert torch.equal(saved.language_model.lm_head.weight, language.lm_head.weight)
 
-    images_dir = ROOT / "fixtures" / "blip" / "images"
-    names = sorted(p.name for p in images_dir.glob("*.png"))
-    images = [Image.open(images_dir / n).convert("RGB") for n in names]
-    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
 
     def prompt_ids(prompt):
         # T5 has no BOS: the prompt's ids end with `</s>` (the caption's are `</s>` alone).
@@ -882,28 +887,9 @@ def make_blip2_t5():
         assert text_ids[-1] == eos, text_ids
         return [image_token] * BLIP2_QUERY_TOKENS + text_ids
 
-    tensors, generated, scores, texts = blip2_reference(
-        saved, tokenizer, pixels, prompt_ids, eos, decoder_start=pad)
-    for i, name in enumerate(names):
-        tensors[f"pixels.{name}"] = pixels[i].contiguous()
-    save_file(tensors, str(BLIP2_OUT / "reference-flan-t5.safetensors"))
-    (BLIP2_OUT / "reference-flan-t5.json").write_text(json.dumps({
-        "images": names,
-        "max_new_tokens": BLIP2_MAX_NEW_TOKENS,
-        "prompt_texts": BLIP2_PROMPTS,
-        "prompts": {p: prompt_ids(p) for p in BLIP2_PROMPTS},
-        "decodings": BLIP2_DECODINGS,
-        "generated_ids": generated,
-        "beam_scores": scores,
-        "generated_texts": texts,
-        "token_ids": {"eos": eos, "pad": pad, "decoder_start": pad, "image": image_token},
-        "made_with": {
-            "transformers": transformers.__version__,
-            "torch": torch.__version__,
-            "pillow": Image.__version__,
-            "image_processor": "BlipImageProcessorPil",
-        },
-    }, indent=2) + "\n")
+    results = blip2_reference(saved, tokenizer, pixels, prompt_ids, eos, decoder_start=pad)
+    write_blip2_reference("reference-flan-t5", names, pixels, results, prompt_ids,
+                          {"eos": eos, "pad": pad, "decoder_start": pad, "image": image_token})
     total = sum(p.stat().st_size for p in BLIP2_OUT.rglob("*") if p.is_file())
     print(f"fixtures/blip2 with Flan-T5: {total / 1e6:.2f} MB")
 
