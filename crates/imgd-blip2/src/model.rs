@@ -97,6 +97,7 @@ pub struct Blip2 {
     /// The projection's and the language model's.
     text_dtype: DType,
 }
+
 impl Blip2 {
     /// Loads the checkpoint in `dir` (`config.json` and memory-mapped safetensors, one file
     /// or shards), in f32 (what the CPU runs).
@@ -105,8 +106,9 @@ impl Blip2 {
     }
 
     /// [`Blip2::load`] in `dtype` (f16 or bf16 halve a GPU's memory and work; candle's CPU
-    /// multiply has no bf16 kernel); the Q-Former and its query tokens stay in f32, as the
-    /// reference keeps them, and Flan-T5 asked for f16 runs in bf16 (T5 overflows f16).
+    /// multiply has no bf16 kernel and widens bf16 to f32); the Q-Former and its query tokens
+    /// stay in f32, as the reference keeps them, and Flan-T5 asked for f16 runs in bf16 (T5
+    /// overflows f16).
     pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = Blip2Config::load(dir)?;
         let files = weight_files(dir)?;
