@@ -2,7 +2,7 @@
 """Builds the CLIP and aesthetic parity fixtures under fixtures/clip/ with the reference
 implementation (Hugging Face `transformers` + `torch`, CPU).
 
-    python3 scripts/make-fixtures.py [clip|blip|blip2|blip2-t5|trocr|siglip|all]   # (re)builds fixtures/<target>/
+    python3 scripts/make-fixtures.py [clip|clip-onnx|blip|blip2|blip2-t5|trocr|siglip|all]   # (re)builds fixtures/<target>/
 
 The first run creates a git-ignored virtual environment `.venv-fixtures/` and installs torch,
 transformers, pillow, safetensors and regex from PyPI into it (a few GB: PyPI's torch wheel
@@ -1467,6 +1467,43 @@ def make_siglip_v1():
     }, indent=2, ensure_ascii=False) + "\n")
 
 
+def make_clip_onnx():
+    """`fixtures/clip/tiny-clip-vision.onnx`: the tiny CLIP's image tower with its projection
+    exported for ONNX Runtime as Optimum lays it out (input `pixel_values`, output
+    `image_embeds`, the batch dynamic), checked against PyTorch on the fixture's pixels. Kept
+    beside the folder, not in it: a test copies it in as `onnx/vision_model.onnx` where it wants
+    the embedding module on ONNX Runtime."""
+    import numpy as np
+    import onnxruntime
+    from safetensors.torch import load_file
+
+    model = CLIPModel.from_pretrained(OUT / "tiny-clip").eval()
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self, clip):
+            super().__init__()
+            self.clip = clip
+
+        def forward(self, pixel_values):
+            pooled = self.clip.vision_model(pixel_values=pixel_values).pooler_output
+            return self.clip.visual_projection(pooled)
+
+    path = OUT / "tiny-clip-vision.onnx"
+    pixels = torch.stack([v for k, v in sorted(load_file(str(OUT / "reference.safetensors")).items())
+                          if k.startswith("pixels.")])
+    torch.onnx.export(
+        ImageTower(model), (pixels,), str(path),
+        input_names=["pixel_values"], output_names=["image_embeds"],
+        dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
+        opset_version=17, dynamo=False,
+    )
+    with torch.no_grad():
+        want = ImageTower(model)(pixels).numpy()
+    got = onnxruntime.InferenceSession(str(path)).run(None, {"pixel_values": pixels.numpy()})[0]
+    assert np.abs(got - want).max() < 1e-5, np.abs(got - want).max()
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+
+
 # --- Real-size random-weight models for the all-modules benchmark ------------------------------
 
 BENCH_AESTHETIC_WIDTHS = [768, 1024, 128, 64, 16, 1]
@@ -1570,11 +1607,13 @@ if __name__ == "__main__":
         make_bench_models(Path(sys.argv[2]).resolve())
         sys.exit()
     target = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if target not in ("clip", "blip", "blip2", "blip2-t5", "trocr", "siglip", "all"):
-        sys.exit(f"usage: {sys.argv[0]} [clip|blip|blip2|blip2-t5|trocr|siglip|all] | trocr-full DIR"
+    if target not in ("clip", "clip-onnx", "blip", "blip2", "blip2-t5", "trocr", "siglip", "all"):
+        sys.exit(f"usage: {sys.argv[0]} [clip|clip-onnx|blip|blip2|blip2-t5|trocr|siglip|all] | trocr-full DIR"
                  " | bench-models DIR")
     if target in ("clip", "all"):
         main()
+    if target in ("clip", "clip-onnx", "all"):
+        make_clip_onnx()
     if target in ("blip", "all"):
         make_blip()
     if target in ("blip2", "all"):

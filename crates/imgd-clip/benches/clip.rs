@@ -9,11 +9,15 @@
 //! cargo bench -p imgd-clip --bench clip -- 1,8 --preset clip-vit-l14 --secs 5
 //! cargo bench -p imgd-clip --features cuda --bench clip -- 1,8,32,64 --cuda
 //! cargo bench -p imgd-clip --bench clip -- 8 --model DIR --tower-only  # a checkpoint's weights
+//! cargo bench -p imgd-clip --bench clip -- 8 --model DIR --tower-only --onnx 2  # its ONNX export
 //! ```
 //!
 //! `--model DIR` loads a `CLIPModel` checkpoint instead of random weights
 //! (`scripts/bench-clip-cpu.sh` times it against ONNX Runtime on an export of the same tower);
-//! `--tower-only` skips the preprocessing figures.
+//! `--tower-only` skips the preprocessing figures; `--onnx THREADS` times the folder's ONNX export
+//! through ONNX Runtime with THREADS intra-op threads (`imgd_clip::onnx`, what the embedding
+//! module runs on the CPU when the folder has one) instead of candle, from cropped bytes as the
+//! runner feeds it (`clip_onnx_image_ms_per_image`).
 //!
 //! Prints one `clip_image_ms_per_image{...} X` line per batch size, and the speed-up of the
 //! largest batch over batch 1 (the baseline, measured in the same run). Before that, the cost
@@ -38,6 +42,7 @@ struct Args {
     cuda: bool,
     model: Option<std::path::PathBuf>,
     tower_only: bool,
+    onnx_threads: Option<usize>,
 }
 
 fn parse_args() -> Args {
@@ -48,6 +53,7 @@ fn parse_args() -> Args {
         cuda: false,
         model: None,
         tower_only: false,
+        onnx_threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -62,6 +68,13 @@ fn parse_args() -> Args {
             "--cuda" => args.cuda = true,
             "--model" => args.model = Some(it.next().expect("--model DIR").into()),
             "--tower-only" => args.tower_only = true,
+            "--onnx" => {
+                args.onnx_threads = Some(
+                    it.next()
+                        .and_then(|s| s.parse().ok())
+                        .expect("--onnx THREADS"),
+                )
+            }
             // `cargo bench` passes `--bench`; ignore it and other flags.
             flag if flag.starts_with("--") => {}
             list => {
@@ -95,6 +108,11 @@ fn main() {
         eprintln!("note: {why}; running on the CPU");
     }
     let device = choice.device;
+    if let Some(threads) = args.onnx_threads {
+        let dir = args.model.as_deref().expect("--onnx needs --model DIR");
+        onnx_tower(&args, dir, threads);
+        return;
+    }
     let encoder = match &args.model {
         Some(dir) => ClipImageEncoder::load(dir, &device).expect("the checkpoint in --model"),
         None => random_encoder(&args.preset, &device),
@@ -176,6 +194,37 @@ fn preprocessing(encoder: &ClipImageEncoder, tier: &RgbImage) {
         device_name(encoder.device()),
         device_ms / host_ms
     );
+}
+
+/// The ONNX export's ms per image through ONNX Runtime at each batch size of `args`, from
+/// cropped bytes (the input made in one pass over them, as the runner does).
+fn onnx_tower(args: &Args, dir: &std::path::Path, threads: usize) {
+    let export = imgd_clip::onnx::onnx_export(dir).expect("an ONNX export in --model's folder");
+    let ort = imgd_infer::OrtConfig {
+        intra_threads: threads,
+        ..Default::default()
+    };
+    let encoder =
+        imgd_clip::onnx::OnnxClipImageEncoder::load(dir, &export, &ort).expect("the ONNX export");
+    let side = encoder.preprocessor().crop;
+    let crop = RgbImage::from_fn(side, side, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+    });
+    for &batch in &args.batches {
+        let crops = vec![crop.clone(); batch.max(1)];
+        encoder.embed_crops(&crops).expect("warm-up");
+        let started = Instant::now();
+        let mut runs = 0u32;
+        while runs < 2 || started.elapsed().as_secs_f64() < args.secs {
+            std::hint::black_box(encoder.embed_crops(&crops).expect("forward"));
+            runs += 1;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs) / batch as f64;
+        println!(
+            "clip_onnx_image_ms_per_image{{model=\"{}\",threads=\"{threads}\",batch=\"{batch}\"}} {ms:.2}",
+            encoder.info().id,
+        );
+    }
 }
 
 /// The image tower's ms per image at each batch size of `args`.

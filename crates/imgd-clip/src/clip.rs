@@ -94,6 +94,41 @@ fn normalized_rows(features: &Tensor) -> Result<Vec<Vec<f32>>, ClipError> {
     Ok(features.broadcast_div(&norm)?.to_vec2()?)
 }
 
+/// The crop side of `preprocess`, after checking every crop has it.
+fn check_crops(preprocess: &Preprocess, crops: &[RgbImage]) -> Result<usize, ClipError> {
+    let side = preprocess.crop;
+    if let Some(bad) = crops.iter().find(|c| c.dimensions() != (side, side)) {
+        return Err(ClipError::Input(format!(
+            "a crop is {}x{}, the model takes {side}x{side}",
+            bad.width(),
+            bad.height()
+        )));
+    }
+    Ok(side as usize)
+}
+
+/// The model input of cropped images, `[n, 3, side, side]` in row-major order, normalised in
+/// one pass over the bytes through `preprocess`'s table; and the side.
+pub(crate) fn crops_input(
+    preprocess: &Preprocess,
+    crops: &[RgbImage],
+) -> Result<(usize, Vec<f32>), ClipError> {
+    let side = check_crops(preprocess, crops)?;
+    let plane = side * side;
+    let table = preprocess.normalize_table();
+    let mut values = vec![0f32; crops.len() * 3 * plane];
+    for (crop, out) in crops.iter().zip(values.chunks_exact_mut(3 * plane)) {
+        let (red, rest) = out.split_at_mut(plane);
+        let (green, blue) = rest.split_at_mut(plane);
+        for (i, pixel) in crop.as_raw().chunks_exact(3).enumerate() {
+            red[i] = table[0][usize::from(pixel[0])];
+            green[i] = table[1][usize::from(pixel[1])];
+            blue[i] = table[2][usize::from(pixel[2])];
+        }
+    }
+    Ok((side, values))
+}
+
 /// CLIP's image tower with its projection and image processor.
 #[derive(Debug, Clone)]
 pub struct ClipImageEncoder {
@@ -227,19 +262,7 @@ impl ClipImageEncoder {
     /// host. On the CPU this is 5x faster than [`Self::crops_on_device`]'s tensor operations,
     /// which copy the batch several times (`benches/clip.rs`, `--crops`).
     pub fn crops_on_host(&self, crops: &[RgbImage]) -> Result<Tensor, ClipError> {
-        let side = self.check_crops(crops)?;
-        let plane = side * side;
-        let table = self.preprocess.normalize_table();
-        let mut values = vec![0f32; crops.len() * 3 * plane];
-        for (crop, out) in crops.iter().zip(values.chunks_exact_mut(3 * plane)) {
-            let (red, rest) = out.split_at_mut(plane);
-            let (green, blue) = rest.split_at_mut(plane);
-            for (i, pixel) in crop.as_raw().chunks_exact(3).enumerate() {
-                red[i] = table[0][usize::from(pixel[0])];
-                green[i] = table[1][usize::from(pixel[1])];
-                blue[i] = table[2][usize::from(pixel[2])];
-            }
-        }
+        let (side, values) = crops_input(&self.preprocess, crops)?;
         Ok(
             Tensor::from_vec(values, (crops.len(), 3, side, side), &self.device)?
                 .to_dtype(self.projection.weight().dtype())?,
@@ -270,15 +293,7 @@ impl ClipImageEncoder {
 
     /// The crop side, after checking every crop has it.
     fn check_crops(&self, crops: &[RgbImage]) -> Result<usize, ClipError> {
-        let side = self.preprocess.crop;
-        if let Some(bad) = crops.iter().find(|c| c.dimensions() != (side, side)) {
-            return Err(ClipError::Input(format!(
-                "a crop is {}x{}, the model takes {side}x{side}",
-                bad.width(),
-                bad.height()
-            )));
-        }
-        Ok(side as usize)
+        check_crops(&self.preprocess, crops)
     }
 
     /// L2-normalised vectors for images, preprocessed and run as one batch.

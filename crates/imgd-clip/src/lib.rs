@@ -2,6 +2,8 @@
 //!
 //! - [`clip`]: the CLIP towers ([`clip::ClipImageEncoder`], [`clip::ClipTextEncoder`],
 //!   [`clip::ClipModel`]) loaded from an HF model folder; vectors are L2-normalised.
+//! - [`onnx`]: CLIP's image tower through ONNX Runtime, which the `embedding` module runs on
+//!   the CPU when the model folder holds an ONNX export of it.
 //! - [`aesthetic`]: the improved-aesthetic-predictor MLP over a CLIP ViT-L/14 embedding.
 //! - [`preprocess`]: `CLIPImageProcessor`'s resize (PIL bicubic, bit-exact), crop and
 //!   normalisation.
@@ -23,6 +25,7 @@ pub mod clip;
 pub mod config;
 mod error;
 pub mod loader;
+pub mod onnx;
 pub mod preprocess;
 pub mod runner;
 pub mod siglip;

@@ -2,9 +2,11 @@
 //! ([`ModuleLoader`]s).
 //!
 //! `[models] embedding` names the CLIP or SigLIP model of the `embedding` module (default
-//! `clip-vit-b32`; SigLIP 2 is told apart by its `config.json`); `[models] aesthetic_clip` and `aesthetic_mlp` the CLIP ViT-L/14 and the
-//! LAION MLP of the `aesthetic` module. Each is a folder (or file) under the model folder, or an
-//! absolute path.
+//! `clip-vit-b32`; SigLIP 2 is told apart by its `config.json`); `[models] aesthetic_clip` and
+//! `aesthetic_mlp` the CLIP ViT-L/14 and the LAION MLP of the `aesthetic` module. Each is a
+//! folder (or file) under the model folder, or an absolute path. `[models] embedding_engine`
+//! says what runs CLIP's image tower: `auto` (the default: ONNX Runtime on the CPU when the
+//! folder holds an ONNX export of it, [`crate::onnx`], candle otherwise), `candle` or `onnx`.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,7 @@ use imgd_infer::loader::{Availability, LoadContext, LoadedModule, ModuleLoader, 
 
 use crate::aesthetic::aesthetic_info;
 use crate::clip::ClipImageEncoder;
+use crate::onnx::{EXPORT_PATHS, OnnxClipImageEncoder, onnx_export};
 use crate::runner::ImageTower;
 use crate::siglip::{SiglipImageEncoder, is_siglip};
 use crate::{AESTHETIC, DType, EMBEDDING};
@@ -48,7 +51,7 @@ impl ModuleLoader for EmbeddingLoader {
     }
 
     fn model_keys(&self) -> &'static [&'static str] {
-        &["embedding"]
+        &["embedding", "embedding_engine"]
     }
 
     fn check(&self, context: &LoadContext<'_>) -> Result<(), String> {
@@ -58,7 +61,17 @@ impl ModuleLoader for EmbeddingLoader {
     fn availability(&self, context: &LoadContext<'_>) -> Availability {
         match context.model_path("embedding", DEFAULT_EMBEDDING) {
             Ok(dir) if holds_clip(&dir) => {
-                let kind = if is_siglip(&dir) { "SigLIP" } else { "CLIP" };
+                let engine: String = context
+                    .model_key("embedding_engine", "auto".to_string())
+                    .unwrap_or_default();
+                let onnx = onnx_export(&dir).is_some()
+                    && !is_siglip(&dir)
+                    && (engine == "onnx" || (engine == "auto" && !context.cuda));
+                let kind = match (is_siglip(&dir), onnx) {
+                    (true, _) => "SigLIP",
+                    (false, true) => "CLIP (image tower on ONNX Runtime)",
+                    (false, false) => "CLIP",
+                };
                 Availability::Installed(format!("{kind} from {}", dir.display()))
             }
             Ok(dir) => Availability::Waiting(format!(
@@ -78,14 +91,39 @@ impl ModuleLoader for EmbeddingLoader {
         } else {
             DType::F32
         };
-        let tower: ImageTower = if is_siglip(&dir) {
-            SiglipImageEncoder::load_as(&dir, &device, dtype)
+        let engine: String = context.model_key("embedding_engine", "auto".to_string())?;
+        let export = onnx_export(&dir);
+        let use_onnx = match (engine.as_str(), &export) {
+            ("candle", _) => false,
+            ("onnx", Some(_)) => true,
+            ("onnx", None) => {
+                return Err(format!(
+                    "embedding_engine = \"onnx\", but {} holds no ONNX export of the image \
+                     tower ({})",
+                    dir.display(),
+                    EXPORT_PATHS.join(" or ")
+                ));
+            }
+            // ONNX Runtime where the candle models run on the CPU; candle on a GPU.
+            ("auto", export) => export.is_some() && !device.is_cuda(),
+            (other, _) => {
+                return Err(format!(
+                    "embedding_engine = \"{other}\": expected \"auto\", \"candle\" or \"onnx\""
+                ));
+            }
+        };
+        let tower: ImageTower = match export {
+            Some(export) if use_onnx && !is_siglip(&dir) => {
+                OnnxClipImageEncoder::load(&dir, &export, &context.ort)
+                    .map_err(|e| e.to_string())?
+                    .into()
+            }
+            _ if is_siglip(&dir) => SiglipImageEncoder::load_as(&dir, &device, dtype)
                 .map_err(|e| e.to_string())?
-                .into()
-        } else {
-            ClipImageEncoder::load_as(&dir, &device, dtype)
+                .into(),
+            _ => ClipImageEncoder::load_as(&dir, &device, dtype)
                 .map_err(|e| e.to_string())?
-                .into()
+                .into(),
         };
         let info = tower.info().clone();
         let runner = crate::runner::embedding_runner_from(tower, batch);

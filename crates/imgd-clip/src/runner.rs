@@ -25,6 +25,7 @@ use crate::ClipError;
 use crate::aesthetic::{AestheticMlp, aesthetic_info, stored_score};
 use crate::clip::ClipImageEncoder;
 use crate::config::ModelInfo;
+use crate::onnx::OnnxClipImageEncoder;
 use crate::preprocess::Preprocess;
 use crate::siglip::SiglipImageEncoder;
 
@@ -61,6 +62,8 @@ pub enum ImageTower {
     Clip(ClipImageEncoder),
     /// SigLIP: a square resize without a crop.
     Siglip(SiglipImageEncoder),
+    /// CLIP through ONNX Runtime (the CPU, when the folder holds an ONNX export).
+    Onnx(OnnxClipImageEncoder),
 }
 
 impl ImageTower {
@@ -69,6 +72,7 @@ impl ImageTower {
         match self {
             ImageTower::Clip(encoder) => encoder.info(),
             ImageTower::Siglip(encoder) => encoder.info(),
+            ImageTower::Onnx(encoder) => encoder.info(),
         }
     }
 
@@ -77,6 +81,7 @@ impl ImageTower {
         match self {
             ImageTower::Clip(encoder) => Ok(encoder.preprocessor().resize_and_crop(image)?),
             ImageTower::Siglip(encoder) => encoder.resize(image),
+            ImageTower::Onnx(encoder) => Ok(encoder.preprocessor().resize_and_crop(image)?),
         }
     }
 
@@ -85,6 +90,7 @@ impl ImageTower {
         match self {
             ImageTower::Clip(encoder) => encoder.embed_crops(inputs),
             ImageTower::Siglip(encoder) => encoder.embed_resized(inputs),
+            ImageTower::Onnx(encoder) => encoder.embed_crops(inputs),
         }
     }
 }
@@ -92,6 +98,12 @@ impl ImageTower {
 impl From<ClipImageEncoder> for ImageTower {
     fn from(encoder: ClipImageEncoder) -> Self {
         ImageTower::Clip(encoder)
+    }
+}
+
+impl From<OnnxClipImageEncoder> for ImageTower {
+    fn from(encoder: OnnxClipImageEncoder) -> Self {
+        ImageTower::Onnx(encoder)
     }
 }
 
