@@ -4,9 +4,10 @@
 //! `[models] embedding` names the CLIP or SigLIP model of the `embedding` module (default
 //! `clip-vit-b32`; SigLIP 2 is told apart by its `config.json`); `[models] aesthetic_clip` and
 //! `aesthetic_mlp` the CLIP ViT-L/14 and the LAION MLP of the `aesthetic` module. Each is a
-//! folder (or file) under the model folder, or an absolute path. `[models] embedding_engine`
-//! says what runs CLIP's image tower: `auto` (the default: ONNX Runtime on the CPU when the
-//! folder holds an ONNX export of it, [`crate::onnx`], candle otherwise), `candle` or `onnx`.
+//! folder (or file) under the model folder, or an absolute path. `[models] embedding_engine` and
+//! `aesthetic_engine` say what runs each CLIP image tower: `auto` (the default: ONNX Runtime on
+//! the CPU when the folder holds an ONNX export of it, [`crate::onnx`], candle otherwise),
+//! `candle` or `onnx`.
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,54 @@ pub fn configured_clip_folders(context: &LoadContext<'_>) -> Result<Vec<PathBuf>
     ])
 }
 
+/// The ONNX export of CLIP's image tower in `dir` to run, as `[models] key` (an engine key:
+/// `auto`, `candle` or `onnx`) says: with `auto`, the export when there is one and the candle
+/// models run on the CPU (ONNX Runtime is about twice candle's speed there); `None` runs candle.
+fn onnx_engine(
+    context: &LoadContext<'_>,
+    key: &str,
+    dir: &Path,
+) -> Result<Option<PathBuf>, String> {
+    let engine: String = context.model_key(key, "auto".to_string())?;
+    let export = onnx_export(dir);
+    match (engine.as_str(), export) {
+        ("candle", _) => Ok(None),
+        ("onnx", Some(export)) => Ok(Some(export)),
+        ("onnx", None) => Err(format!(
+            "{key} = \"onnx\", but {} holds no ONNX export of the image tower ({})",
+            dir.display(),
+            EXPORT_PATHS.join(" or ")
+        )),
+        ("auto", export) => {
+            Ok(export.filter(|_| !imgd_candle::shared_device(context.cuda).is_cuda()))
+        }
+        (other, _) => Err(format!(
+            "{key} = \"{other}\": expected \"auto\", \"candle\" or \"onnx\""
+        )),
+    }
+}
+
+/// CLIP's image tower in `dir`, on the engine `[models] key` chooses ([`onnx_engine`]); candle's
+/// in `dtype` on the shared device.
+fn clip_tower(
+    context: &LoadContext<'_>,
+    key: &str,
+    dir: &Path,
+    dtype: DType,
+) -> Result<ImageTower, String> {
+    Ok(match onnx_engine(context, key, dir)? {
+        Some(export) => OnnxClipImageEncoder::load(dir, &export, &context.ort)
+            .map_err(|e| e.to_string())?
+            .into(),
+        None => {
+            let device = imgd_candle::shared_device(context.cuda);
+            ClipImageEncoder::load_as(dir, &device, dtype)
+                .map_err(|e| e.to_string())?
+                .into()
+        }
+    })
+}
+
 /// The `embedding` module's loader.
 pub struct EmbeddingLoader;
 
@@ -61,12 +110,8 @@ impl ModuleLoader for EmbeddingLoader {
     fn availability(&self, context: &LoadContext<'_>) -> Availability {
         match context.model_path("embedding", DEFAULT_EMBEDDING) {
             Ok(dir) if holds_clip(&dir) => {
-                let engine: String = context
-                    .model_key("embedding_engine", "auto".to_string())
-                    .unwrap_or_default();
-                let onnx = onnx_export(&dir).is_some()
-                    && !is_siglip(&dir)
-                    && (engine == "onnx" || (engine == "auto" && !context.cuda));
+                let onnx = !is_siglip(&dir)
+                    && matches!(onnx_engine(context, "embedding_engine", &dir), Ok(Some(_)));
                 let kind = match (is_siglip(&dir), onnx) {
                     (true, _) => "SigLIP",
                     (false, true) => "CLIP (image tower on ONNX Runtime)",
@@ -91,39 +136,12 @@ impl ModuleLoader for EmbeddingLoader {
         } else {
             DType::F32
         };
-        let engine: String = context.model_key("embedding_engine", "auto".to_string())?;
-        let export = onnx_export(&dir);
-        let use_onnx = match (engine.as_str(), &export) {
-            ("candle", _) => false,
-            ("onnx", Some(_)) => true,
-            ("onnx", None) => {
-                return Err(format!(
-                    "embedding_engine = \"onnx\", but {} holds no ONNX export of the image \
-                     tower ({})",
-                    dir.display(),
-                    EXPORT_PATHS.join(" or ")
-                ));
-            }
-            // ONNX Runtime where the candle models run on the CPU; candle on a GPU.
-            ("auto", export) => export.is_some() && !device.is_cuda(),
-            (other, _) => {
-                return Err(format!(
-                    "embedding_engine = \"{other}\": expected \"auto\", \"candle\" or \"onnx\""
-                ));
-            }
-        };
-        let tower: ImageTower = match export {
-            Some(export) if use_onnx && !is_siglip(&dir) => {
-                OnnxClipImageEncoder::load(&dir, &export, &context.ort)
-                    .map_err(|e| e.to_string())?
-                    .into()
-            }
-            _ if is_siglip(&dir) => SiglipImageEncoder::load_as(&dir, &device, dtype)
+        let tower: ImageTower = if is_siglip(&dir) {
+            SiglipImageEncoder::load_as(&dir, &device, dtype)
                 .map_err(|e| e.to_string())?
-                .into(),
-            _ => ClipImageEncoder::load_as(&dir, &device, dtype)
-                .map_err(|e| e.to_string())?
-                .into(),
+                .into()
+        } else {
+            clip_tower(context, "embedding_engine", &dir, dtype)?
         };
         let info = tower.info().clone();
         let runner = crate::runner::embedding_runner_from(tower, batch);
@@ -140,7 +158,7 @@ impl ModuleLoader for AestheticLoader {
     }
 
     fn model_keys(&self) -> &'static [&'static str] {
-        &["aesthetic_clip", "aesthetic_mlp"]
+        &["aesthetic_clip", "aesthetic_mlp", "aesthetic_engine"]
     }
 
     fn check(&self, context: &LoadContext<'_>) -> Result<(), String> {
@@ -172,8 +190,12 @@ impl ModuleLoader for AestheticLoader {
                 mlp.display()
             ))
         } else {
+            let engine = match onnx_engine(context, "aesthetic_engine", &clip) {
+                Ok(Some(_)) => " (image tower on ONNX Runtime)",
+                _ => "",
+            };
             Availability::Installed(format!(
-                "LAION aesthetic MLP {} over CLIP from {}",
+                "LAION aesthetic MLP {} over CLIP{engine} from {}",
                 mlp.display(),
                 clip.display()
             ))
@@ -183,8 +205,7 @@ impl ModuleLoader for AestheticLoader {
     fn load(&self, context: &LoadContext<'_>, batch: BatchConfig) -> Result<LoadedModule, String> {
         let clip = context.model_path("aesthetic_clip", DEFAULT_AESTHETIC_CLIP)?;
         let mlp = context.model_path("aesthetic_mlp", DEFAULT_AESTHETIC_MLP)?;
-        let device = imgd_candle::shared_device(context.cuda);
-        let encoder = ClipImageEncoder::load(&clip, &device).map_err(|e| e.to_string())?;
+        let encoder = clip_tower(context, "aesthetic_engine", &clip, DType::F32)?;
         let info = aesthetic_info(&mlp, encoder.info()).map_err(|e| e.to_string())?;
         let runner = crate::runner::aesthetic_runner_from(encoder, &mlp, batch)
             .map_err(|e| e.to_string())?;

@@ -42,6 +42,7 @@ pub struct OnnxClipImageEncoder {
     output: String,
     preprocess: Preprocess,
     info: ModelInfo,
+    dim: usize,
     path: PathBuf,
 }
 
@@ -88,6 +89,7 @@ impl OnnxClipImageEncoder {
             output,
             preprocess,
             info,
+            dim: config.projection_dim,
             path: export.to_path_buf(),
         })
     }
@@ -95,6 +97,11 @@ impl OnnxClipImageEncoder {
     /// The model's id and version (the folder's, as for the candle tower).
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The vectors' width (the folder's `projection_dim`).
+    pub fn dim(&self) -> usize {
+        self.dim
     }
 
     /// The image processor.
@@ -125,10 +132,11 @@ impl OnnxClipImageEncoder {
             .try_extract_tensor::<f32>()
             .map_err(|e| failed(&e))?;
         let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-        if dims.len() != 2 || dims[0] != crops.len() || dims[1] == 0 {
+        if dims != [crops.len(), self.dim] {
             return Err(failed(&format!(
-                "image_embeds of shape {dims:?} for {} images",
-                crops.len()
+                "image_embeds of shape {dims:?} for {} images of {}-d vectors",
+                crops.len(),
+                self.dim
             )));
         }
         Ok(data.chunks_exact(dims[1]).map(normalized).collect())

@@ -26,7 +26,6 @@ use crate::aesthetic::{AestheticMlp, aesthetic_info, stored_score};
 use crate::clip::ClipImageEncoder;
 use crate::config::ModelInfo;
 use crate::onnx::OnnxClipImageEncoder;
-use crate::preprocess::Preprocess;
 use crate::siglip::SiglipImageEncoder;
 
 /// The tier the runners read: the embedding module's long edge (448 px).
@@ -45,14 +44,6 @@ fn pick_tier<'a>(image: &'a ImageInput<'_>) -> Result<&'a RgbImage, String> {
                 input_tier()
             )
         })
-}
-
-/// The resized and centre-cropped bytes: the model normalises them on its device.
-fn prepare(preprocess: &Preprocess, image: &ImageInput<'_>) -> Result<RgbImage, String> {
-    let pixels = pick_tier(image)?;
-    preprocess
-        .resize_and_crop(pixels)
-        .map_err(|e| e.to_string())
 }
 
 /// The image tower of the `embedding` module: CLIP, or SigLIP / SigLIP 2.
@@ -82,6 +73,24 @@ impl ImageTower {
             ImageTower::Clip(encoder) => Ok(encoder.preprocessor().resize_and_crop(image)?),
             ImageTower::Siglip(encoder) => encoder.resize(image),
             ImageTower::Onnx(encoder) => Ok(encoder.preprocessor().resize_and_crop(image)?),
+        }
+    }
+
+    /// The vectors' width.
+    pub fn dim(&self) -> usize {
+        match self {
+            ImageTower::Clip(encoder) => encoder.dim(),
+            ImageTower::Siglip(encoder) => encoder.dim(),
+            ImageTower::Onnx(encoder) => encoder.dim(),
+        }
+    }
+
+    /// Where the tower's vectors land: its candle device, the CPU for ONNX Runtime's.
+    pub fn device(&self) -> Device {
+        match self {
+            ImageTower::Clip(encoder) => encoder.device().clone(),
+            ImageTower::Siglip(encoder) => encoder.device().clone(),
+            ImageTower::Onnx(_) => Device::Cpu,
         }
     }
 
@@ -145,19 +154,20 @@ impl BatchModel for ImageEmbedder {
 /// CLIP image tower then aesthetic MLP as a [`BatchModel`]: resized and cropped images in,
 /// raw predictions out.
 pub struct AestheticScorer {
-    encoder: ClipImageEncoder,
+    encoder: ImageTower,
     mlp: AestheticMlp,
     name: String,
 }
 
 impl AestheticScorer {
-    /// Combines `encoder` (CLIP ViT-L/14 for the reference weights) and `mlp`; refuses a pair
-    /// whose widths differ.
+    /// Combines `encoder` (CLIP ViT-L/14 for the reference weights, on candle or ONNX Runtime)
+    /// and `mlp`; refuses a pair whose widths differ.
     pub fn new(
-        encoder: ClipImageEncoder,
+        encoder: impl Into<ImageTower>,
         mlp: AestheticMlp,
         name: String,
     ) -> Result<Self, ClipError> {
+        let encoder = encoder.into();
         if encoder.dim() != mlp.input_dim() {
             return Err(ClipError::Config(format!(
                 "the aesthetic MLP takes {}-d embeddings but the CLIP model `{}` gives {}-d ones \
@@ -181,7 +191,7 @@ impl BatchModel for AestheticScorer {
     }
 
     fn run_batch(&mut self, inputs: &[RgbImage]) -> Result<Vec<f32>, ClipError> {
-        let embeddings = self.encoder.embed_crops(inputs)?;
+        let embeddings = self.encoder.embed_prepared(inputs)?;
         self.mlp.score(&embeddings)
     }
 }
@@ -275,21 +285,32 @@ pub fn aesthetic_runner(
     aesthetic_runner_from(encoder, mlp_path, batch)
 }
 
-/// The `aesthetic` runner around an already loaded image tower and the MLP at `mlp_path`.
+/// The `aesthetic` runner around an already loaded CLIP image tower (candle's or ONNX
+/// Runtime's) and the MLP at `mlp_path`.
 pub fn aesthetic_runner_from(
-    encoder: ClipImageEncoder,
+    encoder: impl Into<ImageTower>,
     mlp_path: &Path,
     batch: BatchConfig,
 ) -> Result<Box<dyn ModelRunner>, ClipError> {
-    let mlp = AestheticMlp::load(mlp_path, encoder.device())?;
+    let encoder = encoder.into();
+    if let ImageTower::Siglip(_) = encoder {
+        return Err(ClipError::Config(
+            "the aesthetic MLP reads CLIP vectors, not SigLIP's".into(),
+        ));
+    }
+    let mlp = AestheticMlp::load(mlp_path, &encoder.device())?;
     let info = aesthetic_info(mlp_path, encoder.info())?;
-    let preprocess = encoder.preprocessor().clone();
+    let preparer = encoder.clone();
     let scorer = AestheticScorer::new(encoder, mlp, info.id.clone())?;
     Ok(Box::new(Batched::new(
         crate::AESTHETIC,
         scorer,
         batch,
-        move |image| prepare(&preprocess, image),
+        move |image| {
+            preparer
+                .prepare(pick_tier(image)?)
+                .map_err(|e| e.to_string())
+        },
         move |raw: f32| aesthetic_row(&info, raw),
     )))
 }

@@ -127,6 +127,11 @@ impl SiglipImageEncoder {
         self.dim
     }
 
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The image processor.
     pub fn preprocessor(&self) -> &ResizePreprocess {
         &self.preprocess

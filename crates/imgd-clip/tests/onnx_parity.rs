@@ -1,5 +1,5 @@
 //! CLIP's image tower through ONNX Runtime ([`imgd_clip::onnx`]) against the reference and the
-//! candle tower: the tiny CLIP of `fixtures/clip` with its ONNX export
+//! candle tower, for the `embedding` and the `aesthetic` modules: the tiny CLIP of `fixtures/clip` with its ONNX export
 //! (`tiny-clip-vision.onnx`, `scripts/make-fixtures.py clip-onnx`) copied in as
 //! `onnx/vision_model.onnx`, where a user's folder holds it. ONNX Runtime is the registry's
 //! (`scripts/setup.sh`).
@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
-use imgd_clip::EMBEDDING_LOADER;
+use imgd_clip::aesthetic::AestheticMlp;
 use imgd_clip::clip::ClipImageEncoder;
 use imgd_clip::onnx::{OnnxClipImageEncoder, onnx_export};
+use imgd_clip::runner::{AestheticScorer, ImageTower};
+use imgd_clip::{AESTHETIC_LOADER, EMBEDDING_LOADER};
 use imgd_infer::OrtConfig;
+use imgd_infer::batcher::BatchModel;
 use imgd_infer::loader::{Availability, LoadContext, ModuleLoader};
 
 fn fixtures() -> PathBuf {
@@ -174,4 +177,53 @@ fn the_embedding_module_runs_the_export_on_the_cpu_unless_told_otherwise() {
         panic!("an unknown engine was accepted")
     };
     assert!(err.contains("expected"), "{err}");
+}
+
+#[test]
+fn the_aesthetic_score_is_the_same_over_either_engines_tower() {
+    let dir = clip_folder(true);
+    let export = onnx_export(dir.path()).unwrap();
+    let mlp_path = fixtures().join("tiny-aesthetic");
+    let (images, _) = reference();
+    let onnx = OnnxClipImageEncoder::load(dir.path(), &export, &OrtConfig::default()).unwrap();
+    let crops: Vec<RgbImage> = images
+        .iter()
+        .map(|image| onnx.preprocessor().resize_and_crop(image).unwrap())
+        .collect();
+    let score = |tower: ImageTower| -> Vec<f32> {
+        let mlp = AestheticMlp::load(&mlp_path, &Device::Cpu).unwrap();
+        let mut scorer = AestheticScorer::new(tower, mlp, "aesthetic".into()).unwrap();
+        scorer.run_batch(&crops).unwrap()
+    };
+    let candle = ClipImageEncoder::load(dir.path(), &Device::Cpu).unwrap();
+    let (on_onnx, on_candle) = (score(onnx.into()), score(candle.into()));
+    let difference = on_onnx
+        .iter()
+        .zip(&on_candle)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(difference < 1e-5, "{on_onnx:?} vs {on_candle:?}");
+
+    // The loader says which engine runs the tower.
+    let sections = toml::Table::new();
+    let mut keys = toml::Table::new();
+    keys.insert(
+        "aesthetic_clip".into(),
+        toml::Value::String(dir.path().to_str().unwrap().into()),
+    );
+    keys.insert(
+        "aesthetic_mlp".into(),
+        toml::Value::String(mlp_path.to_str().unwrap().into()),
+    );
+    let described =
+        |keys: &toml::Table| match AESTHETIC_LOADER.availability(&context(keys, &sections)) {
+            Availability::Installed(text) => text,
+            other => panic!("{other:?}"),
+        };
+    assert!(described(&keys).contains("over CLIP (image tower on ONNX Runtime)"));
+    keys.insert(
+        "aesthetic_engine".into(),
+        toml::Value::String("candle".into()),
+    );
+    assert!(described(&keys).contains("over CLIP from"));
 }
