@@ -1467,6 +1467,30 @@ def make_siglip_v1():
     }, indent=2, ensure_ascii=False) + "\n")
 
 
+class ClipImageTower(torch.nn.Module):
+    """A `CLIPModel`'s image tower and projection: pixels in, the (unnormalised) vector out."""
+
+    def __init__(self, clip):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, pixel_values):
+        pooled = self.clip.vision_model(pixel_values=pixel_values).pooler_output
+        return self.clip.visual_projection(pooled)
+
+
+def export_clip_image_tower(model, path, pixels):
+    """Exports `model`'s image tower to `path` as Optimum lays it out (input `pixel_values`,
+    output `image_embeds`, the batch dynamic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        ClipImageTower(model), (pixels,), str(path),
+        input_names=["pixel_values"], output_names=["image_embeds"],
+        dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
+        opset_version=17, dynamo=False,
+    )
+
+
 def make_clip_onnx():
     """`fixtures/clip/tiny-clip-vision.onnx`: the tiny CLIP's image tower with its projection
     exported for ONNX Runtime as Optimum lays it out (input `pixel_values`, output
@@ -1478,27 +1502,12 @@ def make_clip_onnx():
     from safetensors.torch import load_file
 
     model = CLIPModel.from_pretrained(OUT / "tiny-clip").eval()
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self, clip):
-            super().__init__()
-            self.clip = clip
-
-        def forward(self, pixel_values):
-            pooled = self.clip.vision_model(pixel_values=pixel_values).pooler_output
-            return self.clip.visual_projection(pooled)
-
     path = OUT / "tiny-clip-vision.onnx"
     pixels = torch.stack([v for k, v in sorted(load_file(str(OUT / "reference.safetensors")).items())
                           if k.startswith("pixels.")])
-    torch.onnx.export(
-        ImageTower(model), (pixels,), str(path),
-        input_names=["pixel_values"], output_names=["image_embeds"],
-        dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
-        opset_version=17, dynamo=False,
-    )
+    export_clip_image_tower(model, path, pixels)
     with torch.no_grad():
-        want = ImageTower(model)(pixels).numpy()
+        want = ClipImageTower(model)(pixels).numpy()
     got = onnxruntime.InferenceSession(str(path)).run(None, {"pixel_values": pixels.numpy()})[0]
     assert np.abs(got - want).max() < 1e-5, np.abs(got - want).max()
     print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
@@ -1537,7 +1546,8 @@ def make_bench_models(out):
     """The models of every local module but PP-OCR, MTCNN (the registry's) and GroundingDINO
     (`make-objects-fixture.py --full-size`) at their real size with random weights, in the
     folder layout `[models] dir` expects, for `scripts/bench-all-modules.sh`: CLIP ViT-B/32
-    (`clip-vit-b32`), CLIP ViT-L/14 (`clip-vit-l14`) with a random LAION aesthetic MLP over its
+    (`clip-vit-b32`), CLIP ViT-L/14 (`clip-vit-l14`), both with their image tower's ONNX export
+    as `imgd models fetch` brings it, with a random LAION aesthetic MLP over its
     768-d vectors (`laion-aesthetic/…l14-linearMSE.pth`), and BLIP-base captioning
     (`blip-base-caption`: 384-px ViT-B/16, BERT-base decoder, the fixture's WordPiece tokenizer
     padded to BERT's 30 522 ids with [DEC] and [ENC] after, as the real one lays them out).
@@ -1551,18 +1561,24 @@ def make_bench_models(out):
     out.mkdir(parents=True, exist_ok=True)
     for name, (vision, text, projection) in BENCH_CLIPS.items():
         folder = out / name
-        if (folder / "model.safetensors").exists():
-            continue
-        config = CLIPConfig(
-            vision_config=dict(vision, hidden_act="quick_gelu"),
-            text_config=dict(text, hidden_act="quick_gelu"),
-            projection_dim=projection,
-        )
-        CLIPModel(config).eval().save_pretrained(folder, safe_serialization=True)
-        mark_random(folder, f"{name}-random")
-        for extra in ["preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"]:
-            shutil.copy(OUT / "tiny-clip" / extra, folder / extra)
-        print(f"wrote {folder}")
+        if not (folder / "model.safetensors").exists():
+            config = CLIPConfig(
+                vision_config=dict(vision, hidden_act="quick_gelu"),
+                text_config=dict(text, hidden_act="quick_gelu"),
+                projection_dim=projection,
+            )
+            CLIPModel(config).eval().save_pretrained(folder, safe_serialization=True)
+            mark_random(folder, f"{name}-random")
+            for extra in ["preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"]:
+                shutil.copy(OUT / "tiny-clip" / extra, folder / extra)
+            print(f"wrote {folder}")
+        # The image tower's ONNX export, as `imgd models fetch` lays it out: the CPU runs it.
+        export = folder / "onnx" / "vision_model.onnx"
+        if not export.exists():
+            model = CLIPModel.from_pretrained(folder).eval()
+            size = vision["image_size"]
+            export_clip_image_tower(model, export, torch.randn(1, 3, size, size))
+            print(f"wrote {export}")
 
     mlp_path = out / "laion-aesthetic" / "sac+logos+ava1-l14-linearMSE.pth"
     if not mlp_path.exists():
