@@ -290,6 +290,71 @@ fn clip_embeddings_and_aesthetic_scores_serve_search_and_a_model_change_requeues
     assert!(!stderr.contains("re-queued"), "{stderr}");
 }
 
+#[test]
+fn clip_on_onnx_runtime_gives_candles_vectors_and_switching_engines_requeues_nothing() {
+    // The same library twice: the model folder with its image tower's ONNX export (what the
+    // CPU runs by default), and candle by setting.
+    let run_library = |engine: &str| {
+        let env = env();
+        install_tiny_clip(&env, "clip-vit-b32", "v1");
+        let onnx = env.models.join("clip-vit-b32").join("onnx");
+        fs::create_dir_all(&onnx).unwrap();
+        fs::copy(
+            fixture("clip/tiny-clip-vision.onnx"),
+            onnx.join("vision_model.onnx"),
+        )
+        .unwrap();
+        env.add(&fixture("clip/images/flower-448.png"), "flower.png");
+        env.add(&fixture("clip/images/hopper.png"), "hopper.png");
+        env.add(&fixture("clip/images/xmp-448.png"), "xmp.png");
+        env.add(&fixture("photos/flower2.jpg"), "flower2.jpg");
+        let config = env.config(&format!("[models]\nembedding_engine = \"{engine}\"\n"));
+        env.enqueue("embedding");
+        let validated = env.ok(&["validate", "--config", &config]);
+        let summary = env.json(&[
+            "run",
+            "--once",
+            "--json",
+            "--metrics-addr",
+            "off",
+            "--config",
+            &config,
+        ]);
+        assert_eq!(summary["images"], 4, "{summary}");
+        assert_eq!(summary["jobs_failed"], 0, "{summary}");
+        let hits = semantic_hits(&env, &config, "a flower");
+        (env, validated, hits)
+    };
+    let (env, validated, on_onnx) = run_library("auto");
+    assert!(
+        validated.contains("CLIP (image tower on ONNX Runtime)"),
+        "{validated}"
+    );
+    let (_, validated, on_candle) = run_library("candle");
+    assert!(!validated.contains("ONNX Runtime"), "{validated}");
+    // The same vectors: the same ranking and similarities.
+    assert_eq!(on_onnx.len(), 4);
+    for ((name, similarity), (candle_name, candle_similarity)) in on_onnx.iter().zip(&on_candle) {
+        assert_eq!(name, candle_name, "{on_onnx:?} vs {on_candle:?}");
+        assert!(
+            (similarity - candle_similarity).abs() < 1e-4,
+            "{on_onnx:?} vs {on_candle:?}"
+        );
+    }
+    // The same model version: switching the engine re-queues nothing.
+    let candle = env.config("[models]\nembedding_engine = \"candle\"\n");
+    let summary = env.json(&[
+        "run",
+        "--once",
+        "--json",
+        "--metrics-addr",
+        "off",
+        "--config",
+        &candle,
+    ]);
+    assert_eq!(summary["images"], 0, "{summary}");
+}
+
 /// Semantic search's hits: (file name, similarity), most similar first.
 fn semantic_hits(env: &Env, config: &str, query: &str) -> Vec<(String, f64)> {
     let hits = env.json(&[
