@@ -1,4 +1,5 @@
-//! CLIP image and text encoders and the LAION aesthetic predictor for imgd, in candle.
+//! CLIP image and text encoders and the LAION aesthetic predictor for imgd, in candle; CLIP's
+//! image tower also through ONNX Runtime, which the CPU runs faster ([`onnx`]).
 //!
 //! - [`clip`]: the CLIP towers ([`clip::ClipImageEncoder`], [`clip::ClipTextEncoder`],
 //!   [`clip::ClipModel`]) loaded from an HF model folder; vectors are L2-normalised.
