@@ -1,11 +1,11 @@
 //! CLIP's image tower through ONNX Runtime, for the CPU.
 //!
 //! On the CPU, ONNX Runtime runs CLIP ViT-B/32's image tower about twice as fast as candle
-//! (91 vs 40 ms per image at batch 8 on 2 threads, `scripts/bench-clip-cpu.sh`): its fused
+//! (30 vs 65 ms per image at batch 8 on 2 threads, `scripts/bench-clip-cpu.sh`): its fused
 //! attention and GELU kernels and its matrix multiply beat candle's. So when the model folder
 //! holds an ONNX export of the tower, as Hugging Face's Optimum exports lay it out
 //! (`onnx/vision_model.onnx`: input `pixel_values`, output `image_embeds`, the projected
-//! vector), the `embedding` module runs it there ([`onnx_export`]). The input is made as the
+//! vector), the `embedding` and `aesthetic` modules run it there ([`onnx_export`]). The input is made as the
 //! candle path makes it (the same resize, crop and normalisation table), and the vectors carry
 //! the folder's model id and version: the two engines give the same vectors (within 1e-5 on the
 //! fixture, `tests/onnx_parity.rs`), so switching engines re-queues nothing.
