@@ -5,9 +5,9 @@
 //! `clip-vit-b32`; SigLIP 2 is told apart by its `config.json`); `[models] aesthetic_clip` and
 //! `aesthetic_mlp` the CLIP ViT-L/14 and the LAION MLP of the `aesthetic` module. Each is a
 //! folder (or file) under the model folder, or an absolute path. `[models] embedding_engine` and
-//! `aesthetic_engine` say what runs each CLIP image tower: `auto` (the default: ONNX Runtime on
-//! the CPU when the folder holds an ONNX export of it, [`crate::onnx`], candle otherwise),
-//! `candle` or `onnx`.
+//! `aesthetic_engine` say what runs each CLIP image tower: `auto` (the default: ONNX Runtime when
+//! the folder holds an ONNX export of it, [`crate::onnx`], and `[models] cuda` is off; candle
+//! otherwise), `candle` or `onnx`.
 
 use std::path::{Path, PathBuf};
 
@@ -43,15 +43,26 @@ pub fn configured_clip_folders(context: &LoadContext<'_>) -> Result<Vec<PathBuf>
     ])
 }
 
-/// The ONNX export of CLIP's image tower in `dir` to run, as `[models] key` (an engine key:
-/// `auto`, `candle` or `onnx`) says: with `auto`, the export when there is one and the candle
-/// models run on the CPU (ONNX Runtime is about twice candle's speed there); `None` runs candle.
+/// `[models] key`, an engine key: `auto` (the default), `candle` or `onnx`.
+fn engine(context: &LoadContext<'_>, key: &str) -> Result<String, String> {
+    let engine: String = context.model_key(key, "auto".to_string())?;
+    match engine.as_str() {
+        "auto" | "candle" | "onnx" => Ok(engine),
+        other => Err(format!(
+            "{key} = \"{other}\": expected \"auto\", \"candle\" or \"onnx\""
+        )),
+    }
+}
+
+/// The ONNX export of CLIP's image tower in `dir` to run, as `[models] key` says ([`engine`]):
+/// with `auto`, the export when there is one and `[models] cuda` is off (ONNX Runtime is about
+/// twice candle's speed on the CPU; on a GPU candle runs it); `None` runs candle.
 fn onnx_engine(
     context: &LoadContext<'_>,
     key: &str,
     dir: &Path,
 ) -> Result<Option<PathBuf>, String> {
-    let engine: String = context.model_key(key, "auto".to_string())?;
+    let engine = engine(context, key)?;
     let export = onnx_export(dir);
     match (engine.as_str(), export) {
         ("candle", _) => Ok(None),
@@ -61,12 +72,7 @@ fn onnx_engine(
             dir.display(),
             EXPORT_PATHS.join(" or ")
         )),
-        ("auto", export) => {
-            Ok(export.filter(|_| !imgd_candle::shared_device(context.cuda).is_cuda()))
-        }
-        (other, _) => Err(format!(
-            "{key} = \"{other}\": expected \"auto\", \"candle\" or \"onnx\""
-        )),
+        (_, export) => Ok(export.filter(|_| !context.cuda)),
     }
 }
 
@@ -104,6 +110,7 @@ impl ModuleLoader for EmbeddingLoader {
     }
 
     fn check(&self, context: &LoadContext<'_>) -> Result<(), String> {
+        engine(context, "embedding_engine")?;
         context.check_model_path("embedding")
     }
 
@@ -162,6 +169,7 @@ impl ModuleLoader for AestheticLoader {
     }
 
     fn check(&self, context: &LoadContext<'_>) -> Result<(), String> {
+        engine(context, "aesthetic_engine")?;
         context.check_model_path("aesthetic_clip")?;
         context.check_model_path("aesthetic_mlp")
     }

@@ -173,10 +173,22 @@ fn the_embedding_module_runs_the_export_on_the_cpu_unless_told_otherwise() {
     };
     assert!(err.contains("no ONNX export"), "{err}");
     let keys_bad = keys(with_export.path(), Some("tensorrt"));
+    let Err(err) = EMBEDDING_LOADER.check(&context(&keys_bad, &sections)) else {
+        panic!("an unknown engine passed the check")
+    };
+    assert!(err.contains("expected"), "{err}");
     let Err(err) = EMBEDDING_LOADER.load(&context(&keys_bad, &sections), batch) else {
         panic!("an unknown engine was accepted")
     };
     assert!(err.contains("expected"), "{err}");
+    // With `cuda = true`, `auto` leaves the tower to candle (on the GPU).
+    let keys_auto = keys(with_export.path(), None);
+    let mut on_gpu = context(&keys_auto, &sections);
+    on_gpu.cuda = true;
+    let Availability::Installed(text) = EMBEDDING_LOADER.availability(&on_gpu) else {
+        panic!("not installed")
+    };
+    assert!(text.starts_with("CLIP from"), "{text}");
 }
 
 #[test]
