@@ -3,7 +3,8 @@
 # provider on an ONNX export of the same tower with the same weights, THREADS threads each
 # (default 2), one batch size (default 8). The first run writes a random-weight CLIPModel of
 # openai/clip-vit-base-patch32's real size and its image tower's export into
-# .cache/clip-cpu-bench/ (torch, transformers, onnx and onnxruntime in .venv-fixtures).
+# .cache/bench-models/clip-vit-b32/ (`make-fixtures.py bench-models`, the folder the
+# all-modules benchmark uses; torch, transformers, onnx and onnxruntime in .venv-fixtures).
 # Prints each engine's ms per image: candle, imgd's ONNX Runtime engine (the export in the
 # model folder, from cropped bytes as the embedding module runs it on the CPU) and ONNX Runtime
 # called directly; then clip_cpu_candle_vs_ort=X and, last, clip_cpu_vs_ort=X (imgd's
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 THREADS="${THREADS:-2}"
 BATCH="${BATCH:-8}"
 SECS="${SECS:-10}"
-MODEL="$PWD/.cache/clip-cpu-bench/clip-vit-b32"
+MODEL="$PWD/.cache/bench-models/clip-vit-b32"
 PY=.venv-fixtures/bin/python
 
 if [ ! -x "$PY" ]; then
@@ -27,62 +28,20 @@ if ! "$PY" -c "import onnx, onnxruntime" 2>/dev/null; then
   "$PY" -m pip install -q --disable-pip-version-check onnx "onnxruntime==1.31.1"
 fi
 
-if [ ! -f "$MODEL/vision.onnx" ]; then
-  mkdir -p "$MODEL"
-  "$PY" - "$MODEL" <<'PY'
-import sys
-
-import torch
-from transformers import CLIPConfig, CLIPModel
-
-out = sys.argv[1]
-torch.manual_seed(0)
-# openai/clip-vit-base-patch32's shape.
-config = CLIPConfig(
-    text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
-                     num_attention_heads=8, max_position_embeddings=77, vocab_size=49408),
-    vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                       num_attention_heads=12, image_size=224, patch_size=32),
-    projection_dim=512,
-)
-model = CLIPModel(config).eval()
-model.save_pretrained(out)
-
-
-class Tower(torch.nn.Module):
-    def __init__(self, clip):
-        super().__init__()
-        self.clip = clip
-
-    def forward(self, pixel_values):
-        # The projected vector (transformers 5's `get_image_features` returns a model output
-        # whose first tensor is the last hidden state).
-        pooled = self.clip.vision_model(pixel_values=pixel_values).pooler_output
-        return self.clip.visual_projection(pooled)
-
-
-torch.onnx.export(
-    Tower(model), (torch.randn(1, 3, 224, 224),), f"{out}/vision.onnx",
-    input_names=["pixel_values"], output_names=["image_embeds"],
-    dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
-    opset_version=17, dynamo=False,
-)
-PY
-fi
+# openai/clip-vit-base-patch32's shape with random weights, and its image tower's export.
+"$PY" scripts/make-fixtures.py bench-models "$(dirname "$MODEL")" clip-vit-b32
 
 imgd_out=$(RAYON_NUM_THREADS="$THREADS" cargo bench -q -p imgd-clip --bench clip -- \
   "$BATCH" --model "$MODEL" --tower-only --secs "$SECS" 2>/dev/null)
 echo "$imgd_out"
 candle_ms=$(echo "$imgd_out" | awk '/^clip_image_ms_per_image/ {print $2}' | tail -1)
-# The same export where a model folder holds it: what the embedding module runs on the CPU.
-mkdir -p "$MODEL/onnx"
-ln -sf ../vision.onnx "$MODEL/onnx/vision_model.onnx"
+# The folder's export: what the embedding module runs on the CPU.
 onnx_out=$(cargo bench -q -p imgd-clip --bench clip -- \
   "$BATCH" --model "$MODEL" --tower-only --secs "$SECS" --onnx "$THREADS" 2>/dev/null)
 echo "$onnx_out"
 imgd_ms=$(echo "$onnx_out" | awk '/^clip_onnx_image_ms_per_image/ {print $2}' | tail -1)
 
-ort_ms=$("$PY" - "$MODEL/vision.onnx" "$THREADS" "$BATCH" "$SECS" <<'PY'
+ort_ms=$("$PY" - "$MODEL/onnx/vision_model.onnx" "$THREADS" "$BATCH" "$SECS" <<'PY'
 import sys
 import time
 

@@ -1542,7 +1542,7 @@ def mark_random(folder, model_id):
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
-def make_bench_models(out):
+def make_bench_models(out, names=None):
     """The models of every local module but PP-OCR, MTCNN (the registry's) and GroundingDINO
     (`make-objects-fixture.py --full-size`) at their real size with random weights, in the
     folder layout `[models] dir` expects, for `scripts/bench-all-modules.sh`: CLIP ViT-B/32
@@ -1551,7 +1551,8 @@ def make_bench_models(out):
     768-d vectors (`laion-aesthetic/…l14-linearMSE.pth`), and BLIP-base captioning
     (`blip-base-caption`: 384-px ViT-B/16, BERT-base decoder, the fixture's WordPiece tokenizer
     padded to BERT's 30 522 ids with [DEC] and [ENC] after, as the real one lays them out).
-    Tokenizers and processors come from the fixtures; folders already written are kept."""
+    Tokenizers and processors come from the fixtures; folders already written are kept. `names`
+    (folder names, e.g. `["clip-vit-b32"]`) writes only those."""
     import shutil
 
     from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, CLIPConfig,
@@ -1559,7 +1560,10 @@ def make_bench_models(out):
 
     torch.manual_seed(SEED)
     out.mkdir(parents=True, exist_ok=True)
+    wanted = lambda name: names is None or name in names  # noqa: E731
     for name, (vision, text, projection) in BENCH_CLIPS.items():
+        if not wanted(name):
+            continue
         folder = out / name
         if not (folder / "model.safetensors").exists():
             config = CLIPConfig(
@@ -1581,14 +1585,14 @@ def make_bench_models(out):
             print(f"wrote {export}")
 
     mlp_path = out / "laion-aesthetic" / "sac+logos+ava1-l14-linearMSE.pth"
-    if not mlp_path.exists():
+    if wanted("laion-aesthetic") and not mlp_path.exists():
         mlp_path.parent.mkdir(parents=True, exist_ok=True)
         mlp = AestheticMLP(BENCH_AESTHETIC_WIDTHS).eval()
         torch.save({k: v.contiguous() for k, v in mlp.state_dict().items()}, mlp_path)
         print(f"wrote {mlp_path}")
 
     folder = out / "blip-base-caption"
-    if not (folder / "model.safetensors").exists():
+    if wanted("blip-base-caption") and not (folder / "model.safetensors").exists():
         vocab = blip_vocab()
         for i in range(30522 - len(vocab)):
             vocab[f"[unused{i}]"] = len(vocab)
@@ -1614,18 +1618,18 @@ def make_bench_models(out):
 
 if __name__ == "__main__":
     # `make-fixtures.py [clip|blip|blip2|blip2-t5|trocr|siglip|all]` (default: all; blip2 makes both);
-    # `make-fixtures.py trocr-full DIR` for the TrOCR benchmark's model, `bench-models DIR` for
-    # the all-modules benchmark's.
+    # `make-fixtures.py trocr-full DIR` for the TrOCR benchmark's model, `bench-models DIR
+    # [NAME ...]` for the all-modules and CLIP benchmarks'.
     if len(sys.argv) == 3 and sys.argv[1] == "trocr-full":
         make_trocr_full_size(Path(sys.argv[2]).resolve())
         sys.exit()
-    if len(sys.argv) == 3 and sys.argv[1] == "bench-models":
-        make_bench_models(Path(sys.argv[2]).resolve())
+    if len(sys.argv) >= 3 and sys.argv[1] == "bench-models":
+        make_bench_models(Path(sys.argv[2]).resolve(), sys.argv[3:] or None)
         sys.exit()
     target = sys.argv[1] if len(sys.argv) > 1 else "all"
     if target not in ("clip", "clip-onnx", "blip", "blip2", "blip2-t5", "trocr", "siglip", "all"):
         sys.exit(f"usage: {sys.argv[0]} [clip|clip-onnx|blip|blip2|blip2-t5|trocr|siglip|all] | trocr-full DIR"
-                 " | bench-models DIR")
+                 " | bench-models DIR [NAME ...]")
     if target in ("clip", "all"):
         main()
     if target in ("clip", "clip-onnx", "all"):
