@@ -23,6 +23,11 @@ use crate::clip::{WEIGHTS_FILE, crops_input, load_config};
 use crate::config::{ModelInfo, load_preprocess, require};
 use crate::preprocess::Preprocess;
 
+/// The export's input: `(n, 3, side, side)` normalised pixels.
+const INPUT: &str = "pixel_values";
+/// The export's output: `(n, dim)` projected vectors, not yet normalised.
+const OUTPUT: &str = "image_embeds";
+
 /// Where an ONNX export of the image tower may sit in a CLIP folder, in the order looked at.
 pub const EXPORT_PATHS: [&str; 2] = ["onnx/vision_model.onnx", "vision_model.onnx"];
 
@@ -38,8 +43,6 @@ pub fn onnx_export(dir: &Path) -> Option<PathBuf> {
 #[derive(Clone)]
 pub struct OnnxClipImageEncoder {
     session: Arc<Mutex<Session>>,
-    input: String,
-    output: String,
     preprocess: Preprocess,
     info: ModelInfo,
     dim: usize,
@@ -67,26 +70,15 @@ impl OnnxClipImageEncoder {
             ClipError::Config(format!("ONNX Runtime, {}: {e}", export.display()))
         };
         let session = imgd_infer::onnx::session(export, ort).map_err(|e| failed(&e))?;
-        let input = session
-            .inputs()
-            .iter()
-            .map(|i| i.name().to_string())
-            .find(|name| name == "pixel_values")
-            .ok_or_else(|| failed(&"no input named pixel_values"))?;
-        let outputs: Vec<String> = session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
-        let output = outputs
-            .iter()
-            .find(|name| *name == "image_embeds")
-            .cloned()
-            .ok_or_else(|| failed(&format!("no output named image_embeds ({outputs:?})")))?;
+        if !session.inputs().iter().any(|i| i.name() == INPUT) {
+            return Err(failed(&format!("no input named {INPUT}")));
+        }
+        let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        if !outputs.contains(&OUTPUT) {
+            return Err(failed(&format!("no output named {OUTPUT} ({outputs:?})")));
+        }
         Ok(OnnxClipImageEncoder {
             session: Arc::new(Mutex::new(session)),
-            input,
-            output,
             preprocess,
             info,
             dim: config.projection_dim,
@@ -126,9 +118,9 @@ impl OnnxClipImageEncoder {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let outputs = session
-            .run(imgd_infer::ort::inputs![self.input.as_str() => tensor])
+            .run(imgd_infer::ort::inputs![INPUT => tensor])
             .map_err(|e| failed(&e))?;
-        let (shape, data) = outputs[self.output.as_str()]
+        let (shape, data) = outputs[OUTPUT]
             .try_extract_tensor::<f32>()
             .map_err(|e| failed(&e))?;
         let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
